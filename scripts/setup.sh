@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing lsskd-edge needs on a fresh Debian / Raspberry Pi OS
+# machine that already has Rust (rustup). Safe to run again.
+set -euo pipefail
+
+APT_PACKAGES=(pkg-config)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# rustfmt and clippy for the CI checks (no-ops when present).
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi

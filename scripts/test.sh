@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): set up, then the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --all-targets "$@"

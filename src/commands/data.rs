@@ -1,0 +1,199 @@
+//! Adapters from a loaded [`Dataset`] to the trainer's [`TrainData`]: features (shared
+//! with inference) plus label-preserving augmentation.
+
+use rand::rngs::StdRng;
+
+use crate::augment::{AudioAugment, ImageAugment};
+use crate::dataset::Dataset;
+use crate::features::{AudioSpec, ImageSpec, Preprocess, Raw};
+use crate::lsskd::TrainData;
+
+/// Preprocessed (and optionally augmented) view of a data set.
+pub struct FeatureData<'a> {
+    labels: Vec<usize>,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    /// Image tensors are computed once; augmentation works on the tensor.
+    Image {
+        tensors: Vec<Vec<f32>>,
+        shape: [usize; 3],
+        fill: Vec<f32>,
+        augment: Option<ImageAugment>,
+    },
+    /// Audio is featurised per draw, after waveform augmentation.
+    Audio {
+        clips: Vec<&'a crate::features::Clip>,
+        spec: AudioSpec,
+        augment: Option<AudioAugment>,
+    },
+}
+
+impl<'a> FeatureData<'a> {
+    /// Items `(label, raw)` under `preprocess`; `augment` switches augmentation on.
+    pub fn new(
+        items: Vec<(usize, &'a Raw)>,
+        preprocess: &Preprocess,
+        augment: bool,
+    ) -> anyhow::Result<Self> {
+        let labels = items.iter().map(|(l, _)| *l).collect();
+        let kind = match preprocess {
+            Preprocess::Image(spec) => {
+                let tensors = items
+                    .iter()
+                    .map(|(_, raw)| preprocess.tensor(raw))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Kind::Image {
+                    tensors,
+                    shape: preprocess.input_shape(),
+                    fill: spec
+                        .mean
+                        .iter()
+                        .zip(&spec.std)
+                        .map(|(m, s)| -m / s)
+                        .collect(),
+                    augment: augment.then(ImageAugment::default),
+                }
+            }
+            Preprocess::Audio(spec) => {
+                let clips = items
+                    .iter()
+                    .map(|(_, raw)| match raw {
+                        Raw::Audio(c) => Ok(c),
+                        Raw::Image(_) => Err(anyhow::anyhow!("an image in an audio data set")),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Kind::Audio {
+                    clips,
+                    spec: spec.clone(),
+                    augment: augment.then(AudioAugment::default),
+                }
+            }
+        };
+        Ok(Self { labels, kind })
+    }
+
+    /// All items of a data set.
+    pub fn from_dataset(
+        ds: &'a Dataset,
+        preprocess: &Preprocess,
+        augment: bool,
+    ) -> anyhow::Result<Self> {
+        Self::new(
+            ds.items.iter().map(|i| (i.label, &i.raw)).collect(),
+            preprocess,
+            augment,
+        )
+    }
+}
+
+impl TrainData for FeatureData<'_> {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn label(&self, i: usize) -> usize {
+        self.labels[i]
+    }
+
+    fn input(&self, i: usize, rng: Option<&mut StdRng>) -> Vec<f32> {
+        match (&self.kind, rng) {
+            (
+                Kind::Image {
+                    tensors,
+                    shape,
+                    fill,
+                    augment: Some(a),
+                },
+                Some(rng),
+            ) => a.apply(&tensors[i], *shape, fill, rng),
+            (Kind::Image { tensors, .. }, _) => tensors[i].clone(),
+            (
+                Kind::Audio {
+                    clips,
+                    spec,
+                    augment,
+                },
+                rng,
+            ) => {
+                let clip = clips[i];
+                match (augment, rng) {
+                    (Some(a), Some(rng)) => {
+                        let mut aug = clip.clone();
+                        aug.samples = a.waveform(&clip.samples, clip.sample_rate_hz, rng);
+                        let mut x = spec
+                            .tensor(&aug)
+                            .unwrap_or_else(|_| vec![0.0; spec.frames() * spec.n_mels]);
+                        a.spec_masks(&mut x, spec.frames(), spec.n_mels, 0.0, rng);
+                        x
+                    }
+                    _ => spec
+                        .tensor(clip)
+                        .unwrap_or_else(|_| vec![0.0; spec.frames() * spec.n_mels]),
+                }
+            }
+        }
+    }
+}
+
+/// Image preprocessing for a data set: channels and size of its first image, mean/std of
+/// its pixels.
+pub fn image_spec_for(ds: &Dataset) -> anyhow::Result<ImageSpec> {
+    let first = ds
+        .items
+        .iter()
+        .find_map(|i| match &i.raw {
+            Raw::Image(img) => Some(img),
+            Raw::Audio(_) => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("no images in the data set"))?;
+    let channels = if first.color().has_color() { 3 } else { 1 };
+    let mut spec = ImageSpec {
+        channels,
+        height: first.height() as usize,
+        width: first.width() as usize,
+        mean: vec![0.0; channels],
+        std: vec![1.0; channels],
+    };
+    let (mut sum, mut sq, mut n) = (vec![0f64; channels], vec![0f64; channels], 0usize);
+    let plane = spec.height * spec.width;
+    for item in ds.items.iter().step_by((ds.items.len() / 5000).max(1)) {
+        if let Raw::Image(img) = &item.raw {
+            let x = spec.unnormalised(img);
+            for c in 0..channels {
+                for &v in &x[c * plane..(c + 1) * plane] {
+                    sum[c] += v as f64;
+                    sq[c] += (v * v) as f64;
+                }
+            }
+            n += plane;
+        }
+    }
+    for c in 0..channels {
+        let mean = sum[c] / n as f64;
+        spec.mean[c] = mean as f32;
+        spec.std[c] = ((sq[c] / n as f64 - mean * mean).max(1e-8)).sqrt() as f32;
+    }
+    Ok(spec)
+}
+
+/// Audio preprocessing: the project default log-mel with mean/std of the data set's features.
+pub fn audio_spec_for(ds: &Dataset) -> anyhow::Result<AudioSpec> {
+    let mut spec = AudioSpec::default_kws();
+    let (mut sum, mut sq, mut n) = (0f64, 0f64, 0usize);
+    for item in ds.items.iter().step_by((ds.items.len() / 400).max(1)) {
+        if let Raw::Audio(clip) = &item.raw {
+            for v in spec.log_mel(clip)? {
+                sum += v as f64;
+                sq += (v * v) as f64;
+                n += 1;
+            }
+        }
+    }
+    anyhow::ensure!(n > 0, "no audio clips in the data set");
+    let mean = sum / n as f64;
+    spec.mean = mean as f32;
+    spec.std = ((sq / n as f64 - mean * mean).max(1e-8)).sqrt() as f32;
+    Ok(spec)
+}

@@ -1,0 +1,63 @@
+//! `lsskd-edge predict`: top-k labels and scores for files (images or WAV clips).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::features::decode;
+use crate::inference::Classifier;
+use crate::registry::ModelPackage;
+
+/// One label and its softmax probability.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Scored {
+    pub label: String,
+    pub score: f32,
+}
+
+/// Predictions for one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePrediction {
+    pub file: PathBuf,
+    pub top_k: Vec<Scored>,
+}
+
+/// Softmax of logits, sorted descending, first `k`.
+pub fn top_k(logits: &[f32], classes: &[String], k: usize) -> Vec<Scored> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let mut scored: Vec<Scored> = exp
+        .iter()
+        .zip(classes)
+        .map(|(e, c)| Scored {
+            label: c.clone(),
+            score: e / sum,
+        })
+        .collect();
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    scored.truncate(k);
+    scored
+}
+
+/// Classify each file with the package's model.
+pub fn run(model: &Path, files: &[PathBuf], k: usize) -> anyhow::Result<Vec<FilePrediction>> {
+    let pkg = ModelPackage::load(model)?;
+    let classifier = Classifier::load(&pkg.onnx_path())?;
+    files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            let raw = decode(&bytes).with_context(|| format!("decoding {}", f.display()))?;
+            let x = pkg.manifest.preprocess.tensor(&raw).with_context(|| {
+                format!("{} does not fit model {}", f.display(), pkg.manifest.name)
+            })?;
+            let out = classifier.classify(&x)?;
+            Ok(FilePrediction {
+                file: f.clone(),
+                top_k: top_k(&out.logits, &pkg.manifest.classes, k),
+            })
+        })
+        .collect()
+}

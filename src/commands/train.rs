@@ -1,0 +1,368 @@
+//! `lsskd-edge train`: load a data set, train a student with the chosen method, export the
+//! head-free ONNX, evaluate it through tract and write a model package.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing::info;
+
+use super::data::{FeatureData, audio_spec_for, image_spec_for};
+use super::eval::{EvalReport, evaluate};
+use crate::dataset::{self, Dataset, LoadOptions};
+use crate::features::{Modality, Preprocess, Raw};
+use crate::inference::write_onnx;
+use crate::lsskd::{
+    self, ArchConfig, EpochReport, Method, Progress, TrainConfig, TrainData, TrainNet, Trainer,
+    TransformMode, TransformSet, checkpoint, export,
+};
+use crate::registry::package::{
+    DataInfo, DeployedInfo, FORMAT, MODEL_ONNX, Manifest, ModelPackage, SetMetrics, TRAIN_STATE,
+    TrainState, now_rfc3339,
+};
+use crate::registry::replay;
+
+/// Arguments of `train`.
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    pub data: PathBuf,
+    pub split: String,
+    pub val_split: Option<String>,
+    pub method: Method,
+    pub epochs: usize,
+    pub out: PathBuf,
+    pub arch: String,
+    pub seed: u64,
+    pub classes: Option<Vec<String>>,
+    pub budget_mins: Option<f64>,
+    pub transforms: TransformMode,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub skip_bad: bool,
+    pub limit_per_class: Option<usize>,
+    pub replay_per_class: usize,
+    pub name: Option<String>,
+    pub progress_bar: bool,
+}
+
+impl TrainArgs {
+    /// Defaults for everything but data, split and output.
+    pub fn new(data: &Path, split: &str, out: &Path) -> Self {
+        Self {
+            data: data.to_path_buf(),
+            split: split.to_string(),
+            val_split: None,
+            method: Method::Lsskd,
+            epochs: 10,
+            out: out.to_path_buf(),
+            arch: "resnet-s".into(),
+            seed: 0,
+            classes: None,
+            budget_mins: None,
+            transforms: TransformMode::Sampled,
+            batch_size: 64,
+            lr: 0.05,
+            skip_bad: false,
+            limit_per_class: None,
+            replay_per_class: 20,
+            name: None,
+            progress_bar: true,
+        }
+    }
+}
+
+/// What `train` produced.
+pub struct TrainOutcome {
+    pub package: ModelPackage,
+    pub epochs: Vec<EpochReport>,
+    pub val: Option<EvalReport>,
+    pub seconds: f64,
+}
+
+fn csv_header() -> &'static str {
+    "epoch,steps,alpha,lr_end,loss,final_ce,sad,kl,feat,train_accuracy,val_accuracy,seconds"
+}
+
+fn csv_line(r: &EpochReport) -> String {
+    format!(
+        "{},{},{:.4},{:.6},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{},{:.2}",
+        r.epoch,
+        r.steps,
+        r.alpha,
+        r.lr_end,
+        r.loss.total,
+        r.loss.final_ce,
+        r.loss.sad,
+        r.loss.kl,
+        r.loss.feat,
+        r.train_accuracy,
+        r.val_accuracy
+            .map(|v| format!("{v:.5}"))
+            .unwrap_or_default(),
+        r.seconds
+    )
+}
+
+/// Preprocessing and transform group for a data set.
+pub fn preprocess_for(ds: &Dataset) -> anyhow::Result<(Preprocess, TransformSet)> {
+    let first = ds.items.first().context("empty data set")?;
+    Ok(match &first.raw {
+        Raw::Image(_) => {
+            let spec = image_spec_for(ds)?;
+            // Rotations need square inputs; non-square images use the flip group.
+            let set = if spec.height == spec.width {
+                TransformSet::Rot4
+            } else {
+                TransformSet::Flip4
+            };
+            (Preprocess::Image(spec), set)
+        }
+        Raw::Audio(_) => (Preprocess::Audio(audio_spec_for(ds)?), TransformSet::Flip4),
+    })
+}
+
+/// Run `train`.
+pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
+    let started = Instant::now();
+    let opts = LoadOptions {
+        classes: args.classes.clone(),
+        skip_bad: args.skip_bad,
+        limit_per_class: args.limit_per_class,
+    };
+    let train_ds = dataset::load(&args.data, &args.split, &opts).with_context(|| {
+        format!(
+            "loading training split `{}` of {}",
+            args.split,
+            args.data.display()
+        )
+    })?;
+    if train_ds.skipped_bad > 0 {
+        tracing::warn!(
+            skipped = train_ds.skipped_bad,
+            "skipped unreadable training files"
+        );
+    }
+    let counts = train_ds.class_counts();
+    if let Some((i, _)) = counts.iter().enumerate().find(|(_, n)| **n == 0) {
+        bail!(
+            "class `{}` has no training samples in {}",
+            train_ds.classes[i],
+            args.data.display()
+        );
+    }
+    let val_ds = match &args.val_split {
+        Some(split) => {
+            let vopts = LoadOptions {
+                classes: Some(train_ds.classes.clone()),
+                skip_bad: args.skip_bad,
+                limit_per_class: None,
+            };
+            Some(dataset::load(&args.data, split, &vopts).with_context(|| {
+                format!(
+                    "loading validation split `{split}` of {}",
+                    args.data.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let (preprocess, transform_set) = preprocess_for(&train_ds)?;
+    let input_shape = preprocess.input_shape();
+    let arch = ArchConfig::preset(&args.arch, input_shape[0]).with_context(|| {
+        format!(
+            "unknown --arch `{}` (resnet-xs, resnet-s, resnet-m)",
+            args.arch
+        )
+    })?;
+    let classes = train_ds.classes.clone();
+    info!(
+        train = train_ds.len(),
+        val = val_ds.as_ref().map_or(0, Dataset::len),
+        classes = classes.len(),
+        method = args.method.name(),
+        ?input_shape,
+        "training"
+    );
+
+    let mut cfg = TrainConfig::new(args.method, transform_set);
+    cfg.transform_mode = args.transforms;
+    cfg.epochs = args.epochs;
+    cfg.batch_size = args.batch_size;
+    cfg.lr = args.lr;
+    cfg.seed = args.seed;
+    cfg.budget_secs = args.budget_mins.map(|m| (m * 60.0) as u64);
+
+    let train_data = FeatureData::from_dataset(&train_ds, &preprocess, true)?;
+    let val_data = val_ds
+        .as_ref()
+        .map(|v| FeatureData::from_dataset(v, &preprocess, false))
+        .transpose()?;
+
+    let device = lsskd::training_device(args.seed);
+    let net = TrainNet::new(
+        &arch,
+        classes.len(),
+        transform_set.len(),
+        args.method.aux_heads(),
+        &device,
+    );
+    let training_param_count = net.param_count();
+    let mut trainer = Trainer::new(net, cfg.clone(), input_shape);
+
+    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let log_path = args.out.join("train-log.csv");
+    let mut log =
+        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    writeln!(log, "{}", csv_header())?;
+
+    let bar = if args.progress_bar {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  eta {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    let mut log_err = None;
+    let epochs = trainer.fit(
+        &train_data,
+        val_data.as_ref().map(|v| v as &dyn TrainData),
+        &|| false,
+        &mut |p| match p {
+            Progress::Planned { total_steps, epochs } => {
+                bar.set_length(total_steps as u64);
+                bar.set_message(format!("{epochs} epochs"));
+            }
+            Progress::Step { step, loss } => {
+                bar.set_position(step as u64);
+                if step % 10 == 0 {
+                    bar.set_message(format!("loss {loss:.3}"));
+                }
+            }
+            Progress::Epoch(r) => {
+                let line = format!(
+                    "epoch {:>3}  loss {:.4} (final {:.3} sad {:.3} kl {:.3} feat {:.3})  train acc {:.4}  val acc {}  {:.0}s",
+                    r.epoch,
+                    r.loss.total,
+                    r.loss.final_ce,
+                    r.loss.sad,
+                    r.loss.kl,
+                    r.loss.feat,
+                    r.train_accuracy,
+                    r.val_accuracy.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+                    r.seconds
+                );
+                bar.println(&line);
+                if let Err(e) = writeln!(log, "{}", csv_line(r)) {
+                    log_err = Some(e);
+                }
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(e) = log_err {
+        return Err(e).with_context(|| format!("writing {}", log_path.display()));
+    }
+    let net = trainer.into_net();
+    let seconds = started.elapsed().as_secs_f64();
+
+    // Package: ONNX of the student only, full training state, replay exemplars.
+    let deployed = export::deployed(&net.student, input_shape)?;
+    let onnx = write_onnx(&deployed);
+    let state_tmp = args.out.join(".train-state.tmp");
+    checkpoint::save(&net, &state_tmp)?;
+    let state = fs::read(&state_tmp).with_context(|| format!("reading {}", state_tmp.display()))?;
+    fs::remove_file(&state_tmp).ok();
+    let replay_items: Vec<(usize, &Raw)> =
+        train_ds.items.iter().map(|i| (i.label, &i.raw)).collect();
+    let mut files = vec![
+        (MODEL_ONNX.to_string(), onnx),
+        (TRAIN_STATE.to_string(), state),
+    ];
+    files.extend(
+        replay::select(&replay_items, &classes, args.replay_per_class)
+            .map_err(anyhow::Error::msg)?,
+    );
+
+    let modality = preprocess.modality();
+    let manifest = Manifest {
+        format: FORMAT,
+        name: args.name.clone().unwrap_or_else(|| match modality {
+            Modality::Image => "vision".into(),
+            Modality::Audio => "audio".into(),
+        }),
+        version: 0,
+        parent: None,
+        created_at: now_rfc3339(),
+        classes: classes.clone(),
+        preprocess,
+        arch,
+        method: cfg,
+        train_state: TrainState {
+            file: TRAIN_STATE.into(),
+            aux_heads: args.method.aux_heads(),
+            transforms: transform_set,
+        },
+        training_data: Some(DataInfo {
+            data: args.data.display().to_string(),
+            split: args.split.clone(),
+            samples_per_class: classes.iter().cloned().zip(counts).collect(),
+        }),
+        training_seconds: seconds,
+        metrics: Vec::new(),
+        deployed: DeployedInfo {
+            param_count: deployed.param_count(),
+            training_param_count,
+            auxiliary_heads_exported: false,
+            embedding_dim: deployed.embedding_dim(),
+        },
+        files: Default::default(),
+    };
+    let mut package = ModelPackage::write(&args.out, manifest, files)?;
+
+    // Validation metrics through the deployed path (tract), recorded in the manifest.
+    let val = match &val_ds {
+        Some(v) => {
+            let report = evaluate(&package, v)?;
+            let mut manifest = package.manifest.clone();
+            manifest.metrics.push(SetMetrics {
+                set: format!(
+                    "{}:{}",
+                    args.data.display(),
+                    args.val_split.as_deref().unwrap_or("")
+                ),
+                accuracy: report.accuracy,
+                n: report.n,
+                per_class: report.per_class.clone(),
+            });
+            package = rewrite_manifest(&package, manifest)?;
+            Some(report)
+        }
+        None => None,
+    };
+    Ok(TrainOutcome {
+        package,
+        epochs,
+        val,
+        seconds,
+    })
+}
+
+/// Replace a package's manifest (file hashes unchanged) and re-verify.
+pub fn rewrite_manifest(
+    pkg: &ModelPackage,
+    mut manifest: Manifest,
+) -> anyhow::Result<ModelPackage> {
+    manifest.files = pkg.manifest.files.clone();
+    let path = pkg.dir.join(crate::registry::package::MANIFEST);
+    let tmp = pkg.dir.join(".manifest.json.tmp");
+    crate::registry::package::write_synced(&tmp, &serde_json::to_vec_pretty(&manifest)?)?;
+    fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(ModelPackage::load(&pkg.dir)?)
+}

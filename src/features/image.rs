@@ -1,0 +1,217 @@
+//! Image preprocessing: colour conversion, resize and per-channel normalisation into a
+//! CHW `f32` tensor. Owns [`ImageSpec`].
+
+use image::imageops::{self, FilterType};
+use image::{DynamicImage, ImageBuffer, Pixel};
+use serde::{Deserialize, Serialize};
+
+use super::FeatureError;
+
+/// How an image becomes a model input: `channels` (1 = luma, 3 = RGB), target size and
+/// per-channel normalisation constants applied to pixel values scaled to [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// 1 (grayscale / luma) or 3 (RGB).
+    pub channels: usize,
+    /// Target height in pixels.
+    pub height: usize,
+    /// Target width in pixels.
+    pub width: usize,
+    /// Per-channel mean of [0, 1] pixel values (length `channels`).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation of [0, 1] pixel values (length `channels`, all > 0).
+    pub std: Vec<f32>,
+}
+
+impl ImageSpec {
+    /// Convert to gray (luma) or RGB per `channels`, resize to `height`×`width`
+    /// (`image::imageops`, Triangle filter; no resize when already that size), scale to
+    /// [0, 1], then `(x - mean[c]) / std[c]`; CHW row-major, length `channels*height*width`.
+    ///
+    /// Expects a valid spec (see [`ImageSpec::validate`]); any `channels` other than 1 is
+    /// treated as RGB.
+    pub fn tensor(&self, img: &DynamicImage) -> Vec<f32> {
+        let mut out = self.unnormalised(img);
+        let plane = self.height * self.width;
+        if plane == 0 {
+            return out;
+        }
+        for (c, chunk) in out.chunks_mut(plane).enumerate() {
+            let mean = self.mean.get(c).copied().unwrap_or(0.0);
+            let inv_std = 1.0 / self.std.get(c).copied().unwrap_or(1.0);
+            for x in chunk {
+                *x = (*x - mean) * inv_std;
+            }
+        }
+        out
+    }
+
+    /// Same as [`ImageSpec::tensor`] but before normalisation (values in [0, 1]); used to
+    /// compute the mean/std of a data set.
+    pub fn unnormalised(&self, img: &DynamicImage) -> Vec<f32> {
+        if self.channels == 1 {
+            planes(&img.to_luma8(), self.width, self.height)
+        } else {
+            planes(&img.to_rgb8(), self.width, self.height)
+        }
+    }
+
+    /// Check the spec: channels 1 or 3, positive size, `mean`/`std` lengths equal to
+    /// `channels`, finite values and `std > 0`. The error lists every problem.
+    pub fn validate(&self) -> Result<(), FeatureError> {
+        let mut problems = Vec::new();
+        if self.channels != 1 && self.channels != 3 {
+            problems.push(format!("channels is {}, must be 1 or 3", self.channels));
+        }
+        if self.height == 0 || self.width == 0 {
+            problems.push(format!(
+                "size {}x{} (height x width) must be positive",
+                self.height, self.width
+            ));
+        }
+        if u32::try_from(self.height).is_err() || u32::try_from(self.width).is_err() {
+            problems.push("size does not fit in u32".to_string());
+        }
+        if self.mean.len() != self.channels {
+            problems.push(format!(
+                "mean has {} values for {} channels",
+                self.mean.len(),
+                self.channels
+            ));
+        }
+        if self.std.len() != self.channels {
+            problems.push(format!(
+                "std has {} values for {} channels",
+                self.std.len(),
+                self.channels
+            ));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            problems.push(format!("mean {:?} is not finite", self.mean));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            problems.push(format!("std {:?} must be finite and > 0", self.std));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(FeatureError::InvalidSpec(format!(
+                "image: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+/// Resize (if needed) and split an 8-bit image into [0, 1] planes, CHW.
+fn planes<P>(img: &ImageBuffer<P, Vec<u8>>, width: usize, height: usize) -> Vec<f32>
+where
+    P: Pixel<Subpixel = u8> + 'static,
+{
+    let (w, h) = (
+        u32::try_from(width).unwrap_or(u32::MAX),
+        u32::try_from(height).unwrap_or(u32::MAX),
+    );
+    let resized;
+    let img = if img.dimensions() == (w, h) {
+        img
+    } else {
+        resized = imageops::resize(img, w, h, FilterType::Triangle);
+        &resized
+    };
+    let channels = usize::from(P::CHANNEL_COUNT);
+    let plane = width * height;
+    let mut out = vec![0.0f32; channels * plane];
+    for (i, px) in img.as_raw().chunks_exact(channels).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            out[c * plane + i] = f32::from(v) / 255.0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    fn gray_spec(h: usize, w: usize) -> ImageSpec {
+        ImageSpec {
+            channels: 1,
+            height: h,
+            width: w,
+            mean: vec![0.5],
+            std: vec![0.5],
+        }
+    }
+
+    #[test]
+    fn normalises_gray_pixels_with_mean_and_std() {
+        let mut img = GrayImage::from_pixel(2, 2, Luma([0]));
+        img.put_pixel(1, 0, Luma([255]));
+        let t = gray_spec(2, 2).tensor(&DynamicImage::ImageLuma8(img));
+        assert_eq!(t, vec![-1.0, 1.0, -1.0, -1.0]);
+    }
+
+    #[test]
+    fn unnormalised_values_are_in_unit_range_and_row_major() {
+        let mut img = GrayImage::from_pixel(3, 2, Luma([0]));
+        img.put_pixel(2, 1, Luma([255]));
+        img.put_pixel(0, 1, Luma([51]));
+        let t = gray_spec(2, 3).unnormalised(&DynamicImage::ImageLuma8(img));
+        assert_eq!(t.len(), 6);
+        assert!((t[3] - 0.2).abs() < 1e-6);
+        assert_eq!(t[5], 1.0);
+        assert!(t.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn rgb_output_is_channel_major() {
+        let img = RgbImage::from_pixel(2, 1, Rgb([255, 0, 51]));
+        let spec = ImageSpec {
+            channels: 3,
+            height: 1,
+            width: 2,
+            mean: vec![0.0, 0.0, 0.0],
+            std: vec![1.0, 1.0, 0.5],
+        };
+        let t = spec.tensor(&DynamicImage::ImageRgb8(img));
+        assert_eq!(t.len(), 6);
+        assert_eq!(&t[0..2], &[1.0, 1.0]);
+        assert_eq!(&t[2..4], &[0.0, 0.0]);
+        assert!((t[4] - 0.4).abs() < 1e-6 && (t[5] - 0.4).abs() < 1e-6);
+    }
+
+    #[test]
+    fn converts_rgb_to_luma_for_one_channel_spec() {
+        let img = RgbImage::from_pixel(2, 2, Rgb([255, 255, 255]));
+        let t = gray_spec(2, 2).unnormalised(&DynamicImage::ImageRgb8(img));
+        assert_eq!(t, vec![1.0; 4]);
+    }
+
+    #[test]
+    fn resizes_to_spec_size() {
+        let img = GrayImage::from_pixel(56, 40, Luma([128]));
+        let t = gray_spec(28, 28).unnormalised(&DynamicImage::ImageLuma8(img));
+        assert_eq!(t.len(), 28 * 28);
+        assert!(t.iter().all(|v| (v - 128.0 / 255.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn validate_lists_every_problem() {
+        let spec = ImageSpec {
+            channels: 2,
+            height: 0,
+            width: 4,
+            mean: vec![0.0],
+            std: vec![-1.0],
+        };
+        let msg = spec.validate().expect_err("bad spec accepted").to_string();
+        assert!(msg.contains("channels is 2"), "{msg}");
+        assert!(msg.contains("must be positive"), "{msg}");
+        assert!(msg.contains("mean has 1 values"), "{msg}");
+        assert!(msg.contains("> 0"), "{msg}");
+        assert!(gray_spec(28, 28).validate().is_ok());
+    }
+}

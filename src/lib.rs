@@ -1,0 +1,20 @@
+//! lsskd-edge: an edge daemon that classifies camera frames and microphone windows with
+//! compact CNNs, publishes results over MQTT and learns new classes on the device with
+//! LSSKD (layered self-supervised knowledge distillation).
+//!
+//! The library holds the whole system; `src/main.rs` only parses the command line.
+//! Module map (see ARCHITECTURE.md):
+//! - [`features`]: pure functions from images / PCM to model input tensors.
+//! - [`dataset`]: IDX and folder-tree data sets for training, evaluation and benchmarks.
+//! - [`lsskd`]: the only importer of burn — student, auxiliary heads, losses, trainer.
+//! - [`inference`]: the only importer of tract — ONNX writing and running.
+//! - [`registry`]: model packages on disk (manifest, hashes, replay exemplars).
+//! - [`commands`]: the CLI subcommands as library functions.
+
+pub mod augment;
+pub mod commands;
+pub mod dataset;
+pub mod features;
+pub mod inference;
+pub mod lsskd;
+pub mod registry;

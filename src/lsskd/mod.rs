@@ -1,0 +1,50 @@
+//! LSSKD: the student network with its auxiliary heads, the joint-label transforms, the
+//! losses, the trainer and the export to a head-free [`DeployedNet`](crate::inference::DeployedNet).
+//!
+//! The only module that imports burn. Training runs on burn's `flex` CPU backend with
+//! autodiff, on the caller's (dedicated) thread.
+
+pub mod checkpoint;
+pub mod export;
+pub mod infer;
+pub mod loss;
+pub mod net;
+pub mod train;
+pub mod transforms;
+
+pub use burn::prelude::Device;
+pub use net::{ArchConfig, HeadKind, Student, TrainNet};
+pub use train::{EpochReport, Method, Progress, SoftStore, TrainConfig, TrainData, Trainer};
+pub use transforms::{TransformMode, TransformSet};
+
+/// Errors of training, checkpointing and export.
+#[derive(Debug, thiserror::Error)]
+pub enum LsskdError {
+    #[error("training data set is empty")]
+    EmptyData,
+    #[error("training was cancelled")]
+    Cancelled,
+    #[error("training diverged (loss {0})")]
+    Diverged(f32),
+    #[error("tensor read-back failed: {0}")]
+    Tensor(String),
+    #[error("training state {path}: {message}")]
+    Record {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("invalid architecture: {0}")]
+    Arch(String),
+}
+
+/// The CPU inference device (burn flex).
+pub fn cpu_device() -> Device {
+    Device::default()
+}
+
+/// The CPU training device (burn flex with autodiff), seeded for deterministic init.
+pub fn training_device(seed: u64) -> Device {
+    let device = Device::default().autodiff();
+    device.seed(seed);
+    device
+}

@@ -1,0 +1,399 @@
+//! The student network and its training-only auxiliary heads (LSSKD.md §2).
+//!
+//! Student: stem conv → L stages of BasicBlocks → GAP → classifier (cosine by default).
+//! Auxiliary head l (HSAKD design): a fresh copy of stages l+1..L (for l = L one extra
+//! stride-1 block of stage-L shape), GAP, and an N·M-way classifier. Every auxiliary head
+//! therefore ends in a feature map of exactly f_L's shape. Only the student is exported.
+
+use burn::module::{Initializer, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use serde::{Deserialize, Serialize};
+
+/// Which classifier sits on pooled features (LSSKD.md §2, *(choice)*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// L2-normalised features and weights times a fixed scale: supports weight imprinting.
+    Cosine,
+    /// Plain affine layer (ablation).
+    Linear,
+}
+
+/// Shape of the student; stored in the manifest so a package can be rebuilt exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchConfig {
+    /// Channels of the model input (1 gray / spectrogram, 3 RGB).
+    pub in_channels: usize,
+    /// Output channels of each stage; stage 1 has stride 1, later stages stride 2.
+    pub widths: Vec<usize>,
+    /// BasicBlocks per stage.
+    pub blocks_per_stage: usize,
+    pub head: HeadKind,
+    /// Scale s of the cosine classifiers.
+    pub cosine_scale: f32,
+}
+
+impl Default for ArchConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 1,
+            widths: vec![16, 32, 64],
+            blocks_per_stage: 2,
+            head: HeadKind::Cosine,
+            cosine_scale: 16.0,
+        }
+    }
+}
+
+impl ArchConfig {
+    /// Named presets for `--arch`: `resnet-s` (16/32/64 ×2, ≈175k parameters),
+    /// `resnet-xs` (8/16/32 ×1) and `resnet-m` (24/48/96 ×2).
+    pub fn preset(name: &str, in_channels: usize) -> Option<Self> {
+        let (widths, blocks) = match name {
+            "resnet-s" => (vec![16, 32, 64], 2),
+            "resnet-xs" => (vec![8, 16, 32], 1),
+            "resnet-m" => (vec![24, 48, 96], 2),
+            _ => return None,
+        };
+        Some(Self {
+            in_channels,
+            widths,
+            blocks_per_stage: blocks,
+            ..Self::default()
+        })
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        *self.widths.last().expect("validated: at least one stage")
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.in_channels == 0 || self.widths.is_empty() || self.blocks_per_stage == 0 {
+            return Err(
+                "arch needs in_channels > 0, at least one stage, blocks_per_stage > 0".into(),
+            );
+        }
+        if self.widths.contains(&0) {
+            return Err("arch stage widths must be > 0".into());
+        }
+        if !(self.cosine_scale.is_finite() && self.cosine_scale > 0.0) {
+            return Err("arch cosine_scale must be a positive number".into());
+        }
+        Ok(())
+    }
+}
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
+    let pad = k / 2;
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+fn bn(c: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(c).init(device)
+}
+
+/// Conv + BatchNorm pair (no bias: BatchNorm supplies it).
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn new(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Self {
+        Self {
+            conv: conv(cin, cout, k, stride, device),
+            bn: bn(cout, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+
+    pub fn stride(&self) -> usize {
+        self.conv.stride[0]
+    }
+}
+
+/// `relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))`.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub c1: ConvBn,
+    pub c2: ConvBn,
+    pub shortcut: Option<ConvBn>,
+}
+
+impl Block {
+    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
+        let shortcut =
+            (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
+        Self {
+            c1: ConvBn::new(cin, cout, 3, stride, device),
+            c2: ConvBn::new(cout, cout, 3, 1, device),
+            shortcut,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.shortcut {
+            Some(sc) => sc.forward(x.clone()),
+            None => x.clone(),
+        };
+        let y = relu(self.c1.forward(x));
+        relu(self.c2.forward(y) + identity)
+    }
+}
+
+fn stage(cin: usize, cout: usize, stride: usize, blocks: usize, device: &Device) -> Vec<Block> {
+    (0..blocks)
+        .map(|b| {
+            if b == 0 {
+                Block::new(cin, cout, stride, device)
+            } else {
+                Block::new(cout, cout, 1, device)
+            }
+        })
+        .collect()
+}
+
+/// Cosine (or linear) classifier on pooled features. `weight` is `[classes, dim]`.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub scale: f32,
+}
+
+/// Row-wise L2 normalisation, `[R, D] → [R, D]`.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-6); // [R, 1]
+    x / norm
+}
+
+impl Classifier {
+    fn new(dim: usize, classes: usize, kind: HeadKind, scale: f32, device: &Device) -> Self {
+        let k = (1.0 / dim as f64).sqrt();
+        let weight = Initializer::Uniform { min: -k, max: k }.init([classes, dim], device);
+        let bias = (kind == HeadKind::Linear).then(|| Initializer::Zeros.init([classes], device));
+        Self {
+            weight,
+            bias,
+            scale,
+        }
+    }
+
+    pub fn is_cosine(&self) -> bool {
+        self.bias.is_none()
+    }
+
+    pub fn classes(&self) -> usize {
+        self.weight.shape().dims::<2>()[0]
+    }
+
+    /// `[R, D] → [R, classes]`.
+    pub fn forward(&self, h: Tensor<2>) -> Tensor<2> {
+        let w = self.weight.val();
+        match &self.bias {
+            None => l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale,
+            Some(b) => h.matmul(w.transpose()) + b.val().unsqueeze_dim(0),
+        }
+    }
+}
+
+fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [r, c, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([r, c])
+}
+
+/// The deployed network: stem, stages, classifier.
+#[derive(Module, Debug)]
+pub struct Student {
+    pub stem: ConvBn,
+    pub stages: Vec<Vec<Block>>,
+    pub classifier: Classifier,
+}
+
+/// Outputs of a student forward pass.
+pub struct StudentOut {
+    /// `[R, N]`.
+    pub logits: Tensor<2>,
+    /// Pooled feature h, `[R, D]`.
+    pub embedding: Tensor<2>,
+    /// Stage outputs f_1..f_L, each `[R, C_l, H_l, W_l]`.
+    pub stages: Vec<Tensor<4>>,
+}
+
+impl Student {
+    pub fn new(arch: &ArchConfig, classes: usize, device: &Device) -> Self {
+        let w0 = arch.widths[0];
+        let mut cin = w0;
+        let stages = arch
+            .widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let s = stage(
+                    cin,
+                    w,
+                    if i == 0 { 1 } else { 2 },
+                    arch.blocks_per_stage,
+                    device,
+                );
+                cin = w;
+                s
+            })
+            .collect();
+        Self {
+            stem: ConvBn::new(arch.in_channels, w0, 3, 1, device),
+            stages,
+            classifier: Classifier::new(
+                arch.embedding_dim(),
+                classes,
+                arch.head,
+                arch.cosine_scale,
+                device,
+            ),
+        }
+    }
+
+    /// `x`: `[R, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> StudentOut {
+        let mut f = relu(self.stem.forward(x));
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for st in &self.stages {
+            for b in st {
+                f = b.forward(f);
+            }
+            stages.push(f.clone());
+        }
+        let embedding = global_avg_pool(f);
+        let logits = self.classifier.forward(embedding.clone());
+        StudentOut {
+            logits,
+            embedding,
+            stages,
+        }
+    }
+}
+
+/// Auxiliary head l: blocks producing an f_L-shaped map, GAP, N·M-way classifier.
+#[derive(Module, Debug)]
+pub struct AuxHead {
+    pub blocks: Vec<Block>,
+    pub classifier: Classifier,
+}
+
+/// Outputs of one auxiliary head.
+pub struct AuxOut {
+    /// Joint logits `[R, N·M]`.
+    pub logits: Tensor<2>,
+    /// Pooled feature `[R, D]` (imprinting).
+    pub pooled: Tensor<2>,
+    /// Final feature map, f_L's shape (feature L2 term).
+    pub feature: Tensor<4>,
+}
+
+impl AuxHead {
+    pub fn forward(&self, f: Tensor<4>) -> AuxOut {
+        let mut a = f;
+        for b in &self.blocks {
+            a = b.forward(a);
+        }
+        let pooled = global_avg_pool(a.clone());
+        AuxOut {
+            logits: self.classifier.forward(pooled.clone()),
+            pooled,
+            feature: a,
+        }
+    }
+}
+
+/// The whole training model: student plus one auxiliary head per stage.
+#[derive(Module, Debug)]
+pub struct TrainNet {
+    pub student: Student,
+    pub aux: Vec<AuxHead>,
+}
+
+/// Outputs of a training forward pass.
+pub struct TrainOut {
+    pub student: StudentOut,
+    pub aux: Vec<AuxOut>,
+}
+
+impl TrainNet {
+    /// `transforms` is M; with `aux_heads == false` the auxiliary list is empty (`ce`, `pskd`).
+    pub fn new(
+        arch: &ArchConfig,
+        classes: usize,
+        transforms: usize,
+        aux_heads: bool,
+        device: &Device,
+    ) -> Self {
+        let student = Student::new(arch, classes, device);
+        let mut aux = Vec::new();
+        if aux_heads {
+            let l = arch.widths.len();
+            let last = arch.widths[l - 1];
+            for i in 0..l {
+                let blocks = if i + 1 < l {
+                    let mut cin = arch.widths[i];
+                    arch.widths[i + 1..]
+                        .iter()
+                        .flat_map(|&w| {
+                            let s = stage(cin, w, 2, arch.blocks_per_stage, device);
+                            cin = w;
+                            s
+                        })
+                        .collect()
+                } else {
+                    vec![Block::new(last, last, 1, device)]
+                };
+                aux.push(AuxHead {
+                    blocks,
+                    classifier: Classifier::new(
+                        last,
+                        classes * transforms,
+                        arch.head,
+                        arch.cosine_scale,
+                        device,
+                    ),
+                });
+            }
+        }
+        Self { student, aux }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> TrainOut {
+        let student = self.student.forward(x);
+        let aux = self
+            .aux
+            .iter()
+            .zip(&student.stages)
+            .map(|(head, f)| head.forward(f.clone()))
+            .collect();
+        TrainOut { student, aux }
+    }
+
+    pub fn classes(&self) -> usize {
+        self.student.classifier.classes()
+    }
+
+    /// Parameters of the whole training model (auxiliary heads included).
+    pub fn param_count(&self) -> usize {
+        self.num_params()
+    }
+}

@@ -1,0 +1,579 @@
+//! The LSSKD trainer and its baselines (`ce`, `pskd`, `sla`), on burn's flex CPU backend.
+//!
+//! Receives training data through [`TrainData`] (the caller owns decoding, features and
+//! label-preserving augmentation), produces a trained [`TrainNet`]. Runs on whatever thread
+//! calls it: callers put it on a dedicated OS thread, never on an async worker.
+//!
+//! Previous-epoch soft targets *(choice, LSSKD.md §4)*: a per-sample store of the
+//! predictions recorded during the previous epoch's training pass (PS-KD's own
+//! implementation), which costs no extra forward pass. In `sampled` mode, an auxiliary
+//! target for a transform not drawn last epoch falls back to the last recorded one, or to
+//! one-hot if it was never drawn.
+
+use std::time::Instant;
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::LsskdError;
+use super::loss::{alpha_at, feature_mse, kl_divergence, progressive_target, soft_cross_entropy};
+use super::net::{Student, TrainNet};
+use super::transforms::{TransformMode, TransformSet, expand};
+
+/// Training method (`--method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Plain cross-entropy, no auxiliary heads.
+    Ce,
+    /// Progressive self-knowledge distillation on the final head only.
+    Pskd,
+    /// Joint-label auxiliary heads with hard labels only.
+    Sla,
+    /// All LSSKD terms.
+    Lsskd,
+}
+
+impl Method {
+    pub fn aux_heads(self) -> bool {
+        matches!(self, Method::Sla | Method::Lsskd)
+    }
+
+    pub fn soft_targets(self) -> bool {
+        matches!(self, Method::Pskd | Method::Lsskd)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ce => "ce",
+            Method::Pskd => "pskd",
+            Method::Sla => "sla",
+            Method::Lsskd => "lsskd",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ce" => Ok(Method::Ce),
+            "pskd" => Ok(Method::Pskd),
+            "sla" => Ok(Method::Sla),
+            "lsskd" => Ok(Method::Lsskd),
+            _ => Err(format!(
+                "unknown method `{s}` (expected ce, pskd, sla or lsskd)"
+            )),
+        }
+    }
+}
+
+/// Hyper-parameters; stored in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub transforms: TransformSet,
+    pub transform_mode: TransformMode,
+    pub epochs: usize,
+    /// Samples per step, before expansion by transforms.
+    pub batch_size: usize,
+    /// Peak learning rate (SGD, Nesterov momentum), cosine decay after a linear warm-up.
+    pub lr: f64,
+    pub warmup_fraction: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// α_T of the progressive targets.
+    pub alpha_t: f32,
+    /// Temperature of the deep-to-shallow KL term.
+    pub tau: f32,
+    pub lambda_kl: f32,
+    pub lambda_feat: f32,
+    pub seed: u64,
+    /// Wall-clock budget; the schedule is compressed to fit it (measured after a few steps).
+    pub budget_secs: Option<u64>,
+    /// Freeze the stem and first stage, and every BatchNorm's statistics (few-shot fine-tuning).
+    pub freeze_early: bool,
+}
+
+impl TrainConfig {
+    pub fn new(method: Method, transforms: TransformSet) -> Self {
+        Self {
+            method,
+            transforms,
+            transform_mode: TransformMode::Sampled,
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.05,
+            warmup_fraction: 0.03,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            alpha_t: 0.8,
+            tau: 3.0,
+            lambda_kl: 1.0,
+            lambda_feat: 1.0,
+            seed: 0,
+            budget_secs: None,
+            freeze_early: false,
+        }
+    }
+
+    /// Learning rate at training progress `p ∈ [0, 1]`.
+    pub fn lr_at(&self, p: f64) -> f64 {
+        if p < self.warmup_fraction {
+            self.lr * (p / self.warmup_fraction).max(0.02)
+        } else {
+            let q = (p - self.warmup_fraction) / (1.0 - self.warmup_fraction).max(1e-9);
+            0.5 * self.lr * (1.0 + (std::f64::consts::PI * q.min(1.0)).cos())
+        }
+    }
+}
+
+/// The trainer's view of a data set.
+pub trait TrainData: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn label(&self, i: usize) -> usize;
+    /// Model input `[C, H, W]` of item i; with `rng`, after label-preserving augmentation.
+    fn input(&self, i: usize, rng: Option<&mut StdRng>) -> Vec<f32>;
+}
+
+/// Loss terms averaged over an epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossParts {
+    pub total: f32,
+    pub final_ce: f32,
+    pub sad: f32,
+    pub kl: f32,
+    pub feat: f32,
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub steps: usize,
+    pub alpha: f32,
+    pub lr_end: f64,
+    pub loss: LossParts,
+    pub train_accuracy: f32,
+    pub val_accuracy: Option<f32>,
+    pub seconds: f64,
+}
+
+/// Progress callback events.
+pub enum Progress<'a> {
+    Planned { total_steps: usize, epochs: usize },
+    Step { step: usize, loss: f32 },
+    Epoch(&'a EpochReport),
+}
+
+/// Previous-epoch predictions per sample (see module docs).
+pub struct SoftStore {
+    classes: usize,
+    final_probs: Vec<f32>,
+    /// `[sample, head, transform, classes·M]`.
+    aux_probs: Vec<f32>,
+    heads: usize,
+    m: usize,
+}
+
+impl SoftStore {
+    /// Store for `samples` items, `heads` auxiliary heads and `m` transforms; nothing recorded yet.
+    pub fn new(samples: usize, classes: usize, heads: usize, m: usize) -> Self {
+        Self {
+            classes,
+            final_probs: vec![f32::NAN; samples * classes],
+            aux_probs: vec![f32::NAN; samples * heads * m * classes * m],
+            heads,
+            m,
+        }
+    }
+
+    fn final_slot(&mut self, i: usize) -> &mut [f32] {
+        &mut self.final_probs[i * self.classes..(i + 1) * self.classes]
+    }
+
+    fn aux_slot(&mut self, i: usize, head: usize, j: usize) -> &mut [f32] {
+        let k = self.classes * self.m;
+        let at = ((i * self.heads + head) * self.m + j) * k;
+        &mut self.aux_probs[at..at + k]
+    }
+}
+
+/// Owns the training model and optimizer state.
+pub struct Trainer {
+    net: Option<TrainNet>,
+    optim: ModuleOptimizer,
+    cfg: TrainConfig,
+    device: Device,
+    input_shape: [usize; 3],
+}
+
+fn to_vec(t: Tensor<2>) -> Result<Vec<f32>, LsskdError> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| LsskdError::Tensor(format!("{e:?}")))
+}
+
+impl Trainer {
+    /// `net` must live on an autodiff device (see [`super::training_device`]).
+    pub fn new(net: TrainNet, cfg: TrainConfig, input_shape: [usize; 3]) -> Self {
+        let device = net
+            .devices()
+            .first()
+            .cloned()
+            .expect("a TrainNet always holds parameters");
+        let momentum = MomentumConfig::new()
+            .with_momentum(cfg.momentum)
+            .with_dampening(0.0)
+            .with_nesterov(true);
+        let optim = SgdConfig::new()
+            .with_momentum(Some(momentum))
+            .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
+            .init();
+        let net = if cfg.freeze_early {
+            freeze_early(net)
+        } else {
+            net
+        };
+        Self {
+            net: Some(net),
+            optim,
+            cfg,
+            device,
+            input_shape,
+        }
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    pub fn net(&self) -> &TrainNet {
+        self.net.as_ref().expect("net is only taken inside step")
+    }
+
+    pub fn into_net(self) -> TrainNet {
+        self.net.expect("net is only taken inside step")
+    }
+
+    /// Train for the configured epochs (or budget). `cancel` is polled between steps.
+    pub fn fit(
+        &mut self,
+        train: &dyn TrainData,
+        val: Option<&dyn TrainData>,
+        cancel: &dyn Fn() -> bool,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Vec<EpochReport>, LsskdError> {
+        if train.is_empty() {
+            return Err(LsskdError::EmptyData);
+        }
+        let mut rng = StdRng::seed_from_u64(self.cfg.seed);
+        let classes = self.net().classes();
+        let heads = self.net().aux.len();
+        let m = self.cfg.transforms.len();
+        let mut store = self
+            .cfg
+            .method
+            .soft_targets()
+            .then(|| SoftStore::new(train.len(), classes, heads, m));
+        let bs = self.cfg.batch_size.max(1).min(train.len());
+        let steps_per_epoch = train.len().div_ceil(bs);
+        let mut epochs = self.cfg.epochs.max(1);
+        let mut total_steps = epochs * steps_per_epoch;
+        progress(Progress::Planned {
+            total_steps,
+            epochs,
+        });
+        let started = Instant::now();
+        let mut reports = Vec::new();
+        let mut step = 0usize;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut epoch = 0;
+        while epoch < epochs {
+            let t0 = Instant::now();
+            order.shuffle(&mut rng);
+            let alpha = alpha_at(self.cfg.alpha_t, epoch, epochs);
+            let mut sums = LossParts::default();
+            let (mut correct, mut seen, mut n_steps) = (0usize, 0usize, 0usize);
+            let mut lr = 0.0;
+            for batch in order.chunks(bs) {
+                if cancel() {
+                    return Err(LsskdError::Cancelled);
+                }
+                if step >= total_steps {
+                    break;
+                }
+                lr = self.cfg.lr_at(step as f64 / total_steps as f64);
+                let s = self.step(batch, train, alpha, lr, store.as_mut(), &mut rng)?;
+                sums.total += s.parts.total;
+                sums.final_ce += s.parts.final_ce;
+                sums.sad += s.parts.sad;
+                sums.kl += s.parts.kl;
+                sums.feat += s.parts.feat;
+                correct += s.correct;
+                seen += batch.len();
+                n_steps += 1;
+                step += 1;
+                progress(Progress::Step {
+                    step,
+                    loss: s.parts.total,
+                });
+                // Budget: after a few steps, shrink the schedule to what fits.
+                if step == 5.min(total_steps)
+                    && let Some(budget) = self.cfg.budget_secs
+                {
+                    let per_step = started.elapsed().as_secs_f64() / step as f64;
+                    // Leave ~10% of the budget for validation passes.
+                    let fit = ((budget as f64 * 0.9) / per_step) as usize;
+                    if fit < total_steps {
+                        total_steps = fit.max(step + 1);
+                        epochs = total_steps.div_ceil(steps_per_epoch);
+                        progress(Progress::Planned {
+                            total_steps,
+                            epochs,
+                        });
+                    }
+                }
+            }
+            let k = n_steps.max(1) as f32;
+            let val_accuracy = match val {
+                Some(v) if !v.is_empty() => {
+                    Some(accuracy(&self.net().student.valid(), v, self.input_shape)?)
+                }
+                _ => None,
+            };
+            let report = EpochReport {
+                epoch,
+                steps: n_steps,
+                alpha,
+                lr_end: lr,
+                loss: LossParts {
+                    total: sums.total / k,
+                    final_ce: sums.final_ce / k,
+                    sad: sums.sad / k,
+                    kl: sums.kl / k,
+                    feat: sums.feat / k,
+                },
+                train_accuracy: correct as f32 / seen.max(1) as f32,
+                val_accuracy,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            progress(Progress::Epoch(&report));
+            reports.push(report);
+            epoch += 1;
+        }
+        Ok(reports)
+    }
+
+    /// One optimisation step on the samples `batch` (indices into `data`).
+    pub fn step(
+        &mut self,
+        batch: &[usize],
+        data: &dyn TrainData,
+        alpha: f32,
+        lr: f64,
+        mut store: Option<&mut SoftStore>,
+        rng: &mut StdRng,
+    ) -> Result<StepStats, LsskdError> {
+        let cfg = &self.cfg;
+        let [c, h, w] = self.input_shape;
+        let b = batch.len();
+        let labels: Vec<usize> = batch.iter().map(|&i| data.label(i)).collect();
+        let inputs: Vec<Vec<f32>> = batch.iter().map(|&i| data.input(i, Some(rng))).collect();
+        let net = self.net.take().expect("net present between steps");
+        let classes = net.classes();
+        let m = cfg.transforms.len();
+        let (flat, per_sample, transform, joint) = if cfg.method.aux_heads() {
+            let e = expand(
+                &inputs,
+                &labels,
+                [c, h, w],
+                cfg.transforms,
+                cfg.transform_mode,
+                rng,
+            );
+            (e.inputs, e.per_sample, e.transform, e.joint)
+        } else {
+            (inputs.concat(), 1, vec![0; b], labels.clone())
+        };
+        let rows = b * per_sample;
+        let x = Tensor::<4>::from_data(TensorData::new(flat, [rows, c, h, w]), &self.device);
+        let out = net.forward(x);
+
+        // L_final on untransformed rows (row i·per_sample).
+        let z = if per_sample == 1 {
+            out.student.logits.clone()
+        } else {
+            let idx: Vec<i64> = (0..b).map(|i| (i * per_sample) as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b]), &self.device);
+            out.student.logits.clone().select(0, idx)
+        }; // [B, N]
+        let probs = to_vec(softmax(z.clone().detach(), 1))?;
+        let mut target = vec![0.0f32; b * classes];
+        for (r, (&i, &y)) in batch.iter().zip(&labels).enumerate() {
+            let slot = &mut target[r * classes..(r + 1) * classes];
+            match store.as_deref_mut() {
+                Some(st) => {
+                    progressive_target(slot, y, alpha, Some(st.final_slot(i)));
+                    st.final_slot(i)
+                        .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
+                }
+                None => progressive_target(slot, y, 0.0, None),
+            }
+        }
+        let correct = (0..b)
+            .filter(|&r| argmax(&probs[r * classes..(r + 1) * classes]) == labels[r])
+            .count();
+        let target = Tensor::<2>::from_data(TensorData::new(target, [b, classes]), &self.device);
+        let l_final = soft_cross_entropy(z, target);
+        let mut parts = LossParts {
+            final_ce: l_final.clone().into_scalar::<f32>(),
+            ..LossParts::default()
+        };
+        let mut loss = l_final;
+
+        if cfg.method.aux_heads() && !out.aux.is_empty() {
+            let k = classes * m;
+            let heads = out.aux.len();
+            let mut l_sad: Option<Tensor<1>> = None;
+            for (l, a) in out.aux.iter().enumerate() {
+                let mut t = vec![0.0f32; rows * k];
+                let q = if store.is_some() {
+                    Some(to_vec(softmax(a.logits.clone().detach(), 1))?)
+                } else {
+                    None
+                };
+                for row in 0..rows {
+                    let i = batch[row / per_sample];
+                    let slot = &mut t[row * k..(row + 1) * k];
+                    match (store.as_deref_mut(), &q) {
+                        (Some(st), Some(q)) => {
+                            let prev = st.aux_slot(i, l, transform[row]);
+                            progressive_target(slot, joint[row], alpha, Some(prev));
+                            prev.copy_from_slice(&q[row * k..(row + 1) * k]);
+                        }
+                        _ => progressive_target(slot, joint[row], 0.0, None),
+                    }
+                }
+                let t = Tensor::<2>::from_data(TensorData::new(t, [rows, k]), &self.device);
+                let term = soft_cross_entropy(a.logits.clone(), t);
+                l_sad = Some(match l_sad {
+                    None => term,
+                    Some(s) => s + term,
+                });
+            }
+            let l_sad = l_sad.expect("at least one auxiliary head");
+            parts.sad = l_sad.clone().into_scalar::<f32>();
+            loss = loss + l_sad;
+            if cfg.method == Method::Lsskd {
+                let deepest = out.aux[heads - 1].logits.clone();
+                let f_l = out
+                    .student
+                    .stages
+                    .last()
+                    .expect("at least one stage")
+                    .clone();
+                let mut l_kl: Option<Tensor<1>> = None;
+                for a in &out.aux[..heads - 1] {
+                    let term = kl_divergence(deepest.clone(), a.logits.clone(), cfg.tau);
+                    l_kl = Some(match l_kl {
+                        None => term,
+                        Some(s) => s + term,
+                    });
+                }
+                let mut l_feat: Option<Tensor<1>> = None;
+                for a in &out.aux {
+                    let term = feature_mse(a.feature.clone(), f_l.clone());
+                    l_feat = Some(match l_feat {
+                        None => term,
+                        Some(s) => s + term,
+                    });
+                }
+                if let Some(l_kl) = l_kl {
+                    let l_kl = l_kl * (cfg.tau * cfg.tau);
+                    parts.kl = l_kl.clone().into_scalar::<f32>();
+                    loss = loss + l_kl * cfg.lambda_kl;
+                }
+                if let Some(l_feat) = l_feat {
+                    parts.feat = l_feat.clone().into_scalar::<f32>();
+                    loss = loss + l_feat * cfg.lambda_feat;
+                }
+            }
+        }
+        parts.total = loss.clone().into_scalar::<f32>();
+        if !parts.total.is_finite() {
+            self.net = Some(net);
+            return Err(LsskdError::Diverged(parts.total));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        self.net = Some(self.optim.step(lr, net, grads));
+        Ok(StepStats { parts, correct })
+    }
+}
+
+/// Result of one step.
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    pub parts: LossParts,
+    /// Correct top-1 predictions of the final head on untransformed rows.
+    pub correct: usize,
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
+        .0
+}
+
+/// Freeze stem + first stage parameters and every BatchNorm (statistics stay fixed).
+fn freeze_early(net: TrainNet) -> TrainNet {
+    let TrainNet { mut student, aux } = net;
+    student.stem = student.stem.freeze();
+    if let Some(first) = student.stages.first_mut() {
+        let blocks = std::mem::take(first);
+        *first = blocks.into_iter().map(|b| b.freeze()).collect();
+    }
+    TrainNet { student, aux }
+}
+
+/// Top-1 accuracy of a (validation-mode) student on `data`, batches of 256, through burn.
+pub fn accuracy(
+    student: &Student,
+    data: &dyn TrainData,
+    input_shape: [usize; 3],
+) -> Result<f32, LsskdError> {
+    let [c, h, w] = input_shape;
+    let device = student
+        .devices()
+        .first()
+        .cloned()
+        .expect("a Student always holds parameters");
+    let mut correct = 0;
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(256) {
+        let flat: Vec<f32> = chunk.iter().flat_map(|&i| data.input(i, None)).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), c, h, w]), &device);
+        let logits = to_vec(student.forward(x).logits)?;
+        let n = logits.len() / chunk.len();
+        correct += chunk
+            .iter()
+            .enumerate()
+            .filter(|&(r, &i)| argmax(&logits[r * n..(r + 1) * n]) == data.label(i))
+            .count();
+    }
+    Ok(correct as f32 / data.len().max(1) as f32)
+}

@@ -1,0 +1,7 @@
+//! Model packages on disk: manifest, verification, writing. (Versions, promotion and
+//! rollback build on this.)
+
+pub mod package;
+pub mod replay;
+
+pub use package::{Manifest, ModelPackage, PackageError};

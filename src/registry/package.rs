@@ -1,0 +1,302 @@
+//! A model package on disk — the unit that is trained, shipped, promoted and rolled back:
+//! `model.onnx` (head-free student), `train-state.bpk` (student + auxiliary heads),
+//! `manifest.json` and `replay/<class>/<n>.{png,wav}` exemplars.
+//!
+//! Loading verifies every file against the manifest's sha256 and the ONNX graph against the
+//! manifest (input shape, class count, embedding size, no auxiliary-head nodes): a package
+//! that does not check out is an error naming the file and the problem, never a guess.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::features::Preprocess;
+use crate::inference::{GraphSummary, inspect};
+use crate::lsskd::{ArchConfig, TrainConfig, TransformSet};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const MODEL_ONNX: &str = "model.onnx";
+pub const TRAIN_STATE: &str = "train-state.bpk";
+pub const REPLAY_DIR: &str = "replay";
+/// Manifest format written by this build.
+pub const FORMAT: u32 = 1;
+
+/// Errors loading or writing a package. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("{path}: file listed in the manifest is missing")]
+    MissingFile { path: PathBuf },
+    #[error(
+        "{path}: sha256 mismatch (manifest {expected}, file {actual}) — the package is corrupt or was edited"
+    )]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: invalid manifest: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("{path}: ONNX graph contradicts the manifest: {message}")]
+    GraphMismatch { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How the training state was built, so it can be rebuilt for fine-tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    pub file: String,
+    pub aux_heads: bool,
+    pub transforms: TransformSet,
+}
+
+/// Where the training data came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataInfo {
+    pub data: String,
+    pub split: String,
+    pub samples_per_class: BTreeMap<String, usize>,
+}
+
+/// Accuracy of the deployed ONNX model on a named set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMetrics {
+    pub set: String,
+    pub accuracy: f64,
+    pub n: usize,
+    pub per_class: BTreeMap<String, f64>,
+}
+
+/// What was exported (checked against the ONNX file on load).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployedInfo {
+    /// Parameters of the exported graph (BatchNorm folded): backbone + N-way head only.
+    pub param_count: usize,
+    /// Parameters of the training model, auxiliary heads included (BatchNorm unfolded).
+    pub training_param_count: usize,
+    /// Always false: auxiliary heads are removed at export.
+    pub auxiliary_heads_exported: bool,
+    pub embedding_dim: usize,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub version: u32,
+    pub parent: Option<u32>,
+    pub created_at: String,
+    pub classes: Vec<String>,
+    pub preprocess: Preprocess,
+    pub arch: ArchConfig,
+    pub method: TrainConfig,
+    pub train_state: TrainState,
+    pub training_data: Option<DataInfo>,
+    pub training_seconds: f64,
+    pub metrics: Vec<SetMetrics>,
+    pub deployed: DeployedInfo,
+    /// Relative path → sha256 (hex) of every other file in the package.
+    pub files: BTreeMap<String, String>,
+}
+
+/// A verified package on disk.
+#[derive(Debug, Clone)]
+pub struct ModelPackage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub graph: GraphSummary,
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, PackageError> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl ModelPackage {
+    pub fn onnx_path(&self) -> PathBuf {
+        self.dir.join(MODEL_ONNX)
+    }
+
+    pub fn train_state_path(&self) -> PathBuf {
+        self.dir.join(&self.manifest.train_state.file)
+    }
+
+    pub fn replay_dir(&self) -> PathBuf {
+        self.dir.join(REPLAY_DIR)
+    }
+
+    /// Read and verify a package: manifest schema, every file's hash, and the ONNX graph.
+    pub fn load(dir: &Path) -> Result<Self, PackageError> {
+        let mpath = dir.join(MANIFEST);
+        if !mpath.exists() {
+            return Err(PackageError::MissingFile { path: mpath });
+        }
+        let text = fs::read_to_string(&mpath).map_err(io(&mpath))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| PackageError::Manifest {
+                path: mpath.clone(),
+                message: e.to_string(),
+            })?;
+        let bad = |message: String| PackageError::Manifest {
+            path: mpath.clone(),
+            message,
+        };
+        if manifest.format != FORMAT {
+            return Err(bad(format!(
+                "format {} is not supported (this build reads format {FORMAT})",
+                manifest.format
+            )));
+        }
+        if manifest.classes.is_empty() {
+            return Err(bad("no classes".into()));
+        }
+        manifest
+            .preprocess
+            .validate()
+            .map_err(|e| bad(e.to_string()))?;
+        manifest.arch.validate().map_err(bad)?;
+        for required in [MODEL_ONNX, manifest.train_state.file.as_str()] {
+            if !manifest.files.contains_key(required) {
+                return Err(bad(format!("`files` does not list {required}")));
+            }
+        }
+        for (rel, expected) in &manifest.files {
+            if rel.contains("..") || Path::new(rel).is_absolute() {
+                return Err(bad(format!("file path {rel} leaves the package")));
+            }
+            let path = dir.join(rel);
+            if !path.exists() {
+                return Err(PackageError::MissingFile { path });
+            }
+            let actual = sha256_file(&path)?;
+            if &actual != expected {
+                return Err(PackageError::HashMismatch {
+                    path,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        let onnx = dir.join(MODEL_ONNX);
+        let graph = inspect(&fs::read(&onnx).map_err(io(&onnx))?).map_err(|e| {
+            PackageError::GraphMismatch {
+                path: onnx.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        check_graph(&manifest, &graph).map_err(|message| PackageError::GraphMismatch {
+            path: onnx,
+            message,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            graph,
+        })
+    }
+
+    /// Write a complete package into `dir` (created; must not hold another package's files).
+    /// `files` are (relative path, bytes) for model.onnx, the train state and replay
+    /// exemplars; hashes are filled in. Files are fsynced before the manifest is written
+    /// last, so a package with a manifest is complete.
+    pub fn write(
+        dir: &Path,
+        mut manifest: Manifest,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Self, PackageError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        manifest.files.clear();
+        for (rel, bytes) in &files {
+            let path = dir.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            write_synced(&path, bytes)?;
+            manifest
+                .files
+                .insert(rel.clone(), hex::encode(Sha256::digest(bytes)));
+        }
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        write_synced(&dir.join(MANIFEST), &json)?;
+        Self::load(dir)
+    }
+}
+
+/// Write a file and fsync it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn check_graph(m: &Manifest, g: &GraphSummary) -> Result<(), String> {
+    let [c, h, w] = m.preprocess.input_shape();
+    let want = vec![1, c as i64, h as i64, w as i64];
+    if g.input_name != "input" || g.input_shape != want {
+        return Err(format!(
+            "input is `{}` {:?}, manifest preprocessing needs `input` {:?}",
+            g.input_name, g.input_shape, want
+        ));
+    }
+    let out = |name: &str| {
+        g.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+    };
+    let n = m.classes.len() as i64;
+    match out("logits") {
+        Some(s) if s == vec![1, n] => {}
+        other => {
+            return Err(format!(
+                "output `logits` is {other:?}, manifest lists {n} classes"
+            ));
+        }
+    }
+    let d = m.deployed.embedding_dim as i64;
+    match out("embedding") {
+        Some(s) if s == vec![1, d] => {}
+        other => {
+            return Err(format!(
+                "output `embedding` is {other:?}, manifest says dimension {d}"
+            ));
+        }
+    }
+    if g.param_count != m.deployed.param_count {
+        return Err(format!(
+            "graph holds {} parameters, manifest says {} (backbone + head only)",
+            g.param_count, m.deployed.param_count
+        ));
+    }
+    if let Some(aux) = g.node_names.iter().find(|n| n.starts_with("aux")) {
+        return Err(format!("auxiliary-head node `{aux}` in the deployed graph"));
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The `train`, `eval`, `predict` and `export` commands through the real binary, including
+//! the clear errors for bad packages and data sets.
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{cli, fashion, kws, stderr, stdout};
+
+/// Train a tiny package on a slice of Fashion-MNIST val (fast; quality irrelevant).
+fn tiny_package(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join("pkg");
+    let fashion = fashion();
+    let mut args = vec![
+        "train",
+        "--data",
+        fashion.to_str().expect("utf-8 path"),
+        "--split",
+        "val",
+        "--val-split",
+        "val",
+        "--epochs",
+        "1",
+        "--arch",
+        "resnet-xs",
+        "--limit-per-class",
+        "6",
+        "--replay-per-class",
+        "2",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let o = cli(&args);
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    assert!(stdout(&o).contains("validation accuracy"), "{}", stdout(&o));
+    out
+}
+
+fn eval_json(pkg: &Path, data: &Path, split: &str) -> Value {
+    let o = cli(&[
+        "eval",
+        "--model",
+        pkg.to_str().expect("utf-8"),
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--split",
+        split,
+        "--json",
+    ]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let text = stdout(&o);
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "exactly one JSON line: {text}"
+    );
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+#[test]
+fn train_writes_a_verified_package_that_eval_predict_and_export_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = tiny_package(dir.path(), &["--method", "lsskd"]);
+    for f in [
+        "model.onnx",
+        "train-state.bpk",
+        "manifest.json",
+        "train-log.csv",
+        "replay/bag/000.png",
+    ] {
+        assert!(pkg.join(f).exists(), "{f} written");
+    }
+    let manifest: Value =
+        serde_json::from_str(&fs::read_to_string(pkg.join("manifest.json")).expect("read"))
+            .expect("json");
+    assert_eq!(manifest["deployed"]["auxiliary_heads_exported"], false);
+    let deployed = manifest["deployed"]["param_count"].as_u64().expect("count");
+    let training = manifest["deployed"]["training_param_count"]
+        .as_u64()
+        .expect("count");
+    assert!(
+        training > 2 * deployed,
+        "aux heads are in training only: {training} vs {deployed}"
+    );
+    assert_eq!(manifest["classes"].as_array().expect("classes").len(), 10);
+    assert_eq!(manifest["preprocess"]["modality"], "image");
+    assert!(manifest["metrics"][0]["accuracy"].as_f64().is_some());
+    let log = fs::read_to_string(pkg.join("train-log.csv")).expect("log");
+    assert_eq!(log.lines().count(), 2, "header + one epoch: {log}");
+
+    let report = eval_json(&pkg, &fashion(), "val");
+    let acc = report["accuracy"].as_f64().expect("accuracy");
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(report["n"], 6000);
+    assert_eq!(report["skipped"], 0);
+    assert_eq!(
+        report["per_class"].as_object().expect("per_class").len(),
+        10
+    );
+    let confusion = report["confusion"].as_array().expect("confusion");
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|v| v.as_u64().expect("count"))
+        })
+        .sum();
+    assert_eq!(total, 6000);
+
+    let png = fashion().join("preview/bag/0.png");
+    let o = cli(&[
+        "predict",
+        "--model",
+        pkg.to_str().expect("utf-8"),
+        "--json",
+        png.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let top = preds[0]["top_k"].as_array().expect("top_k");
+    assert_eq!(top.len(), 3);
+    assert!(top[0]["score"].as_f64().expect("score") >= top[1]["score"].as_f64().expect("score"));
+
+    let before = fs::read(pkg.join("model.onnx")).expect("onnx");
+    let o = cli(&["export", "--model", pkg.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(pkg.join("model.onnx")).expect("onnx"),
+        before,
+        "export is reproducible"
+    );
+}
+
+#[test]
+fn eval_skips_and_counts_classes_the_model_does_not_know() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = tiny_package(dir.path(), &["--method", "ce", "--classes", "trouser,bag"]);
+    let report = eval_json(&pkg, &fashion(), "val");
+    assert_eq!(report["n"], 1200);
+    assert_eq!(report["skipped"], 4800);
+    assert_eq!(report["classes"], serde_json::json!(["trouser", "bag"]));
+}
+
+#[test]
+fn a_tampered_or_incomplete_package_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = tiny_package(dir.path(), &["--method", "ce"]);
+    let data = fashion();
+    let eval = |pkg: &Path| {
+        cli(&[
+            "eval",
+            "--model",
+            pkg.to_str().expect("utf-8"),
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--split",
+            "val",
+        ])
+    };
+
+    let mut onnx = fs::read(pkg.join("model.onnx")).expect("onnx");
+    let last = onnx.len() - 1;
+    onnx[last] ^= 0xff;
+    fs::write(pkg.join("model.onnx"), &onnx).expect("write");
+    let o = eval(&pkg);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("model.onnx") && stderr(&o).contains("sha256"),
+        "{}",
+        stderr(&o)
+    );
+
+    let pkg2 = tiny_package(&dir.path().join("b"), &["--method", "ce"]);
+    fs::remove_file(pkg2.join("train-state.bpk")).expect("rm");
+    let o = eval(&pkg2);
+    assert!(
+        stderr(&o).contains("train-state.bpk") && stderr(&o).contains("missing"),
+        "{}",
+        stderr(&o)
+    );
+
+    let pkg3 = tiny_package(&dir.path().join("c"), &["--method", "ce"]);
+    let mpath = pkg3.join("manifest.json");
+    let mut m: Value =
+        serde_json::from_str(&fs::read_to_string(&mpath).expect("read")).expect("json");
+    m["surprise"] = Value::Bool(true);
+    fs::write(&mpath, serde_json::to_string(&m).expect("json")).expect("write");
+    let o = eval(&pkg3);
+    assert!(
+        stderr(&o).contains("manifest.json") && stderr(&o).contains("surprise"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A manifest that contradicts the graph (one class more than the ONNX has).
+    m.as_object_mut().expect("object").remove("surprise");
+    m["classes"]
+        .as_array_mut()
+        .expect("classes")
+        .push(Value::String("extra".into()));
+    fs::write(&mpath, serde_json::to_string(&m).expect("json")).expect("write");
+    let o = eval(&pkg3);
+    assert!(
+        stderr(&o).contains("logits") && stderr(&o).contains("11 classes"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_data_sets_give_clear_errors_or_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = cli(&[
+        "train",
+        "--data",
+        "/nonexistent/data",
+        "--split",
+        "train",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/data"), "{}", stderr(&o));
+
+    // A folder tree with one corrupt WAV among real clips.
+    let root = dir.path().join("kws");
+    for word in ["yes", "no"] {
+        let d = root.join("train").join(word);
+        fs::create_dir_all(&d).expect("mkdir");
+        for i in 0..3 {
+            fs::copy(
+                kws().join(format!("train/{word}/{i}.wav")),
+                d.join(format!("{i}.wav")),
+            )
+            .expect("copy");
+        }
+    }
+    fs::write(
+        root.join("train/yes/broken.wav"),
+        b"RIFF....WAVEfmt garbage",
+    )
+    .expect("write");
+    let out = dir.path().join("pkg");
+    let args = |skip: bool| {
+        let mut a = vec![
+            "train".to_string(),
+            "--data".into(),
+            root.display().to_string(),
+            "--split".into(),
+            "train".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--arch".into(),
+            "resnet-xs".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if skip {
+            a.push("--skip-bad".into());
+        }
+        a
+    };
+    let a: Vec<String> = args(false);
+    let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.wav"), "{}", stderr(&o));
+    let a: Vec<String> = args(true);
+    let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(&[
+        "eval",
+        "--model",
+        out.to_str().expect("utf-8"),
+        "--data",
+        root.to_str().expect("utf-8"),
+        "--split",
+        "train",
+        "--skip-bad",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(report["skipped_bad"], 1);
+    assert_eq!(report["n"], 6);
+}

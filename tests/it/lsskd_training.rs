@@ -1,0 +1,143 @@
+//! LSSKD training on real data slices, export parity burn ↔ tract, checkpoint round trip.
+
+use lsskd_edge::commands::data::FeatureData;
+use lsskd_edge::commands::train::preprocess_for;
+use lsskd_edge::dataset::{self, Dataset, LoadOptions};
+use lsskd_edge::inference::{Classifier, inspect, write_onnx};
+use lsskd_edge::lsskd::{
+    self, ArchConfig, Method, SoftStore, TrainConfig, TrainData, TrainNet, Trainer, TransformMode,
+    checkpoint, export, infer,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::common::{fashion, kws};
+
+fn slice(
+    dir: &std::path::Path,
+    split: &str,
+    classes: Option<Vec<String>>,
+    per_class: usize,
+) -> Dataset {
+    dataset::load(
+        dir,
+        split,
+        &LoadOptions {
+            classes,
+            limit_per_class: Some(per_class),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("shared data set loads")
+}
+
+/// Train `steps` full-batch LSSKD steps; returns the trainer and the loss of each step.
+fn train_steps(ds: &Dataset, steps: usize, mode: TransformMode) -> (Trainer, Vec<f32>, [usize; 3]) {
+    let (pre, set) = preprocess_for(ds).expect("preprocessing");
+    let data = FeatureData::from_dataset(ds, &pre, false).expect("features");
+    let shape = pre.input_shape();
+    let arch = ArchConfig::preset("resnet-xs", shape[0]).expect("preset");
+    let device = lsskd::training_device(3);
+    let net = TrainNet::new(&arch, ds.classes.len(), set.len(), true, &device);
+    let mut cfg = TrainConfig::new(Method::Lsskd, set);
+    cfg.transform_mode = mode;
+    let mut trainer = Trainer::new(net, cfg, shape);
+    let mut store = SoftStore::new(data.len(), ds.classes.len(), 3, set.len());
+    let batch: Vec<usize> = (0..data.len()).collect();
+    let mut rng = StdRng::seed_from_u64(0);
+    let losses = (0..steps)
+        .map(|s| {
+            // α grows as in training so the soft-target path runs too.
+            let alpha = 0.8 * s as f32 / steps as f32;
+            let stats = trainer
+                .step(&batch, &data, alpha, 0.05, Some(&mut store), &mut rng)
+                .expect("step");
+            let p = &stats.parts;
+            for v in [p.total, p.final_ce, p.sad, p.kl, p.feat] {
+                assert!(v.is_finite() && v >= 0.0, "loss term {v} in {p:?}");
+            }
+            assert!(
+                p.sad > 0.0 && p.feat > 0.0,
+                "auxiliary terms are active: {p:?}"
+            );
+            p.total
+        })
+        .collect();
+    (trainer, losses, shape)
+}
+
+#[test]
+fn a_few_lsskd_steps_reduce_the_loss_on_real_images() {
+    let ds = slice(&fashion(), "val", None, 6);
+    let (_, losses, _) = train_steps(&ds, 12, TransformMode::All);
+    let (first, last) = (losses[0], *losses.last().expect("steps ran"));
+    assert!(last < 0.75 * first, "loss {first} → {last}: {losses:?}");
+}
+
+fn assert_parity(ds: &Dataset, trainer: &Trainer, shape: [usize; 3]) {
+    let (pre, _) = preprocess_for(ds).expect("preprocessing");
+    let data = FeatureData::from_dataset(ds, &pre, false).expect("features");
+    let inputs: Vec<Vec<f32>> = (0..data.len().min(24))
+        .map(|i| data.input(i, None))
+        .collect();
+    let student = &trainer.net().student;
+    let burn_out = infer::forward_batch(student, &inputs, shape).expect("burn forward");
+    let deployed = export::deployed(student, shape).expect("export");
+    let onnx = write_onnx(&deployed);
+    let summary = inspect(&onnx).expect("inspect");
+    assert_eq!(summary.param_count, deployed.param_count());
+    assert!(summary.node_names.iter().all(|n| !n.contains("aux")));
+    let tract = Classifier::from_bytes(&onnx).expect("tract loads our ONNX");
+    let mut max_diff = 0f32;
+    for (i, x) in inputs.iter().enumerate() {
+        let out = tract.classify(x).expect("tract run");
+        for (a, b) in out.logits.iter().zip(&burn_out.logits[i]) {
+            max_diff = max_diff.max((a - b).abs());
+        }
+        for (a, b) in out.embedding.iter().zip(&burn_out.embeddings[i]) {
+            max_diff = max_diff.max((a - b).abs());
+        }
+    }
+    assert!(max_diff <= 1e-4, "burn vs tract max abs diff {max_diff}");
+}
+
+#[test]
+fn exported_vision_student_matches_burn_within_1e4() {
+    let ds = slice(&fashion(), "val", None, 4);
+    let (trainer, _, shape) = train_steps(&ds, 3, TransformMode::Sampled);
+    assert_parity(&ds, &trainer, shape);
+}
+
+#[test]
+fn exported_audio_student_matches_burn_within_1e4() {
+    let classes = ["yes", "no", "up", "down"].map(String::from).to_vec();
+    let ds = slice(&kws(), "val", Some(classes), 3);
+    let (trainer, _, shape) = train_steps(&ds, 3, TransformMode::Sampled);
+    assert_eq!(shape, [1, 49, 40]);
+    assert_parity(&ds, &trainer, shape);
+}
+
+#[test]
+fn training_state_round_trips_through_a_checkpoint() {
+    let ds = slice(&fashion(), "val", None, 2);
+    let (trainer, _, shape) = train_steps(&ds, 2, TransformMode::Sampled);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.bpk");
+    let net = trainer.net();
+    checkpoint::save(net, &path).expect("save");
+    let arch = ArchConfig::preset("resnet-xs", 1).expect("preset");
+    let loaded = checkpoint::load(&arch, 10, 4, true, &path, &lsskd::cpu_device()).expect("load");
+    assert_eq!(loaded.param_count(), net.param_count());
+    let x: Vec<Vec<f32>> = (0..3).map(|i| vec![0.1 * i as f32; 784]).collect();
+    let a = infer::forward_batch(&net.student, &x, shape).expect("forward");
+    let b = infer::forward_batch(&loaded.student, &x, shape).expect("forward");
+    assert_eq!(
+        a.logits, b.logits,
+        "BatchNorm statistics and weights survive the round trip"
+    );
+    // A state of the wrong shape is a clear error, not a panic.
+    let wrong = ArchConfig::preset("resnet-s", 1).expect("preset");
+    let err = checkpoint::load(&wrong, 10, 4, true, &path, &lsskd::cpu_device())
+        .expect_err("shape mismatch");
+    assert!(err.to_string().contains("state.bpk"), "{err}");
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one binary, shared helpers in `common`.
+
+mod common;
+mod core_cli;
+mod lsskd_training;
