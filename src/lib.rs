@@ -9,6 +9,7 @@
 //! - [`lsskd`]: the only importer of burn — student, auxiliary heads, losses, trainer.
 //! - [`inference`]: the only importer of tract — ONNX writing and running.
 //! - [`registry`]: model packages on disk (manifest, hashes, replay exemplars).
+//! - [`settings`]: layered configuration with validation that reports every problem.
 //! - [`commands`]: the CLI subcommands as library functions.
 
 pub mod augment;
@@ -17,4 +18,6 @@ pub mod dataset;
 pub mod features;
 pub mod inference;
 pub mod lsskd;
+pub mod mqtt;
 pub mod registry;
+pub mod settings;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lsskd_edge::commands::{eval, export, predict, train};
+use lsskd_edge::commands::{eval, export, predict, train, validate};
 use lsskd_edge::dataset::{self, LoadOptions};
 use lsskd_edge::lsskd::{Method, TransformMode};
 use lsskd_edge::registry::ModelPackage;
+use lsskd_edge::settings::{Settings, SettingsError, Sources};
 
 #[derive(Parser)]
 #[command(
@@ -110,10 +111,24 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check settings and every pipeline's model package; exit 2 listing every problem.
+    Validate {
+        /// Settings file (default: /etc/lsskd-edge/config.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the merged settings (defaults → file → environment) as TOML.
+    PrintConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Re-export model.onnx from the package's training state.
     Export {
         #[arg(long)]
         model: PathBuf,
+        /// Keep only the first N replay exemplars of each class.
+        #[arg(long)]
+        replay_per_class: Option<usize>,
     },
 }
 
@@ -128,7 +143,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Configuration problems exit 2 (like a usage error); everything else 1.
+            if e.downcast_ref::<SettingsError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -238,8 +258,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Export { model } => {
-            let pkg = export::run(&model)?;
+        Command::Validate { config } => {
+            let settings = validate::run(&Sources::from_process(config))?;
+            println!(
+                "settings OK: {} pipeline(s), broker {}:{}{}",
+                settings.pipeline.len(),
+                settings.mqtt.host,
+                settings.mqtt.port,
+                if settings.mqtt.embedded_broker {
+                    " (embedded)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::PrintConfig { config } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            print!("{}", settings.to_toml());
+            Ok(())
+        }
+        Command::Export {
+            model,
+            replay_per_class,
+        } => {
+            let pkg = export::run(&model, replay_per_class)?;
             println!(
                 "re-exported {} ({} parameters)",
                 pkg.onnx_path().display(),

@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::dataset::Dataset;
-use crate::inference::Classifier;
+use crate::inference::{Classifier, argmax};
 use crate::registry::ModelPackage;
 
 /// Result of an evaluation; `--json` prints it.
@@ -26,15 +26,6 @@ pub struct EvalReport {
     pub classes: Vec<String>,
     pub confusion: Vec<Vec<usize>>,
     pub seconds: f64,
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
-            if x > bv { (i, x) } else { (bi, bv) }
-        })
-        .0
 }
 
 /// Evaluate `pkg` on `ds` through tract, two worker threads.

@@ -6,3 +6,4 @@ pub mod eval;
 pub mod export;
 pub mod predict;
 pub mod train;
+pub mod validate;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::features::decode;
-use crate::inference::Classifier;
+use crate::inference::{Classifier, softmax};
 use crate::registry::ModelPackage;
 
 /// One label and its softmax probability.
@@ -25,15 +25,12 @@ pub struct FilePrediction {
 
 /// Softmax of logits, sorted descending, first `k`.
 pub fn top_k(logits: &[f32], classes: &[String], k: usize) -> Vec<Scored> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    let mut scored: Vec<Scored> = exp
-        .iter()
+    let mut scored: Vec<Scored> = softmax(logits)
+        .into_iter()
         .zip(classes)
-        .map(|(e, c)| Scored {
+        .map(|(score, c)| Scored {
             label: c.clone(),
-            score: e / sum,
+            score,
         })
         .collect();
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));

@@ -83,12 +83,12 @@ pub struct TrainOutcome {
 }
 
 fn csv_header() -> &'static str {
-    "epoch,steps,alpha,lr_end,loss,final_ce,sad,kl,feat,train_accuracy,val_accuracy,seconds"
+    "epoch,steps,alpha,lr_end,loss,final_ce,sad,kl,feat,train_accuracy,val_accuracy,seconds,val_seconds"
 }
 
 fn csv_line(r: &EpochReport) -> String {
     format!(
-        "{},{},{:.4},{:.6},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{},{:.2}",
+        "{},{},{:.4},{:.6},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{},{:.2},{:.2}",
         r.epoch,
         r.steps,
         r.alpha,
@@ -102,7 +102,8 @@ fn csv_line(r: &EpochReport) -> String {
         r.val_accuracy
             .map(|v| format!("{v:.5}"))
             .unwrap_or_default(),
-        r.seconds
+        r.seconds,
+        r.val_seconds
     )
 }
 
@@ -241,8 +242,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
             }
             Progress::Step { step, loss } => {
                 bar.set_position(step as u64);
-                if step % 10 == 0 {
+                if step.is_multiple_of(10) {
                     bar.set_message(format!("loss {loss:.3}"));
+                }
+                // No terminal (service logs, CI): a log line now and then instead of a bar.
+                if bar.is_hidden() && step.is_multiple_of(100) {
+                    info!(step, total = bar.length().unwrap_or(0), loss, "training progress");
                 }
             }
             Progress::Epoch(r) => {
@@ -258,7 +263,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
                     r.val_accuracy.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
                     r.seconds
                 );
-                bar.println(&line);
+                if bar.is_hidden() {
+                    info!("{line}");
+                } else {
+                    bar.println(&line);
+                }
                 if let Err(e) = writeln!(log, "{}", csv_line(r)) {
                     log_err = Some(e);
                 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod graph;
 pub mod inspect;
 pub mod onnx;
+pub mod scores;
 #[cfg(test)]
 mod test_nets;
 
@@ -19,3 +20,4 @@ pub use error::InferenceError;
 pub use graph::*;
 pub use inspect::{GraphSummary, ModelSource, inspect};
 pub use onnx::{save_onnx, write_onnx};
+pub use scores::{argmax, softmax};

@@ -26,6 +26,7 @@ use super::LsskdError;
 use super::loss::{alpha_at, feature_mse, kl_divergence, progressive_target, soft_cross_entropy};
 use super::net::{Student, TrainNet};
 use super::transforms::{TransformMode, TransformSet, expand};
+use crate::inference::argmax;
 
 /// Training method (`--method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +168,10 @@ pub struct EpochReport {
     pub loss: LossParts,
     pub train_accuracy: f32,
     pub val_accuracy: Option<f32>,
+    /// Wall-clock seconds of the training steps (validation excluded).
     pub seconds: f64,
+    /// Wall-clock seconds of the validation pass.
+    pub val_seconds: f64,
 }
 
 /// Progress callback events.
@@ -290,7 +294,8 @@ impl Trainer {
         let bs = self.cfg.batch_size.max(1).min(train.len());
         let steps_per_epoch = train.len().div_ceil(bs);
         let mut epochs = self.cfg.epochs.max(1);
-        let mut total_steps = epochs * steps_per_epoch;
+        let planned_steps = epochs * steps_per_epoch;
+        let mut total_steps = planned_steps;
         progress(Progress::Planned {
             total_steps,
             epochs,
@@ -329,15 +334,17 @@ impl Trainer {
                     step,
                     loss: s.parts.total,
                 });
-                // Budget: after a few steps, shrink the schedule to what fits.
-                if step == 5.min(total_steps)
+                // Budget: re-estimate the speed now and then and fit the schedule to what
+                // is left (the machine may be shared, so speed changes).
+                if (step == 5 || step.is_multiple_of(25))
                     && let Some(budget) = self.cfg.budget_secs
                 {
                     let per_step = started.elapsed().as_secs_f64() / step as f64;
                     // Leave ~10% of the budget for validation passes.
                     let fit = ((budget as f64 * 0.9) / per_step) as usize;
-                    if fit < total_steps {
-                        total_steps = fit.max(step + 1);
+                    let fitted = fit.max(step + 1).min(planned_steps);
+                    if fitted != total_steps {
+                        total_steps = fitted;
                         epochs = total_steps.div_ceil(steps_per_epoch);
                         progress(Progress::Planned {
                             total_steps,
@@ -347,6 +354,7 @@ impl Trainer {
                 }
             }
             let k = n_steps.max(1) as f32;
+            let train_seconds = t0.elapsed().as_secs_f64();
             let val_accuracy = match val {
                 Some(v) if !v.is_empty() => {
                     Some(accuracy(&self.net().student.valid(), v, self.input_shape)?)
@@ -367,7 +375,8 @@ impl Trainer {
                 },
                 train_accuracy: correct as f32 / seen.max(1) as f32,
                 val_accuracy,
-                seconds: t0.elapsed().as_secs_f64(),
+                seconds: train_seconds,
+                val_seconds: t0.elapsed().as_secs_f64() - train_seconds,
             };
             progress(Progress::Epoch(&report));
             reports.push(report);
@@ -528,15 +537,6 @@ pub struct StepStats {
     pub parts: LossParts,
     /// Correct top-1 predictions of the final head on untransformed rows.
     pub correct: usize,
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
-            if x > bv { (i, x) } else { (bi, bv) }
-        })
-        .0
 }
 
 /// Freeze stem + first stage parameters and every BatchNorm (statistics stay fixed).

@@ -133,6 +133,22 @@ fn train_writes_a_verified_package_that_eval_predict_and_export_use() {
         before,
         "export is reproducible"
     );
+
+    assert!(pkg.join("replay/bag/001.png").exists());
+    let o = cli(&[
+        "export",
+        "--model",
+        pkg.to_str().expect("utf-8"),
+        "--replay-per-class",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(pkg.join("replay/bag/000.png").exists() && !pkg.join("replay/bag/001.png").exists());
+    let report = eval_json(&pkg, &fashion(), "val");
+    assert_eq!(
+        report["n"], 6000,
+        "the trimmed package still verifies and runs"
+    );
 }
 
 #[test]
@@ -285,4 +301,25 @@ fn bad_data_sets_give_clear_errors_or_are_skipped_and_counted() {
     let report: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(report["skipped_bad"], 1);
     assert_eq!(report["n"], 6);
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = tiny_package(&dir.path().join("a"), &["--method", "lsskd", "--seed", "7"]);
+    let b = tiny_package(&dir.path().join("b"), &["--method", "lsskd", "--seed", "7"]);
+    let c = tiny_package(&dir.path().join("c"), &["--method", "lsskd", "--seed", "8"]);
+    let onnx = |p: &Path| fs::read(p.join("model.onnx")).expect("onnx");
+    assert_eq!(onnx(&a), onnx(&b), "same seed, same model");
+    assert_ne!(onnx(&a), onnx(&c), "another seed, another model");
+    let log = |p: &Path| fs::read_to_string(p.join("train-log.csv")).expect("log");
+    let losses = |s: String| {
+        s.lines()
+            .nth(1)
+            .expect("epoch line")
+            .split(',')
+            .nth(4)
+            .map(str::to_string)
+    };
+    assert_eq!(losses(log(&a)), losses(log(&b)));
 }

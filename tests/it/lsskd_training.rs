@@ -36,7 +36,11 @@ fn train_steps(ds: &Dataset, steps: usize, mode: TransformMode) -> (Trainer, Vec
     let (pre, set) = preprocess_for(ds).expect("preprocessing");
     let data = FeatureData::from_dataset(ds, &pre, false).expect("features");
     let shape = pre.input_shape();
-    let arch = ArchConfig::preset("resnet-xs", shape[0]).expect("preset");
+    let mut arch = ArchConfig::preset("resnet-xs", shape[0]).expect("preset");
+    if shape[1] != shape[2] {
+        // Spectrograms train with a strided stem, as `train` does; parity covers it.
+        arch.stem_stride = 2;
+    }
     let device = lsskd::training_device(3);
     let net = TrainNet::new(&arch, ds.classes.len(), set.len(), true, &device);
     let mut cfg = TrainConfig::new(Method::Lsskd, set);

@@ -3,3 +3,4 @@
 mod common;
 mod core_cli;
 mod lsskd_training;
+mod settings_cli;

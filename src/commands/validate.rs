@@ -1,0 +1,25 @@
+//! `lsskd-edge validate` and `print-config`: check settings and every pipeline's model
+//! package, reporting every problem at once.
+
+use crate::registry::ModelPackage;
+use crate::settings::{Settings, SettingsError, Sources};
+
+/// Load settings and verify each pipeline's model package (hashes, graph vs manifest).
+pub fn run(sources: &Sources) -> Result<Settings, SettingsError> {
+    let settings = Settings::load(sources)?;
+    let problems: Vec<String> = settings
+        .pipeline
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            ModelPackage::load(&settings.model_path(p))
+                .err()
+                .map(|e| format!("`pipeline[{i}].model`: {e}"))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(SettingsError { problems })
+    }
+}

@@ -1,0 +1,107 @@
+//! JSON payloads published and accepted over MQTT (serde, versioned by field `v`).
+
+use serde::{Deserialize, Serialize};
+
+/// Schema version written in every outbound payload.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One label with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// `<p>/<dev>/<pipeline>/prediction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub v: u32,
+    /// Milliseconds since the Unix epoch when the input was captured.
+    pub ts: u64,
+    pub pipeline: String,
+    pub capture_id: u64,
+    pub label: String,
+    pub score: f32,
+    pub top_k: Vec<LabelScore>,
+    /// Features + inference, milliseconds.
+    pub latency_ms: f64,
+    pub model: String,
+    pub model_version: u32,
+}
+
+/// Health of one pipeline, in the status message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineHealth {
+    pub name: String,
+    /// `running`, `starting`, or `retrying: <reason>`.
+    pub state: String,
+    pub model_version: u32,
+    pub inferences: u64,
+    pub dropped: u64,
+}
+
+/// `<p>/<dev>/status` when online (retained; the Last Will is the plain string `offline`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub v: u32,
+    pub status: String,
+    pub version: String,
+    pub device: String,
+    pub pipelines: Vec<PipelineHealth>,
+}
+
+/// `<p>/<dev>/<pipeline>/state` (retained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StableState {
+    pub v: u32,
+    pub ts: u64,
+    pub pipeline: String,
+    pub label: String,
+    pub score: f32,
+}
+
+/// `<p>/<dev>/scene`: the stable state of every pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scene {
+    pub v: u32,
+    pub ts: u64,
+    pub states: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prediction_has_the_documented_fields() {
+        let p = Prediction {
+            v: SCHEMA_VERSION,
+            ts: 1,
+            pipeline: "door".into(),
+            capture_id: 7,
+            label: "bag".into(),
+            score: 0.9,
+            top_k: vec![LabelScore {
+                label: "bag".into(),
+                score: 0.9,
+            }],
+            latency_ms: 1.5,
+            model: "vision".into(),
+            model_version: 0,
+        };
+        let v: serde_json::Value = serde_json::to_value(&p).expect("json");
+        for key in [
+            "ts",
+            "pipeline",
+            "capture_id",
+            "label",
+            "score",
+            "top_k",
+            "latency_ms",
+            "model_version",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+        assert_eq!(v["top_k"][0]["label"], "bag");
+    }
+}

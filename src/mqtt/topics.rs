@@ -1,0 +1,114 @@
+//! The MQTT topic tree (DESIGN.md "MQTT surface"), built in one place.
+
+/// Topic builder for one device: `<prefix>/<device>/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+    device: String,
+    homeassistant_prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, device: &str, homeassistant_prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            device: device.to_string(),
+            homeassistant_prefix: homeassistant_prefix.to_string(),
+        }
+    }
+
+    fn at(&self, rest: &str) -> String {
+        format!("{}/{}/{rest}", self.prefix, self.device)
+    }
+
+    /// Retained; Last Will `offline`.
+    pub fn status(&self) -> String {
+        self.at("status")
+    }
+
+    pub fn prediction(&self, pipeline: &str) -> String {
+        self.at(&format!("{pipeline}/prediction"))
+    }
+
+    /// Retained, debounced stable label.
+    pub fn state(&self, pipeline: &str) -> String {
+        self.at(&format!("{pipeline}/state"))
+    }
+
+    /// The latest stable state of every pipeline, on change.
+    pub fn scene(&self) -> String {
+        self.at("scene")
+    }
+
+    pub fn model_info(&self, model: &str) -> String {
+        self.at(&format!("model/{model}/info"))
+    }
+
+    pub fn model_cmd(&self, model: &str) -> String {
+        self.at(&format!("model/{model}/cmd"))
+    }
+
+    pub fn samples_add(&self, model: &str) -> String {
+        self.at(&format!("samples/{model}/add"))
+    }
+
+    pub fn samples_ack(&self, model: &str) -> String {
+        self.at(&format!("samples/{model}/ack"))
+    }
+
+    pub fn label_request(&self) -> String {
+        self.at("label_request")
+    }
+
+    pub fn training_state(&self) -> String {
+        self.at("training/state")
+    }
+
+    /// Wildcard for everything the device publishes.
+    pub fn all(&self) -> String {
+        self.at("#")
+    }
+
+    /// Every prediction of every device under `prefix` (for `watch`).
+    pub fn all_predictions(prefix: &str) -> String {
+        format!("{prefix}/+/+/prediction")
+    }
+
+    /// Home Assistant device discovery.
+    pub fn homeassistant_config(&self) -> Option<String> {
+        (!self.homeassistant_prefix.is_empty()).then(|| {
+            format!(
+                "{}/device/{}/config",
+                self.homeassistant_prefix, self.device
+            )
+        })
+    }
+
+    /// Home Assistant's own status topic (re-announce when it says `online`).
+    pub fn homeassistant_status(&self) -> Option<String> {
+        (!self.homeassistant_prefix.is_empty())
+            .then(|| format!("{}/status", self.homeassistant_prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_design() {
+        let t = Topics::new("lsskd", "pi4", "homeassistant");
+        assert_eq!(t.status(), "lsskd/pi4/status");
+        assert_eq!(t.prediction("door"), "lsskd/pi4/door/prediction");
+        assert_eq!(t.state("door"), "lsskd/pi4/door/state");
+        assert_eq!(t.scene(), "lsskd/pi4/scene");
+        assert_eq!(t.model_info("vision"), "lsskd/pi4/model/vision/info");
+        assert_eq!(t.samples_ack("audio"), "lsskd/pi4/samples/audio/ack");
+        assert_eq!(
+            t.homeassistant_config().as_deref(),
+            Some("homeassistant/device/pi4/config")
+        );
+        assert_eq!(Topics::new("p", "d", "").homeassistant_config(), None);
+        assert_eq!(Topics::all_predictions("lsskd"), "lsskd/+/+/prediction");
+    }
+}

@@ -1,0 +1,662 @@
+//! Layered settings: embedded `config/default.toml` → `/etc/lsskd-edge/config.toml` or
+//! `--config FILE` → `LSSKD_EDGE__SECTION__KEY` environment variables.
+//!
+//! Loading reports every problem at once (type errors per section, unknown keys, and the
+//! semantic checks of [`Settings::problems`]), each naming its key. Each part of the daemon
+//! receives only its own section.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded defaults; they document every key.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+/// Read when `--config` is not given and the file exists.
+pub const SYSTEM_CONFIG: &str = "/etc/lsskd-edge/config.toml";
+/// Environment prefix; `__` separates levels.
+pub const ENV_PREFIX: &str = "LSSKD_EDGE";
+
+/// All settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub device_id: String,
+    pub state_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub mqtt: MqttSettings,
+    pub publish: PublishSettings,
+    pub pipeline: Vec<PipelineSettings>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub embedded_broker: bool,
+    pub username: String,
+    pub password: String,
+    pub qos: u8,
+    pub topic_prefix: String,
+    pub keep_alive_secs: u64,
+    pub reconnect_max_secs: u64,
+    pub outbox_capacity: usize,
+    pub homeassistant_prefix: String,
+    pub tls: TlsSettings,
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    pub ca_file: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+/// `[publish]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    pub min_interval_ms: u64,
+    pub on_change_only: bool,
+    pub debounce_count: usize,
+    pub min_score: f32,
+    pub top_k: usize,
+}
+
+/// One `[[pipeline]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub name: String,
+    pub model: PathBuf,
+    pub source: SourceSettings,
+}
+
+/// Camera pixel formats that can be requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_window_ms() -> u64 {
+    1000
+}
+fn default_hop_ms() -> u64 {
+    250
+}
+fn default_interval_ms() -> u64 {
+    500
+}
+fn default_device() -> String {
+    "default".into()
+}
+
+/// `[pipeline.source]`, selected by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSettings {
+    Camera {
+        device: String,
+        #[serde(default)]
+        width: u32,
+        #[serde(default)]
+        height: u32,
+        #[serde(default)]
+        fps: u32,
+        #[serde(default)]
+        format: Option<CameraFormat>,
+        #[serde(default = "default_interval_ms")]
+        interval_ms: u64,
+    },
+    Microphone {
+        #[serde(default = "default_device")]
+        device: String,
+        #[serde(default = "default_window_ms")]
+        window_ms: u64,
+        #[serde(default = "default_hop_ms")]
+        hop_ms: u64,
+    },
+    ReplayImages {
+        path: PathBuf,
+        #[serde(default = "default_interval_ms")]
+        interval_ms: u64,
+        #[serde(default = "default_true", rename = "loop")]
+        looped: bool,
+    },
+    ReplayAudio {
+        path: PathBuf,
+        #[serde(default = "default_window_ms")]
+        window_ms: u64,
+        #[serde(default = "default_hop_ms")]
+        hop_ms: u64,
+        #[serde(default = "default_true", rename = "loop")]
+        looped: bool,
+    },
+}
+
+/// Settings could not be loaded; `problems` lists every one, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings ({} problem{}):\n  - {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.join("\n  - "))]
+pub struct SettingsError {
+    pub problems: Vec<String>,
+}
+
+const TOP_LEVEL_KEYS: [&str; 6] = [
+    "device_id",
+    "state_dir",
+    "models_dir",
+    "mqtt",
+    "publish",
+    "pipeline",
+];
+
+/// Where the layers come from (files to read and environment to use).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config FILE`; `None`: [`SYSTEM_CONFIG`] if it exists.
+    pub file: Option<PathBuf>,
+    /// Environment variables to consider (normally `std::env::vars()`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process's real sources.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// Merge the layers and check everything; all problems at once.
+    pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        let file = match &sources.file {
+            Some(f) => Some(f.clone()),
+            None => Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()),
+        };
+        if let Some(f) = &file {
+            if !f.exists() {
+                return Err(SettingsError {
+                    problems: vec![format!("{}: configuration file not found", f.display())],
+                });
+            }
+            builder = builder
+                .add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = sources.env.iter().cloned().collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let merged = builder.build().map_err(|e| SettingsError {
+            problems: vec![match &file {
+                Some(f) => format!("{}: {e}", f.display()),
+                None => e.to_string(),
+            }],
+        })?;
+        let mut problems = Vec::new();
+        if let Ok(table) = merged
+            .clone()
+            .try_deserialize::<config::Map<String, config::Value>>()
+        {
+            let known: BTreeSet<&str> = TOP_LEVEL_KEYS.into_iter().collect();
+            for key in table.keys() {
+                if !known.contains(key.as_str()) {
+                    problems.push(format!("`{key}`: unknown setting"));
+                }
+            }
+        }
+        fn get<T: serde::de::DeserializeOwned>(
+            c: &config::Config,
+            key: &str,
+            problems: &mut Vec<String>,
+        ) -> Option<T> {
+            c.get::<T>(key)
+                .map_err(|e| problems.push(format!("`{key}`: {e}")))
+                .ok()
+        }
+        let device_id = get::<String>(&merged, "device_id", &mut problems);
+        let state_dir = get::<PathBuf>(&merged, "state_dir", &mut problems);
+        let models_dir = get::<PathBuf>(&merged, "models_dir", &mut problems);
+        let mqtt = get::<MqttSettings>(&merged, "mqtt", &mut problems);
+        let publish = get::<PublishSettings>(&merged, "publish", &mut problems);
+        let mut pipeline = Some(Vec::new());
+        match merged.get::<Vec<config::Value>>("pipeline") {
+            Ok(values) => {
+                for (i, v) in values.into_iter().enumerate() {
+                    match v.try_deserialize::<PipelineSettings>() {
+                        Ok(p) => {
+                            if let Some(list) = pipeline.as_mut() {
+                                list.push(p)
+                            }
+                        }
+                        Err(e) => {
+                            problems.push(format!("`pipeline[{i}]`: {e}"));
+                            pipeline = None;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                problems.push(format!("`pipeline`: {e}"));
+                pipeline = None;
+            }
+        }
+        let (
+            Some(device_id),
+            Some(state_dir),
+            Some(mut models_dir),
+            Some(mqtt),
+            Some(publish),
+            Some(pipeline),
+        ) = (device_id, state_dir, models_dir, mqtt, publish, pipeline)
+        else {
+            return Err(SettingsError { problems });
+        };
+        if models_dir.as_os_str().is_empty()
+            && let Some(dir) = file.as_ref().and_then(|f| f.parent())
+        {
+            models_dir = dir.to_path_buf();
+        }
+        let settings = Settings {
+            device_id,
+            state_dir,
+            models_dir,
+            mqtt,
+            publish,
+            pipeline,
+        };
+        problems.extend(settings.problems());
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError { problems })
+        }
+    }
+
+    /// Semantic checks, each naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.device_id.is_empty() && !is_topic_level(&self.device_id, 64) {
+            p.push(format!(
+                "`device_id`: `{}` must match [A-Za-z0-9_-]{{1,64}}",
+                self.device_id
+            ));
+        }
+        let m = &self.mqtt;
+        if m.host.trim().is_empty() {
+            p.push("`mqtt.host`: must not be empty".into());
+        }
+        if m.port == 0 {
+            p.push("`mqtt.port`: must be 1..65535".into());
+        }
+        if m.qos > 2 {
+            p.push(format!("`mqtt.qos`: {} is not 0, 1 or 2", m.qos));
+        }
+        if !is_topic_level(&m.topic_prefix, 64) {
+            p.push(format!(
+                "`mqtt.topic_prefix`: `{}` must match [A-Za-z0-9_-]{{1,64}}",
+                m.topic_prefix
+            ));
+        }
+        if !(5..=3600).contains(&m.keep_alive_secs) {
+            p.push(format!(
+                "`mqtt.keep_alive_secs`: {} is not within 5..3600",
+                m.keep_alive_secs
+            ));
+        }
+        if m.reconnect_max_secs == 0 {
+            p.push("`mqtt.reconnect_max_secs`: must be at least 1".into());
+        }
+        if m.outbox_capacity == 0 {
+            p.push("`mqtt.outbox_capacity`: must be at least 1".into());
+        }
+        if m.password.is_empty() != m.username.is_empty() && !m.password.is_empty() {
+            p.push("`mqtt.password`: set without `mqtt.username`".into());
+        }
+        if m.tls.enabled {
+            if m.embedded_broker {
+                p.push("`mqtt.tls.enabled`: the embedded broker does not serve TLS".into());
+            }
+            for (key, path) in [
+                ("ca_file", &m.tls.ca_file),
+                ("client_cert", &m.tls.client_cert),
+                ("client_key", &m.tls.client_key),
+            ] {
+                if !path.is_empty() && !Path::new(path).is_file() {
+                    p.push(format!("`mqtt.tls.{key}`: {path} does not exist"));
+                }
+            }
+            if m.tls.client_cert.is_empty() != m.tls.client_key.is_empty() {
+                p.push(
+                    "`mqtt.tls.client_cert` and `mqtt.tls.client_key`: give both or neither".into(),
+                );
+            }
+        }
+        let pb = &self.publish;
+        if pb.debounce_count == 0 {
+            p.push("`publish.debounce_count`: must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&pb.min_score) {
+            p.push(format!(
+                "`publish.min_score`: {} is not within 0..1",
+                pb.min_score
+            ));
+        }
+        if pb.top_k == 0 {
+            p.push("`publish.top_k`: must be at least 1".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, pl) in self.pipeline.iter().enumerate() {
+            let at = format!("pipeline[{i}]");
+            if !is_topic_level(&pl.name, 32) {
+                p.push(format!(
+                    "`{at}.name`: `{}` must match [A-Za-z0-9_-]{{1,32}}",
+                    pl.name
+                ));
+            } else if !names.insert(pl.name.clone()) {
+                p.push(format!(
+                    "`{at}.name`: `{}` is used by another pipeline",
+                    pl.name
+                ));
+            }
+            let model = self.model_path(pl);
+            if !model.join("manifest.json").is_file() {
+                p.push(format!(
+                    "`{at}.model`: {} is not a model package (no manifest.json)",
+                    model.display()
+                ));
+            }
+            match &pl.source {
+                SourceSettings::Camera {
+                    device,
+                    interval_ms,
+                    ..
+                } => {
+                    if device.trim().is_empty() {
+                        p.push(format!(
+                            "`{at}.source.device`: must name a camera index or /dev/videoN"
+                        ));
+                    }
+                    if *interval_ms == 0 {
+                        p.push(format!("`{at}.source.interval_ms`: must be at least 1"));
+                    }
+                }
+                SourceSettings::Microphone {
+                    window_ms, hop_ms, ..
+                } => window_checks(&at, *window_ms, *hop_ms, &mut p),
+                SourceSettings::ReplayImages {
+                    path, interval_ms, ..
+                } => {
+                    if !self.resolve(path).exists() {
+                        p.push(format!(
+                            "`{at}.source.path`: {} does not exist",
+                            self.resolve(path).display()
+                        ));
+                    }
+                    if *interval_ms == 0 {
+                        p.push(format!("`{at}.source.interval_ms`: must be at least 1"));
+                    }
+                }
+                SourceSettings::ReplayAudio {
+                    path,
+                    window_ms,
+                    hop_ms,
+                    ..
+                } => {
+                    if !self.resolve(path).exists() {
+                        p.push(format!(
+                            "`{at}.source.path`: {} does not exist",
+                            self.resolve(path).display()
+                        ));
+                    }
+                    window_checks(&at, *window_ms, *hop_ms, &mut p);
+                }
+            }
+        }
+        p
+    }
+
+    /// A path relative to `models_dir` (absolute paths unchanged).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() || self.models_dir.as_os_str().is_empty() {
+            path.to_path_buf()
+        } else {
+            self.models_dir.join(path)
+        }
+    }
+
+    /// The model package folder of a pipeline.
+    pub fn model_path(&self, pipeline: &PipelineSettings) -> PathBuf {
+        self.resolve(&pipeline.model)
+    }
+
+    /// `device_id`, or the hostname when empty.
+    pub fn device_id(&self) -> String {
+        if self.device_id.is_empty() {
+            let host = gethostname::gethostname().to_string_lossy().to_string();
+            let clean: String = host
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(64)
+                .collect();
+            if clean.is_empty() {
+                "lsskd-edge".into()
+            } else {
+                clean
+            }
+        } else {
+            self.device_id.clone()
+        }
+    }
+
+    /// The merged settings as TOML (passwords masked).
+    pub fn to_toml(&self) -> String {
+        let mut masked = self.clone();
+        if !masked.mqtt.password.is_empty() {
+            masked.mqtt.password = "********".into();
+        }
+        toml::to_string_pretty(&masked)
+            .unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+fn window_checks(at: &str, window_ms: u64, hop_ms: u64, p: &mut Vec<String>) {
+    if window_ms == 0 {
+        p.push(format!("`{at}.source.window_ms`: must be at least 1"));
+    }
+    if hop_ms == 0 || hop_ms > window_ms {
+        p.push(format!(
+            "`{at}.source.hop_ms`: {hop_ms} must be within 1..=window_ms ({window_ms})"
+        ));
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,max}`: safe as one MQTT topic level.
+pub fn is_topic_level(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> (Result<Settings, SettingsError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = toml.map(|t| {
+            let f = dir.path().join("config.toml");
+            std::fs::write(&f, t).expect("write");
+            f
+        });
+        let sources = Sources {
+            file,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        (Settings::load(&sources), dir)
+    }
+
+    fn fake_package(dir: &Path, name: &str) {
+        std::fs::create_dir_all(dir.join(name)).expect("mkdir");
+        std::fs::write(dir.join(name).join("manifest.json"), "{}").expect("write");
+    }
+
+    #[test]
+    fn embedded_defaults_load_and_validate() {
+        let (s, _d) = load(None, &[]);
+        let s = s.expect("defaults are valid");
+        assert_eq!(s.mqtt.port, 1883);
+        assert_eq!(s.mqtt.topic_prefix, "lsskd");
+        assert!(s.pipeline.is_empty());
+        assert!(!s.device_id().is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let (s, _d) = load(
+            Some("[mqtt]\nport = 2000\nqos = 0\n"),
+            &[("LSSKD_EDGE__MQTT__PORT", "18830")],
+        );
+        let s = s.expect("valid");
+        assert_eq!(s.mqtt.port, 18830, "env wins");
+        assert_eq!(s.mqtt.qos, 0, "file wins over defaults");
+        assert_eq!(s.mqtt.keep_alive_secs, 30, "defaults fill the rest");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let toml = r#"
+device_id = "bad/id"
+colour = "blue"
+[mqtt]
+qos = 7
+topic_prefix = "a#b"
+[publish]
+min_score = 2.0
+[[pipeline]]
+name = "cam"
+model = "missing-model"
+[pipeline.source]
+kind = "replay_audio"
+path = "nowhere"
+window_ms = 100
+hop_ms = 200
+[[pipeline]]
+name = "cam"
+model = "missing-model"
+[pipeline.source]
+kind = "microphone"
+"#;
+        let (s, _d) = load(Some(toml), &[]);
+        let err = s.expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "`device_id`",
+            "`colour`: unknown setting",
+            "`mqtt.qos`",
+            "`mqtt.topic_prefix`",
+            "`publish.min_score`",
+            "`pipeline[0].model`",
+            "`pipeline[0].source.path`",
+            "`pipeline[0].source.hop_ms`",
+            "`pipeline[1].name`: `cam` is used by another pipeline",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        assert!(err.problems.len() >= 9);
+    }
+
+    #[test]
+    fn type_errors_in_several_sections_are_all_reported() {
+        let toml =
+            "[mqtt]\nport = \"lots\"\n[publish]\ntop_k = \"three\"\n[[pipeline]]\nname = \"x\"\n";
+        let (s, _d) = load(Some(toml), &[]);
+        let err = s.expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("`mqtt`") && text.contains("`publish`") && text.contains("`pipeline[0]`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn relative_model_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fake_package(dir.path(), "vision");
+        std::fs::create_dir_all(dir.path().join("frames")).expect("mkdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[[pipeline]]\nname = \"cam\"\nmodel = \"vision\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"frames\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(&Sources {
+            file: Some(f),
+            env: vec![],
+        })
+        .expect("valid");
+        assert_eq!(s.model_path(&s.pipeline[0]), dir.path().join("vision"));
+        assert!(matches!(
+            s.pipeline[0].source,
+            SourceSettings::ReplayImages {
+                interval_ms: 500,
+                looped: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = Settings::load(&Sources {
+            file: Some("/nope/config.toml".into()),
+            env: vec![],
+        })
+        .expect_err("missing");
+        assert!(err.to_string().contains("/nope/config.toml"));
+    }
+
+    #[test]
+    fn print_config_masks_the_password() {
+        let (s, _d) = load(
+            Some("[mqtt]\nusername = \"u\"\npassword = \"secret\"\n"),
+            &[],
+        );
+        let text = s.expect("valid").to_toml();
+        assert!(!text.contains("secret") && text.contains("********"));
+    }
+}
