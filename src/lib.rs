@@ -13,11 +13,13 @@
 //! - [`commands`]: the CLI subcommands as library functions.
 
 pub mod augment;
+pub mod capture;
 pub mod commands;
 pub mod dataset;
 pub mod features;
 pub mod inference;
 pub mod lsskd;
 pub mod mqtt;
+pub mod pipeline;
 pub mod registry;
 pub mod settings;
