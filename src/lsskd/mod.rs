@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod export;
+pub mod imprint;
 pub mod infer;
 pub mod loss;
 pub mod net;

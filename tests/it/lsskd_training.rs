@@ -145,3 +145,51 @@ fn training_state_round_trips_through_a_checkpoint() {
         .expect_err("shape mismatch");
     assert!(err.to_string().contains("state.bpk"), "{err}");
 }
+
+#[test]
+fn imprinting_adds_usable_classes_without_touching_old_logits() {
+    let base_classes: Vec<String> = ["t-shirt_top", "trouser", "pullover", "dress", "coat"]
+        .map(String::from)
+        .to_vec();
+    let novel: Vec<String> = ["sandal", "shirt", "sneaker", "bag", "ankle_boot"]
+        .map(String::from)
+        .to_vec();
+    let base = slice(&fashion(), "val", Some(base_classes), 8);
+    let (trainer, _, shape) = train_steps(&base, 6, TransformMode::Sampled);
+    let novel_ds = slice(&fashion(), "val", Some(novel), 5);
+    let (pre, set) = preprocess_for(&novel_ds).expect("preprocessing");
+    let support = FeatureData::from_dataset(&novel_ds, &pre, false).expect("features");
+    let inputs: Vec<Vec<f32>> = (0..support.len()).map(|i| support.input(i, None)).collect();
+    let labels: Vec<usize> = (0..support.len()).map(|i| support.label(i)).collect();
+
+    let before = infer::forward_batch(&trainer.net().student, &inputs, shape).expect("forward");
+    let net = lsskd::imprint::imprint(trainer.into_net(), &inputs, &labels, 5, set, shape)
+        .expect("imprint");
+    assert_eq!(net.classes(), 10);
+    for head in &net.aux {
+        assert_eq!(
+            head.classifier.classes(),
+            10 * 4,
+            "M rows per new class in every auxiliary head"
+        );
+    }
+    let after = infer::forward_batch(&net.student, &inputs, shape).expect("forward");
+    for (b, a) in before.logits.iter().zip(&after.logits) {
+        assert_eq!(&a[..5], &b[..], "old-class logits are unchanged");
+    }
+    // The support samples themselves are mostly recognised as their new class.
+    let hits = after
+        .logits
+        .iter()
+        .zip(&labels)
+        .filter(|(l, y)| lsskd_edge::inference::argmax(l) == 5 + **y)
+        .count();
+    assert!(
+        hits * 2 > labels.len(),
+        "{hits}/{} support samples classified as their new class",
+        labels.len()
+    );
+    // Still exportable: the deployed graph grows by the new rows only.
+    let deployed = export::deployed(&net.student, shape).expect("export");
+    assert_eq!(deployed.num_classes(), 10);
+}

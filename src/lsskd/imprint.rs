@@ -1,0 +1,125 @@
+//! Weight imprinting of new classes (LSSKD.md §6.1; Qi et al., CVPR 2018): a new class's
+//! row in the cosine head is the normalised mean of its support samples' normalised pooled
+//! features, and every auxiliary head gets M new rows, one per transform j, imprinted from
+//! that head's pooled features of t_j(x). Usable at once, no gradient step.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+
+use super::LsskdError;
+use super::net::{Classifier, TrainNet};
+use super::transforms::TransformSet;
+
+fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>, LsskdError> {
+    let [_, d] = t.dims();
+    let v = t
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| LsskdError::Tensor(format!("{e:?}")))?;
+    Ok(v.chunks(d).map(<[f32]>::to_vec).collect())
+}
+
+fn normalised(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.iter().map(|x| x / n).collect()
+}
+
+/// `normalise(mean_k normalise(f_k))` for each group of feature rows.
+fn prototype<'a>(features: impl Iterator<Item = &'a Vec<f32>>) -> Option<Vec<f32>> {
+    let mut sum: Option<Vec<f32>> = None;
+    for f in features {
+        let f = normalised(f);
+        match &mut sum {
+            None => sum = Some(f),
+            Some(s) => s.iter_mut().zip(&f).for_each(|(a, b)| *a += b),
+        }
+    }
+    sum.map(|s| normalised(&s))
+}
+
+fn append_rows(c: &mut Classifier, new_rows: Vec<Vec<f32>>) {
+    let old = c.weight.val();
+    let device = old.device();
+    let [_, d] = old.dims();
+    let n = new_rows.len();
+    let flat: Vec<f32> = new_rows.into_iter().flatten().collect();
+    let new = Tensor::<2>::from_data(TensorData::new(flat, [n, d]), &device);
+    c.weight = Param::from_tensor(Tensor::cat(vec![old, new], 0).detach());
+}
+
+/// Add `new_classes` classes to `net`. `labels[i] ∈ 0..new_classes` is the new class of
+/// support input `inputs[i]` (each `[C, H, W]` = `shape`); every new class needs at least
+/// one sample. Old rows are untouched, so old-class logits do not change.
+pub fn imprint(
+    mut net: TrainNet,
+    inputs: &[Vec<f32>],
+    labels: &[usize],
+    new_classes: usize,
+    set: TransformSet,
+    shape: [usize; 3],
+) -> Result<TrainNet, LsskdError> {
+    if !net.student.classifier.is_cosine() || net.aux.iter().any(|a| !a.classifier.is_cosine()) {
+        return Err(LsskdError::Arch(
+            "imprinting needs cosine classifiers".into(),
+        ));
+    }
+    if let Some(c) = (0..new_classes).find(|c| !labels.contains(c)) {
+        return Err(LsskdError::Arch(format!(
+            "new class {c} has no support sample"
+        )));
+    }
+    let m = set.len();
+    let [ch, h, w] = shape;
+    let valid = net.valid();
+    let device = valid
+        .devices()
+        .first()
+        .cloned()
+        .expect("a TrainNet always holds parameters");
+    // Features of every support sample under every transform, sample-major.
+    let mut student_rows = Vec::with_capacity(inputs.len());
+    let mut aux_rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.aux.len()];
+    for chunk in inputs.chunks(32) {
+        let flat: Vec<f32> = chunk
+            .iter()
+            .flat_map(|x| (0..m).flat_map(move |j| set.apply(x, shape, j)))
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len() * m, ch, h, w]), &device);
+        let out = valid.forward(x);
+        // The student head only ever sees untransformed inputs: rows i·M.
+        student_rows.extend(rows(out.student.embedding)?.into_iter().step_by(m));
+        for (l, a) in out.aux.into_iter().enumerate() {
+            aux_rows[l].extend(rows(a.pooled)?);
+        }
+    }
+    let protos: Vec<Vec<f32>> = (0..new_classes)
+        .map(|c| {
+            prototype(
+                student_rows
+                    .iter()
+                    .zip(labels)
+                    .filter(|(_, y)| **y == c)
+                    .map(|(f, _)| f),
+            )
+            .expect("every class has support (checked above)")
+        })
+        .collect();
+    append_rows(&mut net.student.classifier, protos);
+    for (l, head) in net.aux.iter_mut().enumerate() {
+        let feats = &aux_rows[l];
+        let mut new_rows = Vec::with_capacity(new_classes * m);
+        // Joint label k = y·M + j: new classes come after the old ones, M rows each.
+        for c in 0..new_classes {
+            for j in 0..m {
+                let group = labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, y)| **y == c)
+                    .map(|(i, _)| &feats[i * m + j]);
+                new_rows.push(prototype(group).expect("every class has support (checked above)"));
+            }
+        }
+        append_rows(&mut head.classifier, new_rows);
+    }
+    Ok(net)
+}
