@@ -3,5 +3,6 @@
 
 pub mod package;
 pub mod replay;
+pub mod versions;
 
 pub use package::{Manifest, ModelPackage, PackageError};

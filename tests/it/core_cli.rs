@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::common::{cli, fashion, kws, stderr, stdout};
 
 /// Train a tiny package on a slice of Fashion-MNIST val (fast; quality irrelevant).
-fn tiny_package(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
+pub fn tiny_package(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
     let out = dir.join("pkg");
     let fashion = fashion();
     let mut args = vec![

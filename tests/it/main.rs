@@ -3,4 +3,5 @@
 mod common;
 mod core_cli;
 mod lsskd_training;
+mod registry;
 mod settings_cli;
