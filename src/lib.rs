@@ -22,4 +22,5 @@ pub mod lsskd;
 pub mod mqtt;
 pub mod pipeline;
 pub mod registry;
+pub mod samples;
 pub mod settings;

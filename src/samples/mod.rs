@@ -1,0 +1,371 @@
+//! The durable labelled-sample store: `<state_dir>/samples/<model>/<id>.<png|jpg|wav>` plus
+//! `<id>.json` metadata.
+//!
+//! Atomic writes: the data file, then the metadata are each written to a temporary name,
+//! fsynced and renamed, and the folder is fsynced; the metadata file is the commit marker,
+//! so a crash never leaves a half-written sample visible. `id` makes delivery idempotent.
+//! Per-model quota with oldest-first eviction.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::features::{Raw, decode};
+
+/// Errors of the store; each names the file or the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("invalid {what} `{value}`: must match [A-Za-z0-9_.-]{{1,64}}")]
+    InvalidName { what: &'static str, value: String },
+    #[error("unsupported sample type `{0}` (png, jpg or wav)")]
+    Extension(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SampleError + '_ {
+    move |source| SampleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `[A-Za-z0-9_.-]{1,64}`, not `.` or `..` (ids and labels become file names).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Metadata of one stored sample (the `<id>.json` file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleMeta {
+    pub id: String,
+    pub label: String,
+    /// Milliseconds since the Unix epoch when it was stored.
+    pub created_ms: u64,
+    /// File extension of the data file.
+    pub ext: String,
+    pub sha256: String,
+    /// Where it came from (`mqtt`, `capture:<pipeline>:<id>`, ...).
+    pub origin: String,
+}
+
+/// Result of [`SampleStore::add`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddOutcome {
+    /// Newly stored; ids evicted to respect the quota.
+    Stored { evicted: Vec<String> },
+    /// The id was already stored (redelivery): nothing written.
+    Duplicate,
+}
+
+/// Samples of one model.
+#[derive(Debug, Clone)]
+pub struct SampleStore {
+    root: PathBuf,
+    quota: usize,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SampleError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+    ));
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl SampleStore {
+    /// Open (create) `<state_dir>/samples/<model>`; leftover temporary files are removed.
+    pub fn open(state_dir: &Path, model: &str, quota: usize) -> Result<Self, SampleError> {
+        let root = state_dir.join("samples").join(model);
+        fs::create_dir_all(&root).map_err(io(&root))?;
+        for entry in fs::read_dir(&root)
+            .map_err(io(&root))?
+            .filter_map(Result::ok)
+        {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                fs::remove_file(entry.path()).ok();
+            }
+        }
+        Ok(Self {
+            root,
+            quota: quota.max(1),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.json"))
+    }
+
+    /// Store a sample durably (idempotent by `id`), then evict oldest-first over the quota.
+    pub fn add(
+        &self,
+        id: &str,
+        label: &str,
+        bytes: &[u8],
+        ext: &str,
+        origin: &str,
+    ) -> Result<AddOutcome, SampleError> {
+        for (what, value) in [("id", id), ("label", label)] {
+            if !valid_name(value) {
+                return Err(SampleError::InvalidName {
+                    what,
+                    value: value.to_string(),
+                });
+            }
+        }
+        let ext = ext.to_ascii_lowercase();
+        if !matches!(ext.as_str(), "png" | "jpg" | "wav") {
+            return Err(SampleError::Extension(ext));
+        }
+        if self.meta_path(id).exists() {
+            return Ok(AddOutcome::Duplicate);
+        }
+        let data = self.root.join(format!("{id}.{ext}"));
+        write_atomic(&data, bytes)?;
+        let meta = SampleMeta {
+            id: id.to_string(),
+            label: label.to_string(),
+            created_ms: crate::capture::now_ms(),
+            ext,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            origin: origin.to_string(),
+        };
+        let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+        write_atomic(&self.meta_path(id), &json)?;
+        fs::File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.root))?;
+        let mut all = self.list()?;
+        let mut evicted = Vec::new();
+        if all.len() > self.quota {
+            all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            for old in all.iter().take(all.len() - self.quota) {
+                if old.id == id {
+                    continue;
+                }
+                self.remove(&old.id)?;
+                evicted.push(old.id.clone());
+            }
+        }
+        Ok(AddOutcome::Stored { evicted })
+    }
+
+    /// Delete a sample (metadata first, so it disappears atomically).
+    pub fn remove(&self, id: &str) -> Result<(), SampleError> {
+        let meta = self.meta_path(id);
+        let ext = self.read_meta(&meta).map(|m| m.ext).ok();
+        fs::remove_file(&meta).map_err(io(&meta))?;
+        if let Some(ext) = ext {
+            fs::remove_file(self.root.join(format!("{id}.{ext}"))).ok();
+        }
+        Ok(())
+    }
+
+    fn read_meta(&self, path: &Path) -> Result<SampleMeta, SampleError> {
+        let text = fs::read_to_string(path).map_err(io(path))?;
+        serde_json::from_str(&text).map_err(|e| SampleError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every committed sample, oldest first. Unreadable entries are skipped with a warning.
+    pub fn list(&self) -> Result<Vec<SampleMeta>, SampleError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root)
+            .map_err(io(&self.root))?
+            .filter_map(Result::ok)
+        {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match self.read_meta(&path) {
+                Ok(m) if self.root.join(format!("{}.{}", m.id, m.ext)).exists() => out.push(m),
+                Ok(m) => tracing::warn!(id = %m.id, "sample metadata without data file; ignored"),
+                Err(e) => tracing::warn!(error = %e, "unreadable sample metadata; ignored"),
+            }
+        }
+        out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(out)
+    }
+
+    /// Samples per label.
+    pub fn counts(&self) -> Result<BTreeMap<String, usize>, SampleError> {
+        let mut counts = BTreeMap::new();
+        for m in self.list()? {
+            *counts.entry(m.label).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Decode a stored sample, verifying its hash.
+    pub fn load(&self, meta: &SampleMeta) -> Result<Raw, SampleError> {
+        let path = self.root.join(format!("{}.{}", meta.id, meta.ext));
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
+            return Err(SampleError::Corrupt {
+                path,
+                message: "sha256 does not match its metadata".into(),
+            });
+        }
+        decode(&bytes).map_err(|e| SampleError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Copy every sample to `dir/<split>/<label>/<id>.<ext>` (a tree `train` reads).
+    pub fn export(&self, dir: &Path, split: &str) -> Result<usize, SampleError> {
+        let all = self.list()?;
+        for m in &all {
+            let to_dir = dir.join(split).join(&m.label);
+            fs::create_dir_all(&to_dir).map_err(io(&to_dir))?;
+            let from = self.root.join(format!("{}.{}", m.id, m.ext));
+            let to = to_dir.join(format!("{}.{}", m.id, m.ext));
+            fs::copy(&from, &to).map_err(io(&to))?;
+        }
+        Ok(all.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png() -> Vec<u8> {
+        let img =
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([9])));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .expect("png");
+        out.into_inner()
+    }
+
+    #[test]
+    fn add_is_idempotent_by_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SampleStore::open(dir.path(), "vision", 10).expect("open");
+        assert_eq!(
+            store
+                .add("a1", "parcel", &png(), "png", "mqtt")
+                .expect("add"),
+            AddOutcome::Stored { evicted: vec![] }
+        );
+        assert_eq!(
+            store
+                .add("a1", "parcel", &png(), "png", "mqtt")
+                .expect("add"),
+            AddOutcome::Duplicate
+        );
+        assert_eq!(store.list().expect("list").len(), 1);
+        assert!(matches!(
+            store.load(&store.list().expect("list")[0]).expect("load"),
+            Raw::Image(_)
+        ));
+    }
+
+    #[test]
+    fn quota_evicts_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SampleStore::open(dir.path(), "vision", 2).expect("open");
+        for id in ["s1", "s2", "s3"] {
+            store.add(id, "x", &png(), "png", "mqtt").expect("add");
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        let ids: Vec<String> = store
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["s2", "s3"]);
+        assert!(!dir.path().join("samples/vision/s1.png").exists());
+    }
+
+    #[test]
+    fn rejects_unsafe_ids_and_labels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SampleStore::open(dir.path(), "vision", 2).expect("open");
+        for (id, label) in [
+            ("../x", "ok"),
+            ("ok", "a/b"),
+            ("", "ok"),
+            ("ok", ".."),
+            ("ok", &"x".repeat(65)),
+        ] {
+            let err = store
+                .add(id, label, &png(), "png", "mqtt")
+                .expect_err("invalid");
+            assert!(err.to_string().contains("must match"), "{err}");
+        }
+        assert!(store.add("ok", "ok", b"", "exe", "mqtt").is_err());
+    }
+
+    #[test]
+    fn half_written_samples_are_invisible_and_cleaned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SampleStore::open(dir.path(), "audio", 5).expect("open");
+        store
+            .add("good", "yes", &png(), "png", "mqtt")
+            .expect("add");
+        // A crash after the data file but before the metadata commit:
+        fs::write(store.root().join("orphan.png"), png()).expect("write");
+        // A crash in the middle of writing metadata:
+        fs::write(store.root().join("late.json.tmp"), b"{\"id\":").expect("write");
+        // Garbage metadata:
+        fs::write(store.root().join("bad.json"), b"not json").expect("write");
+        let reopened = SampleStore::open(dir.path(), "audio", 5).expect("open");
+        let ids: Vec<String> = reopened
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["good"]);
+        assert!(!reopened.root().join("late.json.tmp").exists());
+    }
+
+    #[test]
+    fn export_writes_a_tree_the_dataset_loader_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SampleStore::open(dir.path(), "vision", 10).expect("open");
+        store
+            .add("p1", "parcel", &png(), "png", "mqtt")
+            .expect("add");
+        store
+            .add("p2", "parcel", &png(), "png", "mqtt")
+            .expect("add");
+        store.add("d1", "door", &png(), "png", "mqtt").expect("add");
+        let out = dir.path().join("export");
+        assert_eq!(store.export(&out, "train").expect("export"), 3);
+        let ds = crate::dataset::load(&out, "train", &Default::default()).expect("load");
+        assert_eq!(ds.classes, vec!["door", "parcel"]);
+        assert_eq!(ds.class_counts(), vec![1, 2]);
+    }
+}
