@@ -8,10 +8,17 @@
 //! - [`dataset`]: IDX and folder-tree data sets for training, evaluation and benchmarks.
 //! - [`lsskd`]: the only importer of burn — student, auxiliary heads, losses, trainer.
 //! - [`inference`]: the only importer of tract — ONNX writing and running.
-//! - [`registry`]: model packages on disk (manifest, hashes, replay exemplars).
+//! - [`registry`]: model packages on disk (manifest, hashes, replay exemplars) and the
+//!   per-device version store (atomic promote, rollback).
+//! - [`samples`]: the durable labelled-sample store.
+//! - [`adapt`]: adaptation decisions (hold-back, scheduling, promotion gate).
+//! - [`capture`]: input sources, hand-over slots with full-buffer rules, audio windows.
+//! - [`pipeline`]: per-pipeline decisions (debounce, publish gate).
+//! - [`mqtt`]: topic tree and payload schemas.
 //! - [`settings`]: layered configuration with validation that reports every problem.
 //! - [`commands`]: the CLI subcommands as library functions.
 
+pub mod adapt;
 pub mod augment;
 pub mod capture;
 pub mod commands;
