@@ -77,6 +77,9 @@ pub fn decide(cfg: &GateConfig, m: &GateMetrics) -> Verdict {
     }
 }
 
+/// `(label, sample id)` pairs.
+pub type Labelled = Vec<(String, String)>;
+
 /// Split each label's sample ids (oldest first) into (train, held-back): every
 /// `holdout_every`-th sample is held back, but a label keeps at least `min_train` for
 /// training and holds back nothing when it has fewer than `min_train + 1`.
@@ -84,7 +87,7 @@ pub fn split_holdout(
     by_label: &BTreeMap<String, Vec<String>>,
     holdout_every: usize,
     min_train: usize,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+) -> (Labelled, Labelled) {
     let (mut train, mut held) = (Vec::new(), Vec::new());
     let every = holdout_every.max(2);
     for (label, ids) in by_label {
