@@ -31,3 +31,4 @@ pub mod pipeline;
 pub mod registry;
 pub mod samples;
 pub mod settings;
+pub mod trainset;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lsskd_edge::commands::{eval, export, predict, train, validate};
+use lsskd_edge::adapt::job::AdaptConfig;
+use lsskd_edge::commands::{eval, export, fewshot, predict, train, validate};
 use lsskd_edge::dataset::{self, LoadOptions};
 use lsskd_edge::lsskd::{Method, TransformMode};
 use lsskd_edge::registry::ModelPackage;
@@ -110,6 +111,45 @@ enum Command {
         json: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// N-way K-shot adaptation episodes (imprint + fine-tune + gate) on classes the model
+    /// does not know, evaluated through tract.
+    FewshotBench {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        support_data: PathBuf,
+        #[arg(long)]
+        support_split: String,
+        #[arg(long)]
+        query_data: PathBuf,
+        #[arg(long)]
+        query_split: String,
+        #[arg(long, default_value_t = 5)]
+        way: usize,
+        #[arg(long, default_value_t = 5)]
+        shot: usize,
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        /// Data of the model's own classes, to measure forgetting.
+        #[arg(long)]
+        base_data: Option<PathBuf>,
+        #[arg(long)]
+        base_split: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 50)]
+        queries_per_class: usize,
+        #[arg(long, default_value_t = 1000)]
+        base_limit: usize,
+        /// Fine-tune epochs per episode.
+        #[arg(long, default_value_t = 15)]
+        epochs: usize,
+        /// Fine-tune wall-clock budget per episode, seconds.
+        #[arg(long, default_value_t = 50)]
+        budget_secs: u64,
+        #[arg(long)]
+        json: bool,
     },
     /// Check settings and every pipeline's model package; exit 2 listing every problem.
     Validate {
@@ -255,6 +295,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .collect();
                     println!("{}: {}", p.file.display(), labels.join(", "));
                 }
+            }
+            Ok(())
+        }
+        Command::FewshotBench {
+            model,
+            support_data,
+            support_split,
+            query_data,
+            query_split,
+            way,
+            shot,
+            episodes,
+            base_data,
+            base_split,
+            seed,
+            queries_per_class,
+            base_limit,
+            epochs,
+            budget_secs,
+            json,
+        } => {
+            let adapt = AdaptConfig {
+                epochs,
+                budget_secs: Some(budget_secs),
+                ..AdaptConfig::default()
+            };
+            let report = fewshot::run(&fewshot::FewshotArgs {
+                model,
+                support_data,
+                support_split,
+                query_data,
+                query_split,
+                way,
+                shot,
+                episodes,
+                base_data,
+                base_split,
+                seed,
+                queries_per_class,
+                base_limit,
+                adapt,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{}-way {}-shot, {} episodes: novel accuracy {:.4} ± {:.4} (imprint only {:.4} ± {:.4}); base {} → {}; {:.1} s per adaptation; {} promoted; peak RSS {} MiB",
+                    report.way,
+                    report.shot,
+                    report.episodes,
+                    report.novel_accuracy,
+                    report.novel_ci95,
+                    report.imprint_only_novel_accuracy,
+                    report.imprint_only_novel_ci95,
+                    report
+                        .base_accuracy_before
+                        .map_or("-".into(), |v| format!("{v:.4}")),
+                    report
+                        .base_accuracy_after
+                        .map_or("-".into(), |v| format!("{v:.4}")),
+                    report.seconds_per_episode,
+                    report.promoted_episodes,
+                    report.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0}")),
+                );
             }
             Ok(())
         }

@@ -1,5 +1,6 @@
-//! Adapters from a loaded [`Dataset`] to the trainer's [`TrainData`]: features (shared
-//! with inference) plus label-preserving augmentation.
+//! Training sets for the trainer: adapters from raw items to [`TrainData`] — features
+//! (shared with inference) plus label-preserving augmentation — and the preprocessing
+//! statistics of a data set. Used by `train`, few-shot adaptation and the benchmarks.
 
 use rand::rngs::StdRng;
 

@@ -2,5 +2,6 @@
 //! unit tests); the trainer task builds on them.
 
 pub mod gate;
+pub mod job;
 
 pub use gate::{GateConfig, GateMetrics, Verdict, decide};

@@ -1,9 +1,9 @@
 //! The CLI subcommands as library functions (orchestration: anyhow errors with context).
 //! `src/main.rs` parses arguments and calls these.
 
-pub mod data;
 pub mod eval;
 pub mod export;
+pub mod fewshot;
 pub mod predict;
 pub mod train;
 pub mod validate;

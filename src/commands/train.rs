@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
-use super::data::{FeatureData, audio_spec_for, image_spec_for};
 use super::eval::{EvalReport, evaluate};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::{Modality, Preprocess, Raw};
@@ -24,6 +23,7 @@ use crate::registry::package::{
     TrainState, now_rfc3339,
 };
 use crate::registry::replay;
+use crate::trainset::{FeatureData, audio_spec_for, image_spec_for};
 
 /// Arguments of `train`.
 #[derive(Debug, Clone)]

@@ -100,7 +100,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Wall-clock budget; the schedule is compressed to fit it (measured after a few steps).
     pub budget_secs: Option<u64>,
-    /// Freeze the stem and first stage, and every BatchNorm's statistics (few-shot fine-tuning).
+    /// Freeze the stem and the first stage — weights and BatchNorm statistics (few-shot
+    /// fine-tuning).
     pub freeze_early: bool,
 }
 
@@ -539,7 +540,7 @@ pub struct StepStats {
     pub correct: usize,
 }
 
-/// Freeze stem + first stage parameters and every BatchNorm (statistics stay fixed).
+/// Freeze the stem and the first stage: their weights and BatchNorm statistics stay fixed.
 fn freeze_early(net: TrainNet) -> TrainNet {
     let TrainNet { mut student, aux } = net;
     student.stem = student.stem.freeze();

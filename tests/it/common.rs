@@ -16,6 +16,10 @@ pub fn kws() -> PathBuf {
     data_root().join("espeak-kws")
 }
 
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// Run the real binary with `args`.
 pub fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))

@@ -323,3 +323,64 @@ fn training_is_deterministic_for_a_seed() {
     };
     assert_eq!(losses(log(&a)), losses(log(&b)));
 }
+
+#[test]
+fn fewshot_bench_reports_the_documented_json_on_the_shipped_audio_model() {
+    let kws = kws();
+    let kws = kws.to_str().expect("utf-8");
+    let model = crate::common::repo().join("models/audio");
+    let o = cli(&[
+        "fewshot-bench",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--support-data",
+        kws,
+        "--support-split",
+        "train",
+        "--query-data",
+        kws,
+        "--query-split",
+        "val",
+        "--way",
+        "2",
+        "--shot",
+        "3",
+        "--episodes",
+        "1",
+        "--base-data",
+        kws,
+        "--base-split",
+        "val",
+        "--base-limit",
+        "40",
+        "--epochs",
+        "1",
+        "--budget-secs",
+        "5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    for key in [
+        "novel_accuracy",
+        "novel_ci95",
+        "imprint_only_novel_accuracy",
+        "base_accuracy_before",
+        "base_accuracy_after",
+        "seconds_per_episode",
+    ] {
+        assert!(r[key].is_number(), "{key} in {r}");
+    }
+    assert_eq!(r["episodes"], 1);
+    assert!(
+        r["imprint_only_novel_accuracy"].as_f64().expect("number") > 0.5,
+        "{r}"
+    );
+    let classes = r["per_episode"][0]["classes"].as_array().expect("classes");
+    assert!(
+        classes
+            .iter()
+            .all(|c| !["yes", "no", "up", "down"].contains(&c.as_str().expect("str"))),
+        "novel words only"
+    );
+}

@@ -1,6 +1,5 @@
 //! LSSKD training on real data slices, export parity burn ↔ tract, checkpoint round trip.
 
-use lsskd_edge::commands::data::FeatureData;
 use lsskd_edge::commands::train::preprocess_for;
 use lsskd_edge::dataset::{self, Dataset, LoadOptions};
 use lsskd_edge::inference::{Classifier, inspect, write_onnx};
@@ -8,6 +7,7 @@ use lsskd_edge::lsskd::{
     self, ArchConfig, Method, SoftStore, TrainConfig, TrainData, TrainNet, Trainer, TransformMode,
     checkpoint, export, infer,
 };
+use lsskd_edge::trainset::FeatureData;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

@@ -1,0 +1,119 @@
+//! One adaptation: imprint the new labels of a support set into a package's training
+//! model, then a short LSSKD fine-tune on the support plus the package's replay exemplars
+//! (against forgetting). Shared by the daemon's trainer thread and `fewshot-bench`. Runs on
+//! the caller's (dedicated, low-priority) thread; `cancel` is polled between steps.
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{Preprocess, Raw};
+use crate::lsskd::{
+    LsskdError, Method, TrainConfig, TrainNet, Trainer, TransformMode, TransformSet, imprint,
+};
+use crate::trainset::FeatureData;
+
+/// Settings of a fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Wall-clock budget of the fine-tune; the schedule is compressed to fit.
+    pub budget_secs: Option<u64>,
+    /// Freeze the stem and the first stage, weights and BatchNorm statistics (small K).
+    pub freeze_early: bool,
+    pub transform_mode: TransformMode,
+    pub seed: u64,
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 15,
+            batch_size: 32,
+            lr: 0.01,
+            budget_secs: Some(50),
+            freeze_early: true,
+            transform_mode: TransformMode::Sampled,
+            seed: 0,
+        }
+    }
+}
+
+/// The outcome: the imprint-only model, the fine-tuned one, and the extended class list.
+pub struct Adapted {
+    pub imprinted: TrainNet,
+    pub tuned: TrainNet,
+    pub classes: Vec<String>,
+    pub new_classes: Vec<String>,
+}
+
+/// Imprint then fine-tune. `support` holds (label name, raw) — labels not in `classes` are
+/// new classes, appended in order of first appearance; `replay` holds (class index, raw)
+/// exemplars of the existing classes.
+#[allow(clippy::too_many_arguments)]
+pub fn adapt(
+    net: TrainNet,
+    classes: &[String],
+    preprocess: &Preprocess,
+    set: TransformSet,
+    support: &[(String, Raw)],
+    replay: &[(usize, Raw)],
+    cfg: &AdaptConfig,
+    cancel: &dyn Fn() -> bool,
+) -> anyhow::Result<Adapted> {
+    anyhow::ensure!(!support.is_empty(), "no support samples");
+    let mut all = classes.to_vec();
+    let mut new_classes = Vec::new();
+    for (label, _) in support {
+        if !all.contains(label) {
+            all.push(label.clone());
+            new_classes.push(label.clone());
+        }
+    }
+    let shape = preprocess.input_shape();
+    let index = |l: &str| {
+        all.iter()
+            .position(|c| c == l)
+            .expect("every support label is in `all`")
+    };
+
+    // 1. Imprint: usable at once.
+    let mut inputs = Vec::new();
+    let mut labels = Vec::new();
+    for (label, raw) in support.iter().filter(|(l, _)| new_classes.contains(l)) {
+        inputs.push(preprocess.tensor(raw)?);
+        labels.push(index(label) - classes.len());
+    }
+    let imprinted = if new_classes.is_empty() {
+        net
+    } else {
+        imprint::imprint(net, &inputs, &labels, new_classes.len(), set, shape)?
+    };
+
+    // 2. Fine-tune on support + replay, epoch-0 targets one-hot, sampled transforms.
+    let mut items: Vec<(usize, &Raw)> = support.iter().map(|(l, r)| (index(l), r)).collect();
+    items.extend(replay.iter().map(|(i, r)| (*i, r)));
+    let data = FeatureData::new(items, preprocess, true)?;
+    let mut tc = TrainConfig::new(Method::Lsskd, set);
+    tc.epochs = cfg.epochs;
+    tc.batch_size = cfg.batch_size;
+    tc.lr = cfg.lr;
+    tc.budget_secs = cfg.budget_secs;
+    tc.freeze_early = cfg.freeze_early;
+    tc.transform_mode = cfg.transform_mode;
+    tc.seed = cfg.seed;
+    tc.warmup_fraction = 0.1;
+    let mut trainer = Trainer::new(imprinted.clone(), tc, shape);
+    match trainer.fit(&data, None, cancel, &mut |_| {}) {
+        Ok(_) => {}
+        Err(LsskdError::Cancelled) => anyhow::bail!("adaptation cancelled"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Adapted {
+        imprinted,
+        tuned: trainer.into_net(),
+        classes: all,
+        new_classes,
+    })
+}
