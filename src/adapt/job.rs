@@ -85,10 +85,22 @@ pub fn adapt(
         inputs.push(preprocess.tensor(raw)?);
         labels.push(index(label) - classes.len());
     }
+    let reference = replay
+        .iter()
+        .map(|(_, raw)| preprocess.tensor(raw))
+        .collect::<Result<Vec<_>, _>>()?;
     let imprinted = if new_classes.is_empty() {
         net
     } else {
-        imprint::imprint(net, &inputs, &labels, new_classes.len(), set, shape)?
+        imprint::imprint(
+            net,
+            &inputs,
+            &labels,
+            new_classes.len(),
+            &reference,
+            set,
+            shape,
+        )?
     };
 
     // 2. Fine-tune on support + replay, epoch-0 targets one-hot, sampled transforms.

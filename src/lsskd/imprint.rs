@@ -24,59 +24,55 @@ fn normalised(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / n).collect()
 }
 
-/// `normalise(mean_k normalise(f_k))` for each group of feature rows.
-fn prototype<'a>(features: impl Iterator<Item = &'a Vec<f32>>) -> Option<Vec<f32>> {
+/// `mean_k normalise(f_k)` of a group of feature rows (not normalised).
+fn mean_direction<'a>(features: impl Iterator<Item = &'a Vec<f32>>) -> Option<Vec<f32>> {
     let mut sum: Option<Vec<f32>> = None;
+    let mut n = 0usize;
     for f in features {
         let f = normalised(f);
+        n += 1;
         match &mut sum {
             None => sum = Some(f),
             Some(s) => s.iter_mut().zip(&f).for_each(|(a, b)| *a += b),
         }
     }
-    sum.map(|s| normalised(&s))
+    sum.map(|s| s.into_iter().map(|v| v / n as f32).collect())
 }
 
-fn append_rows(c: &mut Classifier, new_rows: Vec<Vec<f32>>) {
-    let old = c.weight.val();
-    let device = old.device();
-    let [_, d] = old.dims();
-    let n = new_rows.len();
-    let flat: Vec<f32> = new_rows.into_iter().flatten().collect();
-    let new = Tensor::<2>::from_data(TensorData::new(flat, [n, d]), &device);
-    c.weight = Param::from_tensor(Tensor::cat(vec![old, new], 0).detach());
+/// `normalise(mean_k normalise(f_k) − centre)`.
+fn prototype<'a>(
+    features: impl Iterator<Item = &'a Vec<f32>>,
+    centre: Option<&Vec<f32>>,
+) -> Option<Vec<f32>> {
+    let mut p = mean_direction(features)?;
+    if let Some(c) = centre {
+        p.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
+    }
+    Some(normalised(&p))
 }
 
-/// Add `new_classes` classes to `net`. `labels[i] ∈ 0..new_classes` is the new class of
-/// support input `inputs[i]` (each `[C, H, W]` = `shape`); every new class needs at least
-/// one sample. Old rows are untouched, so old-class logits do not change.
-pub fn imprint(
-    mut net: TrainNet,
+/// Pooled features of a set of inputs.
+struct Features {
+    /// The student's embedding of each untransformed input.
+    student: Vec<Vec<f32>>,
+    /// Per auxiliary head, the pooled feature of every row `input · M + j`.
+    aux: Vec<Vec<Vec<f32>>>,
+}
+
+/// Pooled features of every input under every transform.
+fn features(
+    valid: &TrainNet,
     inputs: &[Vec<f32>],
-    labels: &[usize],
-    new_classes: usize,
     set: TransformSet,
     shape: [usize; 3],
-) -> Result<TrainNet, LsskdError> {
-    if !net.student.classifier.is_cosine() || net.aux.iter().any(|a| !a.classifier.is_cosine()) {
-        return Err(LsskdError::Arch(
-            "imprinting needs cosine classifiers".into(),
-        ));
-    }
-    if let Some(c) = (0..new_classes).find(|c| !labels.contains(c)) {
-        return Err(LsskdError::Arch(format!(
-            "new class {c} has no support sample"
-        )));
-    }
+) -> Result<Features, LsskdError> {
     let m = set.len();
     let [ch, h, w] = shape;
-    let valid = net.valid();
     let device = valid
         .devices()
         .first()
         .cloned()
         .expect("a TrainNet always holds parameters");
-    // Features of every support sample under every transform, sample-major.
     let mut student_rows = Vec::with_capacity(inputs.len());
     let mut aux_rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.aux.len()];
     for chunk in inputs.chunks(32) {
@@ -92,6 +88,65 @@ pub fn imprint(
             aux_rows[l].extend(rows(a.pooled)?);
         }
     }
+    Ok(Features {
+        student: student_rows,
+        aux: aux_rows,
+    })
+}
+
+fn append_rows(c: &mut Classifier, new_rows: Vec<Vec<f32>>) {
+    let old = c.weight.val();
+    let device = old.device();
+    let [_, d] = old.dims();
+    let n = new_rows.len();
+    let flat: Vec<f32> = new_rows.into_iter().flatten().collect();
+    let new = Tensor::<2>::from_data(TensorData::new(flat, [n, d]), &device);
+    c.weight = Param::from_tensor(Tensor::cat(vec![old, new], 0).detach());
+}
+
+/// Add `new_classes` classes to `net`. `labels[i] ∈ 0..new_classes` is the new class of
+/// support input `inputs[i]` (each `[C, H, W]` = `shape`); every new class needs at least
+/// one sample. Old rows are untouched, so old-class logits do not change.
+///
+/// *(choice)* Centred imprinting: `reference` holds inputs of the existing classes (the
+/// package's replay exemplars); their mean normalised feature is subtracted from each
+/// prototype before normalising. Post-ReLU pooled features all lie near one common
+/// direction, so a plain centroid scores high against *every* input and takes over the
+/// predictions of the old classes; the centred prototype is a discriminative direction,
+/// like the trained rows. With an empty `reference` this is plain imprinting.
+pub fn imprint(
+    mut net: TrainNet,
+    inputs: &[Vec<f32>],
+    labels: &[usize],
+    new_classes: usize,
+    reference: &[Vec<f32>],
+    set: TransformSet,
+    shape: [usize; 3],
+) -> Result<TrainNet, LsskdError> {
+    if !net.student.classifier.is_cosine() || net.aux.iter().any(|a| !a.classifier.is_cosine()) {
+        return Err(LsskdError::Arch(
+            "imprinting needs cosine classifiers".into(),
+        ));
+    }
+    if let Some(c) = (0..new_classes).find(|c| !labels.contains(c)) {
+        return Err(LsskdError::Arch(format!(
+            "new class {c} has no support sample"
+        )));
+    }
+    let m = set.len();
+    let valid = net.valid();
+    let Features {
+        student: student_rows,
+        aux: aux_rows,
+    } = features(&valid, inputs, set, shape)?;
+    // Centres: the mean normalised feature of the reference exemplars (per head and, for
+    // auxiliary heads, per transform).
+    let Features {
+        student: ref_student,
+        aux: ref_aux,
+    } = features(&valid, reference, set, shape)?;
+    let student_centre = mean_direction(ref_student.iter());
+    let aux_centre = |l: usize, j: usize| mean_direction(ref_aux[l].iter().skip(j).step_by(m));
     let protos: Vec<Vec<f32>> = (0..new_classes)
         .map(|c| {
             prototype(
@@ -100,6 +155,7 @@ pub fn imprint(
                     .zip(labels)
                     .filter(|(_, y)| **y == c)
                     .map(|(f, _)| f),
+                student_centre.as_ref(),
             )
             .expect("every class has support (checked above)")
         })
@@ -116,7 +172,10 @@ pub fn imprint(
                     .enumerate()
                     .filter(|(_, y)| **y == c)
                     .map(|(i, _)| &feats[i * m + j]);
-                new_rows.push(prototype(group).expect("every class has support (checked above)"));
+                new_rows.push(
+                    prototype(group, aux_centre(l, j).as_ref())
+                        .expect("every class has support (checked above)"),
+                );
             }
         }
         append_rows(&mut head.classifier, new_rows);
