@@ -3,6 +3,7 @@
 # training step (lsskd with all vs sampled transforms, and ce). Prints a Markdown table
 # for BENCHMARKS.md. Usage:
 #   scripts/bench-methods.sh vision|audio [EPOCHS] [LIMIT_PER_CLASS]
+# RUNS="ce:sampled lsskd:all" picks the method:transforms pairs (default: all five).
 # Run it on an otherwise idle machine: the step times are wall-clock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +11,8 @@ kind=${1:?vision or audio}
 epochs=${2:-3}
 limit=${3:-}
 data_root=${DATA_ROOT:-../shared/data}
-cargo build --release --bin lsskd-edge >&2
-bin=target/release/lsskd-edge
+[ -n "${BIN:-}" ] || cargo build --bin lsskd-edge >&2
+bin=${BIN:-target/debug/lsskd-edge}   # dev profile, dependencies at opt-level 3 (Cargo.toml)
 out=$(mktemp -d)
 case "$kind" in
   vision) args=(--data "$data_root/fashion-mnist" --split train --val-split val) ;;
@@ -22,7 +23,9 @@ esac
 [ -n "$limit" ] && args+=(--limit-per-class "$limit")
 echo "| method | transforms | epochs | val accuracy (tract) | s / step | steps | train s |"
 echo "|---|---|---|---|---|---|---|"
-for run in "ce sampled" "pskd sampled" "sla sampled" "lsskd sampled" "lsskd all"; do
+runs=${RUNS:-"ce:sampled pskd:sampled sla:sampled lsskd:sampled lsskd:all"}
+for run in $runs; do
+  run=${run/:/ }
   set -- $run
   dir="$out/$1-$2"
   "$bin" train "${args[@]}" --method "$1" --transforms "$2" --epochs "$epochs" --seed 0 --out "$dir" >/dev/null 2>&1

@@ -5,3 +5,4 @@ mod core_cli;
 mod lsskd_training;
 mod registry;
 mod settings_cli;
+mod shipped;
