@@ -86,6 +86,10 @@ enum Command {
         /// Skip unreadable files (counted) instead of failing.
         #[arg(long)]
         skip_bad: bool,
+        /// Continue from this package's training state (same classes; keeps its
+        /// preprocessing, architecture and transforms).
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Accuracy and confusion matrix of a package's model.onnx (through tract) on a split.
     Eval {
@@ -213,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             replay_per_class,
             name,
             skip_bad,
+            init,
         } => {
             let mut args = train::TrainArgs::new(&data, &split, &out);
             args.val_split = val_split;
@@ -237,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             args.replay_per_class = replay_per_class;
             args.name = name;
             args.skip_bad = skip_bad;
+            args.init = init;
             let outcome = train::run(&args)?;
             let m = &outcome.package.manifest;
             println!(

@@ -46,6 +46,9 @@ pub struct TrainArgs {
     pub replay_per_class: usize,
     pub name: Option<String>,
     pub progress_bar: bool,
+    /// Warm start: continue from this package's training state (same classes; its
+    /// preprocessing, architecture and transforms are kept).
+    pub init: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -70,6 +73,7 @@ impl TrainArgs {
             replay_per_class: 20,
             name: None,
             progress_bar: true,
+            init: None,
         }
     }
 }
@@ -170,15 +174,54 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
         }
         None => None,
     };
-    let (preprocess, transform_set) = preprocess_for(&train_ds)?;
-    let input_shape = preprocess.input_shape();
-    let arch = ArchConfig::preset(&args.arch, input_shape[0]).with_context(|| {
-        format!(
-            "unknown --arch `{}` (resnet-xs, resnet-s, resnet-m)",
-            args.arch
-        )
-    })?;
     let classes = train_ds.classes.clone();
+    let init = args
+        .init
+        .as_ref()
+        .map(|dir| ModelPackage::load(dir).with_context(|| format!("--init {}", dir.display())))
+        .transpose()?;
+    let (preprocess, transform_set, arch) = match &init {
+        Some(base) => {
+            let m = &base.manifest;
+            if m.classes != classes {
+                bail!(
+                    "--init {}: its classes {:?} differ from the data set's {:?}",
+                    base.dir.display(),
+                    m.classes,
+                    classes
+                );
+            }
+            if m.train_state.aux_heads != args.method.aux_heads() {
+                bail!(
+                    "--init {}: its training state {} auxiliary heads, method {} needs the other kind",
+                    base.dir.display(),
+                    if m.train_state.aux_heads {
+                        "has"
+                    } else {
+                        "has no"
+                    },
+                    args.method.name()
+                );
+            }
+            (
+                m.preprocess.clone(),
+                m.train_state.transforms,
+                m.arch.clone(),
+            )
+        }
+        None => {
+            let (preprocess, transform_set) = preprocess_for(&train_ds)?;
+            let arch =
+                ArchConfig::preset(&args.arch, preprocess.input_shape()[0]).with_context(|| {
+                    format!(
+                        "unknown --arch `{}` (resnet-xs, resnet-s, resnet-m)",
+                        args.arch
+                    )
+                })?;
+            (preprocess, transform_set, arch)
+        }
+    };
+    let input_shape = preprocess.input_shape();
     info!(
         train = train_ds.len(),
         val = val_ds.as_ref().map_or(0, Dataset::len),
@@ -203,13 +246,23 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
         .transpose()?;
 
     let device = lsskd::training_device(args.seed);
-    let net = TrainNet::new(
-        &arch,
-        classes.len(),
-        transform_set.len(),
-        args.method.aux_heads(),
-        &device,
-    );
+    let net = match &init {
+        Some(base) => checkpoint::load(
+            &arch,
+            classes.len(),
+            transform_set.len(),
+            args.method.aux_heads(),
+            &base.train_state_path(),
+            &device,
+        )?,
+        None => TrainNet::new(
+            &arch,
+            classes.len(),
+            transform_set.len(),
+            args.method.aux_heads(),
+            &device,
+        ),
+    };
     let training_param_count = net.param_count();
     let mut trainer = Trainer::new(net, cfg.clone(), input_shape);
 
@@ -322,6 +375,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
             data: args.data.display().to_string(),
             split: args.split.clone(),
             samples_per_class: classes.iter().cloned().zip(counts).collect(),
+            init: init.as_ref().map(|b| b.dir.display().to_string()),
         }),
         training_seconds: seconds,
         metrics: Vec::new(),

@@ -35,8 +35,8 @@ pub struct ArchConfig {
     pub head: HeadKind,
     /// Scale s of the cosine classifiers.
     pub cosine_scale: f32,
-    /// Stride of the stem convolution: 1 for 28×28 images, 2 for 49×40 spectrograms
-    /// (4× less compute, stage maps 25×20 → 13×10 → 7×5).
+    /// Stride of the stem convolution (1 in every preset; 2 quarters the compute of large
+    /// inputs, e.g. 49×40 spectrograms → stage maps 25×20, 13×10, 7×5).
     #[serde(default = "one")]
     pub stem_stride: usize,
 }

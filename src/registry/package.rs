@@ -73,6 +73,9 @@ pub struct DataInfo {
     pub data: String,
     pub split: String,
     pub samples_per_class: BTreeMap<String, usize>,
+    /// The package training started from (`train --init`), if any.
+    #[serde(default)]
+    pub init: Option<String>,
 }
 
 /// Accuracy of the deployed ONNX model on a named set.

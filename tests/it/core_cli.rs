@@ -384,3 +384,66 @@ fn fewshot_bench_reports_the_documented_json_on_the_shipped_audio_model() {
         "novel words only"
     );
 }
+
+#[test]
+fn training_can_continue_from_a_package_with_the_same_classes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = tiny_package(&dir.path().join("a"), &["--method", "lsskd"]);
+    let init = first.to_str().expect("utf-8");
+    let second = tiny_package(
+        &dir.path().join("b"),
+        &["--method", "lsskd", "--init", init],
+    );
+    let manifest: Value =
+        serde_json::from_str(&fs::read_to_string(second.join("manifest.json")).expect("read"))
+            .expect("json");
+    assert_eq!(manifest["training_data"]["init"], init);
+    let before: Value =
+        serde_json::from_str(&fs::read_to_string(first.join("manifest.json")).expect("read"))
+            .expect("json");
+    assert_eq!(
+        manifest["preprocess"], before["preprocess"],
+        "the package's preprocessing is kept"
+    );
+
+    let fashion = fashion();
+    let out = dir.path().join("c");
+    let o = cli(&[
+        "train",
+        "--data",
+        fashion.to_str().expect("utf-8"),
+        "--split",
+        "val",
+        "--classes",
+        "trouser,bag",
+        "--limit-per-class",
+        "2",
+        "--epochs",
+        "1",
+        "--init",
+        init,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("differ"), "{}", stderr(&o));
+    let o = cli(&[
+        "train",
+        "--data",
+        fashion.to_str().expect("utf-8"),
+        "--split",
+        "val",
+        "--method",
+        "ce",
+        "--limit-per-class",
+        "2",
+        "--epochs",
+        "1",
+        "--init",
+        init,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("auxiliary heads"), "{}", stderr(&o));
+}

@@ -8,7 +8,8 @@ use lsskd_edge::registry::ModelPackage;
 use crate::common::{data_root, repo};
 
 fn check(name: &str, data: &str) {
-    let pkg = ModelPackage::load(&repo().join("models").join(name)).expect("shipped package verifies");
+    let pkg =
+        ModelPackage::load(&repo().join("models").join(name)).expect("shipped package verifies");
     let m = &pkg.manifest;
     assert!(!m.deployed.auxiliary_heads_exported);
     assert!(m.deployed.training_param_count > 2 * m.deployed.param_count);
@@ -19,7 +20,8 @@ fn check(name: &str, data: &str) {
         .sum();
     assert!(bytes < 8 << 20, "{name} package is {bytes} bytes");
     let recorded = m.metrics.first().expect("validation metrics recorded");
-    let ds = dataset::load(&data_root().join(data), "val", &LoadOptions::default()).expect("val split");
+    let ds =
+        dataset::load(&data_root().join(data), "val", &LoadOptions::default()).expect("val split");
     let report = evaluate(&pkg, &ds).expect("eval");
     assert_eq!(report.n, recorded.n);
     assert!(
