@@ -1,17 +1,9 @@
 //! Student → [`DeployedNet`]: BatchNorm folded into convolutions, cosine-head normalisation
 //! and scale folded into the weights, every auxiliary head left behind.
 
-use burn::prelude::*;
-
-use super::LsskdError;
 use super::net::{Block, Classifier, ConvBn, Student};
+use super::{LsskdError, values};
 use crate::inference::graph::{BasicBlock, ConvLayer, DeployedNet, Head};
-
-fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, LsskdError> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| LsskdError::Tensor(format!("{e:?}")))
-}
 
 fn fold(cb: &ConvBn) -> Result<ConvLayer, LsskdError> {
     let w = cb.conv.weight.val();

@@ -6,18 +6,9 @@
 use burn::module::{Module, Param};
 use burn::prelude::*;
 
-use super::LsskdError;
 use super::net::{Classifier, TrainNet};
 use super::transforms::TransformSet;
-
-fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>, LsskdError> {
-    let [_, d] = t.dims();
-    let v = t
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| LsskdError::Tensor(format!("{e:?}")))?;
-    Ok(v.chunks(d).map(<[f32]>::to_vec).collect())
-}
+use super::{LsskdError, rows};
 
 fn normalised(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);

@@ -3,8 +3,8 @@
 use burn::module::Module;
 use burn::prelude::*;
 
-use super::LsskdError;
 use super::net::Student;
+use super::{LsskdError, rows};
 
 /// Logits and pooled embeddings of a batch, row-major.
 pub struct BatchOutput {
@@ -33,16 +33,8 @@ pub fn forward_batch(
         let flat: Vec<f32> = chunk.concat();
         let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), c, h, w]), &device);
         let out = student.forward(x);
-        let split = |t: Tensor<2>| -> Result<Vec<Vec<f32>>, LsskdError> {
-            let [_, k] = t.dims();
-            let v = t
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| LsskdError::Tensor(format!("{e:?}")))?;
-            Ok(v.chunks(k).map(<[f32]>::to_vec).collect())
-        };
-        logits.extend(split(out.logits)?);
-        embeddings.extend(split(out.embedding)?);
+        logits.extend(rows(out.logits)?);
+        embeddings.extend(rows(out.embedding)?);
     }
     Ok(BatchOutput { logits, embeddings })
 }

@@ -38,6 +38,19 @@ pub enum LsskdError {
     Arch(String),
 }
 
+/// All values of a tensor, row-major.
+pub(crate) fn values<const D: usize>(t: burn::prelude::Tensor<D>) -> Result<Vec<f32>, LsskdError> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| LsskdError::Tensor(format!("{e:?}")))
+}
+
+/// The rows of a `[R, K]` tensor.
+pub(crate) fn rows(t: burn::prelude::Tensor<2>) -> Result<Vec<Vec<f32>>, LsskdError> {
+    let [_, k] = t.dims();
+    Ok(values(t)?.chunks(k).map(<[f32]>::to_vec).collect())
+}
+
 /// The CPU inference device (burn flex).
 pub fn cpu_device() -> Device {
     Device::default()

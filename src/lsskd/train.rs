@@ -22,10 +22,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::LsskdError;
 use super::loss::{alpha_at, feature_mse, kl_divergence, progressive_target, soft_cross_entropy};
 use super::net::{Student, TrainNet};
 use super::transforms::{TransformMode, TransformSet, expand};
+use super::{LsskdError, values};
 use crate::inference::argmax;
 
 /// Training method (`--method`).
@@ -222,12 +222,6 @@ pub struct Trainer {
     cfg: TrainConfig,
     device: Device,
     input_shape: [usize; 3],
-}
-
-fn to_vec(t: Tensor<2>) -> Result<Vec<f32>, LsskdError> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| LsskdError::Tensor(format!("{e:?}")))
 }
 
 impl Trainer {
@@ -429,7 +423,7 @@ impl Trainer {
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b]), &self.device);
             out.student.logits.clone().select(0, idx)
         }; // [B, N]
-        let probs = to_vec(softmax(z.clone().detach(), 1))?;
+        let probs = values(softmax(z.clone().detach(), 1))?;
         let mut target = vec![0.0f32; b * classes];
         for (r, (&i, &y)) in batch.iter().zip(&labels).enumerate() {
             let slot = &mut target[r * classes..(r + 1) * classes];
@@ -460,7 +454,7 @@ impl Trainer {
             for (l, a) in out.aux.iter().enumerate() {
                 let mut t = vec![0.0f32; rows * k];
                 let q = if store.is_some() {
-                    Some(to_vec(softmax(a.logits.clone().detach(), 1))?)
+                    Some(values(softmax(a.logits.clone().detach(), 1))?)
                 } else {
                     None
                 };
@@ -568,7 +562,7 @@ pub fn accuracy(
     for chunk in idx.chunks(256) {
         let flat: Vec<f32> = chunk.iter().flat_map(|&i| data.input(i, None)).collect();
         let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), c, h, w]), &device);
-        let logits = to_vec(student.forward(x).logits)?;
+        let logits = values(student.forward(x).logits)?;
         let n = logits.len() / chunk.len();
         correct += chunk
             .iter()
