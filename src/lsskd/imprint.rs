@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::net::{Classifier, TrainNet};
 use super::transforms::TransformSet;
-use super::{LsskdError, rows};
+use super::{LsskdError, device_of, rows};
 
 fn normalised(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
@@ -59,11 +59,7 @@ fn features(
 ) -> Result<Features, LsskdError> {
     let m = set.len();
     let [ch, h, w] = shape;
-    let device = valid
-        .devices()
-        .first()
-        .cloned()
-        .expect("a TrainNet always holds parameters");
+    let device = device_of(valid);
     let mut student_rows = Vec::with_capacity(inputs.len());
     let mut aux_rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.aux.len()];
     for chunk in inputs.chunks(32) {

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::prelude::*;
 
 use super::net::Student;
-use super::{LsskdError, rows};
+use super::{LsskdError, device_of, rows};
 
 /// Logits and pooled embeddings of a batch, row-major.
 pub struct BatchOutput {
@@ -21,11 +21,7 @@ pub fn forward_batch(
     shape: [usize; 3],
 ) -> Result<BatchOutput, LsskdError> {
     let student = student.valid();
-    let device = student
-        .devices()
-        .first()
-        .cloned()
-        .expect("a Student always holds parameters");
+    let device = device_of(&student);
     let [c, h, w] = shape;
     let mut logits = Vec::with_capacity(inputs.len());
     let mut embeddings = Vec::with_capacity(inputs.len());

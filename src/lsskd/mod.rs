@@ -38,6 +38,15 @@ pub enum LsskdError {
     Arch(String),
 }
 
+/// The device a module's parameters live on.
+pub(crate) fn device_of<M: burn::module::Module>(module: &M) -> Device {
+    module
+        .devices()
+        .first()
+        .cloned()
+        .expect("every network here holds parameters")
+}
+
 /// All values of a tensor, row-major.
 pub(crate) fn values<const D: usize>(t: burn::prelude::Tensor<D>) -> Result<Vec<f32>, LsskdError> {
     t.into_data()

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::loss::{alpha_at, feature_mse, kl_divergence, progressive_target, soft_cross_entropy};
 use super::net::{Student, TrainNet};
 use super::transforms::{TransformMode, TransformSet, expand};
-use super::{LsskdError, values};
+use super::{LsskdError, device_of, values};
 use crate::inference::argmax;
 
 /// Training method (`--method`).
@@ -227,11 +227,7 @@ pub struct Trainer {
 impl Trainer {
     /// `net` must live on an autodiff device (see [`super::training_device`]).
     pub fn new(net: TrainNet, cfg: TrainConfig, input_shape: [usize; 3]) -> Self {
-        let device = net
-            .devices()
-            .first()
-            .cloned()
-            .expect("a TrainNet always holds parameters");
+        let device = device_of(&net);
         let momentum = MomentumConfig::new()
             .with_momentum(cfg.momentum)
             .with_dampening(0.0)
@@ -552,11 +548,7 @@ pub fn accuracy(
     input_shape: [usize; 3],
 ) -> Result<f32, LsskdError> {
     let [c, h, w] = input_shape;
-    let device = student
-        .devices()
-        .first()
-        .cloned()
-        .expect("a Student always holds parameters");
+    let device = device_of(student);
     let mut correct = 0;
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(256) {
