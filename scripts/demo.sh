@@ -1,17 +1,12 @@
 #!/usr/bin/env bash
-# Command 1 of the README: set up, build, and run the shipped models on the bundled demo
-# samples (images and keyword clips), printing what they recognise.
-# (The sensing daemon `lsskd-edge run` will take over this script when it lands.)
+# Command 1 of the README: install what is needed, build, and run the daemon on the
+# bundled demo config — replay sources over demo/samples, both shipped models, and an
+# embedded MQTT broker on 127.0.0.1:1884. Predictions show in the log; in a second
+# terminal, `target/debug/lsskd-edge watch --config config/demo.toml` (or
+# `mosquitto_sub -h 127.0.0.1 -p 1884 -t 'lsskd/#' -v`) shows them over MQTT.
+# Ctrl-C stops it. Extra arguments go to `cargo build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --bin lsskd-edge
-bin=target/debug/lsskd-edge
-for kind in vision audio; do
-  if [ ! -f "models/$kind/manifest.json" ]; then
-    echo "models/$kind is not there yet: train it with the command in BENCHMARKS.md" >&2
-    continue
-  fi
-  echo "== models/$kind on demo/samples/$kind"
-  "$bin" predict --model "models/$kind" demo/samples/"$kind"/*
-done
+cargo build --bin lsskd-edge "$@"
+exec target/debug/lsskd-edge run --config config/demo.toml

@@ -3,7 +3,10 @@
 # machine that already has Rust (rustup). Safe to run again.
 set -euo pipefail
 
-APT_PACKAGES=(pkg-config)
+# Build: pkg-config, ALSA headers (cpal), libudev + clang/libclang (nokhwa's V4L2 bindings).
+# Tests and demo tooling: mosquitto (+ clients), ALSA utilities and sox (audio fixtures).
+APT_PACKAGES=(pkg-config libasound2-dev libudev-dev clang libclang-dev
+  mosquitto mosquitto-clients alsa-utils sox)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

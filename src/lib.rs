@@ -15,6 +15,7 @@
 //! - [`capture`]: input sources, hand-over slots with full-buffer rules, audio windows.
 //! - [`pipeline`]: per-pipeline decisions (debounce, publish gate).
 //! - [`mqtt`]: topic tree and payload schemas.
+//! - [`daemon`]: `lsskd-edge run` — wiring, shutdown order, sd_notify.
 //! - [`settings`]: layered configuration with validation that reports every problem.
 //! - [`commands`]: the CLI subcommands as library functions.
 
@@ -22,6 +23,7 @@ pub mod adapt;
 pub mod augment;
 pub mod capture;
 pub mod commands;
+pub mod daemon;
 pub mod dataset;
 pub mod features;
 pub mod inference;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lsskd_edge::adapt::job::AdaptConfig;
-use lsskd_edge::commands::{eval, export, fewshot, predict, train, validate};
+use lsskd_edge::commands::{
+    bench, eval, export, fewshot, predict, samples, train, validate, watch,
+};
 use lsskd_edge::dataset::{self, LoadOptions};
 use lsskd_edge::lsskd::{Method, TransformMode};
 use lsskd_edge::registry::ModelPackage;
@@ -155,6 +157,64 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon: every configured pipeline, publishing over MQTT, until SIGTERM/SIGINT.
+    Run {
+        /// Settings file (default: /etc/lsskd-edge/config.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print predictions, states and status from a broker live (what a device publishes).
+    Watch {
+        /// Settings file to take the broker, credentials and prefix from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
+        /// Topic prefix (default: the settings' `mqtt.topic_prefix`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this device id (default: all devices).
+        #[arg(long)]
+        device: Option<String>,
+        /// Exit after this many predictions.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Exit after this many seconds (status 1 if --count was not reached).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+        /// Print raw `topic payload` lines.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// The labelled samples stored on this device.
+    Samples {
+        #[command(subcommand)]
+        command: SamplesCommand,
+    },
+    /// Send labelled samples to a running device over MQTT.
+    Sample {
+        #[command(subcommand)]
+        command: SampleCommand,
+    },
+    /// Per-frame / per-window latency (features + tract inference) of model packages.
+    Bench {
+        /// Model package folder(s).
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        #[arg(long, default_value_t = 500)]
+        iterations: usize,
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// One JSON object per model, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check settings and every pipeline's model package; exit 2 listing every problem.
     Validate {
         /// Settings file (default: /etc/lsskd-edge/config.toml if it exists).
@@ -176,10 +236,63 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SamplesCommand {
+    /// Sample counts per label, per model.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a model's samples to DIR/<split>/<label>/ (a tree `train` reads).
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value = "train")]
+        split: String,
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SampleCommand {
+    /// Publish files as labelled samples of a model and print the device's acks.
+    Send {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        label: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Settings file to take the broker, credentials, prefix and device id from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
+        /// Target device id (default: the settings' device id).
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn,rumqttd::server::broker=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -365,6 +478,158 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     report.promoted_episodes,
                     report.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0}")),
                 );
+            }
+            Ok(())
+        }
+        Command::Run { config } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            lsskd_edge::daemon::run(settings)
+        }
+        Command::Watch {
+            config,
+            host,
+            port,
+            username,
+            password,
+            prefix,
+            device,
+            count,
+            timeout_secs,
+            raw,
+        } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            let mut mqtt = settings.mqtt.clone();
+            mqtt.host = host.unwrap_or(mqtt.host);
+            mqtt.port = port.unwrap_or(mqtt.port);
+            mqtt.username = username.unwrap_or(mqtt.username);
+            mqtt.password = password.unwrap_or(mqtt.password);
+            let opts = watch::WatchOptions {
+                prefix: prefix.unwrap_or(settings.mqtt.topic_prefix.clone()),
+                device,
+                count,
+                timeout: timeout_secs.map(std::time::Duration::from_secs),
+                raw,
+            };
+            watch::run(&mqtt, &opts)?;
+            Ok(())
+        }
+        Command::Samples {
+            command:
+                SamplesCommand::List {
+                    config,
+                    model,
+                    json,
+                },
+        } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            let lists = samples::list(&settings, model.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string(&lists)?);
+            } else if lists.is_empty() {
+                println!("no samples under {}", settings.state_dir.display());
+            } else {
+                for (model, counts) in lists {
+                    let total: usize = counts.values().sum();
+                    println!("{model}: {total} sample(s)");
+                    for (label, n) in counts {
+                        println!("  {label:<24} {n}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Samples {
+            command:
+                SamplesCommand::Export {
+                    config,
+                    model,
+                    split,
+                    dir,
+                },
+        } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            let n = samples::export(&settings, &model, &dir, &split)?;
+            println!(
+                "exported {n} sample(s) of `{model}` to {}",
+                dir.join(&split).display()
+            );
+            Ok(())
+        }
+        Command::Sample {
+            command:
+                SampleCommand::Send {
+                    model,
+                    label,
+                    files,
+                    config,
+                    host,
+                    port,
+                    username,
+                    password,
+                    device,
+                    timeout_secs,
+                },
+        } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            let mut mqtt = settings.mqtt.clone();
+            mqtt.host = host.unwrap_or(mqtt.host);
+            mqtt.port = port.unwrap_or(mqtt.port);
+            mqtt.username = username.unwrap_or(mqtt.username);
+            mqtt.password = password.unwrap_or(mqtt.password);
+            let device = device.unwrap_or_else(|| settings.device_id());
+            let acks = samples::send(
+                &mqtt,
+                &settings.mqtt.topic_prefix,
+                &device,
+                &model,
+                &label,
+                &files,
+                std::time::Duration::from_secs(timeout_secs),
+            )?;
+            let mut refused = 0;
+            for (file, ack) in files.iter().zip(&acks) {
+                refused += usize::from(!ack.accepted);
+                println!(
+                    "{}: {} ({})",
+                    file.display(),
+                    if ack.accepted { "accepted" } else { "REJECTED" },
+                    ack.reason
+                );
+            }
+            anyhow::ensure!(refused == 0, "{refused} sample(s) rejected");
+            Ok(())
+        }
+        Command::Bench {
+            models,
+            iterations,
+            warmup,
+            json,
+        } => {
+            for m in &models {
+                let r = bench::run(m, iterations, warmup)?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{} ({}, input {:?}), {} inputs, one thread:",
+                        r.model, r.modality, r.input_shape, r.iterations
+                    );
+                    for (name, s) in [
+                        ("features", &r.features),
+                        ("inference", &r.inference),
+                        ("total", &r.total),
+                    ] {
+                        println!(
+                            "  {name:<10} mean {:>7.3} ms  p50 {:>7.3}  p95 {:>7.3}  max {:>7.3}",
+                            s.mean_ms, s.p50_ms, s.p95_ms, s.max_ms
+                        );
+                    }
+                    println!(
+                        "  throughput {:.0}/s, peak RSS {}",
+                        r.throughput_per_s,
+                        r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
+                    );
+                }
             }
             Ok(())
         }

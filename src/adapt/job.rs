@@ -15,6 +15,7 @@ use crate::trainset::FeatureData;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptConfig {
+    /// 0: imprint only.
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -102,6 +103,15 @@ pub fn adapt(
             shape,
         )?
     };
+
+    if cfg.epochs == 0 {
+        return Ok(Adapted {
+            tuned: imprinted.clone(),
+            imprinted,
+            classes: all,
+            new_classes,
+        });
+    }
 
     // 2. Fine-tune on support + replay, epoch-0 targets one-hot, sampled transforms.
     let mut items: Vec<(usize, &Raw)> = support.iter().map(|(l, r)| (index(l), r)).collect();

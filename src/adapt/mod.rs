@@ -1,7 +1,9 @@
 //! On-device adaptation: scheduling, hold-back and the promotion gate (pure decisions with
-//! unit tests); the trainer task builds on them.
+//! unit tests), one adaptation (`job`), and one end-to-end run with gate and promotion
+//! (`learner`), which the daemon's trainer thread executes.
 
 pub mod gate;
 pub mod job;
+pub mod learner;
 
 pub use gate::{GateConfig, GateMetrics, Verdict, decide};

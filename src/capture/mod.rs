@@ -2,9 +2,12 @@
 //! channels to inference with their full-buffer rules, sliding audio windows and the ring
 //! of recent captures.
 
+pub mod camera;
+pub mod microphone;
 pub mod replay;
 pub mod ring;
 pub mod slot;
+pub mod source;
 pub mod window;
 
 use crate::features::Raw;

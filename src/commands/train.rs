@@ -385,6 +385,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
             auxiliary_heads_exported: false,
             embedding_dim: deployed.embedding_dim(),
         },
+        adaptation: None,
         files: Default::default(),
     };
     let mut package = ModelPackage::write(&args.out, manifest, files)?;

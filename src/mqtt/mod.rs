@@ -1,6 +1,9 @@
-//! MQTT: topics and payload schemas (the client task and embedded broker build on these).
-//! The only module that will import rumqttc / rumqttd.
+//! MQTT: topics, payload schemas, the connection task and the embedded broker.
+//! The only module that imports rumqttc / rumqttd.
 
+pub mod client;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
 pub mod payload;
 pub mod topics;
 

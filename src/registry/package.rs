@@ -119,6 +119,9 @@ pub struct Manifest {
     pub training_seconds: f64,
     pub metrics: Vec<SetMetrics>,
     pub deployed: DeployedInfo,
+    /// How an on-device version was made (absent in trained packages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<crate::adapt::learner::AdaptationInfo>,
     /// Relative path → sha256 (hex) of every other file in the package.
     pub files: BTreeMap<String, String>,
 }

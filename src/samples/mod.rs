@@ -6,6 +6,8 @@
 //! so a crash never leaves a half-written sample visible. `id` makes delivery idempotent.
 //! Per-model quota with oldest-first eviction.
 
+pub mod ingest;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;

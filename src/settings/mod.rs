@@ -25,7 +25,27 @@ pub struct Settings {
     pub models_dir: PathBuf,
     pub mqtt: MqttSettings,
     pub publish: PublishSettings,
+    pub adapt: AdaptSettings,
     pub pipeline: Vec<PipelineSettings>,
+}
+
+/// `[adapt]`: on-device learning from labelled samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptSettings {
+    pub enabled: bool,
+    pub max_payload_bytes: usize,
+    pub sample_quota: usize,
+    pub capture_ring: usize,
+    pub min_shots: usize,
+    pub auto_after: usize,
+    pub cooldown_secs: u64,
+    pub holdout_every: usize,
+    pub budget_secs: u64,
+    pub epochs: usize,
+    pub min_new_accuracy: f64,
+    pub max_old_drop: f64,
+    pub keep_versions: usize,
 }
 
 /// `[mqtt]`.
@@ -150,12 +170,13 @@ pub struct SettingsError {
     pub problems: Vec<String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 6] = [
+const TOP_LEVEL_KEYS: [&str; 7] = [
     "device_id",
     "state_dir",
     "models_dir",
     "mqtt",
     "publish",
+    "adapt",
     "pipeline",
 ];
 
@@ -240,6 +261,7 @@ impl Settings {
         let models_dir = get::<PathBuf>(&merged, "models_dir", &mut problems);
         let mqtt = get::<MqttSettings>(&merged, "mqtt", &mut problems);
         let publish = get::<PublishSettings>(&merged, "publish", &mut problems);
+        let adapt = get::<AdaptSettings>(&merged, "adapt", &mut problems);
         let mut pipeline = Some(Vec::new());
         match merged.get::<Vec<config::Value>>("pipeline") {
             Ok(values) => {
@@ -268,8 +290,11 @@ impl Settings {
             Some(mut models_dir),
             Some(mqtt),
             Some(publish),
+            Some(adapt),
             Some(pipeline),
-        ) = (device_id, state_dir, models_dir, mqtt, publish, pipeline)
+        ) = (
+            device_id, state_dir, models_dir, mqtt, publish, adapt, pipeline,
+        )
         else {
             return Err(SettingsError { problems });
         };
@@ -284,6 +309,7 @@ impl Settings {
             models_dir,
             mqtt,
             publish,
+            adapt,
             pipeline,
         };
         problems.extend(settings.problems());
@@ -302,6 +328,33 @@ impl Settings {
                 "`device_id`: `{}` must match [A-Za-z0-9_-]{{1,64}}",
                 self.device_id
             ));
+        }
+        let a = &self.adapt;
+        for (key, value) in [
+            ("max_payload_bytes", a.max_payload_bytes),
+            ("sample_quota", a.sample_quota),
+            ("capture_ring", a.capture_ring),
+            ("min_shots", a.min_shots),
+            ("epochs", a.epochs),
+            ("keep_versions", a.keep_versions),
+        ] {
+            if value == 0 {
+                p.push(format!("`adapt.{key}`: must be at least 1"));
+            }
+        }
+        if a.holdout_every < 2 {
+            p.push(format!(
+                "`adapt.holdout_every`: {} must be at least 2",
+                a.holdout_every
+            ));
+        }
+        for (key, value) in [
+            ("min_new_accuracy", a.min_new_accuracy),
+            ("max_old_drop", a.max_old_drop),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                p.push(format!("`adapt.{key}`: {value} is not within 0..1"));
+            }
         }
         let m = &self.mqtt;
         if m.host.trim().is_empty() {

@@ -1,0 +1,196 @@
+//! One pipeline's source thread: runs the configured source (camera, microphone, replay),
+//! retries it with capped backoff when it fails — a failing source never stops the other
+//! pipelines — and reports its state for the status message.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::camera::{self, CameraRequest};
+use super::replay::{ReplayAudio, ReplayImages};
+use super::window::Windower;
+use super::{Capture, CaptureError, microphone, now_ms, slot};
+use crate::settings::SourceSettings;
+
+/// What a source is doing, for `status` (`starting`, `running`, `retrying: …`, `stopped`).
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    state: Mutex<String>,
+    /// Times the source failed and was reopened.
+    pub restarts: AtomicU64,
+    /// Audio blocks dropped before windowing (callback queue full).
+    pub dropped_blocks: Arc<AtomicU64>,
+}
+
+impl SourceHealth {
+    pub fn set(&self, s: impl Into<String>) {
+        if let Ok(mut g) = self.state.lock() {
+            *g = s.into();
+        }
+    }
+
+    pub fn get(&self) -> String {
+        self.state
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+}
+
+/// Everything a source thread needs.
+pub struct SourceJob {
+    pub pipeline: String,
+    /// The source with replay paths already resolved.
+    pub source: SourceSettings,
+    /// The model's audio rate (audio sources) — windows are resampled to it.
+    pub sample_rate_hz: Option<u32>,
+    pub out: slot::Sender<Capture>,
+    pub stop: Arc<AtomicBool>,
+    pub health: Arc<SourceHealth>,
+    /// Longest wait between two retries.
+    pub max_backoff: Duration,
+}
+
+fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !stop.load(Ordering::Relaxed) && !left.is_zero() {
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+}
+
+fn replay_images(
+    path: &Path,
+    interval_ms: u64,
+    looped: bool,
+    job: &SourceJob,
+    next_id: &AtomicU64,
+) -> Result<(), CaptureError> {
+    let mut src = ReplayImages::open(path, looped)?;
+    job.health.set("running");
+    while !job.stop.load(Ordering::Relaxed) {
+        let Some(raw) = src.next_image() else { break };
+        let capture = Capture {
+            id: next_id.fetch_add(1, Ordering::Relaxed),
+            ts_ms: now_ms(),
+            raw,
+        };
+        if job.out.send(capture).is_err() {
+            break;
+        }
+        sleep_unless_stopped(&job.stop, Duration::from_millis(interval_ms));
+    }
+    Ok(())
+}
+
+fn replay_audio(
+    path: &Path,
+    window_ms: u64,
+    hop_ms: u64,
+    looped: bool,
+    job: &SourceJob,
+    next_id: &AtomicU64,
+) -> Result<(), CaptureError> {
+    let rate = job.sample_rate_hz.unwrap_or(16_000);
+    let mut src = ReplayAudio::open(path, rate, looped)?;
+    let mut windows = Windower::from_ms(rate, window_ms, hop_ms);
+    let hop = (rate as u64 * hop_ms / 1000).max(1) as usize;
+    job.health.set("running");
+    while !job.stop.load(Ordering::Relaxed) {
+        let chunk = src.next_chunk(hop);
+        if chunk.is_empty() {
+            break;
+        }
+        let mut closed = false;
+        windows.push(&chunk, |w| {
+            let capture = Capture {
+                id: next_id.fetch_add(1, Ordering::Relaxed),
+                ts_ms: now_ms(),
+                raw: src.clip(w),
+            };
+            closed |= job.out.send(capture).is_err();
+        });
+        if closed {
+            break;
+        }
+        // Real-time pacing: one hop of audio per hop of wall clock.
+        sleep_unless_stopped(&job.stop, Duration::from_millis(hop_ms));
+    }
+    Ok(())
+}
+
+fn run_once(job: &SourceJob, next_id: &Arc<AtomicU64>) -> Result<(), CaptureError> {
+    match &job.source {
+        SourceSettings::ReplayImages {
+            path,
+            interval_ms,
+            looped,
+        } => replay_images(path, *interval_ms, *looped, job, next_id),
+        SourceSettings::ReplayAudio {
+            path,
+            window_ms,
+            hop_ms,
+            looped,
+        } => replay_audio(path, *window_ms, *hop_ms, *looped, job, next_id),
+        SourceSettings::Camera {
+            device,
+            width,
+            height,
+            fps,
+            format,
+            interval_ms,
+        } => {
+            let req = CameraRequest {
+                device: device.clone(),
+                width: *width,
+                height: *height,
+                fps: *fps,
+                format: *format,
+                interval_ms: *interval_ms,
+            };
+            job.health.set("running");
+            camera::run(&req, &job.out, next_id, &job.stop)
+        }
+        SourceSettings::Microphone {
+            device,
+            window_ms,
+            hop_ms,
+        } => microphone::run(
+            &microphone::MicRequest {
+                device: device.clone(),
+                model_rate_hz: job.sample_rate_hz.unwrap_or(16_000),
+                window_ms: *window_ms,
+                hop_ms: *hop_ms,
+            },
+            &job.out,
+            next_id,
+            &job.health,
+            &job.stop,
+        ),
+    }
+}
+
+/// Run the source until it ends (a replay without `loop`) or `stop`; failures are logged,
+/// reported in `health`, and retried with doubling backoff up to `max_backoff`.
+pub fn run(job: SourceJob) {
+    let next_id = Arc::new(AtomicU64::new(now_ms()));
+    let mut backoff = Duration::from_millis(500);
+    job.health.set("starting");
+    while !job.stop.load(Ordering::Relaxed) {
+        match run_once(&job, &next_id) {
+            Ok(()) => break,
+            Err(e) => {
+                job.health.restarts.fetch_add(1, Ordering::Relaxed);
+                job.health.set(format!("retrying: {e}"));
+                tracing::warn!(pipeline = %job.pipeline, error = %e, retry_in = ?backoff, "source failed; retrying");
+                sleep_unless_stopped(&job.stop, backoff);
+                backoff = (backoff * 2).min(job.max_backoff);
+            }
+        }
+    }
+    job.health.set("stopped");
+    job.out.close();
+}

@@ -1,0 +1,152 @@
+//! `lsskd-edge samples list|export` (the device's sample store on disk) and
+//! `lsskd-edge sample send` (publish labelled files to a device and wait for its acks).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::mqtt::Topics;
+use crate::mqtt::client::{self, Outbound};
+use crate::samples::SampleStore;
+use crate::samples::ingest::{Ack, AddRequest};
+use crate::settings::{MqttSettings, Settings};
+
+/// Models that have a sample folder under `state_dir`.
+pub fn models(state_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let root = state_dir.join("samples");
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<String> = std::fs::read_dir(&root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Sample counts per label of each model (or of `model`).
+pub fn list(
+    settings: &Settings,
+    model: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, BTreeMap<String, usize>>> {
+    let names = match model {
+        Some(m) => vec![m.to_string()],
+        None => models(&settings.state_dir)?,
+    };
+    let mut out = BTreeMap::new();
+    for name in names {
+        let store = SampleStore::open(&settings.state_dir, &name, settings.adapt.sample_quota)?;
+        out.insert(name, store.counts()?);
+    }
+    Ok(out)
+}
+
+/// Copy a model's samples to `dir/<split>/<label>/…` (a tree `train` and `eval` read).
+pub fn export(settings: &Settings, model: &str, dir: &Path, split: &str) -> anyhow::Result<usize> {
+    let store = SampleStore::open(&settings.state_dir, model, settings.adapt.sample_quota)?;
+    Ok(store.export(dir, split)?)
+}
+
+/// A stable id for a file: its stem and the start of its hash (a retry sends the same id,
+/// so the device stores it once).
+pub fn sample_id(path: &Path, bytes: &[u8]) -> String {
+    let stem: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let hash = hex::encode(&Sha256::digest(bytes)[..6]);
+    format!("{stem}-{hash}")
+}
+
+/// Publish `files` labelled `label` to `<prefix>/<device>/samples/<model>/add` and wait for
+/// every ack. Returns the acks in file order.
+pub fn send(
+    mqtt: &MqttSettings,
+    prefix: &str,
+    device: &str,
+    model: &str,
+    label: &str,
+    files: &[PathBuf],
+    timeout: Duration,
+) -> anyhow::Result<Vec<Ack>> {
+    let topics = Topics::new(prefix, device, "");
+    let mut requests = Vec::new();
+    let mut ids = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let id = sample_id(f, &bytes);
+        let req = AddRequest {
+            id: id.clone(),
+            label: label.to_string(),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            capture_id: None,
+        };
+        requests.push(Outbound {
+            topic: topics.samples_add(model),
+            payload: serde_json::to_vec(&req)?,
+            retain: false,
+        });
+        ids.push(id);
+    }
+    let mut waiting: BTreeSet<String> = ids.iter().cloned().collect();
+    let mut acks: BTreeMap<String, Ack> = BTreeMap::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client_id = format!("lsskd-sample-{}", std::process::id());
+    let filters = vec![topics.samples_ack(model)];
+    let done = rt.block_on(client::session(
+        mqtt,
+        &client_id,
+        &filters,
+        requests,
+        Some(timeout),
+        |m| {
+            if let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload)
+                && waiting.remove(&ack.id)
+            {
+                acks.insert(ack.id.clone(), ack);
+            }
+            !waiting.is_empty()
+        },
+    ))?;
+    if !done {
+        anyhow::bail!(
+            "no ack from device `{device}` for {} of {} sample(s) within {timeout:?} (is the daemon running, with model `{model}`?)",
+            waiting.len(),
+            ids.len()
+        );
+    }
+    Ok(ids.iter().filter_map(|id| acks.remove(id)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_ids_are_stable_and_valid_names() {
+        let a = sample_id(Path::new("/x/my photo.png"), b"abc");
+        assert_eq!(a, sample_id(Path::new("/y/my photo.png"), b"abc"));
+        assert_ne!(a, sample_id(Path::new("/x/my photo.png"), b"abd"));
+        assert!(crate::samples::valid_name(&a), "{a}");
+        assert!(a.starts_with("my_photo-"));
+    }
+}

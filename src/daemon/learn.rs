@@ -1,0 +1,471 @@
+//! On-device learning in the daemon: sample ingestion (main loop), the trainer thread
+//! (imprint / fine-tune / gate / promote, rollback, promote-to-version), hot swaps of the
+//! live model, and what is published about it (`samples/<m>/ack`, `training/state`,
+//! `model/<m>/info`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{ModelSlot, Publisher, load_model};
+use crate::adapt::gate::should_adapt;
+use crate::adapt::learner::{self, Outcome, Phase};
+use crate::capture::now_ms;
+use crate::mqtt::Topics;
+use crate::mqtt::payload::SCHEMA_VERSION;
+use crate::registry::ModelPackage;
+use crate::settings::AdaptSettings;
+
+/// Work for the trainer thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Learn from the stored samples; `imprint_only`: new labels only, no fine-tune.
+    Adapt {
+        model: String,
+        imprint_only: bool,
+    },
+    Rollback {
+        model: String,
+    },
+    Promote {
+        model: String,
+        version: u32,
+    },
+}
+
+impl Job {
+    fn model(&self) -> &str {
+        match self {
+            Job::Adapt { model, .. } | Job::Rollback { model } | Job::Promote { model, .. } => {
+                model
+            }
+        }
+    }
+}
+
+/// A `model/<m>/cmd` payload: `adapt`, `rollback` or `promote <version>`.
+pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let model = model.to_string();
+    match words.as_slice() {
+        ["adapt"] => Ok(Job::Adapt {
+            model,
+            imprint_only: false,
+        }),
+        ["rollback"] => Ok(Job::Rollback { model }),
+        ["promote", v] => v
+            .parse()
+            .map(|version| Job::Promote { model, version })
+            .map_err(|_| format!("`promote {v}`: not a version number")),
+        _ => Err(format!(
+            "unknown command `{}` (adapt, rollback, promote <version>)",
+            text.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
+/// `<p>/<dev>/training/state` (retained).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingState {
+    pub v: u32,
+    pub ts: u64,
+    pub model: String,
+    /// idle, queued, training, gating, promoted, rejected, rolled_back, failed.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::adapt::GateMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+impl TrainingState {
+    pub fn new(model: &str, state: &str) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            ts: now_ms(),
+            model: model.into(),
+            state: state.into(),
+            kind: None,
+            version: None,
+            reason: None,
+            gate: None,
+            seconds: None,
+        }
+    }
+}
+
+/// The model card on `<p>/<dev>/model/<m>/info` (retained).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub v: u32,
+    pub model: String,
+    pub version: u32,
+    pub parent: Option<u32>,
+    pub created_at: String,
+    pub classes: Vec<String>,
+    pub adaptation: Option<learner::AdaptationInfo>,
+    pub samples_per_class: BTreeMap<String, usize>,
+}
+
+/// The card of a package plus the store's sample counts.
+pub fn model_card(pkg: &ModelPackage, slot: &ModelSlot) -> ModelCard {
+    let m = &pkg.manifest;
+    ModelCard {
+        v: SCHEMA_VERSION,
+        model: m.name.clone(),
+        version: m.version,
+        parent: m.parent,
+        created_at: m.created_at.clone(),
+        classes: m.classes.clone(),
+        adaptation: m.adaptation.clone(),
+        samples_per_class: slot.store.counts().unwrap_or_default(),
+    }
+}
+
+/// Decides when stored samples call for an adaptation (main loop side).
+pub struct Scheduler {
+    cfg: AdaptSettings,
+    since_last: BTreeMap<String, usize>,
+    last_attempt: BTreeMap<String, Instant>,
+    jobs: SyncSender<Job>,
+}
+
+impl Scheduler {
+    pub fn new(cfg: AdaptSettings, jobs: SyncSender<Job>) -> Self {
+        Self {
+            cfg,
+            since_last: BTreeMap::new(),
+            last_attempt: BTreeMap::new(),
+            jobs,
+        }
+    }
+
+    /// Queue a job without blocking; `false` when the queue is full (the caller reports it).
+    pub fn submit(&mut self, job: Job) -> bool {
+        if matches!(
+            job,
+            Job::Adapt {
+                imprint_only: false,
+                ..
+            }
+        ) {
+            self.since_last.insert(job.model().to_string(), 0);
+            self.last_attempt
+                .insert(job.model().to_string(), Instant::now());
+        }
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// A new sample of `label` was stored for `model`, which now has `label_count` of them.
+    pub fn sample_stored(
+        &mut self,
+        model: &str,
+        label: &str,
+        label_count: usize,
+        known_classes: &[String],
+    ) {
+        let n = self.since_last.entry(model.to_string()).or_default();
+        *n += 1;
+        let new_samples = *n;
+        if !known_classes.iter().any(|c| c == label) && label_count == self.cfg.min_shots {
+            self.submit(Job::Adapt {
+                model: model.into(),
+                imprint_only: true,
+            });
+        }
+        if self.cfg.auto_after > 0
+            && should_adapt(
+                new_samples,
+                self.cfg.auto_after,
+                self.last_attempt
+                    .get(model)
+                    .map(|t| t.elapsed().as_millis() as u64),
+                self.cfg.cooldown_secs * 1000,
+            )
+        {
+            self.submit(Job::Adapt {
+                model: model.into(),
+                imprint_only: false,
+            });
+        }
+    }
+}
+
+/// Everything the trainer thread needs.
+pub struct Trainer {
+    pub models: BTreeMap<String, Arc<ModelSlot>>,
+    pub cfg: AdaptSettings,
+    pub topics: Topics,
+    pub publish: Publisher,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Lower this thread's CPU priority (Linux: per thread) so inference keeps its latency.
+fn lower_priority() {
+    // SAFETY: setpriority only reads its arguments; `0` names the calling thread on Linux.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if rc != 0 {
+        tracing::debug!("could not lower the trainer thread's priority");
+    }
+}
+
+impl Trainer {
+    fn state(&self, st: &TrainingState) {
+        if let Ok(body) = serde_json::to_vec(st) {
+            self.publish.send(self.topics.training_state(), body, true);
+        }
+    }
+
+    /// Publish the live version's card.
+    pub fn publish_card(&self, slot: &ModelSlot) {
+        match slot.versions.open_current() {
+            Ok(current) => {
+                let card = model_card(&current.package, slot);
+                if let Ok(body) = serde_json::to_vec(&card) {
+                    self.publish
+                        .send(self.topics.model_info(&card.model), body, true);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the live model for its card"),
+        }
+    }
+
+    fn swap(&self, slot: &ModelSlot, pkg: &ModelPackage) -> anyhow::Result<()> {
+        let model = load_model(pkg)?;
+        tracing::info!(model = %model.name, version = model.version, classes = model.classes.len(), "live model swapped");
+        slot.live.store(Arc::new(model));
+        self.publish_card(slot);
+        Ok(())
+    }
+
+    fn run_job(&self, job: &Job, seed: u64) -> anyhow::Result<TrainingState> {
+        let model = job.model();
+        let slot = self
+            .models
+            .get(model)
+            .ok_or_else(|| anyhow::anyhow!("unknown model `{model}`"))?;
+        match job {
+            Job::Adapt { imprint_only, .. } => {
+                let kind = if *imprint_only { "imprint" } else { "finetune" };
+                let stop = self.stop.clone();
+                let outcome = learner::run(
+                    &slot.versions,
+                    &slot.store,
+                    &self.cfg,
+                    *imprint_only,
+                    seed,
+                    &move || stop.load(Ordering::Relaxed),
+                    &mut |phase| {
+                        let mut st = TrainingState::new(
+                            model,
+                            match phase {
+                                Phase::Preparing | Phase::Training(_) => "training",
+                                Phase::Gating => "gating",
+                            },
+                        );
+                        st.kind = Some(kind.into());
+                        self.state(&st);
+                    },
+                )?;
+                let mut st;
+                match outcome {
+                    Outcome::Promoted { package, info } => {
+                        self.swap(slot, &package)?;
+                        st = TrainingState::new(model, "promoted");
+                        st.version = Some(package.manifest.version);
+                        st.gate = Some(info.gate);
+                        st.seconds = Some(info.seconds);
+                    }
+                    Outcome::Rejected { reason, info } => {
+                        tracing::info!(%model, %reason, "candidate rejected");
+                        st = TrainingState::new(model, "rejected");
+                        st.reason = Some(reason);
+                        st.gate = Some(info.gate);
+                        st.seconds = Some(info.seconds);
+                    }
+                    Outcome::Skipped(reason) => {
+                        st = TrainingState::new(model, "idle");
+                        st.reason = Some(reason);
+                    }
+                }
+                st.kind = Some(kind.into());
+                Ok(st)
+            }
+            Job::Rollback { .. } => {
+                let pkg = slot.versions.rollback()?;
+                self.swap(slot, &pkg)?;
+                let mut st = TrainingState::new(model, "rolled_back");
+                st.version = Some(pkg.manifest.version);
+                Ok(st)
+            }
+            Job::Promote { version, .. } => {
+                let pkg = slot.versions.promote(*version)?;
+                self.swap(slot, &pkg)?;
+                let mut st = TrainingState::new(model, "promoted");
+                st.version = Some(pkg.manifest.version);
+                st.kind = Some("command".into());
+                Ok(st)
+            }
+        }
+    }
+
+    /// The trainer thread: one job at a time until `stop`. Queued adaptations of one model
+    /// are merged (a fine-tune covers an imprint).
+    pub fn run(self, jobs: Receiver<Job>) {
+        lower_priority();
+        let mut seed = now_ms();
+        for slot in self.models.values() {
+            self.publish_card(slot);
+        }
+        while !self.stop.load(Ordering::Relaxed) {
+            let first = match jobs.recv_timeout(Duration::from_millis(200)) {
+                Ok(j) => j,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut queue = vec![first];
+            queue.extend(jobs.try_iter());
+            for job in merge(queue) {
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                seed = seed.wrapping_add(1);
+                tracing::info!(?job, "trainer job");
+                let st = match self.run_job(&job, seed) {
+                    Ok(st) => st,
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        tracing::warn!(?job, error = %msg, "trainer job failed");
+                        let mut st = TrainingState::new(job.model(), "failed");
+                        st.reason = Some(msg);
+                        st
+                    }
+                };
+                self.state(&st);
+            }
+        }
+    }
+}
+
+/// Merge queued jobs: per model, adaptations collapse into one (fine-tune wins over
+/// imprint); commands keep their order.
+pub fn merge(jobs: Vec<Job>) -> Vec<Job> {
+    let mut out: Vec<Job> = Vec::new();
+    for job in jobs {
+        if let Job::Adapt {
+            model,
+            imprint_only,
+        } = &job
+            && let Some(Job::Adapt {
+                imprint_only: existing,
+                ..
+            }) = out
+                .iter_mut()
+                .find(|j| matches!(j, Job::Adapt { model: m, .. } if m == model))
+        {
+            *existing &= *imprint_only;
+            continue;
+        }
+        out.push(job);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapt(m: &str, imprint_only: bool) -> Job {
+        Job::Adapt {
+            model: m.into(),
+            imprint_only,
+        }
+    }
+
+    #[test]
+    fn commands_parse_with_clear_errors() {
+        assert_eq!(parse_command("vision", "adapt"), Ok(adapt("vision", false)));
+        assert_eq!(
+            parse_command("vision", " promote 3 "),
+            Ok(Job::Promote {
+                model: "vision".into(),
+                version: 3
+            })
+        );
+        assert!(
+            parse_command("vision", "promote x")
+                .unwrap_err()
+                .contains("not a version")
+        );
+        assert!(
+            parse_command("vision", "reboot")
+                .unwrap_err()
+                .contains("unknown command")
+        );
+    }
+
+    #[test]
+    fn queued_adaptations_merge_and_a_finetune_wins() {
+        let merged = merge(vec![
+            adapt("vision", true),
+            Job::Rollback {
+                model: "audio".into(),
+            },
+            adapt("vision", false),
+            adapt("vision", true),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                adapt("vision", false),
+                Job::Rollback {
+                    model: "audio".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn scheduler_imprints_at_min_shots_and_finetunes_after_enough_samples() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let cfg = AdaptSettings {
+            enabled: true,
+            max_payload_bytes: 1 << 20,
+            sample_quota: 100,
+            capture_ring: 8,
+            min_shots: 2,
+            auto_after: 4,
+            cooldown_secs: 0,
+            holdout_every: 5,
+            budget_secs: 10,
+            epochs: 1,
+            min_new_accuracy: 0.5,
+            max_old_drop: 0.02,
+            keep_versions: 3,
+        };
+        let mut s = Scheduler::new(cfg, tx);
+        let known = vec!["cat".to_string()];
+        s.sample_stored("vision", "dog", 1, &known);
+        assert!(rx.try_recv().is_err());
+        s.sample_stored("vision", "dog", 2, &known);
+        assert_eq!(rx.try_recv(), Ok(adapt("vision", true)));
+        s.sample_stored("vision", "cat", 5, &known);
+        s.sample_stored("vision", "dog", 3, &known);
+        assert_eq!(rx.try_recv(), Ok(adapt("vision", false)));
+        s.sample_stored("vision", "dog", 4, &known);
+        assert!(rx.try_recv().is_err(), "counter restarts after a fine-tune");
+    }
+}

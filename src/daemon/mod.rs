@@ -1,0 +1,690 @@
+//! The daemon (`lsskd-edge run`): wires sources, inference threads and the MQTT task;
+//! stops in a fixed order; talks to systemd (sd_notify READY / WATCHDOG / STATUS).
+//!
+//! Threads and tasks (ARCHITECTURE.md has the full picture):
+//! - one OS thread per source (`src-<pipeline>`: camera, microphone or replay) → hand-over
+//!   slot (camera/images: keep newest; audio: bounded, drop new, both counted);
+//! - one OS thread per pipeline running tract (`infer-<pipeline>`), never a tokio worker;
+//! - tokio tasks: the MQTT connection (owns the rumqttc event loop), and this main loop
+//!   (signals, status/watchdog tick, inbound messages).
+//!
+//! Shutdown order on SIGTERM/SIGINT: stop sources → inference threads drain and stop →
+//! `offline` published and the connection closed → exit. Everything within
+//! [`GRACE`]; a second signal exits at once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+pub mod learn;
+
+use crate::capture::ring::CaptureRing;
+use crate::capture::source::{self, SourceHealth, SourceJob};
+use crate::capture::{Capture, now_ms, slot};
+use crate::features::Preprocess;
+use crate::inference::Classifier;
+use crate::mqtt::Topics;
+use crate::mqtt::client::{self, Connection, Inbound, MqttCounters, Outbound};
+use crate::mqtt::payload::{PipelineHealth, SCHEMA_VERSION, Scene, Status};
+use crate::pipeline::worker::{self, LoadedModel, Output, PipelineStats};
+use crate::registry::ModelPackage;
+use crate::registry::versions::Versions;
+use crate::samples::SampleStore;
+use crate::samples::ingest::{self, Ack, Reject, SampleSource};
+use crate::settings::{Settings, SourceSettings};
+use learn::{Job, Scheduler, Trainer};
+
+/// Time allowed for an orderly shutdown.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// Audio windows waiting for inference before new ones are dropped.
+pub const AUDIO_QUEUE: usize = 8;
+/// A pipeline thread silent for longer than this withholds the watchdog ping.
+pub const STALL_MS: u64 = 10_000;
+
+/// Build a ready-to-run model from a package.
+pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
+    Ok(LoadedModel {
+        name: pkg.manifest.name.clone(),
+        version: pkg.manifest.version,
+        classes: pkg.manifest.classes.clone(),
+        preprocess: pkg.manifest.preprocess.clone(),
+        classifier: Classifier::load(&pkg.onnx_path())?,
+    })
+}
+
+/// One live model: its version store, its samples, and the slot its pipelines read from.
+pub struct ModelSlot {
+    pub versions: Versions,
+    pub store: SampleStore,
+    pub live: Arc<ArcSwap<LoadedModel>>,
+}
+
+/// Hands messages to the MQTT task without ever blocking (full outbox: dropped, counted).
+#[derive(Clone)]
+pub struct Publisher {
+    outbox: mpsc::Sender<Outbound>,
+    counters: Arc<MqttCounters>,
+}
+
+impl Publisher {
+    pub fn send(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        if self
+            .outbox
+            .try_send(Outbound {
+                topic,
+                payload,
+                retain,
+            })
+            .is_err()
+        {
+            self.counters.dropped_outbox.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One running pipeline.
+pub struct PipelineHandle {
+    pub name: String,
+    pub model: String,
+    pub stats: Arc<PipelineStats>,
+    pub source: Arc<SourceHealth>,
+    pub ring: Arc<Mutex<CaptureRing>>,
+    /// A clone of the hand-over sender, for its drop count.
+    input: slot::Sender<Capture>,
+}
+
+/// Handles to the running parts (shared with the inbound-message handlers).
+pub struct Runtime {
+    pub settings: Settings,
+    pub device: String,
+    pub topics: Topics,
+    pub models: BTreeMap<String, Arc<ModelSlot>>,
+    pub pipelines: Vec<PipelineHandle>,
+    /// Pipelines that could not start (bad model package …), with the reason.
+    pub failed: Vec<(String, String)>,
+    pub publisher: Publisher,
+    /// `None` when `adapt.enabled = false`.
+    pub scheduler: Option<Scheduler>,
+}
+
+impl Runtime {
+    /// Queue a message for the broker without blocking (full: dropped and counted).
+    pub fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.publisher.send(topic, payload, retain);
+    }
+
+    /// The retained `online` status.
+    pub fn status(&self) -> Status {
+        let mut pipelines: Vec<PipelineHealth> = self
+            .pipelines
+            .iter()
+            .map(|p| PipelineHealth {
+                name: p.name.clone(),
+                state: p.source.get(),
+                model_version: self
+                    .models
+                    .get(&p.model)
+                    .map_or(0, |m| m.live.load().version),
+                inferences: p.stats.inferences.load(Ordering::Relaxed),
+                dropped: p.input.dropped() + p.source.dropped_blocks.load(Ordering::Relaxed),
+            })
+            .collect();
+        pipelines.extend(self.failed.iter().map(|(name, why)| PipelineHealth {
+            name: name.clone(),
+            state: format!("failed: {why}"),
+            model_version: 0,
+            inferences: 0,
+            dropped: 0,
+        }));
+        Status {
+            v: SCHEMA_VERSION,
+            status: "online".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            device: self.device.clone(),
+            pipelines,
+        }
+    }
+
+    /// One line for systemd's `STATUS=`.
+    pub fn status_line(&self) -> String {
+        let parts: Vec<String> = self
+            .status()
+            .pipelines
+            .iter()
+            .map(|p| format!("{} {} ({} inferences)", p.name, p.state, p.inferences))
+            .collect();
+        if parts.is_empty() {
+            "no pipelines".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    /// True while every inference thread is making progress.
+    pub fn healthy(&self) -> bool {
+        let now = now_ms();
+        self.pipelines.iter().all(|p| {
+            now.saturating_sub(p.stats.last_progress_ms.load(Ordering::Relaxed)) < STALL_MS
+        })
+    }
+
+    /// Home Assistant device discovery: one sensor per pipeline showing its stable label.
+    pub fn homeassistant_discovery(&self) -> Option<(String, Vec<u8>)> {
+        let topic = self.topics.homeassistant_config()?;
+        let mut cmps = serde_json::Map::new();
+        for p in &self.pipelines {
+            cmps.insert(
+                format!("{}_{}", self.device, p.name),
+                serde_json::json!({
+                    "p": "sensor",
+                    "name": p.name,
+                    "unique_id": format!("lsskd_{}_{}", self.device, p.name),
+                    "state_topic": self.topics.state(&p.name),
+                    "value_template": "{{ value_json.label }}",
+                    "json_attributes_topic": self.topics.prediction(&p.name),
+                }),
+            );
+        }
+        let body = serde_json::json!({
+            "dev": {"ids": [format!("lsskd_{}", self.device)], "name": format!("lsskd-edge {}", self.device), "sw": env!("CARGO_PKG_VERSION")},
+            "o": {"name": "lsskd-edge", "sw": env!("CARGO_PKG_VERSION")},
+            "availability_topic": self.topics.status(),
+            "availability_template": "{{ 'offline' if value == 'offline' else 'online' }}",
+            "cmps": cmps,
+        });
+        Some((topic, serde_json::to_vec(&body).ok()?))
+    }
+
+    /// Validate and store one sample request; the ack says what happened.
+    fn ingest(&self, model: &str, payload: &[u8]) -> Result<(Ack, Option<String>), Reject> {
+        let slot = self
+            .models
+            .get(model)
+            .ok_or_else(|| Reject::UnknownModel(model.into()))?;
+        let req = ingest::parse(payload, self.settings.adapt.max_payload_bytes)?;
+        let pre = slot.live.load().preprocess.clone();
+        let (bytes, ext, origin) = match req.source {
+            SampleSource::Data { bytes, ext } => {
+                ingest::check_data(&bytes, model, &pre)?;
+                (bytes, ext, "mqtt".to_string())
+            }
+            SampleSource::Capture(id) => {
+                let found = self
+                    .pipelines
+                    .iter()
+                    .filter(|p| p.model == model)
+                    .find_map(|p| {
+                        let ring = p.ring.lock().ok()?;
+                        ring.get(id).map(|c| (p.name.clone(), c.raw.clone()))
+                    });
+                let (pipeline, raw) = found.ok_or(Reject::UnknownCapture(id))?;
+                ingest::check_raw(&raw, &pre)?;
+                let (bytes, ext) = crate::registry::replay::encode(&raw).map_err(Reject::Store)?;
+                (bytes, ext, format!("capture:{pipeline}:{id}"))
+            }
+        };
+        let outcome = slot
+            .store
+            .add(&req.id, &req.label, &bytes, ext, &origin)
+            .map_err(|e| Reject::Store(e.to_string()))?;
+        Ok(match outcome {
+            crate::samples::AddOutcome::Stored { evicted } => {
+                if !evicted.is_empty() {
+                    tracing::info!(%model, evicted = evicted.len(), "sample quota reached; oldest samples evicted");
+                }
+                (
+                    Ack {
+                        id: req.id,
+                        accepted: true,
+                        reason: "stored".into(),
+                    },
+                    Some(req.label),
+                )
+            }
+            crate::samples::AddOutcome::Duplicate => (
+                Ack {
+                    id: req.id,
+                    accepted: true,
+                    reason: "duplicate".into(),
+                },
+                None,
+            ),
+        })
+    }
+
+    /// React to a message on a subscribed topic.
+    pub fn handle_inbound(&mut self, msg: Inbound) {
+        if self.topics.homeassistant_status().as_deref() == Some(msg.topic.as_str()) {
+            if msg.payload == b"online"
+                && let Some((topic, body)) = self.homeassistant_discovery()
+            {
+                self.publish(topic, body, true);
+            }
+            return;
+        }
+        let levels: Vec<&str> = msg.topic.split('/').collect();
+        match levels.as_slice() {
+            [_, _, "samples", model, "add"] => {
+                let model = model.to_string();
+                let ack = match (&self.scheduler, self.ingest(&model, &msg.payload)) {
+                    (None, _) => Ack {
+                        id: ingest::peek_id(&msg.payload),
+                        accepted: false,
+                        reason: "learning is disabled on this device (adapt.enabled = false)"
+                            .into(),
+                    },
+                    (Some(_), Ok((ack, stored_label))) => {
+                        if let Some(label) = stored_label {
+                            self.after_sample(&model, &label);
+                        }
+                        ack
+                    }
+                    (Some(_), Err(reject)) => {
+                        tracing::info!(%model, reason = %reject, "sample rejected");
+                        Ack {
+                            id: ingest::peek_id(&msg.payload),
+                            accepted: false,
+                            reason: reject.to_string(),
+                        }
+                    }
+                };
+                if let Ok(body) = serde_json::to_vec(&ack) {
+                    self.publish(self.topics.samples_ack(&model), body, false);
+                }
+            }
+            [_, _, "model", model, "cmd"] => {
+                let text = String::from_utf8_lossy(&msg.payload).to_string();
+                let result = if !self.models.contains_key(*model) {
+                    Err(format!("unknown model `{model}`"))
+                } else {
+                    learn::parse_command(model, &text)
+                };
+                let outcome = match (result, self.scheduler.as_mut()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), None) => Err("learning is disabled on this device".into()),
+                    (Ok(job), Some(s)) => {
+                        if s.submit(job) {
+                            Ok(())
+                        } else {
+                            Err("the trainer is busy; try again".into())
+                        }
+                    }
+                };
+                let mut st = learn::TrainingState::new(model, "queued");
+                if let Err(reason) = outcome {
+                    tracing::warn!(%model, %reason, "model command refused");
+                    st.state = "failed".into();
+                    st.reason = Some(reason);
+                }
+                if let Ok(body) = serde_json::to_vec(&st) {
+                    self.publish(self.topics.training_state(), body, true);
+                }
+            }
+            _ => tracing::debug!(topic = %msg.topic, "message on an unhandled topic ignored"),
+        }
+    }
+
+    fn after_sample(&mut self, model: &str, label: &str) {
+        let Some(slot) = self.models.get(model) else {
+            return;
+        };
+        let count = slot
+            .store
+            .counts()
+            .ok()
+            .and_then(|c| c.get(label).copied())
+            .unwrap_or(0);
+        let known = slot.live.load().classes.clone();
+        if let Some(s) = self.scheduler.as_mut() {
+            s.sample_stored(model, label, count, &known);
+        }
+    }
+}
+
+/// What [`start`] built: running pipelines, pipelines that failed (name, reason), threads.
+type Started = (Vec<PipelineHandle>, Vec<(String, String)>, Threads);
+
+/// Started threads, in shutdown order.
+struct Threads {
+    sources: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+fn model_rate(pre: &Preprocess) -> Option<u32> {
+    match pre {
+        Preprocess::Audio(a) => Some(a.sample_rate_hz),
+        Preprocess::Image(_) => None,
+    }
+}
+
+/// Open (or reuse) the live model of a package folder.
+fn open_model(
+    models: &mut BTreeMap<String, Arc<ModelSlot>>,
+    settings: &Settings,
+    shipped: &std::path::Path,
+) -> anyhow::Result<String> {
+    let pkg = ModelPackage::load(shipped)?;
+    let name = pkg.manifest.name.clone();
+    if !models.contains_key(&name) {
+        let versions = Versions::new(
+            &settings.state_dir,
+            &name,
+            shipped,
+            settings.adapt.keep_versions,
+        )?;
+        let current = versions.open_current()?;
+        if let Some(w) = &current.warning {
+            tracing::error!(model = %name, "{w}");
+        }
+        let live = Arc::new(ArcSwap::from_pointee(load_model(&current.package)?));
+        let store = SampleStore::open(&settings.state_dir, &name, settings.adapt.sample_quota)?;
+        tracing::info!(model = %name, version = current.version, classes = current.package.manifest.classes.len(), "model loaded");
+        models.insert(
+            name.clone(),
+            Arc::new(ModelSlot {
+                versions,
+                store,
+                live,
+            }),
+        );
+    }
+    Ok(name)
+}
+
+fn start(
+    settings: &Settings,
+    models: &mut BTreeMap<String, Arc<ModelSlot>>,
+    publisher: &Publisher,
+    topics: &Topics,
+    stop_sources: &Arc<AtomicBool>,
+    stop_workers: &Arc<AtomicBool>,
+) -> anyhow::Result<Started> {
+    let mut handles = Vec::new();
+    let mut failed = Vec::new();
+    let mut threads = Threads {
+        sources: Vec::new(),
+        workers: Vec::new(),
+    };
+    let states: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    for p in &settings.pipeline {
+        let model_name = match open_model(models, settings, &settings.model_path(p)) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(pipeline = %p.name, error = %format!("{e:#}"), "pipeline not started");
+                failed.push((p.name.clone(), format!("{e:#}")));
+                continue;
+            }
+        };
+        let live = models[&model_name].live.clone();
+        let pre = live.load().preprocess.clone();
+        let (tx, rx) = match p.source {
+            SourceSettings::Camera { .. } | SourceSettings::ReplayImages { .. } => slot::latest(),
+            _ => slot::bounded(AUDIO_QUEUE),
+        };
+        let mut source_settings = p.source.clone();
+        match &mut source_settings {
+            SourceSettings::ReplayImages { path, .. }
+            | SourceSettings::ReplayAudio { path, .. } => *path = settings.resolve(path),
+            _ => {}
+        }
+        let health = Arc::new(SourceHealth::default());
+        let job = SourceJob {
+            pipeline: p.name.clone(),
+            source: source_settings,
+            sample_rate_hz: model_rate(&pre),
+            out: tx.clone(),
+            stop: stop_sources.clone(),
+            health: health.clone(),
+            max_backoff: Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
+        };
+        threads.sources.push(
+            std::thread::Builder::new()
+                .name(format!("src-{}", p.name))
+                .spawn(move || source::run(job))?,
+        );
+        let stats = Arc::new(PipelineStats::default());
+        stats.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+        let ring = Arc::new(Mutex::new(CaptureRing::new(settings.adapt.capture_ring)));
+        {
+            let (name, publish, stats, ring, stop) = (
+                p.name.clone(),
+                settings.publish.clone(),
+                stats.clone(),
+                ring.clone(),
+                stop_workers.clone(),
+            );
+            let (publisher, topics, states) = (publisher.clone(), topics.clone(), states.clone());
+            let send = move |topic: String, payload: Vec<u8>, retain: bool| {
+                publisher.send(topic, payload, retain)
+            };
+            threads.workers.push(
+                std::thread::Builder::new()
+                    .name(format!("infer-{}", p.name))
+                    .spawn(move || {
+                        worker::run(
+                            name.clone(),
+                            rx,
+                            live,
+                            publish,
+                            ring,
+                            stats,
+                            stop,
+                            |o| match o {
+                                Output::Prediction(pred) => {
+                                    tracing::info!(pipeline = %name, label = %pred.label, score = format!("{:.2}", pred.score), latency_ms = format!("{:.1}", pred.latency_ms), "prediction");
+                                    if let Ok(body) = serde_json::to_vec(&pred) {
+                                        send(topics.prediction(&name), body, false);
+                                    }
+                                }
+                                Output::State(st) => {
+                                    tracing::info!(pipeline = %name, label = %st.label, "stable state");
+                                    let ts = st.ts;
+                                    let label = st.label.clone();
+                                    if let Ok(body) = serde_json::to_vec(&st) {
+                                        send(topics.state(&name), body, true);
+                                    }
+                                    let scene = {
+                                        let mut map = states.lock().unwrap_or_else(|e| e.into_inner());
+                                        map.insert(name.clone(), label);
+                                        Scene {
+                                            v: SCHEMA_VERSION,
+                                            ts,
+                                            states: map.clone(),
+                                        }
+                                    };
+                                    if let Ok(body) = serde_json::to_vec(&scene) {
+                                        send(topics.scene(), body, true);
+                                    }
+                                }
+                            },
+                        )
+                    })?,
+            );
+        }
+        handles.push(PipelineHandle {
+            name: p.name.clone(),
+            model: model_name,
+            stats,
+            source: health,
+            ring,
+            input: tx,
+        });
+    }
+    Ok((handles, failed, threads))
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("lsskd-tokio")
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(settings))
+}
+
+async fn join_all(threads: Vec<JoinHandle<()>>, what: &str, deadline: tokio::time::Instant) {
+    for t in threads {
+        let name = t.thread().name().unwrap_or("?").to_string();
+        let joined =
+            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || t.join()));
+        if joined.await.is_err() {
+            tracing::warn!(thread = %name, "{what} thread did not stop within the grace period");
+        }
+    }
+}
+
+async fn run_async(settings: Settings) -> anyhow::Result<()> {
+    let device = settings.device_id();
+    let topics = Topics::new(
+        &settings.mqtt.topic_prefix,
+        &device,
+        &settings.mqtt.homeassistant_prefix,
+    );
+    std::fs::create_dir_all(&settings.state_dir)
+        .map_err(|e| anyhow::anyhow!("state_dir {}: {e}", settings.state_dir.display()))?;
+    if settings.mqtt.embedded_broker {
+        #[cfg(feature = "embedded-broker")]
+        crate::mqtt::embedded::start(&settings.mqtt.host, settings.mqtt.port)?;
+        #[cfg(not(feature = "embedded-broker"))]
+        anyhow::bail!(
+            "`mqtt.embedded_broker = true` needs a build with the `embedded-broker` feature"
+        );
+    }
+    let stop_sources = Arc::new(AtomicBool::new(false));
+    let stop_workers = Arc::new(AtomicBool::new(false));
+    let (out_tx, out_rx) = mpsc::channel::<Outbound>(settings.mqtt.outbox_capacity.max(16));
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stop_trainer = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(MqttCounters::default());
+    let publisher = Publisher {
+        outbox: out_tx,
+        counters: counters.clone(),
+    };
+    let mut models = BTreeMap::new();
+    let (pipelines, failed, threads) = start(
+        &settings,
+        &mut models,
+        &publisher,
+        &topics,
+        &stop_sources,
+        &stop_workers,
+    )?;
+    // The trainer thread (low priority) and the scheduler that feeds it.
+    let (scheduler, trainer_thread) = if settings.adapt.enabled {
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
+        let trainer = Trainer {
+            models: models.clone(),
+            cfg: settings.adapt.clone(),
+            topics: topics.clone(),
+            publish: publisher.clone(),
+            stop: stop_trainer.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("trainer".into())
+            .spawn(move || trainer.run(jobs_rx))?;
+        (
+            Some(Scheduler::new(settings.adapt.clone(), jobs_tx)),
+            Some(handle),
+        )
+    } else {
+        (None, None)
+    };
+    let mut rt = Runtime {
+        settings: settings.clone(),
+        device: device.clone(),
+        topics: topics.clone(),
+        models,
+        pipelines,
+        failed,
+        publisher,
+        scheduler,
+    };
+    let (online_tx, online_rx) = watch::channel(serde_json::to_vec(&rt.status())?);
+    let mut subscriptions = vec![
+        format!("{}/{}/model/+/cmd", settings.mqtt.topic_prefix, device),
+        format!("{}/{}/samples/+/add", settings.mqtt.topic_prefix, device),
+    ];
+    subscriptions.extend(topics.homeassistant_status());
+    if let Some((topic, body)) = rt.homeassistant_discovery() {
+        rt.publish(topic, body, true);
+    }
+    let mqtt = tokio::spawn(client::run(
+        Connection {
+            settings: settings.mqtt.clone(),
+            device: device.clone(),
+            topics: topics.clone(),
+            subscriptions,
+            online: online_rx,
+            counters: counters.clone(),
+        },
+        out_rx,
+        in_tx,
+        shutdown_rx,
+    ));
+    tracing::info!(%device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&rt.status_line()),
+    ]);
+    let tick_every = sd_notify::watchdog_enabled()
+        .map(|d| (d / 2).min(Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(tick_every);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(msg) = in_rx.recv() => rt.handle_inbound(msg),
+            _ = tick.tick() => {
+                let line = rt.status_line();
+                if rt.healthy() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&line)]);
+                } else {
+                    tracing::warn!("a pipeline thread is stalled; withholding the watchdog ping");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("stalled: {line}"))]);
+                }
+                let status = serde_json::to_vec(&rt.status())?;
+                online_tx.send_replace(status.clone());
+                rt.publish(topics.status(), status, true);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // A second signal exits at once.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    let deadline = tokio::time::Instant::now() + GRACE;
+    // A fine-tune in progress is cancelled (it is polled between steps); nothing of it is
+    // kept, the live version is untouched.
+    stop_trainer.store(true, Ordering::Relaxed);
+    stop_sources.store(true, Ordering::Relaxed);
+    join_all(threads.sources, "source", deadline).await;
+    // Sources closed their slots; workers drain what is left, then stop.
+    stop_workers.store(true, Ordering::Relaxed);
+    join_all(threads.workers, "inference", deadline).await;
+    rt.scheduler = None;
+    join_all(trainer_thread.into_iter().collect(), "trainer", deadline).await;
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout_at(deadline, mqtt).await.is_err() {
+        tracing::warn!("MQTT connection did not close within the grace period");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

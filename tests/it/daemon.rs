@@ -1,0 +1,287 @@
+//! The daemon against real components: mosquitto with a password file, the shipped models
+//! through tract, replay sources, a missing camera, sd_notify over a datagram socket, and
+//! the microphone path through cpal and ALSA's file device.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Daemon, Mosquitto, collect, json, model, mqtt_section, samples};
+
+const CLASSES: [&str; 10] = [
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+];
+
+fn vision_pipelines(port: u16) -> String {
+    format!(
+        r#"device_id = "it"
+[[pipeline]]
+name = "door"
+model = "{}"
+[pipeline.source]
+kind = "replay_images"
+path = "{}"
+interval_ms = 150
+
+[[pipeline]]
+name = "porch"
+model = "{}"
+[pipeline.source]
+kind = "camera"
+device = "/dev/video97"
+
+{}
+[publish]
+debounce_count = 1
+"#,
+        model("vision"),
+        samples("vision"),
+        model("vision"),
+        mqtt_section(port)
+    )
+}
+
+#[test]
+fn publishes_predictions_status_and_last_will_with_a_missing_camera_retrying() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut daemon = Daemon::start(
+        &vision_pipelines(broker.port),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().expect("utf-8")),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+
+    // Predictions with the documented schema, from the replay pipeline.
+    let preds = broker.sub("lsskd/it/door/prediction", 3, Duration::from_secs(30));
+    assert_eq!(
+        preds.len(),
+        3,
+        "no predictions; daemon log:\n{}",
+        daemon.log()
+    );
+    for (_, payload) in &preds {
+        let p = json(payload);
+        for key in [
+            "ts",
+            "pipeline",
+            "capture_id",
+            "label",
+            "score",
+            "top_k",
+            "latency_ms",
+            "model_version",
+        ] {
+            assert!(p.get(key).is_some(), "{key} missing in {payload}");
+        }
+        assert_eq!(p["pipeline"], "door");
+        assert!(CLASSES.contains(&p["label"].as_str().expect("label")));
+        assert_eq!(p["top_k"].as_array().expect("top_k").len(), 3);
+        assert!(p["latency_ms"].as_f64().expect("latency") > 0.0);
+    }
+    // The replayed files are named by their class: the model gets them right.
+    let labelled = broker.sub("lsskd/it/door/prediction", 10, Duration::from_secs(30));
+    let right = labelled
+        .iter()
+        .filter(|(_, p)| {
+            let p = json(p);
+            p["label"] == p["top_k"][0]["label"]
+        })
+        .count();
+    assert_eq!(right, labelled.len());
+
+    // Retained status: online, the camera pipeline retrying with a clear reason.
+    let status = broker
+        .wait_retained("lsskd/it/status", Duration::from_secs(20), |p| {
+            p.contains("retrying") && p.contains("\"inferences\"")
+        })
+        .unwrap_or_else(|| panic!("no status with a retrying camera; log:\n{}", daemon.log()));
+    let s = json(&status);
+    assert_eq!(s["status"], "online");
+    let porch = s["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .find(|p| p["name"] == "porch")
+        .expect("porch pipeline in status")
+        .clone();
+    let state = porch["state"].as_str().expect("state");
+    assert!(
+        state.contains("/dev/video97"),
+        "camera error names the device: {state}"
+    );
+    // Retained debounced state and the scene.
+    let st = broker.sub("lsskd/it/door/state", 1, Duration::from_secs(5));
+    assert!(CLASSES.contains(&json(&st[0].1)["label"].as_str().expect("label")));
+    let scene = broker.sub("lsskd/it/scene", 1, Duration::from_secs(5));
+    assert!(json(&scene[0].1)["states"]["door"].is_string());
+
+    // sd_notify: READY=1, then WATCHDOG=1, on the socket given as NOTIFY_SOCKET.
+    let mut seen = String::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(15)
+        && !(seen.contains("READY=1") && seen.contains("WATCHDOG=1"))
+    {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    }
+    assert!(seen.contains("READY=1"), "{seen}");
+    assert!(seen.contains("WATCHDOG=1"), "{seen}");
+    assert!(seen.contains("STATUS="), "{seen}");
+
+    // SIGKILL: the broker publishes the Last Will, retained.
+    daemon.kill9();
+    let last = broker.wait_retained("lsskd/it/status", Duration::from_secs(20), |p| {
+        p == "offline"
+    });
+    assert_eq!(last.as_deref(), Some("offline"));
+}
+
+#[test]
+fn reconnects_after_the_broker_restarts_and_stops_cleanly_on_sigterm() {
+    let mut broker = Mosquitto::start();
+    let mut daemon = Daemon::start(&vision_pipelines(broker.port), &[]);
+    assert_eq!(
+        broker
+            .sub("lsskd/it/door/prediction", 1, Duration::from_secs(30))
+            .len(),
+        1,
+        "log:\n{}",
+        daemon.log()
+    );
+    // The version store of the live model is laid out under state_dir.
+    assert!(daemon.state_dir().join("models/vision").is_dir());
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    // Predictions resume on their own, and the status is re-announced (the restarted
+    // broker has no persistence, so it only knows what the daemon publishes again).
+    let resumed = broker.sub("lsskd/it/door/prediction", 2, Duration::from_secs(40));
+    assert_eq!(
+        resumed.len(),
+        2,
+        "no predictions after restart; log:\n{}",
+        daemon.log()
+    );
+    let status = broker.wait_retained("lsskd/it/status", Duration::from_secs(10), |p| {
+        p.contains("online")
+    });
+    assert!(status.is_some());
+    assert!(daemon.log().contains("lost the MQTT broker"));
+
+    // SIGTERM: orderly shutdown within the grace period, `offline` published.
+    let st = daemon
+        .terminate(Duration::from_secs(15))
+        .expect("stopped within the grace period");
+    assert!(st.success(), "{st:?}; log:\n{}", daemon.log());
+    let last = broker.sub("lsskd/it/status", 1, Duration::from_secs(5));
+    assert_eq!(last[0].1, "offline");
+    assert!(daemon.log().contains("stopped"));
+}
+
+#[test]
+fn microphone_through_cpal_and_alsa_file_device_recognises_the_keyword() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A core keyword, 48 kHz s16 mono raw (what the ALSA slave delivers), repeated so the
+    // file outlasts every read (ALSA repeats the last period at EOF).
+    let clip = samples("audio") + "/yes.wav";
+    let raw = dir.path().join("yes.raw");
+    let one = dir.path().join("one.raw");
+    let ok = std::process::Command::new("sox")
+        .arg(&clip)
+        .args([
+            "-r",
+            "48000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+        ])
+        .arg(&one)
+        .status()
+        .expect("sox (apt package sox)");
+    assert!(ok.success());
+    let bytes = std::fs::read(&one).expect("raw");
+    std::fs::write(&raw, bytes.repeat(20)).expect("fixture");
+    let asound = dir.path().join("asound.conf");
+    std::fs::write(
+        &asound,
+        format!(
+            r#"defaults.pcm.minperiodtime 5000
+pcm.!default {{
+    type plug
+    slave {{
+        pcm {{
+            type file
+            slave.pcm {{ type null }}
+            file "/dev/null"
+            infile "{}"
+            format "raw"
+        }}
+        format S16_LE
+        rate 48000
+        channels 1
+    }}
+}}
+"#,
+            raw.display()
+        ),
+    )
+    .expect("asound.conf");
+    let config = format!(
+        r#"device_id = "it"
+[[pipeline]]
+name = "mic"
+model = "{}"
+[pipeline.source]
+kind = "microphone"
+device = "default"
+window_ms = 1000
+hop_ms = 1000
+
+{}
+"#,
+        model("audio"),
+        mqtt_section(broker.port)
+    );
+    // ALSA's file device is unpaced: the whole fixture arrives at once and then its last
+    // period repeats. The first windows are the clip; subscribe before the daemon starts.
+    let sub = broker.sub_background("lsskd/it/mic/prediction", 6, Duration::from_secs(40));
+    let daemon = Daemon::start(
+        &config,
+        &[("ALSA_CONFIG_PATH", asound.to_str().expect("utf-8"))],
+    );
+    let preds = collect(sub);
+    assert_eq!(preds.len(), 6, "log:\n{}", daemon.log());
+    let yes = preds
+        .iter()
+        .filter(|(_, p)| json(p)["label"] == "yes")
+        .count();
+    assert!(
+        yes * 2 > preds.len(),
+        "`yes` in {yes} of {} windows: {preds:?}",
+        preds.len()
+    );
+    assert!(daemon.log().contains("microphone streaming"));
+}

@@ -1,0 +1,274 @@
+//! Real components for the daemon tests: a mosquitto broker on a free loopback port (with a
+//! password file), the daemon binary as a child process, and subscriptions through
+//! `mosquitto_sub`.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "edge";
+pub const PASSWORD: &str = "s3cret-pass";
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// mosquitto as a child process; killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    conf: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Start with `allow_anonymous false` and one user ([`USER`] / [`PASSWORD`]).
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let pw = dir.path().join("passwd");
+        let made = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&pw)
+            .args([USER, PASSWORD])
+            .status()
+            .expect("mosquitto_passwd (apt package mosquitto; scripts/setup.sh installs it)");
+        assert!(made.success());
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest file {}\n",
+                pw.display(),
+                dir.path().join("mosquitto.log").display()
+            ),
+        )
+        .expect("conf");
+        let mut m = Mosquitto {
+            port,
+            conf,
+            child: None,
+            _dir: dir,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt package mosquitto; scripts/setup.sh installs it)");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "mosquitto did not listen on {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn sub_command(&self, topic: &str, count: usize, timeout: Duration) -> Command {
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-u", USER, "-P", PASSWORD, "-t", topic, "-v"])
+            .args(["-C", &count.to_string()])
+            .args(["-W", &timeout.as_secs().max(1).to_string()]);
+        cmd
+    }
+
+    /// `mosquitto_sub` for up to `count` messages on `topic` within `timeout`; returns
+    /// `(topic, payload)` pairs (retained messages included).
+    pub fn sub(&self, topic: &str, count: usize, timeout: Duration) -> Vec<(String, String)> {
+        let out = self
+            .sub_command(topic, count, timeout)
+            .output()
+            .expect("mosquitto_sub (apt package mosquitto-clients)");
+        parse_lines(&out.stdout)
+    }
+
+    /// Like [`Mosquitto::sub`], but subscribed now and collected later with [`collect`]
+    /// (for messages published before the caller looks).
+    pub fn sub_background(&self, topic: &str, count: usize, timeout: Duration) -> Child {
+        let child = self
+            .sub_command(topic, count, timeout)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub (apt package mosquitto-clients)");
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    }
+
+    /// Poll a retained topic until its payload satisfies `pred` (or the timeout passes).
+    pub fn wait_retained(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some((_, p)) = self.sub(topic, 1, Duration::from_secs(2)).pop()
+                && pred(&p)
+            {
+                return Some(p);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The daemon binary running a config file; killed on drop. Its log is kept in a file.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// `config` is TOML; `state_dir` is set to a fresh temporary folder.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("config.toml");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &conf,
+            format!("state_dir = \"{}\"\n{config}", state.display()),
+        )
+        .expect("config");
+        let log = dir.path().join("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lsskd-edge"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn lsskd-edge run");
+        Daemon { child, log, dir }
+    }
+
+    /// The daemon's `state_dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[mqtt]` for a test broker with the password user.
+pub fn mqtt_section(port: u16) -> String {
+    format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\nreconnect_max_secs = 2\nhomeassistant_prefix = \"\"\n"
+    )
+}
+
+pub fn model(kind: &str) -> String {
+    crate::common::repo()
+        .join("models")
+        .join(kind)
+        .display()
+        .to_string()
+}
+
+pub fn samples(kind: &str) -> String {
+    crate::common::repo()
+        .join("demo/samples")
+        .join(kind)
+        .display()
+        .to_string()
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn parse_lines(stdout: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect()
+}
+
+/// Wait for a [`Mosquitto::sub_background`] subscriber and return what it received.
+pub fn collect(child: Child) -> Vec<(String, String)> {
+    let out = child.wait_with_output().expect("mosquitto_sub");
+    parse_lines(&out.stdout)
+}
