@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Per-frame / per-window latency of both shipped models (features + tract inference, one
+# thread), side by side with onnxruntime on the same model.onnx (inference only).
+# Usage: scripts/bench-latency.sh [ITERATIONS]   (onnxruntime goes into target/ort-venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000}
+cargo build --bin lsskd-edge
+bin=target/debug/lsskd-edge
+venv=target/ort-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q onnxruntime numpy
+fi
+for m in vision audio; do
+  ours=$("$bin" bench --model "models/$m" --iterations "$n" --json)
+  peer=$("$venv/bin/python" scripts/ort_bench.py "models/$m/model.onnx" "$n" 50)
+  python3 - "$ours" "$peer" <<'PY'
+import json, sys
+o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+f, i, t = o["features"], o["inference"], o["total"]
+print(f"{o['model']:<7} features {f['mean_ms']:.3f} ms (p95 {f['p95_ms']:.3f})  "
+      f"tract {i['mean_ms']:.3f} ms (p95 {i['p95_ms']:.3f})  total {t['mean_ms']:.3f} ms  "
+      f"onnxruntime {p['onnxruntime']} {p['mean_ms']:.3f} ms (p95 {p['p95_ms']:.3f})  "
+      f"tract/ort {i['mean_ms']/p['mean_ms']:.2f}x  peak RSS {o['peak_rss_mb']:.0f} MiB")
+PY
+done
