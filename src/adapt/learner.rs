@@ -186,14 +186,25 @@ pub fn run(
     let deployed = export::deployed(&candidate_net.student, shape)?;
     let onnx = write_onnx(&deployed);
     let candidate = Classifier::from_bytes(&onnx)?;
-    let old: Vec<(usize, &Raw)> = replay_held.iter().map(|(l, r)| (*l, r)).collect();
+    // "New" classes are those learnt on the device (not in the shipped package), whether
+    // this run adds them or an earlier imprint did; samples of shipped classes are judged
+    // against the live model.
+    let shipped_classes = ModelPackage::load(&versions.path_of(0))
+        .map(|p| p.manifest.classes)
+        .unwrap_or_else(|_| m.classes.clone());
+    let old: Vec<(usize, &Raw)> = replay_held
+        .iter()
+        .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
+        .map(|(l, r)| (*l, r))
+        .collect();
     let new_held: Vec<(usize, &Raw)> = held
         .iter()
-        .filter(|(l, _)| adapted.new_classes.contains(l))
+        .filter(|(l, _)| !shipped_classes.contains(l))
         .filter_map(|(l, r)| Some((index_of(&adapted.classes, l)?, r)))
         .collect();
     let known_held: Vec<(usize, &Raw)> = held
         .iter()
+        .filter(|(l, _)| shipped_classes.contains(l))
         .filter_map(|(l, r)| Some((index_of(&m.classes, l)?, r)))
         .collect();
     let gate = GateMetrics {

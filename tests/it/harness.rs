@@ -160,15 +160,34 @@ impl Drop for Mosquitto {
 pub struct Daemon {
     pub child: Child,
     pub log: PathBuf,
-    dir: tempfile::TempDir,
+    state: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     /// `config` is TOML; `state_dir` is set to a fresh temporary folder.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conf = dir.path().join("config.toml");
         let state = dir.path().join("state");
+        Self::start_with_state(dir, &state, config, env)
+    }
+
+    /// Like [`Daemon::start`] with a given `state_dir` (kept across restarts).
+    pub fn start_in(state: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_with_state(dir, state, config, env)
+    }
+
+    fn start_with_state(
+        dir: tempfile::TempDir,
+        state: &std::path::Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let conf = dir.path().join("config.toml");
+        let _ = std::fs::create_dir_all(state);
+        std::fs::write(state.join(".marker"), b"").expect("state dir");
+        let state = state.to_path_buf();
         std::fs::write(
             &conf,
             format!("state_dir = \"{}\"\n{config}", state.display()),
@@ -188,12 +207,17 @@ impl Daemon {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn lsskd-edge run");
-        Daemon { child, log, dir }
+        Daemon {
+            child,
+            log,
+            state,
+            _dir: dir,
+        }
     }
 
     /// The daemon's `state_dir`.
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state.clone()
     }
 
     pub fn log(&self) -> String {
@@ -230,6 +254,18 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `mosquitto_pub` one message (QoS 1).
+pub fn publish(port: u16, topic: &str, payload: &str) -> bool {
+    std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-u", USER, "-P", PASSWORD, "-q", "1", "-t", topic, "-m", payload,
+        ])
+        .status()
+        .expect("mosquitto_pub (apt package mosquitto-clients)")
+        .success()
 }
 
 /// `[mqtt]` for a test broker with the password user.

@@ -1,10 +1,13 @@
 //! Integration tests: one binary, shared helpers in `common`.
 
+mod adaptation;
 mod camera;
 mod common;
 mod core_cli;
+mod crash;
 mod daemon;
 mod harness;
+mod ingest_fuzz;
 mod lsskd_training;
 mod registry;
 mod settings_cli;
