@@ -31,6 +31,8 @@ pub const NEW_CLASS_REPLAY: usize = 5;
 pub struct AdaptationInfo {
     /// `imprint` (new labels only, no fine-tune) or `finetune`.
     pub kind: String,
+    /// The candidate that was judged best and kept: `imprinted` or `finetuned`.
+    pub chosen: String,
     pub new_classes: Vec<String>,
     /// Stored samples per label when it was made.
     pub samples_per_class: BTreeMap<String, usize>,
@@ -179,13 +181,11 @@ pub fn run(
     )?;
     progress(Phase::Gating);
 
-    // Gate on what the candidate did not train on.
+    // Gate on what the candidates did not train on. Both the imprinted and the fine-tuned
+    // model are candidates: with few shots a short fine-tune can lose to imprinting alone,
+    // and the device should promote whichever is better on the held-back data.
     let index_of = |classes: &[String], l: &str| classes.iter().position(|c| c == l);
     let live = Classifier::load(&pkg.onnx_path())?;
-    let candidate_net: &TrainNet = &adapted.tuned;
-    let deployed = export::deployed(&candidate_net.student, shape)?;
-    let onnx = write_onnx(&deployed);
-    let candidate = Classifier::from_bytes(&onnx)?;
     // "New" classes are those learnt on the device (not in the shipped package), whether
     // this run adds them or an earlier imprint did; samples of shipped classes are judged
     // against the live model.
@@ -207,41 +207,70 @@ pub fn run(
         .filter(|(l, _)| shipped_classes.contains(l))
         .filter_map(|(l, r)| Some((index_of(&m.classes, l)?, r)))
         .collect();
-    let gate = GateMetrics {
-        old_before: accuracy(&live, pre, &old)?,
-        old_after: accuracy(&candidate, pre, &old)?,
-        new_after: if new_held.is_empty() {
-            None
-        } else {
-            Some(accuracy(&candidate, pre, &new_held)?)
-        },
-        labelled_after: if known_held.is_empty() {
-            None
-        } else {
-            Some(accuracy(&candidate, pre, &known_held)?)
-        },
-        labelled_before: if known_held.is_empty() {
-            None
-        } else {
-            Some(accuracy(&live, pre, &known_held)?)
-        },
+    let old_before = accuracy(&live, pre, &old)?;
+    let labelled_before = if known_held.is_empty() {
+        None
+    } else {
+        Some(accuracy(&live, pre, &known_held)?)
     };
     let gate_cfg = GateConfig {
         min_new_accuracy: cfg.min_new_accuracy,
         max_old_drop: cfg.max_old_drop,
     };
-    let mut verdict = decide(&gate_cfg, &gate);
-    // Imprinting only adds classes: with nothing held back it is judged on the old classes.
-    if imprint_only
-        && gate.new_after.is_none()
-        && gate.labelled_after.is_none()
-        && gate.old_before - gate.old_after <= cfg.max_old_drop + 1e-12
-        && !adapted.new_classes.is_empty()
-    {
-        verdict = Verdict::Promote;
-    }
+    let judge = |net: &TrainNet| -> anyhow::Result<(Vec<u8>, usize, GateMetrics, Verdict)> {
+        let deployed = export::deployed(&net.student, shape)?;
+        let onnx = write_onnx(&deployed);
+        let candidate = Classifier::from_bytes(&onnx)?;
+        let gate = GateMetrics {
+            old_before,
+            old_after: accuracy(&candidate, pre, &old)?,
+            new_after: if new_held.is_empty() {
+                None
+            } else {
+                Some(accuracy(&candidate, pre, &new_held)?)
+            },
+            labelled_after: if known_held.is_empty() {
+                None
+            } else {
+                Some(accuracy(&candidate, pre, &known_held)?)
+            },
+            labelled_before,
+        };
+        let mut verdict = decide(&gate_cfg, &gate);
+        // Imprinting only adds classes: with nothing held back yet it is judged on the
+        // old classes alone.
+        if gate.new_after.is_none()
+            && gate.labelled_after.is_none()
+            && gate.old_before - gate.old_after <= cfg.max_old_drop + 1e-12
+            && !adapted.new_classes.is_empty()
+        {
+            verdict = Verdict::Promote;
+        }
+        Ok((onnx, deployed.param_count(), gate, verdict))
+    };
+    let score = |g: &GateMetrics| {
+        g.new_after.unwrap_or(0.0) + g.labelled_after.unwrap_or(0.0) + g.old_after
+    };
+    let imprinted = judge(&adapted.imprinted)?;
+    let (chosen, candidate_net, (onnx, param_count, gate, verdict)) = if imprint_only {
+        ("imprinted", &adapted.imprinted, imprinted)
+    } else {
+        let tuned = judge(&adapted.tuned)?;
+        let tuned_wins = match (&tuned.3, &imprinted.3) {
+            (Verdict::Promote, Verdict::Promote) => score(&tuned.2) >= score(&imprinted.2),
+            (Verdict::Promote, _) => true,
+            (_, Verdict::Promote) => false,
+            _ => true,
+        };
+        if tuned_wins {
+            ("finetuned", &adapted.tuned, tuned)
+        } else {
+            ("imprinted", &adapted.imprinted, imprinted)
+        }
+    };
     let info = AdaptationInfo {
         kind: if imprint_only { "imprint" } else { "finetune" }.into(),
+        chosen: chosen.into(),
         new_classes: adapted.new_classes.clone(),
         samples_per_class,
         held_back: held.len(),
@@ -288,7 +317,7 @@ pub fn run(
     let mut manifest = m.clone();
     manifest.classes = adapted.classes.clone();
     manifest.created_at = crate::registry::package::now_rfc3339();
-    manifest.deployed.param_count = deployed.param_count();
+    manifest.deployed.param_count = param_count;
     manifest.training_seconds = info.seconds;
     manifest.adaptation = Some(info.clone());
     let staged = versions.stage(manifest, current.version, files)?;
