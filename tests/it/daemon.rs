@@ -285,3 +285,58 @@ hop_ms = 1000
     );
     assert!(daemon.log().contains("microphone streaming"));
 }
+
+#[test]
+fn publishes_over_tls_with_a_private_ca() {
+    let broker = Mosquitto::start_tls();
+    let ca = broker.ca_file().expect("tls");
+    let config = format!(
+        "{}\n[mqtt.tls]\nenabled = true\nca_file = \"{}\"\n",
+        vision_pipelines(broker.port),
+        ca.display()
+    );
+    // The certificate names `localhost`; the name is checked.
+    let daemon = Daemon::start(&config, &[("LSSKD_EDGE__MQTT__HOST", "localhost")]);
+    let preds = broker.sub("lsskd/it/door/prediction", 2, Duration::from_secs(30));
+    assert_eq!(
+        preds.len(),
+        2,
+        "no predictions over TLS; log:\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn demo_config_publishes_both_pipelines_through_the_embedded_broker() {
+    let port = crate::harness::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
+        .args(["run", "--config"])
+        .arg(crate::common::repo().join("config/demo.toml"))
+        .env("LSSKD_EDGE__MQTT__PORT", port.to_string())
+        .env("LSSKD_EDGE__STATE_DIR", dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    assert!(crate::harness::wait_for_port(port, Duration::from_secs(20)));
+    let out = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-t",
+            "lsskd/demo/+/prediction",
+            "-v",
+            "-C",
+            "12",
+            "-W",
+            "10",
+        ])
+        .output()
+        .expect("mosquitto_sub");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("lsskd/demo/camera/prediction"), "{text}");
+    assert!(text.contains("lsskd/demo/microphone/prediction"), "{text}");
+}

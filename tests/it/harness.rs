@@ -34,6 +34,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 pub struct Mosquitto {
     pub port: u16,
     conf: PathBuf,
+    tls: bool,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -41,6 +42,21 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Start with `allow_anonymous false` and one user ([`USER`] / [`PASSWORD`]).
     pub fn start() -> Mosquitto {
+        Self::start_with(false)
+    }
+
+    /// Like [`Mosquitto::start`], with a TLS listener whose certificate (for `localhost`
+    /// and 127.0.0.1) is signed by a fresh CA at [`Mosquitto::ca_file`].
+    pub fn start_tls() -> Mosquitto {
+        Self::start_with(true)
+    }
+
+    /// The CA that signs the TLS listener's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self._dir.path().join("ca.pem"))
+    }
+
+    fn start_with(tls: bool) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let pw = dir.path().join("passwd");
@@ -52,18 +68,29 @@ impl Mosquitto {
             .expect("mosquitto_passwd (apt package mosquitto; scripts/setup.sh installs it)");
         assert!(made.success());
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest file {}\n",
-                pw.display(),
-                dir.path().join("mosquitto.log").display()
-            ),
-        )
-        .expect("conf");
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest file {}\n",
+            pw.display(),
+            dir.path().join("mosquitto.log").display()
+        );
+        if tls {
+            // Started as root, mosquitto would switch to its own user, which cannot read
+            // the key in this private temporary folder (no effect when not root).
+            text.push_str("user root\n");
+            make_certificates(dir.path());
+            let p = |f: &str| dir.path().join(f).display().to_string();
+            text.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                p("ca.pem"),
+                p("server.pem"),
+                p("server.key")
+            ));
+        }
+        std::fs::write(&conf, text).expect("conf");
         let mut m = Mosquitto {
             port,
             conf,
+            tls,
             child: None,
             _dir: dir,
         };
@@ -101,7 +128,12 @@ impl Mosquitto {
 
     fn sub_command(&self, topic: &str, count: usize, timeout: Duration) -> Command {
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        if let Some(ca) = self.ca_file() {
+            cmd.args(["-h", "localhost", "--cafile"]).arg(ca);
+        } else {
+            cmd.args(["-h", "127.0.0.1"]);
+        }
+        cmd.args(["-p", &self.port.to_string()])
             .args(["-u", USER, "-P", PASSWORD, "-t", topic, "-v"])
             .args(["-C", &count.to_string()])
             .args(["-W", &timeout.as_secs().max(1).to_string()]);
@@ -307,4 +339,77 @@ fn parse_lines(stdout: &[u8]) -> Vec<(String, String)> {
 pub fn collect(child: Child) -> Vec<(String, String)> {
     let out = child.wait_with_output().expect("mosquitto_sub");
     parse_lines(&out.stdout)
+}
+
+/// A CA, and a server certificate for `localhost` / 127.0.0.1 signed by it (openssl).
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lsskd-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
 }

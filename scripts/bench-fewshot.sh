@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The few-shot benchmarks of BENCHMARKS.md: the shipped models adapted to classes they do
+# not know, with the daemon's imprint + fine-tune + gate code, evaluated through tract.
+# Usage: scripts/bench-fewshot.sh [EPISODES]   (JSON lines to stdout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+episodes=${1:-5}
+cargo build --bin lsskd-edge
+bin=target/debug/lsskd-edge
+data=../shared/data
+for shot in 1 5; do
+  "$bin" fewshot-bench --model models/vision \
+    --support-data "$data/mnist-fewshot" --support-split pool \
+    --query-data "$data/mnist-fewshot" --query-split pool \
+    --base-data "$data/fashion-mnist" --base-split val \
+    --way 5 --shot "$shot" --episodes "$episodes" --seed 0 --json
+done
+"$bin" fewshot-bench --model models/audio \
+  --support-data "$data/espeak-kws" --support-split train \
+  --query-data "$data/espeak-kws" --query-split val \
+  --base-data "$data/espeak-kws" --base-split val \
+  --way 5 --shot 5 --episodes "$episodes" --seed 0 --json
