@@ -123,7 +123,6 @@ pub fn adapt(
     tc.lr = cfg.lr;
     tc.budget_secs = cfg.budget_secs;
     tc.freeze_early = cfg.freeze_early;
-    tc.freeze_bn = true;
     tc.transform_mode = cfg.transform_mode;
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;

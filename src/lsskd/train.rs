@@ -103,11 +103,6 @@ pub struct TrainConfig {
     /// Freeze the stem and the first stage — weights and BatchNorm statistics (few-shot
     /// fine-tuning).
     pub freeze_early: bool,
-    /// Keep every BatchNorm layer on its running statistics (no batch statistics, no
-    /// updates) while its scale and shift still train: a few dozen samples cannot estimate
-    /// them, and drifting them moves the features of every class (few-shot fine-tuning).
-    #[serde(default)]
-    pub freeze_bn: bool,
 }
 
 impl TrainConfig {
@@ -129,7 +124,6 @@ impl TrainConfig {
             seed: 0,
             budget_secs: None,
             freeze_early: false,
-            freeze_bn: false,
         }
     }
 
@@ -244,11 +238,6 @@ impl Trainer {
             .init();
         let net = if cfg.freeze_early {
             freeze_early(net)
-        } else {
-            net
-        };
-        let net = if cfg.freeze_bn {
-            net.map(&mut BatchNormToInference)
         } else {
             net
         };
@@ -539,19 +528,6 @@ pub struct StepStats {
     pub parts: LossParts,
     /// Correct top-1 predictions of the final head on untransformed rows.
     pub correct: usize,
-}
-
-/// Turns off the training flag of every layer that has one (our nets: BatchNorm only), so
-/// BatchNorm normalises with its running statistics and never updates them.
-struct BatchNormToInference;
-
-impl burn::module::ModuleMapper for BatchNormToInference {
-    fn map_flag(
-        &mut self,
-        flag: burn::module::Param<burn::module::Flag>,
-    ) -> burn::module::Param<burn::module::Flag> {
-        flag.with_value(false)
-    }
 }
 
 /// Freeze the stem and the first stage: their weights and BatchNorm statistics stay fixed.
