@@ -62,6 +62,7 @@ pub fn adapt(
     replay: &[(usize, Raw)],
     cfg: &AdaptConfig,
     cancel: &dyn Fn() -> bool,
+    on_progress: &mut dyn FnMut(f64),
 ) -> anyhow::Result<Adapted> {
     anyhow::ensure!(!support.is_empty(), "no support samples");
     let mut all = classes.to_vec();
@@ -127,7 +128,15 @@ pub fn adapt(
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;
     let mut trainer = Trainer::new(imprinted.clone(), tc, shape);
-    match trainer.fit(&data, None, cancel, &mut |_| {}) {
+    let mut total = 1usize;
+    let mut report = |p: crate::lsskd::Progress<'_>| match p {
+        crate::lsskd::Progress::Planned { total_steps, .. } => total = total_steps.max(1),
+        crate::lsskd::Progress::Step { step, .. } => {
+            on_progress(((step + 1) as f64 / total as f64).min(1.0))
+        }
+        crate::lsskd::Progress::Epoch(_) => {}
+    };
+    match trainer.fit(&data, None, cancel, &mut report) {
         Ok(_) => {}
         Err(LsskdError::Cancelled) => anyhow::bail!("adaptation cancelled"),
         Err(e) => return Err(e.into()),

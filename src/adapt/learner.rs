@@ -178,6 +178,7 @@ pub fn run(
         &replay_train,
         &acfg,
         cancel,
+        &mut |f| progress(Phase::Training(f)),
     )?;
     progress(Phase::Gating);
 

@@ -230,9 +230,17 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         )?;
         let mut cfg = args.adapt.clone();
         cfg.seed = args.seed + e as u64;
-        let adapted = adapt(net, &m.classes, pre, set, &support, &replay, &cfg, &|| {
-            false
-        })?;
+        let adapted = adapt(
+            net,
+            &m.classes,
+            pre,
+            set,
+            &support,
+            &replay,
+            &cfg,
+            &|| false,
+            &mut |_| {},
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         let index = |l: &str| {
             adapted

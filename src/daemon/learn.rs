@@ -78,6 +78,9 @@ pub struct TrainingState {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Fraction of the fine-tune done (0..1), while training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +99,7 @@ impl TrainingState {
             model: model.into(),
             state: state.into(),
             kind: None,
+            progress: None,
             version: None,
             reason: None,
             gate: None,
@@ -261,6 +265,7 @@ impl Trainer {
             Job::Adapt { imprint_only, .. } => {
                 let kind = if *imprint_only { "imprint" } else { "finetune" };
                 let stop = self.stop.clone();
+                let mut last_progress = 0.0f64;
                 let outcome = learner::run(
                     &slot.versions,
                     &slot.store,
@@ -269,14 +274,21 @@ impl Trainer {
                     seed,
                     &move || stop.load(Ordering::Relaxed),
                     &mut |phase| {
-                        let mut st = TrainingState::new(
-                            model,
-                            match phase {
-                                Phase::Preparing | Phase::Training(_) => "training",
-                                Phase::Gating => "gating",
-                            },
-                        );
+                        // Published at most every 10 % of the fine-tune.
+                        let (state, fraction) = match phase {
+                            Phase::Preparing => ("training", Some(0.0)),
+                            Phase::Training(f) => ("training", Some(f)),
+                            Phase::Gating => ("gating", None),
+                        };
+                        if let Some(f) = fraction {
+                            if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
+                                return;
+                            }
+                            last_progress = f;
+                        }
+                        let mut st = TrainingState::new(model, state);
                         st.kind = Some(kind.into());
+                        st.progress = fraction;
                         self.state(&st);
                     },
                 )?;

@@ -133,6 +133,8 @@ impl Runtime {
                     .map_or(0, |m| m.live.load().version),
                 inferences: p.stats.inferences.load(Ordering::Relaxed),
                 dropped: p.input.dropped() + p.source.dropped_blocks.load(Ordering::Relaxed),
+                errors: p.stats.errors.load(Ordering::Relaxed),
+                mean_latency_ms: p.stats.mean_latency_ms(),
             })
             .collect();
         pipelines.extend(self.failed.iter().map(|(name, why)| PipelineHealth {
@@ -141,6 +143,8 @@ impl Runtime {
             model_version: 0,
             inferences: 0,
             dropped: 0,
+            errors: 0,
+            mean_latency_ms: 0.0,
         }));
         Status {
             v: SCHEMA_VERSION,

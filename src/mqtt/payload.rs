@@ -37,7 +37,14 @@ pub struct PipelineHealth {
     pub state: String,
     pub model_version: u32,
     pub inferences: u64,
+    /// Inputs dropped by full hand-over buffers (and audio blocks by the callback queue).
     pub dropped: u64,
+    /// Inferences that failed (bad input, model error).
+    #[serde(default)]
+    pub errors: u64,
+    /// Mean features + inference time since start, milliseconds.
+    #[serde(default)]
+    pub mean_latency_ms: f64,
 }
 
 /// `<p>/<dev>/status` when online (retained; the Last Will is the plain string `offline`).

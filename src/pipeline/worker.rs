@@ -38,6 +38,18 @@ pub struct PipelineStats {
     pub last_progress_ms: AtomicU64,
 }
 
+impl PipelineStats {
+    /// Mean features + inference time so far, milliseconds (0 before the first).
+    pub fn mean_latency_ms(&self) -> f64 {
+        let n = self.inferences.load(Ordering::Relaxed);
+        if n == 0 {
+            0.0
+        } else {
+            self.latency_us_sum.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+        }
+    }
+}
+
 /// What the worker emits.
 pub enum Output {
     Prediction(Prediction),

@@ -10,5 +10,6 @@ mod harness;
 mod ingest_fuzz;
 mod lsskd_training;
 mod registry;
+mod samples_mqtt;
 mod settings_cli;
 mod shipped;

@@ -1,0 +1,159 @@
+//! Sample ingestion against mosquitto: every kind of bad sample is rejected on the ack
+//! topic with its reason while the daemon carries on; a sample can name a recent capture by
+//! `capture_id`; redelivery stores nothing twice; `samples list` / `samples export` read
+//! the store.
+
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::harness::{Daemon, Mosquitto, collect, json, model, mqtt_section, publish, samples};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn bad_samples_are_rejected_with_reasons_and_capture_ids_work() {
+    let broker = Mosquitto::start();
+    let config = format!(
+        r#"device_id = "it"
+[[pipeline]]
+name = "door"
+model = "{}"
+[pipeline.source]
+kind = "replay_images"
+path = "{}"
+interval_ms = 100
+
+{}
+[adapt]
+max_payload_bytes = 65536
+auto_after = 0
+"#,
+        model("vision"),
+        samples("vision"),
+        mqtt_section(broker.port)
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let pred = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
+    assert_eq!(pred.len(), 1, "log:\n{}", daemon.log());
+    let capture_id = json(&pred[0].1)["capture_id"].as_u64().expect("capture_id");
+
+    let wav = std::fs::read(samples("audio") + "/yes.wav").expect("wav");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "vision",
+            format!(
+                r#"{{"id":"big","label":"x","data":"{}"}}"#,
+                "A".repeat(70_000)
+            ),
+            "over the 65536-byte limit",
+        ),
+        ("vision", "this is not json".into(), "not a sample request"),
+        (
+            "vision",
+            format!(
+                r#"{{"id":"lbl","label":"no spaces!","data":"{}"}}"#,
+                b64(b"x")
+            ),
+            "invalid label",
+        ),
+        (
+            "vision",
+            format!(
+                r#"{{"id":"junk","label":"parcel","data":"{}"}}"#,
+                b64(b"hello there")
+            ),
+            "not a PNG, JPEG or WAV",
+        ),
+        (
+            "vision",
+            format!(r#"{{"id":"wav","label":"parcel","data":"{}"}}"#, b64(&wav)),
+            "takes an image",
+        ),
+        (
+            "nosuch",
+            format!(
+                r#"{{"id":"nomodel","label":"parcel","data":"{}"}}"#,
+                b64(&wav)
+            ),
+            "unknown model `nosuch`",
+        ),
+        (
+            "vision",
+            r#"{"id":"oldcap","label":"parcel","capture_id":1}"#.into(),
+            "capture 1 is not held",
+        ),
+        (
+            "vision",
+            format!(r#"{{"id":"cap","label":"parcel","capture_id":{capture_id}}}"#),
+            "stored",
+        ),
+        (
+            "vision",
+            format!(r#"{{"id":"cap","label":"parcel","capture_id":{capture_id}}}"#),
+            "duplicate",
+        ),
+    ];
+    let sub = broker.sub_background(
+        "lsskd/it/samples/+/ack",
+        cases.len(),
+        Duration::from_secs(30),
+    );
+    for (model, payload, _) in &cases {
+        assert!(publish(
+            broker.port,
+            &format!("lsskd/it/samples/{model}/add"),
+            payload
+        ));
+    }
+    let acks: Vec<serde_json::Value> = collect(sub).iter().map(|(_, p)| json(p)).collect();
+    assert_eq!(acks.len(), cases.len(), "{acks:?}; log:\n{}", daemon.log());
+    for ((_, _, want), ack) in cases.iter().zip(&acks) {
+        let reason = ack["reason"].as_str().expect("reason");
+        assert!(reason.contains(want), "`{want}` not in {ack}");
+        assert_eq!(
+            ack["accepted"] == true,
+            *want == "stored" || *want == "duplicate",
+            "{ack}"
+        );
+    }
+    // The unreadable request is still answered (with an empty id).
+    assert_eq!(acks[1]["id"], "");
+
+    // The daemon carries on.
+    let more = broker.sub("lsskd/it/door/prediction", 2, Duration::from_secs(10));
+    assert_eq!(more.len(), 2);
+
+    // The store holds exactly the one accepted sample; the CLI reads and exports it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("cli.toml");
+    std::fs::write(
+        &cfg,
+        format!("state_dir = \"{}\"\n", daemon.state_dir().display()),
+    )
+    .expect("cfg");
+    let out = crate::common::cli(&[
+        "samples",
+        "list",
+        "--json",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let listed = json(&crate::common::stdout(&out));
+    assert_eq!(listed["vision"]["parcel"], 1, "{listed}");
+    let export = dir.path().join("export");
+    let out = crate::common::cli(&[
+        "samples",
+        "export",
+        "--model",
+        "vision",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        export.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(export.join("train/parcel/cap.png").is_file());
+}
