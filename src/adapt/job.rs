@@ -115,7 +115,21 @@ pub fn adapt(
     }
 
     // 2. Fine-tune on support + replay, epoch-0 targets one-hot, sampled transforms.
-    let mut items: Vec<(usize, &Raw)> = support.iter().map(|(l, r)| (index(l), r)).collect();
+    // Class-balanced: each support sample is repeated so that a label has about as many
+    // items as an average replay class (the augmentation makes the copies differ);
+    // otherwise a few shots drown among the exemplars and the new classes lose.
+    let mut shots: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (l, _) in support {
+        *shots.entry(l.as_str()).or_default() += 1;
+    }
+    let per_replay_class = replay.len() as f64 / classes.len().max(1) as f64;
+    let mut items: Vec<(usize, &Raw)> = Vec::new();
+    for (l, r) in support {
+        let reps = (per_replay_class / shots[l.as_str()] as f64)
+            .round()
+            .max(1.0) as usize;
+        items.extend(std::iter::repeat_n((index(l), r), reps));
+    }
     items.extend(replay.iter().map(|(i, r)| (*i, r)));
     let data = FeatureData::new(items, preprocess, true)?;
     let mut tc = TrainConfig::new(Method::Lsskd, set);
