@@ -4,9 +4,10 @@
 set -euo pipefail
 
 # Build: pkg-config, ALSA headers (cpal), libudev + clang/libclang (nokhwa's V4L2 bindings).
-# Tests and demo tooling: mosquitto (+ clients), ALSA utilities and sox (audio fixtures).
+# Tests and demo tooling: mosquitto (+ clients), ALSA utilities and sox (audio fixtures),
+# systemd (systemd-analyze verifies the unit).
 APT_PACKAGES=(pkg-config libasound2-dev libudev-dev clang libclang-dev
-  mosquitto mosquitto-clients alsa-utils sox)
+  mosquitto mosquitto-clients alsa-utils sox systemd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -9,6 +9,7 @@ mod daemon;
 mod harness;
 mod ingest_fuzz;
 mod lsskd_training;
+mod packaging;
 mod registry;
 mod samples_mqtt;
 mod settings_cli;
