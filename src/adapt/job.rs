@@ -6,8 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::features::{Preprocess, Raw};
+use crate::inference::write_onnx;
 use crate::lsskd::{
-    LsskdError, Method, TrainConfig, TrainNet, Trainer, TransformMode, TransformSet, imprint,
+    LsskdError, Method, TrainConfig, TrainNet, Trainer, TransformMode, TransformSet, checkpoint,
+    export, imprint,
 };
 use crate::trainset::FeatureData;
 
@@ -41,9 +43,42 @@ impl Default for AdaptConfig {
     }
 }
 
-/// The outcome: the imprint-only model, the fine-tuned one, and the extended class list.
+/// A model frozen in bytes: what is deployed (`model.onnx`) and what training continues
+/// from (the burnpack training state). Taken before anything trains further: clones of a
+/// burn module share their BatchNorm running statistics, so a kept `TrainNet` clone would
+/// silently follow the fine-tune.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub onnx: Vec<u8>,
+    pub train_state: Vec<u8>,
+    /// Parameters of the deployed graph.
+    pub param_count: usize,
+}
+
+impl Snapshot {
+    pub fn of(net: &TrainNet, shape: [usize; 3]) -> anyhow::Result<Snapshot> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let deployed = export::deployed(&net.student, shape)?;
+        let tmp = std::env::temp_dir().join(format!(
+            "lsskd-snapshot-{}-{}.bpk",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        checkpoint::save(net, &tmp)?;
+        let train_state = std::fs::read(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        Ok(Snapshot {
+            onnx: write_onnx(&deployed),
+            train_state: train_state?,
+            param_count: deployed.param_count(),
+        })
+    }
+}
+
+/// The outcome: the imprint-only model (snapshot), the fine-tuned one, and the extended
+/// class list.
 pub struct Adapted {
-    pub imprinted: TrainNet,
+    pub imprinted: Snapshot,
     pub tuned: TrainNet,
     pub classes: Vec<String>,
     pub new_classes: Vec<String>,
@@ -105,10 +140,11 @@ pub fn adapt(
         )?
     };
 
+    let snapshot = Snapshot::of(&imprinted, shape)?;
     if cfg.epochs == 0 {
         return Ok(Adapted {
-            tuned: imprinted.clone(),
-            imprinted,
+            imprinted: snapshot,
+            tuned: imprinted,
             classes: all,
             new_classes,
         });
@@ -141,7 +177,7 @@ pub fn adapt(
     tc.transform_mode = cfg.transform_mode;
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;
-    let mut trainer = Trainer::new(imprinted.clone(), tc, shape);
+    let mut trainer = Trainer::new(imprinted, tc, shape);
     let mut total = 1usize;
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
         crate::lsskd::Progress::Planned { total_steps, .. } => total = total_steps.max(1),
@@ -156,7 +192,7 @@ pub fn adapt(
         Err(e) => return Err(e.into()),
     }
     Ok(Adapted {
-        imprinted,
+        imprinted: snapshot,
         tuned: trainer.into_net(),
         classes: all,
         new_classes,

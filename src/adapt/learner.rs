@@ -12,10 +12,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::gate::{GateConfig, GateMetrics, Verdict, decide, split_holdout};
-use super::job::{AdaptConfig, adapt};
+use super::job::{AdaptConfig, Snapshot, adapt};
 use crate::features::{Preprocess, Raw};
-use crate::inference::{Classifier, argmax, write_onnx};
-use crate::lsskd::{self, TrainNet, checkpoint, export};
+use crate::inference::{Classifier, argmax};
+use crate::lsskd::{self, checkpoint};
 use crate::registry::package::{MODEL_ONNX, REPLAY_DIR, TRAIN_STATE};
 use crate::registry::versions::Versions;
 use crate::registry::{ModelPackage, replay};
@@ -218,10 +218,8 @@ pub fn run(
         min_new_accuracy: cfg.min_new_accuracy,
         max_old_drop: cfg.max_old_drop,
     };
-    let judge = |net: &TrainNet| -> anyhow::Result<(Vec<u8>, usize, GateMetrics, Verdict)> {
-        let deployed = export::deployed(&net.student, shape)?;
-        let onnx = write_onnx(&deployed);
-        let candidate = Classifier::from_bytes(&onnx)?;
+    let judge = |snap: &Snapshot| -> anyhow::Result<(GateMetrics, Verdict)> {
+        let candidate = Classifier::from_bytes(&snap.onnx)?;
         let gate = GateMetrics {
             old_before,
             old_after: accuracy(&candidate, pre, &old)?,
@@ -247,26 +245,27 @@ pub fn run(
         {
             verdict = Verdict::Promote;
         }
-        Ok((onnx, deployed.param_count(), gate, verdict))
+        Ok((gate, verdict))
     };
     let score = |g: &GateMetrics| {
         g.new_after.unwrap_or(0.0) + g.labelled_after.unwrap_or(0.0) + g.old_after
     };
     let imprinted = judge(&adapted.imprinted)?;
-    let (chosen, candidate_net, (onnx, param_count, gate, verdict)) = if imprint_only {
-        ("imprinted", &adapted.imprinted, imprinted)
+    let (chosen, snapshot, (gate, verdict)) = if imprint_only {
+        ("imprinted", adapted.imprinted.clone(), imprinted)
     } else {
-        let tuned = judge(&adapted.tuned)?;
-        let tuned_wins = match (&tuned.3, &imprinted.3) {
-            (Verdict::Promote, Verdict::Promote) => score(&tuned.2) >= score(&imprinted.2),
+        let tuned_snap = Snapshot::of(&adapted.tuned, shape)?;
+        let tuned = judge(&tuned_snap)?;
+        let tuned_wins = match (&tuned.1, &imprinted.1) {
+            (Verdict::Promote, Verdict::Promote) => score(&tuned.0) >= score(&imprinted.0),
             (Verdict::Promote, _) => true,
             (_, Verdict::Promote) => false,
             _ => true,
         };
         if tuned_wins {
-            ("finetuned", &adapted.tuned, tuned)
+            ("finetuned", tuned_snap, tuned)
         } else {
-            ("imprinted", &adapted.imprinted, imprinted)
+            ("imprinted", adapted.imprinted.clone(), imprinted)
         }
     };
     let info = AdaptationInfo {
@@ -286,13 +285,10 @@ pub fn run(
     }
 
     // Write the new version: model, training state, replay (parent's + new classes').
-    let mut files = vec![(MODEL_ONNX.to_string(), onnx)];
-    let tmp_state = versions.root().join(format!(".train-state-{seed}.tmp"));
-    checkpoint::save(candidate_net, &tmp_state)?;
-    let state_bytes =
-        std::fs::read(&tmp_state).with_context(|| format!("reading {}", tmp_state.display()))?;
-    let _ = std::fs::remove_file(&tmp_state);
-    files.push((TRAIN_STATE.to_string(), state_bytes));
+    let mut files = vec![
+        (MODEL_ONNX.to_string(), snapshot.onnx),
+        (TRAIN_STATE.to_string(), snapshot.train_state),
+    ];
     for rel in m
         .files
         .keys()
@@ -318,7 +314,7 @@ pub fn run(
     let mut manifest = m.clone();
     manifest.classes = adapted.classes.clone();
     manifest.created_at = crate::registry::package::now_rfc3339();
-    manifest.deployed.param_count = param_count;
+    manifest.deployed.param_count = snapshot.param_count;
     manifest.training_seconds = info.seconds;
     manifest.adaptation = Some(info.clone());
     let staged = versions.stage(manifest, current.version, files)?;

@@ -250,7 +250,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 .expect("adapted classes include the episode's")
         };
         let labelled: Vec<(usize, &Raw)> = queries.iter().map(|(l, r)| (index(l), *r)).collect();
-        let imprinted = deployed_classifier(&adapted.imprinted, shape)?;
+        let imprinted = Classifier::from_bytes(&adapted.imprinted.onnx)?;
         let imprint_acc = accuracy(&imprinted, pre, &labelled)?;
         let imprint_base = if base.is_some() {
             Some(accuracy(&imprinted, pre, &base_items)?)

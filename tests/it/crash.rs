@@ -139,7 +139,28 @@ keep_versions = 3
                 }
             })
         };
-        std::thread::sleep(Duration::from_millis(rng.random_range(1000..12000)));
+        if round % 3 == 0 {
+            // Every third kill lands right after a promotion (the card is published once
+            // the new version is live), so versions keep advancing however slow the
+            // machine is; the others land at random moments.
+            let before = promoted_seen;
+            let card = broker.wait_retained(
+                "lsskd/it/model/vision/info",
+                Duration::from_secs(180),
+                |p| {
+                    json(p)["version"]
+                        .as_u64()
+                        .is_some_and(|v| v as u32 > before)
+                },
+            );
+            assert!(
+                card.is_some(),
+                "round {round}: no promotion; log:\n{}",
+                daemon.log()
+            );
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.random_range(1000..12000)));
+        }
         daemon.kill9();
         stop.store(true, Ordering::Relaxed);
         let _ = sender.join();
