@@ -648,7 +648,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            Some(msg) = in_rx.recv() => rt.handle_inbound(msg),
+            // Ingestion fsyncs the sample store: off the async worker, on this thread.
+            Some(msg) = in_rx.recv() => tokio::task::block_in_place(|| rt.handle_inbound(msg)),
             _ = tick.tick() => {
                 let line = rt.status_line();
                 if rt.healthy() {
