@@ -165,17 +165,8 @@ enum Command {
     },
     /// Print predictions, states and status from a broker live (what a device publishes).
     Watch {
-        /// Settings file to take the broker, credentials and prefix from.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        host: Option<String>,
-        #[arg(long)]
-        port: Option<u16>,
-        #[arg(long)]
-        username: Option<String>,
-        #[arg(long)]
-        password: Option<String>,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Topic prefix (default: the settings' `mqtt.topic_prefix`).
         #[arg(long)]
         prefix: Option<String>,
@@ -236,6 +227,35 @@ enum Command {
     },
 }
 
+/// Where a client helper connects: the settings file's `[mqtt]`, overridden per flag.
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// Settings file to take the broker, credentials, prefix and device id from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+}
+
+impl BrokerArgs {
+    /// The merged settings and their `[mqtt]` with the flags applied.
+    fn load(self) -> anyhow::Result<(Settings, lsskd_edge::settings::MqttSettings)> {
+        let settings = Settings::load(&Sources::from_process(self.config))?;
+        let mut mqtt = settings.mqtt.clone();
+        mqtt.host = self.host.unwrap_or(mqtt.host);
+        mqtt.port = self.port.unwrap_or(mqtt.port);
+        mqtt.username = self.username.unwrap_or(mqtt.username);
+        mqtt.password = self.password.unwrap_or(mqtt.password);
+        Ok((settings, mqtt))
+    }
+}
+
 #[derive(Subcommand)]
 enum SamplesCommand {
     /// Sample counts per label, per model.
@@ -269,17 +289,8 @@ enum SampleCommand {
         label: String,
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Settings file to take the broker, credentials, prefix and device id from.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        host: Option<String>,
-        #[arg(long)]
-        port: Option<u16>,
-        #[arg(long)]
-        username: Option<String>,
-        #[arg(long)]
-        password: Option<String>,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Target device id (default: the settings' device id).
         #[arg(long)]
         device: Option<String>,
@@ -486,23 +497,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lsskd_edge::daemon::run(settings)
         }
         Command::Watch {
-            config,
-            host,
-            port,
-            username,
-            password,
+            broker,
             prefix,
             device,
             count,
             timeout_secs,
             raw,
         } => {
-            let settings = Settings::load(&Sources::from_process(config))?;
-            let mut mqtt = settings.mqtt.clone();
-            mqtt.host = host.unwrap_or(mqtt.host);
-            mqtt.port = port.unwrap_or(mqtt.port);
-            mqtt.username = username.unwrap_or(mqtt.username);
-            mqtt.password = password.unwrap_or(mqtt.password);
+            let (settings, mqtt) = broker.load()?;
             let opts = watch::WatchOptions {
                 prefix: prefix.unwrap_or(settings.mqtt.topic_prefix.clone()),
                 device,
@@ -561,21 +563,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     model,
                     label,
                     files,
-                    config,
-                    host,
-                    port,
-                    username,
-                    password,
+                    broker,
                     device,
                     timeout_secs,
                 },
         } => {
-            let settings = Settings::load(&Sources::from_process(config))?;
-            let mut mqtt = settings.mqtt.clone();
-            mqtt.host = host.unwrap_or(mqtt.host);
-            mqtt.port = port.unwrap_or(mqtt.port);
-            mqtt.username = username.unwrap_or(mqtt.username);
-            mqtt.password = password.unwrap_or(mqtt.password);
+            let (settings, mqtt) = broker.load()?;
             let device = device.unwrap_or_else(|| settings.device_id());
             let acks = samples::send(
                 &mqtt,

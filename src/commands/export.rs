@@ -18,14 +18,7 @@ pub fn run(model: &Path, replay_per_class: Option<usize>) -> anyhow::Result<Mode
     let pkg = ModelPackage::load(model)?;
     let m = &pkg.manifest;
     let device = lsskd::cpu_device();
-    let net = checkpoint::load(
-        &m.arch,
-        m.classes.len(),
-        m.train_state.transforms.len(),
-        m.train_state.aux_heads,
-        &pkg.train_state_path(),
-        &device,
-    )?;
+    let net = checkpoint::load_package(&pkg, &device)?;
     let deployed = export::deployed(&net.student, m.preprocess.input_shape())?;
     replace(&pkg.dir.join(MODEL_ONNX), &write_onnx(&deployed))?;
 

@@ -12,10 +12,11 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use serde::Serialize;
 
 use crate::adapt::job::{AdaptConfig, adapt};
+use crate::adapt::learner::accuracy;
 use crate::adapt::{GateConfig, GateMetrics, Verdict, decide};
 use crate::dataset::{self, Dataset, LoadOptions};
-use crate::features::{Preprocess, Raw};
-use crate::inference::{Classifier, argmax, write_onnx};
+use crate::features::Raw;
+use crate::inference::{Classifier, write_onnx};
 use crate::lsskd::{self, TrainNet, checkpoint, export};
 use crate::registry::{ModelPackage, replay};
 
@@ -86,16 +87,6 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-fn accuracy(clf: &Classifier, pre: &Preprocess, items: &[(usize, &Raw)]) -> anyhow::Result<f64> {
-    let mut correct = 0;
-    for (label, raw) in items {
-        if argmax(&clf.classify(&pre.tensor(raw)?)?.logits) == *label {
-            correct += 1;
-        }
-    }
-    Ok(correct as f64 / items.len().max(1) as f64)
 }
 
 fn deployed_classifier(net: &TrainNet, shape: [usize; 3]) -> anyhow::Result<Classifier> {
@@ -220,14 +211,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         }
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
-        let net = checkpoint::load(
-            &m.arch,
-            m.classes.len(),
-            set.len(),
-            m.train_state.aux_heads,
-            &pkg.train_state_path(),
-            &device,
-        )?;
+        let net = checkpoint::load_package(&pkg, &device)?;
         let mut cfg = args.adapt.clone();
         cfg.seed = args.seed + e as u64;
         let adapted = adapt(

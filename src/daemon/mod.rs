@@ -156,9 +156,8 @@ impl Runtime {
     }
 
     /// One line for systemd's `STATUS=`.
-    pub fn status_line(&self) -> String {
-        let parts: Vec<String> = self
-            .status()
+    pub fn status_line(status: &Status) -> String {
+        let parts: Vec<String> = status
             .pipelines
             .iter()
             .map(|p| format!("{} {} ({} inferences)", p.name, p.state, p.inferences))
@@ -636,7 +635,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&rt.status_line()),
+        sd_notify::NotifyState::Status(&Runtime::status_line(&rt.status())),
     ]);
     let tick_every = sd_notify::watchdog_enabled()
         .map(|d| (d / 2).min(Duration::from_secs(5)))
@@ -651,14 +650,15 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
             // Ingestion fsyncs the sample store: off the async worker, on this thread.
             Some(msg) = in_rx.recv() => tokio::task::block_in_place(|| rt.handle_inbound(msg)),
             _ = tick.tick() => {
-                let line = rt.status_line();
+                let status = rt.status();
+                let line = Runtime::status_line(&status);
                 if rt.healthy() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&line)]);
                 } else {
                     tracing::warn!("a pipeline thread is stalled; withholding the watchdog ping");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("stalled: {line}"))]);
                 }
-                let status = serde_json::to_vec(&rt.status())?;
+                let status = serde_json::to_vec(&status)?;
                 online_tx.send_replace(status.clone());
                 rt.publish(topics.status(), status, true);
             }
