@@ -11,7 +11,7 @@ use lsskd_edge::dataset::{self, LoadOptions};
 use lsskd_edge::features::Raw;
 
 use crate::common::data_root;
-use crate::harness::{Daemon, Mosquitto, PASSWORD, USER, json, model, mqtt_section, publish};
+use crate::harness::{Daemon, Mosquitto, PASSWORD, USER, json, publish, replay_vision_config};
 
 const DIGITS: [&str; 3] = ["3", "5", "7"];
 
@@ -97,17 +97,9 @@ fn three_new_classes_over_mqtt_are_learnt_promoted_served_and_rolled_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (support, query_dir) = digit_files(dir.path(), 5, 4);
     let config = format!(
-        r#"device_id = "it"
-[[pipeline]]
-name = "desk"
-model = "{}"
-[pipeline.source]
-kind = "replay_images"
-path = "{}"
-interval_ms = 100
-
-{}
-# This test checks the mechanism end to end; the gate is looser than the defaults
+        "{}\n{}",
+        replay_vision_config("desk", &query_dir.display().to_string(), broker.port),
+        r#"# This test checks the mechanism end to end; the gate is looser than the defaults
 # (min_new_accuracy 0.6, max_old_drop 0.02) because 1 held-back sample per class makes
 # its estimate coarse. Adaptation quality is measured by `fewshot-bench` (BENCHMARKS.md).
 [adapt]
@@ -116,10 +108,7 @@ cooldown_secs = 0
 budget_secs = 25
 min_new_accuracy = 0.3
 max_old_drop = 0.1
-"#,
-        model("vision"),
-        query_dir.display(),
-        mqtt_section(broker.port)
+"#
     );
     let daemon = Daemon::start(&config, &[]);
     // The shipped model's card is announced first.

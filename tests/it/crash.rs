@@ -13,7 +13,7 @@ use lsskd_edge::registry::ModelPackage;
 use rand::{Rng, SeedableRng};
 
 use crate::adaptation::digit_files;
-use crate::harness::{Daemon, Mosquitto, json, model, mqtt_section, publish};
+use crate::harness::{Daemon, Mosquitto, json, model, publish, replay_vision_config};
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acked_sample_and_always_restarts_serving() {
@@ -33,17 +33,9 @@ fn sigkill_at_random_moments_loses_no_acked_sample_and_always_restarts_serving()
     // A permissive gate and short budgets so that imprints, fine-tunes and promotions all
     // happen while the kills land.
     let config = format!(
-        r#"device_id = "it"
-[[pipeline]]
-name = "desk"
-model = "{}"
-[pipeline.source]
-kind = "replay_images"
-path = "{}"
-interval_ms = 100
-
-{}
-[adapt]
+        "{}\n{}",
+        replay_vision_config("desk", &query_dir.display().to_string(), broker.port),
+        r#"[adapt]
 min_shots = 2
 auto_after = 4
 cooldown_secs = 0
@@ -52,10 +44,7 @@ epochs = 2
 min_new_accuracy = 0.0
 max_old_drop = 1.0
 keep_versions = 3
-"#,
-        model("vision"),
-        query_dir.display(),
-        mqtt_section(broker.port)
+"#
     );
 
     // Acks are collected for the whole test by one subscriber (the broker stays up).

@@ -300,6 +300,16 @@ pub fn publish(port: u16, topic: &str, payload: &str) -> bool {
         .success()
 }
 
+/// Device `it` with one pipeline `name`: the shipped vision model on images replayed from
+/// `path` every 100 ms, publishing to the test broker on `port`.
+pub fn replay_vision_config(name: &str, path: &str, port: u16) -> String {
+    format!(
+        "device_id = \"it\"\n[[pipeline]]\nname = \"{name}\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{path}\"\ninterval_ms = 100\n\n{}",
+        model("vision"),
+        mqtt_section(port)
+    )
+}
+
 /// `[mqtt]` for a test broker with the password user.
 pub fn mqtt_section(port: u16) -> String {
     format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::harness::{Daemon, Mosquitto, collect, json, model, mqtt_section, publish, samples};
+use crate::harness::{Daemon, Mosquitto, collect, json, publish, replay_vision_config, samples};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -17,23 +17,12 @@ fn b64(bytes: &[u8]) -> String {
 fn bad_samples_are_rejected_with_reasons_and_capture_ids_work() {
     let broker = Mosquitto::start();
     let config = format!(
-        r#"device_id = "it"
-[[pipeline]]
-name = "door"
-model = "{}"
-[pipeline.source]
-kind = "replay_images"
-path = "{}"
-interval_ms = 100
-
-{}
-[adapt]
+        "{}\n{}",
+        replay_vision_config("door", &samples("vision"), broker.port),
+        r#"[adapt]
 max_payload_bytes = 65536
 auto_after = 0
-"#,
-        model("vision"),
-        samples("vision"),
-        mqtt_section(broker.port)
+"#
     );
     let daemon = Daemon::start(&config, &[]);
     let pred = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
