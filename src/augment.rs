@@ -14,6 +14,12 @@ pub struct ImageAugment {
     pub crop_padding: usize,
     /// Mirror left-right with probability 0.5.
     pub hflip: bool,
+    /// Rotation drawn from ±rotate_deg degrees about the centre (0: off).
+    #[serde(default)]
+    pub rotate_deg: f32,
+    /// Scale factor drawn from [1 − scale, 1 + scale] (0: off).
+    #[serde(default)]
+    pub scale: f32,
 }
 
 /// Audio augmentation settings.
@@ -38,6 +44,8 @@ impl Default for ImageAugment {
         Self {
             crop_padding: 2,
             hflip: true,
+            rotate_deg: 0.0,
+            scale: 0.0,
         }
     }
 }
@@ -71,18 +79,59 @@ impl ImageAugment {
             (0, 0)
         };
         let mirror = self.hflip && rng.random_bool(0.5);
+        let angle = if self.rotate_deg > 0.0 {
+            rng.random_range(-self.rotate_deg..=self.rotate_deg)
+                .to_radians()
+        } else {
+            0.0
+        };
+        let zoom = if self.scale > 0.0 {
+            rng.random_range(1.0 - self.scale..=1.0 + self.scale)
+        } else {
+            1.0
+        };
         let mut out = vec![0.0; x.len()];
-        for ch in 0..c {
-            for r in 0..h {
-                for col in 0..w {
-                    let sc = if mirror { w - 1 - col } else { col } as i64 + dx;
-                    let sr = r as i64 + dy;
-                    out[(ch * h + r) * w + col] =
-                        if sr >= 0 && sc >= 0 && (sr as usize) < h && (sc as usize) < w {
-                            x[(ch * h + sr as usize) * w + sc as usize]
+        if angle == 0.0 && zoom == 1.0 {
+            for ch in 0..c {
+                for r in 0..h {
+                    for col in 0..w {
+                        let sc = if mirror { w - 1 - col } else { col } as i64 + dx;
+                        let sr = r as i64 + dy;
+                        out[(ch * h + r) * w + col] =
+                            if sr >= 0 && sc >= 0 && (sr as usize) < h && (sc as usize) < w {
+                                x[(ch * h + sr as usize) * w + sc as usize]
+                            } else {
+                                fill[ch]
+                            };
+                    }
+                }
+            }
+            return out;
+        }
+        // Inverse map of output pixel → source point: undo the shift, then the rotation
+        // and zoom about the centre; bilinear, `fill` outside.
+        let (sin, cos) = angle.sin_cos();
+        let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+        for r in 0..h {
+            for col in 0..w {
+                let oc = if mirror { w - 1 - col } else { col };
+                let (y, xx) = (r as f32 - cy + dy as f32, oc as f32 - cx + dx as f32);
+                let sy = (cos * y - sin * xx) / zoom + cy;
+                let sx = (sin * y + cos * xx) / zoom + cx;
+                let (y0, x0) = (sy.floor(), sx.floor());
+                let (ty, tx) = (sy - y0, sx - x0);
+                for ch in 0..c {
+                    let at = |yy: f32, xq: f32| {
+                        if yy >= 0.0 && xq >= 0.0 && yy < h as f32 && xq < w as f32 {
+                            x[(ch * h + yy as usize) * w + xq as usize]
                         } else {
                             fill[ch]
-                        };
+                        }
+                    };
+                    out[(ch * h + r) * w + col] = at(y0, x0) * (1.0 - ty) * (1.0 - tx)
+                        + at(y0, x0 + 1.0) * (1.0 - ty) * tx
+                        + at(y0 + 1.0, x0) * ty * (1.0 - tx)
+                        + at(y0 + 1.0, x0 + 1.0) * ty * tx;
                 }
             }
         }
@@ -160,6 +209,7 @@ mod tests {
         let aug = ImageAugment {
             crop_padding: 1,
             hflip: false,
+            ..ImageAugment::default()
         };
         let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let mut rng = StdRng::seed_from_u64(3);
@@ -172,6 +222,41 @@ mod tests {
             assert!(y.iter().all(|v| *v == -1.0 || x.contains(v)));
         }
         assert!(saw_fill);
+    }
+
+    #[test]
+    fn image_affine_identity_and_rotation() {
+        // A bright vertical bar in a 9×9 image.
+        let mut x = vec![0.0f32; 81];
+        for r in 1..8 {
+            x[r * 9 + 4] = 1.0;
+        }
+        let mut rng = StdRng::seed_from_u64(0);
+        // Rotation by (almost) exactly 90°: the bar becomes horizontal.
+        let aug = ImageAugment {
+            crop_padding: 0,
+            hflip: false,
+            rotate_deg: 90.0,
+            scale: 0.0,
+        };
+        let mut saw_horizontal = false;
+        for _ in 0..200 {
+            let y = aug.apply(&x, [1, 9, 9], &[0.0], &mut rng);
+            assert!(y.iter().all(|v| (0.0..=1.0 + 1e-5).contains(v)));
+            let row: f32 = y[4 * 9 + 1..4 * 9 + 8].iter().sum();
+            let col: f32 = (1..8).map(|r| y[r * 9 + 4]).sum();
+            saw_horizontal |= row > 6.0 && col < 2.0;
+        }
+        assert!(saw_horizontal);
+        // A tiny zoom keeps the picture almost as it is.
+        let zoom = ImageAugment {
+            crop_padding: 0,
+            hflip: false,
+            rotate_deg: 0.0,
+            scale: 1e-4,
+        };
+        let y = zoom.apply(&x, [1, 9, 9], &[0.0], &mut rng);
+        assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-2));
     }
 
     #[test]

@@ -7,11 +7,13 @@ use rand::rngs::StdRng;
 use crate::augment::{AudioAugment, ImageAugment};
 use crate::dataset::Dataset;
 use crate::features::{AudioSpec, ImageSpec, Preprocess, Raw};
-use crate::lsskd::TrainData;
+use crate::lsskd::{Anchor, TrainData};
 
 /// Preprocessed (and optionally augmented) view of a data set.
 pub struct FeatureData<'a> {
     labels: Vec<usize>,
+    /// Per item: (probabilities, embedding) of [`Anchor`].
+    anchors: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     kind: Kind<'a>,
 }
 
@@ -22,6 +24,8 @@ enum Kind<'a> {
         shape: [usize; 3],
         fill: Vec<f32>,
         augment: Option<ImageAugment>,
+        /// Per-item replacement of `augment` (see [`FeatureData::set_image_augment`]).
+        item_augment: Vec<Option<ImageAugment>>,
     },
     /// Audio is featurised per draw, after waveform augmentation.
     Audio {
@@ -55,6 +59,7 @@ impl<'a> FeatureData<'a> {
                         .map(|(m, s)| -m / s)
                         .collect(),
                     augment: augment.then(ImageAugment::default),
+                    item_augment: vec![None; items.len()],
                 }
             }
             Preprocess::Audio(spec) => {
@@ -72,7 +77,11 @@ impl<'a> FeatureData<'a> {
                 }
             }
         };
-        Ok(Self { labels, kind })
+        Ok(Self {
+            anchors: vec![None; items.len()],
+            labels,
+            kind,
+        })
     }
 
     /// All items of a data set.
@@ -89,6 +98,21 @@ impl<'a> FeatureData<'a> {
     }
 }
 
+impl FeatureData<'_> {
+    /// Set the anchor of item `i` ([`TrainData::anchor`]).
+    pub fn set_anchor(&mut self, i: usize, probs: Vec<f32>, embedding: Vec<f32>) {
+        self.anchors[i] = Some((probs, embedding));
+    }
+
+    /// Augment image item `i` with `a` instead of the default (when augmentation is on);
+    /// no effect on audio.
+    pub fn set_image_augment(&mut self, i: usize, a: ImageAugment) {
+        if let Kind::Image { item_augment, .. } = &mut self.kind {
+            item_augment[i] = Some(a);
+        }
+    }
+}
+
 impl TrainData for FeatureData<'_> {
     fn len(&self) -> usize {
         self.labels.len()
@@ -96,6 +120,12 @@ impl TrainData for FeatureData<'_> {
 
     fn label(&self, i: usize) -> usize {
         self.labels[i]
+    }
+
+    fn anchor(&self, i: usize) -> Option<Anchor<'_>> {
+        self.anchors[i]
+            .as_ref()
+            .map(|(probs, embedding)| Anchor { probs, embedding })
     }
 
     fn input(&self, i: usize, rng: Option<&mut StdRng>) -> Vec<f32> {
@@ -106,9 +136,13 @@ impl TrainData for FeatureData<'_> {
                     shape,
                     fill,
                     augment: Some(a),
+                    item_augment,
                 },
                 Some(rng),
-            ) => a.apply(&tensors[i], *shape, fill, rng),
+            ) => item_augment[i]
+                .as_ref()
+                .unwrap_or(a)
+                .apply(&tensors[i], *shape, fill, rng),
             (Kind::Image { tensors, .. }, _) => tensors[i].clone(),
             (
                 Kind::Audio {

@@ -39,6 +39,15 @@ pub fn progressive_target(out: &mut [f32], label: usize, alpha: f32, previous: O
     }
 }
 
+/// `(1 − β)·target + β·anchor`: the anchor is a distribution over the first
+/// `anchor.len()` classes (the model before adaptation, over its own classes); the classes
+/// after those get none of its mass. *(choice, against forgetting in few-shot fine-tunes)*
+pub fn mix_anchor(target: &mut [f32], anchor: &[f32], beta: f32) {
+    for (k, t) in target.iter_mut().enumerate() {
+        *t = (1.0 - beta) * *t + beta * anchor.get(k).copied().unwrap_or(0.0);
+    }
+}
+
 /// `α_e = α_T·(e+1)/E` (LSSKD.md §4).
 pub fn alpha_at(alpha_t: f32, epoch: usize, epochs: usize) -> f32 {
     alpha_t * (epoch + 1) as f32 / epochs.max(1) as f32
@@ -47,6 +56,17 @@ pub fn alpha_at(alpha_t: f32, epoch: usize, epochs: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchor_mixes_into_the_old_classes_only() {
+        let mut t = vec![0.0, 1.0, 0.0, 0.0];
+        mix_anchor(&mut t, &[0.2, 0.8], 0.5);
+        assert_eq!(t, vec![0.1, 0.9, 0.0, 0.0]);
+        assert!((t.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let mut new_class = vec![0.0, 0.0, 1.0];
+        mix_anchor(&mut new_class, &[0.5, 0.5], 0.25);
+        assert_eq!(new_class, vec![0.125, 0.125, 0.75]);
+    }
 
     #[test]
     fn progressive_target_mixes_one_hot_with_previous_prediction() {

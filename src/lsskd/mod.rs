@@ -15,7 +15,9 @@ pub mod transforms;
 
 pub use burn::prelude::Device;
 pub use net::{ArchConfig, HeadKind, Student, TrainNet};
-pub use train::{EpochReport, Method, Progress, SoftStore, TrainConfig, TrainData, Trainer};
+pub use train::{
+    Anchor, EpochReport, Method, Progress, SoftStore, TrainConfig, TrainData, Trainer,
+};
 pub use transforms::{TransformMode, TransformSet};
 
 /// Errors of training, checkpointing and export.

@@ -22,8 +22,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::loss::{alpha_at, feature_mse, kl_divergence, progressive_target, soft_cross_entropy};
-use super::net::{Student, TrainNet};
+use super::loss::{
+    alpha_at, feature_mse, kl_divergence, mix_anchor, progressive_target, soft_cross_entropy,
+};
+use super::net::{Student, TrainNet, l2_normalize};
 use super::transforms::{TransformMode, TransformSet, expand};
 use super::{LsskdError, device_of, values};
 use crate::inference::argmax;
@@ -100,9 +102,22 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Wall-clock budget; the schedule is compressed to fit it (measured after a few steps).
     pub budget_secs: Option<u64>,
-    /// Freeze the stem and the first stage — weights and BatchNorm statistics (few-shot
-    /// fine-tuning).
+    /// Freeze the stem and the first `frozen_stages` stages — weights and BatchNorm
+    /// statistics (few-shot fine-tuning).
     pub freeze_early: bool,
+    #[serde(default = "one")]
+    pub frozen_stages: usize,
+    /// *(choice, few-shot fine-tuning)* Items with an [`Anchor`]: weight β of its
+    /// probabilities in the final-head target, `(1 − β)·target + β·anchor`.
+    #[serde(default)]
+    pub anchor_weight: f32,
+    /// Items with an [`Anchor`]: weight of `‖ĥ − ĥ_anchor‖²` (unit-normalised embeddings).
+    #[serde(default)]
+    pub anchor_embedding_weight: f32,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -124,6 +139,9 @@ impl TrainConfig {
             seed: 0,
             budget_secs: None,
             freeze_early: false,
+            frozen_stages: 1,
+            anchor_weight: 0.0,
+            anchor_embedding_weight: 0.0,
         }
     }
 
@@ -147,6 +165,20 @@ pub trait TrainData: Sync {
     fn label(&self, i: usize) -> usize;
     /// Model input `[C, H, W]` of item i; with `rng`, after label-preserving augmentation.
     fn input(&self, i: usize, rng: Option<&mut StdRng>) -> Vec<f32>;
+    /// What the model said about item i before this training began (few-shot
+    /// fine-tuning: the replay exemplars of the existing classes), or None.
+    fn anchor(&self, _i: usize) -> Option<Anchor<'_>> {
+        None
+    }
+}
+
+/// The reference outputs of one item, kept fixed while training (against forgetting).
+#[derive(Debug, Clone, Copy)]
+pub struct Anchor<'a> {
+    /// Softmax of the final head over the classes it had (a prefix of today's classes).
+    pub probs: &'a [f32],
+    /// The pooled embedding h.
+    pub embedding: &'a [f32],
 }
 
 /// Loss terms averaged over an epoch.
@@ -237,7 +269,7 @@ impl Trainer {
             .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
             .init();
         let net = if cfg.freeze_early {
-            freeze_early(net)
+            freeze_early(net, cfg.frozen_stages)
         } else {
             net
         };
@@ -431,6 +463,9 @@ impl Trainer {
                 }
                 None => progressive_target(slot, y, 0.0, None),
             }
+            if let Some(a) = data.anchor(i).filter(|_| cfg.anchor_weight > 0.0) {
+                mix_anchor(slot, a.probs, cfg.anchor_weight);
+            }
         }
         let correct = (0..b)
             .filter(|&r| argmax(&probs[r * classes..(r + 1) * classes]) == labels[r])
@@ -511,6 +546,27 @@ impl Trainer {
                 }
             }
         }
+        if cfg.anchor_embedding_weight > 0.0 {
+            // Untransformed rows of the anchored items vs their unit anchor embeddings.
+            let mut idx = Vec::new();
+            let mut target = Vec::new();
+            for (r, &i) in batch.iter().enumerate() {
+                if let Some(a) = data.anchor(i) {
+                    idx.push((r * per_sample) as i64);
+                    let n = a.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    target.extend(a.embedding.iter().map(|v| v / n.max(1e-6)));
+                }
+            }
+            if !idx.is_empty() {
+                let n = idx.len();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
+                let h = l2_normalize(out.student.embedding.clone().select(0, idx));
+                let d = target.len() / n;
+                let t = Tensor::<2>::from_data(TensorData::new(target, [n, d]), &self.device);
+                let l_anchor = (h - t).powf_scalar(2.0).sum_dim(1).mean().reshape([1]);
+                loss = loss + l_anchor * cfg.anchor_embedding_weight;
+            }
+        }
         parts.total = loss.clone().into_scalar::<f32>();
         if !parts.total.is_finite() {
             self.net = Some(net);
@@ -530,13 +586,14 @@ pub struct StepStats {
     pub correct: usize,
 }
 
-/// Freeze the stem and the first stage: their weights and BatchNorm statistics stay fixed.
-fn freeze_early(net: TrainNet) -> TrainNet {
+/// Freeze the stem and the first `stages` stages: their weights and BatchNorm statistics
+/// stay fixed.
+fn freeze_early(net: TrainNet, stages: usize) -> TrainNet {
     let TrainNet { mut student, aux } = net;
     student.stem = student.stem.freeze();
-    if let Some(first) = student.stages.first_mut() {
-        let blocks = std::mem::take(first);
-        *first = blocks.into_iter().map(|b| b.freeze()).collect();
+    for stage in student.stages.iter_mut().take(stages) {
+        let blocks = std::mem::take(stage);
+        *stage = blocks.into_iter().map(|b| b.freeze()).collect();
     }
     TrainNet { student, aux }
 }

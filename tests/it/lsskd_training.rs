@@ -230,3 +230,69 @@ fn imprinting_adds_usable_classes_without_touching_old_logits() {
     let deployed = export::deployed(&net.student, shape).expect("export");
     assert_eq!(deployed.num_classes(), 10);
 }
+
+#[test]
+fn fine_tune_freezes_early_stages_and_anchored_items_keep_their_embedding() {
+    let ds = slice(&fashion(), "val", None, 4);
+    let (pre, set) = preprocess_for(&ds).expect("preprocessing");
+    let shape = pre.input_shape();
+    let arch = ArchConfig::preset("resnet-xs", shape[0]).expect("preset");
+    let device = lsskd::training_device(5);
+    let run = |embedding_weight: f32| {
+        let net = TrainNet::new(&arch, ds.classes.len(), set.len(), true, &device);
+        let mut data = FeatureData::from_dataset(&ds, &pre, false).expect("features");
+        let inputs: Vec<Vec<f32>> = (0..data.len()).map(|i| data.input(i, None)).collect();
+        let before = infer::forward_batch(&net.student, &inputs, shape).expect("forward");
+        for (i, (logits, emb)) in before.logits.iter().zip(&before.embeddings).enumerate() {
+            let probs = lsskd_edge::inference::scores::softmax(logits);
+            data.set_anchor(i, probs, emb.clone());
+        }
+        let weights = |n: &TrainNet| {
+            let w = |c: &lsskd_edge::lsskd::net::ConvBn| c.conv.weight.val().into_data();
+            (
+                w(&n.student.stem),
+                w(&n.student.stages[1][0].c1),
+                w(&n.student.stages[2][0].c1),
+            )
+        };
+        let start = weights(&net);
+        let mut cfg = TrainConfig::new(Method::Lsskd, set);
+        cfg.freeze_early = true;
+        cfg.frozen_stages = 2;
+        cfg.anchor_weight = 0.5;
+        cfg.anchor_embedding_weight = embedding_weight;
+        let mut trainer = Trainer::new(net, cfg, shape);
+        let batch: Vec<usize> = (0..data.len()).collect();
+        let mut rng = StdRng::seed_from_u64(0);
+        for _ in 0..8 {
+            let s = trainer
+                .step(&batch, &data, 0.0, 0.05, None, &mut rng)
+                .expect("step");
+            assert!(s.parts.total.is_finite());
+        }
+        let end = weights(trainer.net());
+        assert_eq!(start.0, end.0, "the stem is frozen");
+        assert_eq!(start.1, end.1, "stage 2 is frozen");
+        assert_ne!(start.2, end.2, "the last stage trains");
+        let after = infer::forward_batch(&trainer.net().student, &inputs, shape).expect("fwd");
+        // Mean cosine distance of the embeddings from their anchors.
+        let cos = |a: &[f32], b: &[f32]| {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            dot / (n(a) * n(b)).max(1e-9)
+        };
+        before
+            .embeddings
+            .iter()
+            .zip(&after.embeddings)
+            .map(|(a, b)| 1.0 - cos(a, b))
+            .sum::<f32>()
+            / after.embeddings.len() as f32
+    };
+    let free = run(0.0);
+    let anchored = run(10.0);
+    assert!(
+        anchored < free,
+        "the embedding anchor keeps embeddings closer: {anchored} vs {free} without"
+    );
+}
