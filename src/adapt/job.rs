@@ -2,14 +2,26 @@
 //! model, then a short LSSKD fine-tune on the support plus the package's replay exemplars
 //! (against forgetting). Shared by the daemon's trainer thread and `fewshot-bench`. Runs on
 //! the caller's (dedicated, low-priority) thread; `cancel` is polled between steps.
+//!
+//! *(choices, LSSKD.md §6, measured in BENCHMARKS.md "Few-shot adaptation")*
+//! - Only the last stage and the heads train: the stem and every earlier stage keep their
+//!   weights and BatchNorm statistics.
+//! - Replay exemplars are anchored to what the model said before adapting: the softmax of
+//!   its final head is mixed into their targets, and their embedding is pulled towards the
+//!   old one. Both work against forgetting; the new classes are free to move.
+//! - Image samples of the user's classes are augmented without mirroring (a mirrored digit
+//!   or arrow is not the same class) but with a small rotation and zoom; the replay
+//!   exemplars keep the augmentation the model was trained with.
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::ImageAugment;
 use crate::features::{Preprocess, Raw};
+use crate::inference::scores::softmax;
 use crate::inference::write_onnx;
 use crate::lsskd::{
     LsskdError, Method, TrainConfig, TrainNet, Trainer, TransformMode, TransformSet, checkpoint,
-    export, imprint,
+    export, imprint, infer,
 };
 use crate::trainset::FeatureData;
 
@@ -23,9 +35,16 @@ pub struct AdaptConfig {
     pub lr: f64,
     /// Wall-clock budget of the fine-tune; the schedule is compressed to fit.
     pub budget_secs: Option<u64>,
-    /// Freeze the stem and the first stage, weights and BatchNorm statistics (small K).
-    pub freeze_early: bool,
+    /// Stages that train, counted from the output side (with the heads); the stem and the
+    /// earlier stages are frozen, weights and BatchNorm statistics.
+    pub trained_stages: usize,
     pub transform_mode: TransformMode,
+    /// Replay exemplars: weight of the pre-adaptation prediction in their targets.
+    pub anchor_weight: f32,
+    /// Replay exemplars: weight of the pull of their embedding towards the pre-adaptation one.
+    pub anchor_embedding_weight: f32,
+    /// Augmentation of the user's image samples (the replay keeps the package's).
+    pub sample_augment: ImageAugment,
     pub seed: u64,
 }
 
@@ -33,11 +52,19 @@ impl Default for AdaptConfig {
     fn default() -> Self {
         Self {
             epochs: 15,
-            batch_size: 32,
-            lr: 0.01,
+            batch_size: 16,
+            lr: 0.02,
             budget_secs: Some(50),
-            freeze_early: true,
+            trained_stages: 1,
             transform_mode: TransformMode::Sampled,
+            anchor_weight: 0.5,
+            anchor_embedding_weight: 1.0,
+            sample_augment: ImageAugment {
+                crop_padding: 2,
+                hflip: false,
+                rotate_deg: 12.0,
+                scale: 0.1,
+            },
             seed: 0,
         }
     }
@@ -166,14 +193,35 @@ pub fn adapt(
             .max(1.0) as usize;
         items.extend(std::iter::repeat_n((index(l), r), reps));
     }
+    let first_replay = items.len();
     items.extend(replay.iter().map(|(i, r)| (*i, r)));
-    let data = FeatureData::new(items, preprocess, true)?;
+    let mut data = FeatureData::new(items, preprocess, true)?;
+    for i in 0..first_replay {
+        data.set_image_augment(i, cfg.sample_augment.clone());
+    }
+    // Anchors: the replay exemplars as the model saw them before adapting (new rows do not
+    // change the old classes' logits, so the imprinted model speaks for the live one).
+    let before = infer::forward_batch(&imprinted.student, &reference, shape)?;
+    for (k, (logits, embedding)) in before.logits.iter().zip(before.embeddings).enumerate() {
+        data.set_anchor(
+            first_replay + k,
+            softmax(&logits[..classes.len()]),
+            embedding,
+        );
+    }
     let mut tc = TrainConfig::new(Method::Lsskd, set);
     tc.epochs = cfg.epochs;
     tc.batch_size = cfg.batch_size;
     tc.lr = cfg.lr;
     tc.budget_secs = cfg.budget_secs;
-    tc.freeze_early = cfg.freeze_early;
+    tc.freeze_early = true;
+    tc.frozen_stages = imprinted
+        .student
+        .stages
+        .len()
+        .saturating_sub(cfg.trained_stages);
+    tc.anchor_weight = cfg.anchor_weight;
+    tc.anchor_embedding_weight = cfg.anchor_embedding_weight;
     tc.transform_mode = cfg.transform_mode;
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;
