@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lsskd_edge::adapt::job::AdaptConfig;
 use lsskd_edge::commands::{
     bench, eval, export, fewshot, predict, samples, train, validate, watch,
 };
@@ -121,39 +120,8 @@ enum Command {
     /// N-way K-shot adaptation episodes (imprint + fine-tune + gate) on classes the model
     /// does not know, evaluated through tract.
     FewshotBench {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        support_data: PathBuf,
-        #[arg(long)]
-        support_split: String,
-        #[arg(long)]
-        query_data: PathBuf,
-        #[arg(long)]
-        query_split: String,
-        #[arg(long, default_value_t = 5)]
-        way: usize,
-        #[arg(long, default_value_t = 5)]
-        shot: usize,
-        #[arg(long, default_value_t = 10)]
-        episodes: usize,
-        /// Data of the model's own classes, to measure forgetting.
-        #[arg(long)]
-        base_data: Option<PathBuf>,
-        #[arg(long)]
-        base_split: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 50)]
-        queries_per_class: usize,
-        #[arg(long, default_value_t = 1000)]
-        base_limit: usize,
-        /// Fine-tune epochs per episode.
-        #[arg(long, default_value_t = 15)]
-        epochs: usize,
-        /// Fine-tune wall-clock budget per episode, seconds.
-        #[arg(long, default_value_t = 50)]
-        budget_secs: u64,
+        #[command(flatten)]
+        args: fewshot::FewshotArgs,
         #[arg(long)]
         json: bool,
     },
@@ -428,45 +396,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::FewshotBench {
-            model,
-            support_data,
-            support_split,
-            query_data,
-            query_split,
-            way,
-            shot,
-            episodes,
-            base_data,
-            base_split,
-            seed,
-            queries_per_class,
-            base_limit,
-            epochs,
-            budget_secs,
-            json,
-        } => {
-            let adapt = AdaptConfig {
-                epochs,
-                budget_secs: Some(budget_secs),
-                ..AdaptConfig::default()
-            };
-            let report = fewshot::run(&fewshot::FewshotArgs {
-                model,
-                support_data,
-                support_split,
-                query_data,
-                query_split,
-                way,
-                shot,
-                episodes,
-                base_data,
-                base_split,
-                seed,
-                queries_per_class,
-                base_limit,
-                adapt,
-            })?;
+        Command::FewshotBench { args, json } => {
+            let report = fewshot::run(&args)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

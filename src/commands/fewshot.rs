@@ -21,24 +21,43 @@ use crate::lsskd::{self, TrainNet, checkpoint, export};
 use crate::registry::{ModelPackage, replay};
 
 /// Arguments of `fewshot-bench`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FewshotArgs {
+    #[arg(long)]
     pub model: PathBuf,
+    #[arg(long)]
     pub support_data: PathBuf,
+    #[arg(long)]
     pub support_split: String,
+    #[arg(long)]
     pub query_data: PathBuf,
+    #[arg(long)]
     pub query_split: String,
+    #[arg(long, default_value_t = 5)]
     pub way: usize,
+    #[arg(long, default_value_t = 5)]
     pub shot: usize,
+    #[arg(long, default_value_t = 10)]
     pub episodes: usize,
+    /// Data of the model's own classes, to measure forgetting.
+    #[arg(long)]
     pub base_data: Option<PathBuf>,
+    #[arg(long)]
     pub base_split: Option<String>,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Query samples per class and episode (at most).
+    #[arg(long, default_value_t = 50)]
     pub queries_per_class: usize,
     /// Base samples evaluated per episode (at most).
+    #[arg(long, default_value_t = 1000)]
     pub base_limit: usize,
-    pub adapt: AdaptConfig,
+    /// Fine-tune epochs per episode (0: imprint only).
+    #[arg(long, default_value_t = AdaptConfig::default().epochs)]
+    pub epochs: usize,
+    /// Fine-tune wall-clock budget per episode, seconds.
+    #[arg(long, default_value_t = 50)]
+    pub budget_secs: u64,
 }
 
 /// One episode's numbers.
@@ -212,8 +231,12 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
         let net = checkpoint::load_package(&pkg, &device)?;
-        let mut cfg = args.adapt.clone();
-        cfg.seed = args.seed + e as u64;
+        let cfg = AdaptConfig {
+            epochs: args.epochs,
+            budget_secs: Some(args.budget_secs),
+            seed: args.seed + e as u64,
+            ..AdaptConfig::default()
+        };
         let adapted = adapt(
             net,
             &m.classes,
