@@ -91,25 +91,9 @@ impl ImageAugment {
             1.0
         };
         let mut out = vec![0.0; x.len()];
-        if angle == 0.0 && zoom == 1.0 {
-            for ch in 0..c {
-                for r in 0..h {
-                    for col in 0..w {
-                        let sc = if mirror { w - 1 - col } else { col } as i64 + dx;
-                        let sr = r as i64 + dy;
-                        out[(ch * h + r) * w + col] =
-                            if sr >= 0 && sc >= 0 && (sr as usize) < h && (sc as usize) < w {
-                                x[(ch * h + sr as usize) * w + sc as usize]
-                            } else {
-                                fill[ch]
-                            };
-                    }
-                }
-            }
-            return out;
-        }
         // Inverse map of output pixel → source point: undo the shift, then the rotation
-        // and zoom about the centre; bilinear, `fill` outside.
+        // and zoom about the centre; bilinear, `fill` outside. Without rotation and zoom the
+        // source points are whole pixels and the weights 1 and 0: a plain shifted copy.
         let (sin, cos) = angle.sin_cos();
         let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
         for r in 0..h {
