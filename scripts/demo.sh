@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --bin lsskd-edge "$@"
-exec target/debug/lsskd-edge run --config config/demo.toml
+exec "${CARGO_TARGET_DIR:-target}/debug/lsskd-edge" run --config config/demo.toml
