@@ -45,6 +45,10 @@ pub struct AdaptConfig {
     pub anchor_embedding_weight: f32,
     /// Augmentation of the user's image samples (the replay keeps the package's).
     pub sample_augment: ImageAugment,
+    /// Augmented views of each item whose frozen-prefix activations are computed once and
+    /// reused ([`TrainConfig::prefix_cache_views`]); 0 runs the whole network every step.
+    #[serde(default)]
+    pub prefix_cache_views: usize,
     pub seed: u64,
 }
 
@@ -65,6 +69,7 @@ impl Default for AdaptConfig {
                 rotate_deg: 12.0,
                 scale: 0.1,
             },
+            prefix_cache_views: 8,
             seed: 0,
         }
     }
@@ -223,6 +228,7 @@ pub fn adapt(
     tc.anchor_weight = cfg.anchor_weight;
     tc.anchor_embedding_weight = cfg.anchor_embedding_weight;
     tc.transform_mode = cfg.transform_mode;
+    tc.prefix_cache_views = cfg.prefix_cache_views;
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;
     let mut trainer = Trainer::new(imprinted, tc, shape);

@@ -56,8 +56,12 @@ pub struct FewshotArgs {
     #[arg(long, default_value_t = AdaptConfig::default().epochs)]
     pub epochs: usize,
     /// Fine-tune wall-clock budget per episode, seconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
     pub budget_secs: u64,
+    /// Augmented views per item whose frozen-prefix activations are cached (0: none, every
+    /// step runs the whole network).
+    #[arg(long, default_value_t = AdaptConfig::default().prefix_cache_views)]
+    pub cache_views: usize,
 }
 
 /// One episode's numbers.
@@ -234,6 +238,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let cfg = AdaptConfig {
             epochs: args.epochs,
             budget_secs: Some(args.budget_secs),
+            prefix_cache_views: args.cache_views,
             seed: args.seed + e as u64,
             ..AdaptConfig::default()
         };

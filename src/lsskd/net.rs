@@ -283,9 +283,28 @@ impl Student {
 
     /// `x`: `[R, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> StudentOut {
+        self.forward_from(relu(self.stem.forward(x)), 0)
+    }
+
+    /// The stem and the first `stages` stages: `[R, C, H, W]` → the map that stage
+    /// `stages` (0-based) takes as input (the stem's output for 0).
+    pub fn forward_prefix(&self, x: Tensor<4>, stages: usize) -> Tensor<4> {
         let mut f = relu(self.stem.forward(x));
-        let mut stages = Vec::with_capacity(self.stages.len());
-        for st in &self.stages {
+        for st in &self.stages[..stages] {
+            for b in st {
+                f = b.forward(f);
+            }
+        }
+        f
+    }
+
+    /// The rest of the network from the input of stage `start` (what
+    /// [`Self::forward_prefix`] returns for `start`); `StudentOut::stages` then holds the
+    /// outputs of stages `start..`.
+    pub fn forward_from(&self, x: Tensor<4>, start: usize) -> StudentOut {
+        let mut f = x;
+        let mut stages = Vec::with_capacity(self.stages.len() - start);
+        for st in &self.stages[start..] {
             for b in st {
                 f = b.forward(f);
             }
@@ -343,7 +362,10 @@ pub struct TrainNet {
 /// Outputs of a training forward pass.
 pub struct TrainOut {
     pub student: StudentOut,
+    /// Outputs of the auxiliary heads `first_head..` (all of them after a full forward).
     pub aux: Vec<AuxOut>,
+    /// Index of the first head in `aux`.
+    pub first_head: usize,
 }
 
 impl TrainNet {
@@ -397,7 +419,31 @@ impl TrainNet {
             .zip(&student.stages)
             .map(|(head, f)| head.forward(f.clone()))
             .collect();
-        TrainOut { student, aux }
+        TrainOut {
+            student,
+            aux,
+            first_head: 0,
+        }
+    }
+
+    /// Forward from the input of stage `start` (see [`Student::forward_from`]), with the
+    /// auxiliary heads of stages `start..` only. With the stem and the first `start` stages
+    /// frozen, the heads on those stages see inputs that do not depend on any trained
+    /// weight of the student, and every loss term on them is detached from it (their own
+    /// label CE, the KL with the teacher detached, the feature MSE to a detached f_L): they
+    /// cannot change the student, so a fine-tune skips them.
+    pub fn forward_from(&self, x: Tensor<4>, start: usize) -> TrainOut {
+        let student = self.student.forward_from(x, start);
+        let aux = self.aux[start.min(self.aux.len())..]
+            .iter()
+            .zip(&student.stages)
+            .map(|(head, f)| head.forward(f.clone()))
+            .collect();
+        TrainOut {
+            student,
+            aux,
+            first_head: start,
+        }
     }
 
     pub fn classes(&self) -> usize {

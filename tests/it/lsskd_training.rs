@@ -296,3 +296,87 @@ fn fine_tune_freezes_early_stages_and_anchored_items_keep_their_embedding() {
         "the embedding anchor keeps embeddings closer: {anchored} vs {free} without"
     );
 }
+
+/// With the stem and the first stages frozen, training from their cached outputs (and
+/// without the auxiliary heads of the frozen stages) moves the trained part of the student
+/// exactly as training the whole network does.
+#[test]
+fn prefix_cached_fine_tune_trains_the_student_as_the_full_network_does() {
+    let ds = slice(&fashion(), "val", None, 3);
+    let (pre, set) = preprocess_for(&ds).expect("preprocessing");
+    let shape = pre.input_shape();
+    let arch = ArchConfig::preset("resnet-xs", shape[0]).expect("preset");
+    // No augmentation and all transforms: both paths see the same rows.
+    let data = FeatureData::from_dataset(&ds, &pre, false).expect("features");
+    // One initial network for both runs (burn initialises parameters lazily, in the order
+    // they are first used, so two fresh networks from one seed need not be equal).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("init.bpk");
+    let init = TrainNet::new(
+        &arch,
+        ds.classes.len(),
+        set.len(),
+        true,
+        &lsskd::training_device(11),
+    );
+    checkpoint::save(&init, &path).expect("save");
+    let run = |views: usize| {
+        let device = lsskd::training_device(11);
+        let net = checkpoint::load(&arch, ds.classes.len(), set.len(), true, &path, &device)
+            .expect("load");
+        let mut cfg = TrainConfig::new(Method::Lsskd, set);
+        cfg.transform_mode = TransformMode::All;
+        cfg.freeze_early = true;
+        cfg.frozen_stages = 2;
+        cfg.prefix_cache_views = views;
+        let start = net.student.stages[2][0].c1.conv.weight.val().into_data();
+        let mut trainer = Trainer::new(net, cfg, shape);
+        let mut store = SoftStore::new(data.len(), ds.classes.len(), 3, set.len());
+        let batch: Vec<usize> = (0..data.len()).collect();
+        let mut rng = StdRng::seed_from_u64(0);
+        for s in 0..3 {
+            let st = trainer
+                .step(
+                    &batch,
+                    &data,
+                    0.3 * s as f32,
+                    0.05,
+                    Some(&mut store),
+                    &mut rng,
+                )
+                .expect("step");
+            assert!(st.parts.total.is_finite());
+        }
+        let n = trainer.net();
+        let end = n.student.stages[2][0].c1.conv.weight.val().into_data();
+        assert_ne!(start, end, "the last stage trains");
+        (
+            end,
+            n.student.classifier.weight.val().into_data(),
+            n.student.stem.conv.weight.val().into_data(),
+        )
+    };
+    let full = run(0);
+    let cached = run(1);
+    assert_eq!(
+        full.2, cached.2,
+        "same initial network, stem frozen in both"
+    );
+    for (a, b, what) in [
+        (&full.0, &cached.0, "last stage"),
+        (&full.1, &cached.1, "classifier"),
+    ] {
+        let a = a.try_to_vec::<f32>().expect("f32");
+        let b = b.try_to_vec::<f32>().expect("f32");
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "{what}: max difference {diff}"
+        );
+    }
+}
