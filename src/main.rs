@@ -262,8 +262,13 @@ enum SampleCommand {
         /// Target device id (default: the settings' device id).
         #[arg(long)]
         device: Option<String>,
+        /// Seconds to wait for the acks (and, with `--wait`, for the training outcome).
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// After the acks, wait for the imprint / fine-tune the samples start and print
+        /// each outcome (promoted, rejected and why) until nothing is left queued.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -497,11 +502,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     broker,
                     device,
                     timeout_secs,
+                    wait,
                 },
         } => {
             let (settings, mqtt) = broker.load()?;
             let device = device.unwrap_or_else(|| settings.device_id());
-            let acks = samples::send(
+            let sent = samples::send(
                 &mqtt,
                 &settings.mqtt.topic_prefix,
                 &device,
@@ -509,9 +515,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &label,
                 &files,
                 std::time::Duration::from_secs(timeout_secs),
+                wait.then(|| std::time::Duration::from_secs(5)),
             )?;
             let mut refused = 0;
-            for (file, ack) in files.iter().zip(&acks) {
+            for (file, ack) in files.iter().zip(&sent.acks) {
                 refused += usize::from(!ack.accepted);
                 println!(
                     "{}: {} ({})",
@@ -519,6 +526,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     if ack.accepted { "accepted" } else { "REJECTED" },
                     ack.reason
                 );
+            }
+            for st in &sent.states {
+                println!("{}", samples::describe_state(st));
+            }
+            if wait && sent.states.is_empty() {
+                println!(
+                    "no training started: a new label is imprinted at {} samples, a fine-tune follows {} new samples",
+                    settings.adapt.min_shots, settings.adapt.auto_after
+                );
+            } else if !sent.settled {
+                println!("training still running after {timeout_secs} s (see `lsskd-edge watch`)");
             }
             anyhow::ensure!(refused == 0, "{refused} sample(s) rejected");
             Ok(())

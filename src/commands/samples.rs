@@ -75,8 +75,55 @@ pub fn sample_id(path: &Path, bytes: &[u8]) -> String {
     format!("{stem}-{hash}")
 }
 
+/// What `sample send` saw: the acks in file order and, when it waited for the training
+/// outcome, every `training/state` of the model published meanwhile (JSON), in order.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub acks: Vec<Ack>,
+    pub states: Vec<serde_json::Value>,
+    /// A final state with nothing left queued arrived (or nothing was started).
+    pub settled: bool,
+}
+
+/// A `training/state` that ends a job (as opposed to `queued`, `training`, `gating`).
+fn is_final(state: &serde_json::Value) -> bool {
+    matches!(
+        state["state"].as_str(),
+        Some("promoted" | "rejected" | "failed" | "idle" | "rolled_back")
+    )
+}
+
+/// One line for a `training/state` payload: what happened and what to do.
+pub fn describe_state(st: &serde_json::Value) -> String {
+    let mut line = format!(
+        "{}: {}",
+        st["model"].as_str().unwrap_or("?"),
+        st["state"].as_str().unwrap_or("?")
+    );
+    if let Some(kind) = st["kind"].as_str() {
+        line += &format!(" ({kind})");
+    }
+    if let Some(v) = st["version"].as_u64() {
+        line += &format!(", version {v}");
+    }
+    if let Some(s) = st["seconds"].as_f64() {
+        line += &format!(", {s:.1} s");
+    }
+    if let Some(r) = st["reason"].as_str() {
+        line += &format!(": {r}");
+    }
+    if let Some(q) = st["queued"].as_array().filter(|q| !q.is_empty()) {
+        let q: Vec<&str> = q.iter().filter_map(|k| k.as_str()).collect();
+        line += &format!(" [next: {}]", q.join(", "));
+    }
+    line
+}
+
 /// Publish `files` labelled `label` to `<prefix>/<device>/samples/<model>/add` and wait for
-/// every ack. Returns the acks in file order.
+/// every ack; with `wait`, also for the outcome of the training they start (until a final
+/// `training/state` with nothing queued, or `quiet` without any once acked). `timeout`
+/// bounds the whole.
+#[allow(clippy::too_many_arguments)]
 pub fn send(
     mqtt: &MqttSettings,
     prefix: &str,
@@ -85,7 +132,8 @@ pub fn send(
     label: &str,
     files: &[PathBuf],
     timeout: Duration,
-) -> anyhow::Result<Vec<Ack>> {
+    wait: Option<Duration>,
+) -> anyhow::Result<Sent> {
     let topics = Topics::new(prefix, device, "");
     let mut requests = Vec::new();
     let mut ids = Vec::new();
@@ -111,7 +159,17 @@ pub fn send(
         .enable_all()
         .build()?;
     let client_id = format!("lsskd-sample-{}", std::process::id());
-    let filters = vec![topics.samples_ack(model)];
+    let mut filters = vec![topics.samples_ack(model)];
+    let state_topic = topics.training_state();
+    if wait.is_some() {
+        // The device's status (every tick) keeps the quiet-period check running.
+        filters.push(state_topic.clone());
+        filters.push(topics.status());
+    }
+    let mut states: Vec<serde_json::Value> = Vec::new();
+    let mut settled = false;
+    let mut acked_at: Option<std::time::Instant> = None;
+    let quiet = wait.unwrap_or_default();
     let done = rt.block_on(client::session(
         mqtt,
         &client_id,
@@ -119,22 +177,43 @@ pub fn send(
         requests,
         Some(timeout),
         |m| {
-            if let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload)
+            if m.topic == state_topic {
+                if let Ok(st) = serde_json::from_slice::<serde_json::Value>(&m.payload)
+                    && !m.retain
+                    && st["model"].as_str() == Some(model)
+                {
+                    settled = is_final(&st) && st["queued"].as_array().is_none_or(|q| q.is_empty());
+                    states.push(st);
+                }
+            } else if let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload)
                 && waiting.remove(&ack.id)
             {
                 acks.insert(ack.id.clone(), ack);
             }
-            !waiting.is_empty()
+            if !waiting.is_empty() {
+                return true;
+            }
+            let acked = *acked_at.get_or_insert_with(std::time::Instant::now);
+            if wait.is_none() || settled {
+                return false;
+            }
+            // Nothing started within `quiet` of the last ack: nothing will.
+            !(states.is_empty() && acked.elapsed() >= quiet)
         },
     ))?;
-    if !done {
+    if !waiting.is_empty() {
         anyhow::bail!(
             "no ack from device `{device}` for {} of {} sample(s) within {timeout:?} (is the daemon running, with model `{model}`?)",
             waiting.len(),
             ids.len()
         );
     }
-    Ok(ids.iter().filter_map(|id| acks.remove(id)).collect())
+    let _ = done;
+    Ok(Sent {
+        acks: ids.iter().filter_map(|id| acks.remove(id)).collect(),
+        states,
+        settled: settled || wait.is_none(),
+    })
 }
 
 #[cfg(test)]

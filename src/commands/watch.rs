@@ -120,6 +120,7 @@ mod tests {
         let line = format_message(&Inbound {
             topic: "lsskd/pi/door/prediction".into(),
             payload: payload.to_vec(),
+            retain: false,
         })
         .expect("line");
         assert!(line.contains("pi/door"), "{line}");
@@ -135,6 +136,7 @@ mod tests {
         let line = format_message(&Inbound {
             topic: "lsskd/pi/status".into(),
             payload: b"offline".to_vec(),
+            retain: false,
         });
         assert_eq!(line.as_deref(), Some("pi offline"));
     }

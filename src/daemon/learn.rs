@@ -38,6 +38,17 @@ pub enum Job {
 }
 
 impl Job {
+    fn kind(&self) -> &'static str {
+        match self {
+            Job::Adapt {
+                imprint_only: true, ..
+            } => "imprint",
+            Job::Adapt { .. } => "finetune",
+            Job::Rollback { .. } => "rollback",
+            Job::Promote { .. } => "promote",
+        }
+    }
+
     fn model(&self) -> &str {
         match self {
             Job::Adapt { model, .. } | Job::Rollback { model } | Job::Promote { model, .. } => {
@@ -89,6 +100,9 @@ pub struct TrainingState {
     pub gate: Option<crate::adapt::GateMetrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// Kinds of the jobs of this model still waiting (`imprint`, `finetune`, …), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<String>,
 }
 
 impl TrainingState {
@@ -104,6 +118,7 @@ impl TrainingState {
             reason: None,
             gate: None,
             seconds: None,
+            queued: Vec::new(),
         }
     }
 }
@@ -141,16 +156,26 @@ pub struct Scheduler {
     cfg: AdaptSettings,
     since_last: BTreeMap<String, usize>,
     last_attempt: BTreeMap<String, Instant>,
+    /// (model, label) whose imprint is queued and not yet in the live model.
+    imprint_requested: std::collections::BTreeSet<(String, String)>,
     jobs: SyncSender<Job>,
+    /// Set when an imprint is queued: a running fine-tune yields to it.
+    imprint_waiting: Arc<AtomicBool>,
 }
 
 impl Scheduler {
-    pub fn new(cfg: AdaptSettings, jobs: SyncSender<Job>) -> Self {
+    pub fn new(
+        cfg: AdaptSettings,
+        jobs: SyncSender<Job>,
+        imprint_waiting: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             cfg,
             since_last: BTreeMap::new(),
             last_attempt: BTreeMap::new(),
+            imprint_requested: Default::default(),
             jobs,
+            imprint_waiting,
         }
     }
 
@@ -167,8 +192,20 @@ impl Scheduler {
             self.last_attempt
                 .insert(job.model().to_string(), Instant::now());
         }
+        let imprint = matches!(
+            job,
+            Job::Adapt {
+                imprint_only: true,
+                ..
+            }
+        );
         match self.jobs.try_send(job) {
-            Ok(()) => true,
+            Ok(()) => {
+                if imprint {
+                    self.imprint_waiting.store(true, Ordering::Relaxed);
+                }
+                true
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
     }
@@ -184,11 +221,18 @@ impl Scheduler {
         let n = self.since_last.entry(model.to_string()).or_default();
         *n += 1;
         let new_samples = *n;
-        if !known_classes.iter().any(|c| c == label) && label_count == self.cfg.min_shots {
-            self.submit(Job::Adapt {
+        let key = (model.to_string(), label.to_string());
+        if known_classes.iter().any(|c| c == label) {
+            self.imprint_requested.remove(&key);
+        } else if label_count >= self.cfg.min_shots
+            && !self.imprint_requested.contains(&key)
+            && self.submit(Job::Adapt {
                 model: model.into(),
                 imprint_only: true,
-            });
+            })
+        {
+            // Asked once; a later sample asks again only if the queue was full.
+            self.imprint_requested.insert(key);
         }
         if self.cfg.auto_after > 0
             && should_adapt(
@@ -215,6 +259,30 @@ pub struct Trainer {
     pub topics: Topics,
     pub publish: Publisher,
     pub stop: Arc<AtomicBool>,
+    /// Shared with the [`Scheduler`]: an imprint is waiting.
+    pub imprint_waiting: Arc<AtomicBool>,
+}
+
+/// How a job ended.
+enum Ran {
+    Done(TrainingState),
+    /// A fine-tune gave way to a queued imprint; it runs again after it.
+    Yielded,
+    /// Nothing to do (an imprint with no new label left).
+    Nothing,
+}
+
+/// Labels of `slot`'s samples with at least `min_shots` samples that the live model does
+/// not know yet.
+fn labels_to_imprint(slot: &ModelSlot, min_shots: usize) -> Vec<String> {
+    let live = slot.live.load();
+    slot.store
+        .counts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(l, n)| *n >= min_shots && !live.classes.contains(l))
+        .map(|(l, _)| l)
+        .collect()
 }
 
 /// Lower this thread's CPU priority (Linux: per thread) so inference keeps its latency.
@@ -255,7 +323,7 @@ impl Trainer {
         Ok(())
     }
 
-    fn run_job(&self, job: &Job, seed: u64) -> anyhow::Result<TrainingState> {
+    fn run_job(&self, job: &Job, seed: u64) -> anyhow::Result<Ran> {
         let model = job.model();
         let slot = self
             .models
@@ -263,8 +331,16 @@ impl Trainer {
             .ok_or_else(|| anyhow::anyhow!("unknown model `{model}`"))?;
         match job {
             Job::Adapt { imprint_only, .. } => {
-                let kind = if *imprint_only { "imprint" } else { "finetune" };
+                let kind = job.kind();
+                if *imprint_only {
+                    self.imprint_waiting.store(false, Ordering::Relaxed);
+                    if labels_to_imprint(slot, self.cfg.min_shots).is_empty() {
+                        return Ok(Ran::Nothing);
+                    }
+                }
                 let stop = self.stop.clone();
+                let waiting = self.imprint_waiting.clone();
+                let finetune = !*imprint_only;
                 let mut last_progress = 0.0f64;
                 let outcome = learner::run(
                     &slot.versions,
@@ -272,7 +348,10 @@ impl Trainer {
                     &self.cfg,
                     *imprint_only,
                     seed,
-                    &move || stop.load(Ordering::Relaxed),
+                    &move || {
+                        stop.load(Ordering::Relaxed)
+                            || (finetune && waiting.load(Ordering::Relaxed))
+                    },
                     &mut |phase| {
                         // Published at most every 10 % of the fine-tune.
                         let (state, fraction) = match phase {
@@ -291,7 +370,17 @@ impl Trainer {
                         st.progress = fraction;
                         self.state(&st);
                     },
-                )?;
+                );
+                let outcome = match outcome {
+                    Err(_)
+                        if finetune
+                            && !self.stop.load(Ordering::Relaxed)
+                            && self.imprint_waiting.load(Ordering::Relaxed) =>
+                    {
+                        return Ok(Ran::Yielded);
+                    }
+                    o => o?,
+                };
                 let mut st;
                 match outcome {
                     Outcome::Promoted { package, info } => {
@@ -314,14 +403,14 @@ impl Trainer {
                     }
                 }
                 st.kind = Some(kind.into());
-                Ok(st)
+                Ok(Ran::Done(st))
             }
             Job::Rollback { .. } => {
                 let pkg = slot.versions.rollback()?;
                 self.swap(slot, &pkg)?;
                 let mut st = TrainingState::new(model, "rolled_back");
                 st.version = Some(pkg.manifest.version);
-                Ok(st)
+                Ok(Ran::Done(st))
             }
             Job::Promote { version, .. } => {
                 let pkg = slot.versions.promote(*version)?;
@@ -329,51 +418,87 @@ impl Trainer {
                 let mut st = TrainingState::new(model, "promoted");
                 st.version = Some(pkg.manifest.version);
                 st.kind = Some("command".into());
-                Ok(st)
+                Ok(Ran::Done(st))
             }
         }
     }
 
-    /// The trainer thread: one job at a time until `stop`. Queued adaptations of one model
-    /// are merged (a fine-tune covers an imprint).
+    /// The trainer thread: one job at a time until `stop`. Queued jobs are merged (per
+    /// model one imprint, then one fine-tune); a fine-tune first imprints the labels that
+    /// are ready, and gives way to an imprint queued while it runs (it is run again after
+    /// it), so every label is served within seconds of its `min_shots`-th sample and no
+    /// fine-tune, promoted or not, takes a label away.
     pub fn run(self, jobs: Receiver<Job>) {
         lower_priority();
         let mut seed = now_ms();
         for slot in self.models.values() {
             self.publish_card(slot);
         }
+        let mut queue: Vec<Job> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let first = match jobs.recv_timeout(Duration::from_millis(200)) {
-                Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut queue = vec![first];
-            queue.extend(jobs.try_iter());
-            for job in merge(queue) {
-                if self.stop.load(Ordering::Relaxed) {
-                    break;
+            if queue.is_empty() {
+                match jobs.recv_timeout(Duration::from_millis(200)) {
+                    Ok(j) => queue.push(j),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                seed = seed.wrapping_add(1);
-                tracing::info!(?job, "trainer job");
-                let st = match self.run_job(&job, seed) {
-                    Ok(st) => st,
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        tracing::warn!(?job, error = %msg, "trainer job failed");
-                        let mut st = TrainingState::new(job.model(), "failed");
-                        st.reason = Some(msg);
-                        st
-                    }
-                };
-                self.state(&st);
             }
+            queue.extend(jobs.try_iter());
+            queue = merge(std::mem::take(&mut queue));
+            let mut job = queue.remove(0);
+            // A fine-tune starts from a model that knows every ready label.
+            if let Job::Adapt {
+                model,
+                imprint_only: false,
+            } = &job
+                && let Some(slot) = self.models.get(model)
+                && !labels_to_imprint(slot, self.cfg.min_shots).is_empty()
+            {
+                let imprint = Job::Adapt {
+                    model: model.clone(),
+                    imprint_only: true,
+                };
+                queue.insert(0, std::mem::replace(&mut job, imprint));
+            }
+            seed = seed.wrapping_add(1);
+            tracing::info!(?job, "trainer job");
+            let st = match self.run_job(&job, seed) {
+                Ok(Ran::Done(st)) => st,
+                Ok(Ran::Nothing) => continue,
+                Ok(Ran::Yielded) => {
+                    tracing::info!(
+                        ?job,
+                        "fine-tune paused for an imprint; it runs again after it"
+                    );
+                    queue.push(job.clone());
+                    let mut st = TrainingState::new(job.model(), "queued");
+                    st.kind = Some(job.kind().into());
+                    st.reason = Some("paused for an imprint of a new label".into());
+                    st
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    tracing::warn!(?job, error = %msg, "trainer job failed");
+                    let mut st = TrainingState::new(job.model(), "failed");
+                    st.reason = Some(msg);
+                    st
+                }
+            };
+            let mut st = st;
+            queue.extend(jobs.try_iter());
+            queue = merge(std::mem::take(&mut queue));
+            st.queued = queue
+                .iter()
+                .filter(|j| j.model() == job.model())
+                .map(|j| j.kind().to_string())
+                .collect();
+            self.state(&st);
         }
     }
 }
 
-/// Merge queued jobs: per model, adaptations collapse into one (fine-tune wins over
-/// imprint); commands keep their order.
+/// Merge queued jobs: per model at most one imprint and one fine-tune, the imprint first
+/// (it is quick and makes new labels usable); commands keep their order.
 pub fn merge(jobs: Vec<Job>) -> Vec<Job> {
     let mut out: Vec<Job> = Vec::new();
     for job in jobs {
@@ -381,15 +506,15 @@ pub fn merge(jobs: Vec<Job>) -> Vec<Job> {
             model,
             imprint_only,
         } = &job
-            && let Some(Job::Adapt {
-                imprint_only: existing,
-                ..
-            }) = out
-                .iter_mut()
-                .find(|j| matches!(j, Job::Adapt { model: m, .. } if m == model))
         {
-            *existing &= *imprint_only;
-            continue;
+            let same = |j: &Job, imprint: bool| matches!(j, Job::Adapt { model: m, imprint_only: i } if m == model && *i == imprint);
+            if out.iter().any(|j| same(j, *imprint_only)) {
+                continue;
+            }
+            if *imprint_only && let Some(at) = out.iter().position(|j| same(j, false)) {
+                out.insert(at, job);
+                continue;
+            }
         }
         out.push(job);
     }
@@ -430,22 +555,26 @@ mod tests {
     }
 
     #[test]
-    fn queued_adaptations_merge_and_a_finetune_wins() {
+    fn queued_adaptations_merge_and_an_imprint_goes_first() {
         let merged = merge(vec![
-            adapt("vision", true),
+            adapt("vision", false),
             Job::Rollback {
                 model: "audio".into(),
             },
+            adapt("vision", true),
             adapt("vision", false),
             adapt("vision", true),
+            adapt("audio", true),
         ]);
         assert_eq!(
             merged,
             vec![
+                adapt("vision", true),
                 adapt("vision", false),
                 Job::Rollback {
                     model: "audio".into()
-                }
+                },
+                adapt("audio", true),
             ]
         );
     }
@@ -468,15 +597,24 @@ mod tests {
             max_old_drop: 0.02,
             keep_versions: 3,
         };
-        let mut s = Scheduler::new(cfg, tx);
+        let waiting = Arc::new(AtomicBool::new(false));
+        let mut s = Scheduler::new(cfg, tx, waiting.clone());
         let known = vec!["cat".to_string()];
         s.sample_stored("vision", "dog", 1, &known);
         assert!(rx.try_recv().is_err());
         s.sample_stored("vision", "dog", 2, &known);
         assert_eq!(rx.try_recv(), Ok(adapt("vision", true)));
+        assert!(
+            waiting.load(Ordering::Relaxed),
+            "a running fine-tune yields"
+        );
         s.sample_stored("vision", "cat", 5, &known);
         s.sample_stored("vision", "dog", 3, &known);
-        assert_eq!(rx.try_recv(), Ok(adapt("vision", false)));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(adapt("vision", false)),
+            "the imprint of `dog` is not asked for twice"
+        );
         s.sample_stored("vision", "dog", 4, &known);
         assert!(rx.try_recv().is_err(), "counter restarts after a fine-tune");
     }

@@ -583,18 +583,24 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
     // The trainer thread (low priority) and the scheduler that feeds it.
     let (scheduler, trainer_thread) = if settings.adapt.enabled {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
+        let imprint_waiting = Arc::new(AtomicBool::new(false));
         let trainer = Trainer {
             models: models.clone(),
             cfg: settings.adapt.clone(),
             topics: topics.clone(),
             publish: publisher.clone(),
             stop: stop_trainer.clone(),
+            imprint_waiting: imprint_waiting.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("trainer".into())
             .spawn(move || trainer.run(jobs_rx))?;
         (
-            Some(Scheduler::new(settings.adapt.clone(), jobs_tx)),
+            Some(Scheduler::new(
+                settings.adapt.clone(),
+                jobs_tx,
+                imprint_waiting,
+            )),
             Some(handle),
         )
     } else {

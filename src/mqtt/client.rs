@@ -29,6 +29,8 @@ pub struct Outbound {
 pub struct Inbound {
     pub topic: String,
     pub payload: Vec<u8>,
+    /// Delivered from the broker's retained store (sent before we subscribed).
+    pub retain: bool,
 }
 
 /// Counters the status message reports.
@@ -227,7 +229,7 @@ pub async fn run(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Full inbound queue: dropped (QoS 1 redelivery and ack-less retries cover it).
-                    let _ = inbound.try_send(Inbound { topic: p.topic.clone(), payload: p.payload.to_vec() });
+                    let _ = inbound.try_send(Inbound { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain });
                 }
                 Ok(_) => {
                     if connected {
@@ -290,6 +292,7 @@ pub async fn session(
                     let msg = Inbound {
                         topic: p.topic.clone(),
                         payload: p.payload.to_vec(),
+                        retain: p.retain,
                     };
                     if !on_message(msg) {
                         let _ = client.try_disconnect();

@@ -64,6 +64,50 @@ pub fn digit_files(
     (sets, query_dir)
 }
 
+/// `lsskd-edge sample send` of `files` as `label` to the test device, with `extra`
+/// arguments; asserts every sample was stored and returns what it printed.
+fn send_samples(broker: &Mosquitto, label: &str, files: &[PathBuf], extra: &[&str]) -> String {
+    let mut args: Vec<String> = [
+        "sample",
+        "send",
+        "--model",
+        "vision",
+        "--label",
+        label,
+        "--device",
+        "it",
+        "--host",
+        "127.0.0.1",
+        "--username",
+        USER,
+        "--password",
+        PASSWORD,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--port".into(), broker.port.to_string()]);
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("sample send");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("accepted (stored)").count(),
+        files.len(),
+        "{text}"
+    );
+    text
+}
+
 /// Poll the retained model card until `pred` holds.
 fn wait_card(
     broker: &Mosquitto,
@@ -118,43 +162,7 @@ max_old_drop = 0.1
 
     // Five examples of each new digit, through the real client tool.
     for (label, files) in &support {
-        let mut args: Vec<String> = [
-            "sample",
-            "send",
-            "--model",
-            "vision",
-            "--label",
-            label,
-            "--device",
-            "it",
-            "--host",
-            "127.0.0.1",
-            "--username",
-            USER,
-            "--password",
-            PASSWORD,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(["--port".into(), broker.port.to_string()]);
-        args.extend(files.iter().map(|f| f.display().to_string()));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("sample send");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            text.matches("accepted (stored)").count(),
-            files.len(),
-            "{text}"
-        );
+        send_samples(&broker, label, files, &[]);
     }
 
     // A fine-tuned version is promoted by itself and its card lists the new classes.
@@ -225,5 +233,54 @@ max_old_drop = 0.1
             start.elapsed() < Duration::from_secs(20),
             "rollback not live"
         );
+    }
+}
+
+/// The first run of a new user, with the DEFAULT settings: five samples of each of three
+/// digits, sent one label after the other with `sample send --wait`. Every label is
+/// imprinted and served as soon as it has `min_shots` samples (a fine-tune queued or
+/// running gives way to it), and `--wait` prints each outcome.
+#[test]
+fn first_run_with_default_settings_serves_every_label_and_reports_each_outcome() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (support, query_dir) = digit_files(dir.path(), 5, 4);
+    let config = replay_vision_config("desk", &query_dir.display().to_string(), broker.port);
+    let daemon = Daemon::start(&config, &[]);
+    wait_card(&broker, &daemon, Duration::from_secs(20), |c| {
+        c["version"] == 0
+    });
+    let mut outputs = Vec::new();
+    for (label, files) in &support {
+        let text = send_samples(&broker, label, files, &["--wait", "--timeout-secs", "240"]);
+        // The label is served by the time `--wait` returns: imprinted and promoted.
+        assert!(
+            text.contains("vision: promoted (imprint)"),
+            "no imprint reported for {label}:\n{text}\nlog:\n{}",
+            daemon.log()
+        );
+        let card = wait_card(&broker, &daemon, Duration::from_secs(10), |c| {
+            c["classes"]
+                .as_array()
+                .is_some_and(|cl| cl.iter().any(|x| x == label.as_str()))
+        });
+        assert!(card["version"].as_u64().expect("version") >= 1);
+        outputs.push(text);
+    }
+    // The 15th sample starts a fine-tune (`auto_after` = 15): `--wait` stayed until its
+    // outcome, promoted or rejected with a reason, and nothing was left queued.
+    let last = outputs.last().expect("three sends");
+    assert!(
+        last.lines()
+            .any(|l| l.starts_with("vision: promoted (finetune)")
+                || l.starts_with("vision: rejected (finetune)")),
+        "no fine-tune outcome:\n{last}"
+    );
+    assert!(!last.contains("still running"), "{last}");
+    // No fine-tune took a label away: all three are live.
+    let card = wait_card(&broker, &daemon, Duration::from_secs(10), |_| true);
+    let classes = card["classes"].as_array().expect("classes");
+    for d in DIGITS {
+        assert!(classes.iter().any(|c| c == label(d).as_str()), "{card}");
     }
 }
