@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod imprint;
 pub mod infer;
+pub mod kernels;
 pub mod loss;
 pub mod net;
 pub mod train;
