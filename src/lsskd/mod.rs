@@ -8,6 +8,9 @@ pub mod checkpoint;
 pub mod export;
 pub mod imprint;
 pub mod infer;
+pub mod kernels;
+#[cfg(test)]
+mod kernels_bench;
 pub mod loss;
 pub mod net;
 pub mod train;

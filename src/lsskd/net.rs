@@ -12,6 +12,8 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
+use super::kernels;
+
 /// Which classifier sits on pooled features (LSSKD.md §2, *(choice)*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,7 +134,61 @@ impl ConvBn {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        self.forward_act(x, false)
+    }
+
+    /// `relu(bn(conv x))`.
+    fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_act(x, true)
+    }
+
+    /// In training (autodiff device) through the kernels of [`super::kernels`]; otherwise,
+    /// and whenever those decline a tensor, through the plain burn modules.
+    fn forward_act(&self, x: Tensor<4>, act: bool) -> Tensor<4> {
+        if kernels::enabled()
+            && x.is_autodiff()
+            && let Some(y) = self.forward_kernels(&x, act)
+        {
+            return y;
+        }
+        let y = self.bn.forward(self.conv.forward(x));
+        if act { relu(y) } else { y }
+    }
+
+    fn forward_kernels(&self, x: &Tensor<4>, act: bool) -> Option<Tensor<4>> {
+        let c = &self.conv;
+        let [k0, k1] = c.kernel_size;
+        let PaddingConfig2d::Explicit(top, left, bottom, right) = c.padding else {
+            return None;
+        };
+        let square = k0 == k1 && c.stride[0] == c.stride[1];
+        let symmetric = top == left && top == bottom && top == right;
+        if !square || !symmetric || c.dilation != [1, 1] || c.groups != 1 || c.bias.is_some() {
+            return None;
+        }
+        let y = kernels::conv2d(x, &c.weight.val(), c.stride[0], top)?;
+        let bn = &self.bn;
+        if !bn.training.is_enabled() {
+            let y = bn.forward(y);
+            return Some(if act { relu(y) } else { y });
+        }
+        let r = kernels::batch_norm_train(&y, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, act)?;
+        // Running statistics exactly as `BatchNorm::forward_train` updates them.
+        let device = y.device();
+        let [ch] = bn.gamma.shape().dims();
+        let stat = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [ch]), &device);
+        let m = bn.momentum;
+        let running_mean = bn.running_mean.value_sync().to_device(&device);
+        let running_var = bn.running_var.value_sync().to_device(&device);
+        let running_mean = running_mean
+            .mul_scalar(1.0 - m)
+            .add(stat(r.mean).mul_scalar(m));
+        let running_var = running_var
+            .mul_scalar(1.0 - m)
+            .add(stat(r.variance).mul_scalar(m));
+        bn.running_mean.update(running_mean.detach());
+        bn.running_var.update(running_var.detach());
+        Some(r.output)
     }
 
     pub fn stride(&self) -> usize {
@@ -164,7 +220,7 @@ impl Block {
             Some(sc) => sc.forward(x.clone()),
             None => x.clone(),
         };
-        let y = relu(self.c1.forward(x));
+        let y = self.c1.forward_relu(x);
         relu(self.c2.forward(y) + identity)
     }
 }
@@ -283,13 +339,13 @@ impl Student {
 
     /// `x`: `[R, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> StudentOut {
-        self.forward_from(relu(self.stem.forward(x)), 0)
+        self.forward_from(self.stem.forward_relu(x), 0)
     }
 
     /// The stem and the first `stages` stages: `[R, C, H, W]` → the map that stage
     /// `stages` (0-based) takes as input (the stem's output for 0).
     pub fn forward_prefix(&self, x: Tensor<4>, stages: usize) -> Tensor<4> {
-        let mut f = relu(self.stem.forward(x));
+        let mut f = self.stem.forward_relu(x);
         for st in &self.stages[..stages] {
             for b in st {
                 f = b.forward(f);
@@ -453,5 +509,78 @@ impl TrainNet {
     /// Parameters of the whole training model (auxiliary heads included).
     pub fn param_count(&self) -> usize {
         self.num_params()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn max_rel<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        let a = a.into_data().try_to_vec::<f32>().unwrap();
+        let b = b.into_data().try_to_vec::<f32>().unwrap();
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-3, "a trivial reference ({scale})");
+        let err = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        err / scale
+    }
+
+    /// ConvBn in training through the kernels against the plain burn modules: output,
+    /// gradients of input, weight, γ, β, and the running statistics, at strides 1 and 2,
+    /// with (3×3) and without (1×1) padding, with and without the fused ReLU.
+    #[test]
+    fn conv_bn_kernels_match_the_plain_modules() {
+        for (cin, cout, k, stride, act) in [
+            (3, 8, 3, 1, true),
+            (4, 8, 3, 2, false),
+            (4, 8, 1, 2, false),
+            (8, 8, 3, 1, false),
+        ] {
+            let d = Device::default().autodiff();
+            let ours = ConvBn::new(cin, cout, k, stride, &d);
+            // The same parameters, its own running statistics (a clone would share them).
+            let plain =
+                ConvBn::new(cin, cout, k, stride, &d).load_record(ours.clone().into_record());
+            let x0 = Tensor::<4>::random([6, cin, 10, 10], Distribution::Normal(0.0, 1.0), &d);
+            let (xo, xp) = (x0.clone().require_grad(), x0.detach().require_grad());
+            let yo = ours.forward_kernels(&xo, act).expect("flex autodiff f32");
+            let yp = plain.bn.forward(plain.conv.forward(xp.clone()));
+            let yp = if act { relu(yp) } else { yp };
+            let probe = Tensor::<4>::random(yp.dims(), Distribution::Normal(0.0, 1.0), &d);
+            assert!(max_rel(yo.clone().detach(), yp.clone().detach()) <= 1e-4);
+            let go = (yo * probe.clone()).sum().backward();
+            let gp = (yp * probe).sum().backward();
+            let pairs = [
+                max_rel(xo.grad(&go).unwrap(), xp.grad(&gp).unwrap()),
+                max_rel(
+                    ours.conv.weight.val().grad(&go).unwrap(),
+                    plain.conv.weight.val().grad(&gp).unwrap(),
+                ),
+                max_rel(
+                    ours.bn.gamma.val().grad(&go).unwrap(),
+                    plain.bn.gamma.val().grad(&gp).unwrap(),
+                ),
+                max_rel(
+                    ours.bn.beta.val().grad(&go).unwrap(),
+                    plain.bn.beta.val().grad(&gp).unwrap(),
+                ),
+                max_rel(
+                    ours.bn.running_mean.value_sync(),
+                    plain.bn.running_mean.value_sync(),
+                ),
+                max_rel(
+                    ours.bn.running_var.value_sync(),
+                    plain.bn.running_var.value_sync(),
+                ),
+            ];
+            assert!(
+                pairs.iter().all(|&e| e <= 1e-4),
+                "{cin}->{cout} k{k} s{stride}: {pairs:?}"
+            );
+        }
     }
 }

@@ -1,0 +1,423 @@
+//! Hot loops of lsskd-edge's training kernels (see `src/lsskd/kernels.rs` for the burn
+//! autodiff glue and the gradient tests): convolution backward through im2col / GEMM /
+//! col2im, parallel over the batch, and batch-norm (+ReLU) training forward and backward.
+//!
+//! A crate of its own so that the dev profile's `[profile.dev.package."*"]` settings (opt
+//! level 3, no debug assertions or overflow checks) apply to these loops; the main crate
+//! builds at opt level 1, where they run several times slower. Plain slices, float32,
+//! NCHW; no burn types.
+
+use rayon::prelude::*;
+
+/// Chunks of the batch for the parallel passes: a few per thread for balance.
+fn batch_chunk(n: usize) -> usize {
+    let chunks = (rayon::current_num_threads() * 2).clamp(1, n.max(1));
+    n.div_ceil(chunks).max(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// conv2d backward
+// ---------------------------------------------------------------------------------------
+
+/// Shape of a square-stride, symmetric-padding, dilation-1, single-group convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geom {
+    pub n: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geom {
+    pub fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Self {
+        let (kh, kw) = (w[2], w[3]);
+        let ho = (x[2] + 2 * pad - kh) / stride + 1;
+        let wo = (x[3] + 2 * pad - kw) / stride + 1;
+        Self {
+            n: x[0],
+            ci: x[1],
+            h: x[2],
+            w: x[3],
+            co: w[0],
+            kh,
+            kw,
+            stride,
+            pad,
+            ho,
+            wo,
+        }
+    }
+
+    /// Rows of the im2col matrix: ci·kh·kw.
+    pub fn k(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    /// Output positions per sample.
+    pub fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// The output columns `o` whose input column `o·stride + k − pad` lies in `[0, size)`.
+    fn valid(&self, k: usize, size: usize, out: usize) -> (usize, usize) {
+        let lo = if k >= self.pad {
+            0
+        } else {
+            (self.pad - k).div_ceil(self.stride)
+        };
+        let hi = (size + self.pad)
+            .checked_sub(k)
+            .map_or(0, |v| v.div_ceil(self.stride))
+            .min(out);
+        (lo.min(hi), hi)
+    }
+}
+
+/// `col[(c·kh + ky)·kw + kx][oy·wo + ox] = x[c][oy·s + ky − pad][ox·s + kx − pad]` (0 outside).
+pub fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+    let (s, p) = (g.stride, g.p());
+    for c in 0..g.ci {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            let (y0, y1) = g.valid(ky, g.h, g.ho);
+            for kx in 0..g.kw {
+                let (x0, x1) = g.valid(kx, g.w, g.wo);
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                for oy in 0..g.ho {
+                    let dst = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    if oy < y0 || oy >= y1 || x0 >= x1 {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[(oy * s + ky - g.pad) * g.w..][..g.w];
+                    dst[..x0].fill(0.0);
+                    dst[x1..].fill(0.0);
+                    let first = x0 * s + kx - g.pad;
+                    if s == 1 {
+                        dst[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
+                    } else {
+                        for (d, ox) in dst[x0..x1].iter_mut().zip(0..) {
+                            *d = src[first + ox * s];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[c][iy][ix] += dcol[…][…]` for every use of that input.
+pub fn col2im(g: &Geom, dcol: &[f32], dx: &mut [f32]) {
+    let (s, p) = (g.stride, g.p());
+    for c in 0..g.ci {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            let (y0, y1) = g.valid(ky, g.h, g.ho);
+            for kx in 0..g.kw {
+                let (x0, x1) = g.valid(kx, g.w, g.wo);
+                if x0 >= x1 {
+                    continue;
+                }
+                let row = &dcol[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                for oy in y0..y1 {
+                    let src = &row[oy * g.wo..(oy + 1) * g.wo];
+                    let dst = &mut plane[(oy * s + ky - g.pad) * g.w..][..g.w];
+                    let first = x0 * s + kx - g.pad;
+                    if s == 1 {
+                        for (d, v) in dst[first..first + (x1 - x0)].iter_mut().zip(&src[x0..x1]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (v, ox) in src[x0..x1].iter().zip(0..) {
+                            dst[first + ox * s] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m×n] (row stride rs_d) = (accumulate ? dst : 0) + lhs · rhs`, strides in elements.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    // Bounds of the strided views (the gemm call itself is unchecked).
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: every element read or written lies within the slices (checked above); dst
+    // does not alias lhs or rhs (a &mut and two & borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// dX and dW of `y = conv(x, w)` given dY, parallel over chunks of the batch.
+pub fn conv_backward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+    need_dw: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (k, p) = (g.k(), g.p());
+    let xs = g.ci * g.h * g.w;
+    let ys = g.co * p;
+    let per = batch_chunk(g.n);
+    let work = |start: usize, dx: Option<&mut [f32]>| -> Vec<f32> {
+        let end = (start + per).min(g.n);
+        let mut col = vec![0.0f32; if need_dw { k * p } else { 0 }];
+        let mut dcol = vec![0.0f32; if need_dx { k * p } else { 0 }];
+        let mut dw = vec![0.0f32; if need_dw { g.co * k } else { 0 }];
+        let mut dx = dx;
+        for b in start..end {
+            let dy_b = &dy[b * ys..(b + 1) * ys];
+            if need_dw {
+                im2col(g, &x[b * xs..(b + 1) * xs], &mut col);
+                // dW[co, k] += Σ_p dY_b[co, p] · col[k, p]
+                gemm_f32(g.co, k, p, &mut dw, b > start, dy_b, (p, 1), &col, (1, p));
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                // dcol[k, p] = Σ_co W[co, k] · dY_b[co, p]
+                gemm_f32(k, p, g.co, &mut dcol, false, w, (1, k), dy_b, (p, 1));
+                col2im(g, &dcol, &mut dx[(b - start) * xs..(b - start + 1) * xs]);
+            }
+        }
+        dw
+    };
+    let mut dx = vec![0.0f32; if need_dx { g.n * xs } else { 0 }];
+    let partials: Vec<Vec<f32>> = if need_dx {
+        dx.par_chunks_mut(per * xs)
+            .enumerate()
+            .map(|(i, chunk)| work(i * per, Some(chunk)))
+            .collect()
+    } else {
+        (0..g.n.div_ceil(per))
+            .into_par_iter()
+            .map(|i| work(i * per, None))
+            .collect()
+    };
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_default();
+    for part in partials {
+        for (a, b) in dw.iter_mut().zip(&part) {
+            *a += b;
+        }
+    }
+    (dx, dw)
+}
+
+// ---------------------------------------------------------------------------------------
+// batch norm (training) + optional ReLU
+// ---------------------------------------------------------------------------------------
+
+/// Lanes of the vectorisable reductions below.
+const LANES: usize = 8;
+
+/// `(Σ u, Σ v)` of `f(x, d, m) → (u, v)` over equal-length rows `x`, `d` and the mask row
+/// `m` (or `x` again when there is none), in [`LANES`] independent f32 accumulators over
+/// fixed-size chunks (bounds-check free, so the compiler vectorises it); lanes and the
+/// remainder are summed in f64.
+#[inline(always)]
+fn sum2(x: &[f32], d: &[f32], m: &[f32], f: impl Fn(f32, f32, f32) -> (f32, f32)) -> (f64, f64) {
+    let n = x.len();
+    let (d, m) = (&d[..n], &m[..n]);
+    let (mut a, mut b) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let xc = x.chunks_exact(LANES);
+    let (xr, dr, mr) = (
+        xc.remainder(),
+        &d[n / LANES * LANES..],
+        &m[n / LANES * LANES..],
+    );
+    for ((x8, d8), m8) in xc.zip(d.chunks_exact(LANES)).zip(m.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let (u, v) = f(x8[l], d8[l], m8[l]);
+            a[l] += u;
+            b[l] += v;
+        }
+    }
+    let (mut sa, mut sb) = (0.0f64, 0.0f64);
+    for ((&x, &d), &m) in xr.iter().zip(dr).zip(mr) {
+        let (u, v) = f(x, d, m);
+        sa += u as f64;
+        sb += v as f64;
+    }
+    for l in 0..LANES {
+        sa += a[l] as f64;
+        sb += b[l] as f64;
+    }
+    (sa, sb)
+}
+
+/// dY through a ReLU whose output was `y`: a select, not a branch (the mask is random).
+#[inline(always)]
+fn relu_mask(d: f32, y: f32) -> f32 {
+    if y > 0.0 { d } else { 0.0 }
+}
+
+/// Per-channel mean and biased variance of `[n, c, hw]` data (two passes: the mean, then
+/// the mean squared deviation from it).
+pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * hw) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let rows = || (0..n).map(|b| &x[(b * c + ch) * hw..][..hw]);
+            let sum: f64 = rows().map(|r| sum2(r, r, r, |v, _, _| (v, 0.0)).0).sum();
+            let mean = (sum / m) as f32;
+            let sq: f64 = rows()
+                .map(|r| {
+                    sum2(r, r, r, |v, _, _| {
+                        let d = v - mean;
+                        (d * d, 0.0)
+                    })
+                    .0
+                })
+                .sum();
+            (mean, (sq / m) as f32)
+        })
+        .unzip()
+}
+
+pub fn inv_std(var: &[f32], eps: f64) -> Vec<f32> {
+    var.iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect()
+}
+
+/// `y = (x − mean)·inv_std·γ + β`, then ReLU if asked, parallel over samples.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_apply(
+    x: &[f32],
+    [n, c, hw]: [usize; 3],
+    mean: &[f32],
+    istd: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; n * c * hw];
+    y.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(ys, xs)| {
+            for ch in 0..c {
+                let scale = istd[ch] * gamma[ch];
+                let (mu, shift) = (mean[ch], beta[ch]);
+                let dst = &mut ys[ch * hw..(ch + 1) * hw];
+                let src = &xs[ch * hw..(ch + 1) * hw];
+                if relu {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = ((v - mu) * scale + shift).max(0.0);
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = (v - mu) * scale + shift;
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// dX, dγ, dβ of [`bn_apply`] with batch statistics; `y` is its output when it applied
+/// the ReLU.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward(
+    x: &[f32],
+    y: Option<&[f32]>,
+    dy: &[f32],
+    [n, c, hw]: [usize; 3],
+    mean: &[f32],
+    istd: &[f32],
+    gamma: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * hw) as f64;
+    let len = n * c * hw;
+    let (x, dy) = (&x[..len], &dy[..len]);
+    // Per channel: dβ = Σ dY', dγ = Σ dY'·x̂ (dY' = dY through the ReLU).
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mu = mean[ch];
+            let (mut s_dy, mut s_dyx) = (0.0f64, 0.0f64);
+            for b in 0..n {
+                let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
+                let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
+                let (a, bb) = match y {
+                    Some(y) => sum2(xs, ds, &y[r], |x, d, y| {
+                        let d = relu_mask(d, y);
+                        (d, d * (x - mu))
+                    }),
+                    None => sum2(xs, ds, xs, |x, d, _| (d, d * (x - mu))),
+                };
+                s_dy += a;
+                s_dyx += bb;
+            }
+            (s_dy as f32, (s_dyx * istd[ch] as f64) as f32)
+        })
+        .unzip();
+    let mut dx = vec![0.0f32; len];
+    dx.par_chunks_mut(c * hw).enumerate().for_each(|(b, dxs)| {
+        for ch in 0..c {
+            let is = istd[ch];
+            let a = gamma[ch] * is;
+            let k1 = (dbeta[ch] as f64 / m) as f32;
+            let k2 = (dgamma[ch] as f64 / m) as f32 * is;
+            let mu = mean[ch];
+            let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
+            let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
+            let out = &mut dxs[ch * hw..(ch + 1) * hw];
+            match y {
+                Some(y) => {
+                    for (((o, &x), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(&y[r]) {
+                        *o = a * (relu_mask(d, y) - k1 - (x - mu) * k2);
+                    }
+                }
+                None => {
+                    for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
+                        *o = a * (d - k1 - (x - mu) * k2);
+                    }
+                }
+            }
+        }
+    });
+    (dx, dgamma, dbeta)
+}
