@@ -33,6 +33,7 @@ name = o["method"] if o["method"] == "ce" else f"{o['method']} {o['transforms']}
 print(f"{name:<14} {o['rows']:>3} rows  lsskd-edge {s['mean_ms']:7.1f} ms/step (p50 {s['p50_ms']:.1f})  "
       f"PyTorch {p['torch']} {p['mean_ms']:6.1f} ms/step (p50 {p['p50_ms']:.1f})  "
       f"ours/PyTorch {s['mean_ms'] / p['mean_ms']:.2f}x  "
+      f"cores busy {o['cores_busy']:.2f} / {p['cores_busy']:.2f}  "
       f"peak RSS {o['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} MiB")
 if o["params"] != p["params"] or o["rows"] != p["rows"]:
     print(f"  WARNING: not the same network: params {o['params']} vs {p['params']}, "
