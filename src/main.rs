@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lsskd_edge::commands::{
-    bench, eval, export, fewshot, predict, samples, train, validate, watch,
+    bench, bench_train, eval, export, fewshot, predict, samples, train, validate, watch,
 };
 use lsskd_edge::dataset::{self, LoadOptions};
 use lsskd_edge::lsskd::{Method, TransformMode};
@@ -171,6 +171,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         warmup: usize,
         /// One JSON object per model, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time one training step (`lsskd::Trainer::step`) on a fixed synthetic 1×28×28 batch;
+    /// `--profile` adds forward / backward time by layer kind.
+    BenchTrain {
+        #[command(flatten)]
+        args: bench_train::BenchTrainArgs,
+        /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -572,6 +581,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::BenchTrain { args, json } => {
+            let report = bench_train::run(&args)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                bench_train::print(&report);
             }
             Ok(())
         }

@@ -2,6 +2,7 @@
 //! `src/main.rs` parses arguments and calls these.
 
 pub mod bench;
+pub mod bench_train;
 pub mod eval;
 pub mod export;
 pub mod fewshot;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One training step (batch 64, resnet-s, 1×28×28, 10 classes) of lsskd-edge (burn flex,
+# `lsskd-edge bench-train`) side by side with a PyTorch CPU peer of the same network, heads
+# and losses (scripts/torch_train_bench.py), same thread count, in one run: `ce`, `lsskd`
+# sampled (128 rows) and `lsskd` all 4 rotations (256 rows). Each config runs ours, then
+# the peer, before the next config.
+# Usage: scripts/bench-train-step.sh [STEPS] [THREADS]   (torch goes into target/bench-venv)
+#   PROFILE=1 also prints burn's per-op profile of each config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-20}
+threads=${2:-2}
+warmup=3
+cargo build --bin lsskd-edge
+bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
+venv=target/bench-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import torch, numpy' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch numpy
+fi
+echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $threads threads; $steps steps after $warmup warm-up"
+for cfg in "ce sampled" "lsskd sampled" "lsskd all"; do
+  set -- $cfg
+  ours=$("$bin" bench-train --method "$1" --transforms "$2" --batch 64 --arch resnet-s \
+    --steps "$steps" --warmup "$warmup" --threads "$threads" --json ${PROFILE:+--profile})
+  peer=$("$venv/bin/python" scripts/torch_train_bench.py --method "$1" --transforms "$2" \
+    --batch 64 --steps "$steps" --warmup "$warmup" --threads "$threads")
+  python3 - "$ours" "$peer" <<'PY'
+import json, sys
+o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+s = o["step"]
+name = o["method"] if o["method"] == "ce" else f"{o['method']} {o['transforms']}"
+print(f"{name:<14} {o['rows']:>3} rows  lsskd-edge {s['mean_ms']:7.1f} ms/step (p50 {s['p50_ms']:.1f})  "
+      f"PyTorch {p['torch']} {p['mean_ms']:6.1f} ms/step (p50 {p['p50_ms']:.1f})  "
+      f"ours/PyTorch {s['mean_ms'] / p['mean_ms']:.2f}x  "
+      f"cores busy {o['cores_busy']:.2f} / {p['cores_busy']:.2f}  "
+      f"peak RSS {o['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} MiB")
+if o["params"] != p["params"] or o["rows"] != p["rows"]:
+    print(f"  WARNING: not the same network: params {o['params']} vs {p['params']}, "
+          f"rows {o['rows']} vs {p['rows']}")
+prof = o.get("profile")
+if prof:
+    for op in prof["ops"]:
+        print(f"    {op['kind']:<16} {op['op']:<48} x{op['count']:<3} fwd {op['forward_ms']:7.2f}  "
+              f"bwd {op['backward_ms']:7.2f}  total {op['total_ms']:7.1f} ms")
+    for k in prof["kinds"]:
+        print(f"    = {k['kind']:<16} fwd {k['forward_ms']:7.1f}  bwd {k['backward_ms']:7.1f}  "
+              f"total {k['total_ms']:7.1f} ms ({100 * k['total_ms'] / prof['step_mean_ms']:.0f}% of the step)")
+    print(f"    sum of ops {prof['total_ms']:.1f} ms vs measured step {prof['step_mean_ms']:.1f} ms "
+          f"(coverage {100 * prof['coverage']:.0f}%)")
+PY
+done
