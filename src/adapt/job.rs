@@ -58,7 +58,7 @@ impl Default for AdaptConfig {
             epochs: 15,
             batch_size: 16,
             lr: 0.02,
-            budget_secs: Some(50),
+            budget_secs: Some(10),
             trained_stages: 1,
             transform_mode: TransformMode::Sampled,
             anchor_weight: 0.5,
@@ -112,6 +112,8 @@ impl Snapshot {
 pub struct Adapted {
     pub imprinted: Snapshot,
     pub tuned: TrainNet,
+    /// Fine-tune steps taken (0: imprint only).
+    pub steps: usize,
     pub classes: Vec<String>,
     pub new_classes: Vec<String>,
 }
@@ -177,6 +179,7 @@ pub fn adapt(
         return Ok(Adapted {
             imprinted: snapshot,
             tuned: imprinted,
+            steps: 0,
             classes: all,
             new_classes,
         });
@@ -240,14 +243,15 @@ pub fn adapt(
         }
         crate::lsskd::Progress::Epoch(_) => {}
     };
-    match trainer.fit(&data, None, cancel, &mut report) {
-        Ok(_) => {}
+    let steps = match trainer.fit(&data, None, cancel, &mut report) {
+        Ok(reports) => reports.iter().map(|r| r.steps).sum(),
         Err(LsskdError::Cancelled) => anyhow::bail!("adaptation cancelled"),
         Err(e) => return Err(e.into()),
-    }
+    };
     Ok(Adapted {
         imprinted: snapshot,
         tuned: trainer.into_net(),
+        steps,
         classes: all,
         new_classes,
     })

@@ -74,6 +74,8 @@ pub struct Episode {
     pub imprint_only_base_accuracy: Option<f64>,
     pub base_accuracy_after: Option<f64>,
     pub seconds: f64,
+    /// Fine-tune steps within the budget.
+    pub steps: usize,
     pub promoted: bool,
     pub gate: String,
 }
@@ -292,6 +294,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             tuned = novel_acc,
             base_after = base_after.unwrap_or(f64::NAN),
             seconds,
+            steps = adapted.steps,
             "episode"
         );
         episodes.push(Episode {
@@ -301,6 +304,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             imprint_only_base_accuracy: imprint_base,
             base_accuracy_after: base_after,
             seconds,
+            steps: adapted.steps,
             promoted: verdict == Verdict::Promote,
             gate: match verdict {
                 Verdict::Promote => "promote".into(),

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Few-shot adaptation at the old and the new fine-tune budget on the same episodes
+# (BENCHMARKS.md "Adaptation in seconds"): 50 s without the prefix cache (the recipe before
+# it), 10 s with it (today's default), 10 s without it. Vision 5-way 5-shot on MNIST digits,
+# audio 5-way 5-shot on new words.
+# Usage: scripts/bench-fewshot-budget.sh [EPISODES] [SEED]   (a table on stdout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+episodes=${1:-10}
+seed=${2:-1}
+# LSSKD_EDGE_BIN: a binary built before (e.g. to compare two builds); else build one.
+bin=${LSSKD_EDGE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --bin lsskd-edge
+  bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
+fi
+data=../shared/data
+vision=(--model models/vision --support-data "$data/mnist-fewshot" --support-split pool
+  --query-data "$data/mnist-fewshot" --query-split pool
+  --base-data "$data/fashion-mnist" --base-split val)
+audio=(--model models/audio --support-data "$data/espeak-kws" --support-split train
+  --query-data "$data/espeak-kws" --query-split val
+  --base-data "$data/espeak-kws" --base-split val)
+echo "| model | budget | prefix cache | novel acc. (±95% CI) | base before → after | steps (mean) | s / adaptation (max) | peak RSS | promoted |"
+echo "|---|---|---|---|---|---|---|---|---|"
+run() {
+  local name=$1 budget=$2 views=$3; shift 3
+  "$bin" fewshot-bench "$@" --way 5 --shot 5 --episodes "$episodes" --seed "$seed" \
+    --budget-secs "$budget" --cache-views "$views" --json 2>/dev/null |
+    python3 -c '
+import json, sys
+name, budget, views = sys.argv[1:4]
+r = json.loads(sys.stdin.read())
+eps = r["per_episode"]
+steps = sum(e["steps"] for e in eps) / len(eps)
+smax = max(e["seconds"] for e in eps)
+print(f"| {name} | {budget} s | {views + \" views\" if views != \"0\" else \"off\"} "
+      f"| {r[\"novel_accuracy\"]:.3f} ± {r[\"novel_ci95\"]:.3f} "
+      f"| {r[\"base_accuracy_before\"]:.3f} → {r[\"base_accuracy_after\"]:.3f} "
+      f"| {steps:.0f} | {r[\"seconds_per_episode\"]:.1f} ({smax:.1f}) "
+      f"| {r[\"peak_rss_mb\"]:.0f} MiB | {r[\"promoted_episodes\"]}/{r[\"episodes\"]} |")
+' "$name" "$budget" "$views"
+}
+run vision 50 0 "${vision[@]}"
+run vision 10 8 "${vision[@]}"
+run vision 10 0 "${vision[@]}"
+run audio 50 0 "${audio[@]}"
+run audio 10 8 "${audio[@]}"
