@@ -466,6 +466,7 @@ mod tests {
             epochs: 1,
             min_new_accuracy: 0.5,
             max_old_drop: 0.02,
+            confidence: 0.95,
             keep_versions: 3,
         };
         let mut s = Scheduler::new(cfg, tx);
