@@ -316,7 +316,7 @@ fn advise(
             .filter(|c| labels.iter().any(|o| o.label == c.label))
             .map(|c| c.count)
             .sum();
-        if labels.len() > 1 && 3 * new_confusions >= n && n > 0 {
+        if labels.len() > 1 && 2 * new_confusions >= n && n > 0 {
             out.push(format!(
                 "check the labels: {new_confusions} of {n} held-out samples were taken for another new label"
             ));
@@ -544,6 +544,8 @@ mod tests {
                     },
                     after: if after_right {
                         class.clone()
+                    } else if to == class {
+                        other.clone()
                     } else {
                         to.to_string()
                     },
