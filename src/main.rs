@@ -81,6 +81,10 @@ enum Command {
         /// Replay exemplars stored per class in the package.
         #[arg(long, default_value_t = 20)]
         replay_per_class: usize,
+        /// Gate exemplars stored per class, from the validation split (the promotion gate
+        /// judges the shipped classes on them).
+        #[arg(long, default_value_t = export::GATE_PER_CLASS)]
+        gate_per_class: usize,
         /// Package name (default: vision / audio by modality).
         #[arg(long)]
         name: Option<String>,
@@ -201,6 +205,19 @@ enum Command {
         /// Keep only the first N replay exemplars of each class.
         #[arg(long)]
         replay_per_class: Option<usize>,
+        /// Instead of re-exporting: add (or replace) the package's gate set, validation
+        /// exemplars of every class from this data set that the promotion gate judges the
+        /// shipped classes on. Nothing else in the package changes.
+        #[arg(long)]
+        gate_data: Option<PathBuf>,
+        /// Split the gate set comes from (the first N of each class).
+        #[arg(long, default_value = "val")]
+        gate_split: String,
+        /// Split that fills classes with fewer validation items (replay exemplars skipped).
+        #[arg(long)]
+        gate_fill_split: Option<String>,
+        #[arg(long, default_value_t = export::GATE_PER_CLASS)]
+        gate_per_class: usize,
     },
 }
 
@@ -321,6 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lr,
             limit_per_class,
             replay_per_class,
+            gate_per_class,
             name,
             skip_bad,
             init,
@@ -346,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             args.lr = lr;
             args.limit_per_class = limit_per_class;
             args.replay_per_class = replay_per_class;
+            args.gate_per_class = gate_per_class;
             args.name = name;
             args.skip_bad = skip_bad;
             args.init = init;
@@ -615,7 +634,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export {
             model,
+            replay_per_class: None,
+            gate_data: Some(data),
+            gate_split,
+            gate_fill_split,
+            gate_per_class,
+        } => {
+            let pkg = export::add_gate(
+                &model,
+                &export::GateSource {
+                    data,
+                    split: gate_split,
+                    fill_split: gate_fill_split,
+                    per_class: gate_per_class,
+                },
+            )?;
+            let prefix = format!("{}/", lsskd_edge::registry::package::GATE_DIR);
+            println!(
+                "{}: gate set of {} exemplars",
+                pkg.dir.display(),
+                pkg.manifest
+                    .files
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .count()
+            );
+            Ok(())
+        }
+        Command::Export {
+            gate_data: Some(_), ..
+        } => anyhow::bail!("--gate-data adds a gate set only; run --replay-per-class separately"),
+        Command::Export {
+            model,
             replay_per_class,
+            ..
         } => {
             let pkg = export::run(&model, replay_per_class)?;
             println!(

@@ -1,18 +1,34 @@
 //! One on-device adaptation of a model, end to end and synchronous (the daemon runs it on
-//! its trainer thread; tests call it directly): the stored samples are split into train
-//! and held-back, the replay exemplars too; the live version's training model is imprinted
-//! with the new labels (and, unless `imprint_only`, fine-tuned with LSSKD); the candidate
-//! and the live model are both judged through tract on the held-back data; a candidate
-//! that passes the gate is written as a new version and promoted.
+//! its trainer thread; tests call it directly): the live version's training model is
+//! imprinted with the new labels (and, unless `imprint_only`, fine-tuned with LSSKD) on
+//! all samples of new labels; the candidates are judged through tract against the live
+//! model ([`judge_candidates`], shared with `fewshot-bench`); a candidate that passes the
+//! gate is written as a new version and promoted.
+//!
+//! *(choice)* What each candidate is judged on:
+//! - shipped classes: the package's gate set (validation exemplars, never trained on),
+//!   paired, the same images through the live model and the candidate; a package without
+//!   a gate set holds back every second replay exemplar instead;
+//! - new labels: leave-one-out of the imprinted model on the support set (each sample
+//!   classified by the head imprinted from the *other* samples, against the old classes
+//!   and the other new labels). No sample is held back from training. The fine-tuned
+//!   candidate is judged on the same estimate: held-out predictions of a fine-tune would
+//!   need one fine-tune per fold, k times the 50 s budget. Imprinting is the weaker
+//!   learner (BENCHMARKS.md: the fine-tune adds about 25 points on digits), so the
+//!   estimate is conservative for the fine-tune;
+//! - samples of shipped classes the user sent: every `holdout_every`-th is held back,
+//!   paired, live vs candidate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::gate::{GateConfig, GateMetrics, Verdict, decide, split_holdout};
-use super::job::{AdaptConfig, Snapshot, adapt};
+use super::gate::{
+    Candidate, Evidence, GateConfig, GateMetrics, OldItem, Verdict, judge, split_holdout,
+};
+use super::job::{AdaptConfig, Adapted, Snapshot, adapt};
 use crate::features::{Preprocess, Raw};
 use crate::inference::{Classifier, argmax};
 use crate::lsskd::{self, checkpoint};
@@ -25,6 +41,9 @@ use crate::settings::AdaptSettings;
 /// Exemplars of each new class added to the new version's replay set.
 pub const NEW_CLASS_REPLAY: usize = 5;
 
+/// How new-class accuracy is estimated (recorded in the gate metrics).
+pub const NEW_METHOD: &str = "leave-one-out of the imprinted model on the samples";
+
 /// What an adapted version records about how it was made (manifest `adaptation`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,9 +55,13 @@ pub struct AdaptationInfo {
     pub new_classes: Vec<String>,
     /// Stored samples per label when it was made.
     pub samples_per_class: BTreeMap<String, usize>,
+    /// Samples held back from training (samples of shipped classes only).
     pub held_back: usize,
     pub gate: GateMetrics,
     pub seconds: f64,
+    /// Why the fine-tuned candidate was not kept, when the imprinted one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune_rejected: Option<String>,
 }
 
 /// The result of [`run`].
@@ -78,6 +101,25 @@ pub fn accuracy(
     Ok(right as f64 / items.len().max(1) as f64)
 }
 
+/// Predicted class names of a deployed model whose classes are `classes`.
+pub fn predict(
+    model: &Classifier,
+    classes: &[String],
+    pre: &Preprocess,
+    items: &[&Raw],
+) -> anyhow::Result<Vec<String>> {
+    items
+        .iter()
+        .map(|raw| {
+            let out = model.classify(&pre.tensor(raw)?)?;
+            Ok(classes
+                .get(argmax(&out.logits))
+                .cloned()
+                .unwrap_or_default())
+        })
+        .collect()
+}
+
 /// Labelled inputs by class index.
 type Items = Vec<(usize, Raw)>;
 
@@ -97,6 +139,244 @@ fn split_replay(items: Items) -> (Items, Items) {
     (train, held)
 }
 
+fn normalised(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.iter().map(|x| x / n).collect()
+}
+
+/// Leave-one-out predictions of imprinting, for the samples of `cv_labels`: each sample is
+/// classified by the live model's rows for the other classes and, for every label of
+/// `cv_labels`, by a row imprinted from that label's *other* samples exactly as
+/// `lsskd::imprint` does (normalised mean of normalised embeddings minus the reference's
+/// mean, normalised; cosine × `scale`). The live model's own rows for those labels (from an
+/// earlier imprint) are replaced. Returns `(true label, predicted label)` per sample.
+#[allow(clippy::too_many_arguments)]
+pub fn imprint_loo(
+    live: &Classifier,
+    classes: &[String],
+    pre: &Preprocess,
+    scale: f32,
+    reference: &[&Raw],
+    support: &[(String, &Raw)],
+    cv_labels: &BTreeSet<String>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut centre: Option<Vec<f32>> = None;
+    for raw in reference {
+        let e = normalised(&live.classify(&pre.tensor(raw)?)?.embedding);
+        match &mut centre {
+            None => centre = Some(e),
+            Some(c) => c.iter_mut().zip(&e).for_each(|(a, b)| *a += b),
+        }
+    }
+    if let Some(c) = &mut centre {
+        c.iter_mut().for_each(|v| *v /= reference.len() as f32);
+    }
+    let mut outs = Vec::new();
+    for (label, raw) in support.iter().filter(|(l, _)| cv_labels.contains(l)) {
+        let out = live.classify(&pre.tensor(raw)?)?;
+        outs.push((label.as_str(), out.logits, normalised(&out.embedding)));
+    }
+    let labels: Vec<&String> = cv_labels.iter().collect();
+    let dim = outs.first().map_or(0, |o| o.2.len());
+    // Sum of normalised embeddings and count per label.
+    let mut sums: BTreeMap<&str, (Vec<f32>, usize)> = BTreeMap::new();
+    for (l, _, e) in &outs {
+        let s = sums.entry(*l).or_insert_with(|| (vec![0.0; dim], 0));
+        s.0.iter_mut().zip(e).for_each(|(a, b)| *a += b);
+        s.1 += 1;
+    }
+    let mut preds = Vec::new();
+    for (label, logits, e) in &outs {
+        let mut best = (String::new(), f32::NEG_INFINITY);
+        for (i, c) in classes.iter().enumerate() {
+            if !cv_labels.contains(c) && logits[i] > best.1 {
+                best = (c.clone(), logits[i]);
+            }
+        }
+        for l in &labels {
+            let Some((sum, n)) = sums.get(l.as_str()) else {
+                continue;
+            };
+            let own = l.as_str() == *label;
+            let n = n - usize::from(own);
+            if n == 0 {
+                continue;
+            }
+            let mut p: Vec<f32> = sum
+                .iter()
+                .zip(e)
+                .map(|(s, x)| (s - if own { *x } else { 0.0 }) / n as f32)
+                .collect();
+            if let Some(c) = &centre {
+                p.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
+            }
+            let p = normalised(&p);
+            let logit = scale * p.iter().zip(e).map(|(a, b)| a * b).sum::<f32>();
+            if logit > best.1 {
+                best = ((*l).clone(), logit);
+            }
+        }
+        preds.push((label.to_string(), best.0));
+    }
+    Ok(preds)
+}
+
+/// What the candidates are judged on (see the module documentation).
+pub struct GateData<'a> {
+    /// Shipped-class images, by class name.
+    pub old: Vec<(String, &'a Raw)>,
+    /// `gate` or `replay`.
+    pub old_set: String,
+    /// Reference exemplars of imprinting (the replay the adaptation used).
+    pub reference: Vec<&'a Raw>,
+    /// The support set (every sample trained on).
+    pub support: Vec<(String, &'a Raw)>,
+    /// Labels judged as new (learnt on the device): leave-one-out over their samples.
+    pub new_labels: BTreeSet<String>,
+    /// Held-back samples of shipped classes, by class name.
+    pub held_known: Vec<(String, &'a Raw)>,
+}
+
+/// One judged candidate.
+pub struct Judged {
+    pub candidate: Candidate,
+    pub snapshot: Snapshot,
+    pub gate: GateMetrics,
+    pub verdict: Verdict,
+}
+
+/// Both candidates judged, and the one to promote.
+pub struct Judgement {
+    /// The imprinted candidate, when it adds a label.
+    pub imprinted: Option<Judged>,
+    pub finetuned: Option<Judged>,
+    /// The candidate to promote: the fine-tuned one when it passes (it is what the
+    /// fine-tune is for: on digits it adds about 25 points to imprinting, and it gives
+    /// back shipped classes that imprinting takes), else the imprinted one when it passes.
+    pub chosen: Option<Candidate>,
+}
+
+impl Judgement {
+    pub fn get(&self, c: Candidate) -> Option<&Judged> {
+        match c {
+            Candidate::Imprinted => self.imprinted.as_ref(),
+            Candidate::Finetuned => self.finetuned.as_ref(),
+        }
+    }
+
+    /// The chosen candidate, or the one whose rejection explains the outcome best (the
+    /// fine-tune's, when there is one).
+    pub fn reported(&self) -> Option<&Judged> {
+        self.chosen
+            .and_then(|c| self.get(c))
+            .or(self.finetuned.as_ref())
+            .or(self.imprinted.as_ref())
+    }
+}
+
+/// Judge the imprinted and (unless `imprint_only`) the fine-tuned candidate of `adapted`
+/// against the live model. The daemon's learner and `fewshot-bench` both call this.
+#[allow(clippy::too_many_arguments)]
+pub fn judge_candidates(
+    cfg: &GateConfig,
+    live: &Classifier,
+    live_classes: &[String],
+    pre: &Preprocess,
+    cosine_scale: f32,
+    adapted: &Adapted,
+    imprint_only: bool,
+    data: &GateData<'_>,
+) -> anyhow::Result<Judgement> {
+    let shape = pre.input_shape();
+    let old_raw: Vec<&Raw> = data.old.iter().map(|(_, r)| *r).collect();
+    let old_before = predict(live, live_classes, pre, &old_raw)?;
+    let known_raw: Vec<&Raw> = data.held_known.iter().map(|(_, r)| *r).collect();
+    let known_before = predict(live, live_classes, pre, &known_raw)?;
+    let new = imprint_loo(
+        live,
+        live_classes,
+        pre,
+        cosine_scale,
+        &data.reference,
+        &data.support,
+        &data.new_labels,
+    )?;
+    let judge_one = |snapshot: Snapshot, candidate: Candidate| -> anyhow::Result<Judged> {
+        let model = Classifier::from_bytes(&snapshot.onnx)?;
+        let old_after = predict(&model, &adapted.classes, pre, &old_raw)?;
+        let known_after = predict(&model, &adapted.classes, pre, &known_raw)?;
+        let ev = Evidence {
+            old: data
+                .old
+                .iter()
+                .zip(old_before.iter().zip(old_after))
+                .map(|((class, _), (before, after))| OldItem {
+                    class: class.clone(),
+                    before: before.clone(),
+                    after,
+                })
+                .collect(),
+            old_set: data.old_set.clone(),
+            new: new.clone(),
+            new_method: NEW_METHOD.into(),
+            labelled: data
+                .held_known
+                .iter()
+                .zip(known_before.iter().zip(known_after))
+                .map(|((l, _), (b, a))| (b == l, &a == l))
+                .collect(),
+        };
+        let (gate, verdict) = judge(cfg, &ev, candidate);
+        Ok(Judged {
+            candidate,
+            snapshot,
+            gate,
+            verdict,
+        })
+    };
+    let imprinted = if adapted.new_classes.is_empty() {
+        None
+    } else {
+        Some(judge_one(adapted.imprinted.clone(), Candidate::Imprinted)?)
+    };
+    let finetuned = if imprint_only {
+        None
+    } else {
+        Some(judge_one(
+            Snapshot::of(&adapted.tuned, shape)?,
+            Candidate::Finetuned,
+        )?)
+    };
+    let passes = |j: &Option<Judged>| j.as_ref().is_some_and(|j| j.verdict == Verdict::Promote);
+    let chosen = if passes(&finetuned) {
+        Some(Candidate::Finetuned)
+    } else if passes(&imprinted) {
+        Some(Candidate::Imprinted)
+    } else {
+        None
+    };
+    Ok(Judgement {
+        imprinted,
+        finetuned,
+        chosen,
+    })
+}
+
+/// The shipped classes' images for the gate: the gate set of `pkg` or, when it has none,
+/// of the shipped package (versions made on the device do not copy it); `None` when
+/// neither has one.
+fn gate_set(pkg: &ModelPackage, shipped: Option<&ModelPackage>) -> anyhow::Result<Option<Items>> {
+    for p in std::iter::once(pkg).chain(shipped) {
+        if p.has_gate_set() {
+            let items =
+                replay::load_gate(&p.dir, &p.manifest.classes).map_err(anyhow::Error::msg)?;
+            // Class indices of `p` are those of `pkg` (classes are only ever appended).
+            return Ok(Some(items));
+        }
+    }
+    Ok(None)
+}
+
 /// Adapt the live version of `versions` to the samples in `store`.
 pub fn run(
     versions: &Versions,
@@ -113,7 +393,18 @@ pub fn run(
     let pkg = &current.package;
     let m = &pkg.manifest;
     let pre = &m.preprocess;
-    let shape = pre.input_shape();
+
+    // "New" classes are those learnt on the device (not in the shipped package), whether
+    // this run adds them or an earlier imprint did.
+    let shipped_pkg = if current.version == 0 {
+        None
+    } else {
+        ModelPackage::load(&versions.path_of(0)).ok()
+    };
+    let shipped_classes = shipped_pkg
+        .as_ref()
+        .map(|p| p.manifest.classes.clone())
+        .unwrap_or_else(|| m.classes.clone());
 
     // Samples: labels with enough shots (new labels need `min_shots`), oldest first.
     let metas = store.list()?;
@@ -135,7 +426,18 @@ pub fn run(
             cfg.min_shots
         )));
     }
-    let (train_ids, held_ids) = split_holdout(&by_label, cfg.holdout_every, cfg.min_shots);
+    if imprint_only && by_label.keys().all(|l| m.classes.contains(l)) {
+        return Ok(Outcome::Skipped("no new label to imprint".into()));
+    }
+    // Samples of new labels all train (they are judged by leave-one-out); samples of
+    // shipped classes are split, every `holdout_every`-th held back.
+    let (known, new_by_label): (BTreeMap<_, _>, BTreeMap<_, _>) = by_label
+        .into_iter()
+        .partition(|(l, _)| shipped_classes.contains(l));
+    let (mut train_ids, held_ids) = split_holdout(&known, cfg.holdout_every, cfg.min_shots);
+    for (label, ids) in &new_by_label {
+        train_ids.extend(ids.iter().map(|id| (label.clone(), id.clone())));
+    }
     let by_id: BTreeMap<&str, _> = metas.iter().map(|m| (m.id.as_str(), m)).collect();
     let load = |pairs: &[(String, String)]| -> anyhow::Result<Vec<(String, Raw)>> {
         let mut out = Vec::new();
@@ -151,7 +453,15 @@ pub fn run(
     let held = load(&held_ids)?;
     anyhow::ensure!(!support.is_empty(), "no readable training samples");
     let replay_all = replay::load(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?;
-    let (replay_train, replay_held) = split_replay(replay_all);
+    // The gate set judges the shipped classes; without one, every second replay exemplar
+    // is held back for it.
+    let (replay_train, old_items, old_set) = match gate_set(pkg, shipped_pkg.as_ref())? {
+        Some(gate) => (replay_all, gate, "gate"),
+        None => {
+            let (train, held) = split_replay(replay_all);
+            (train, held, "replay")
+        }
+    };
 
     // Imprint (+ fine-tune).
     let device = lsskd::training_device(seed);
@@ -177,115 +487,63 @@ pub fn run(
     )?;
     progress(Phase::Gating);
 
-    // Gate on what the candidates did not train on. Both the imprinted and the fine-tuned
-    // model are candidates: with few shots a short fine-tune can lose to imprinting alone,
-    // and the device should promote whichever is better on the held-back data.
-    let index_of = |classes: &[String], l: &str| classes.iter().position(|c| c == l);
     let live = Classifier::load(&pkg.onnx_path())?;
-    // "New" classes are those learnt on the device (not in the shipped package), whether
-    // this run adds them or an earlier imprint did; samples of shipped classes are judged
-    // against the live model.
-    let shipped_classes = ModelPackage::load(&versions.path_of(0))
-        .map(|p| p.manifest.classes)
-        .unwrap_or_else(|_| m.classes.clone());
-    let old: Vec<(usize, &Raw)> = replay_held
-        .iter()
-        .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
-        .map(|(l, r)| (*l, r))
-        .collect();
-    let new_held: Vec<(usize, &Raw)> = held
-        .iter()
-        .filter(|(l, _)| !shipped_classes.contains(l))
-        .filter_map(|(l, r)| Some((index_of(&adapted.classes, l)?, r)))
-        .collect();
-    let known_held: Vec<(usize, &Raw)> = held
-        .iter()
-        .filter(|(l, _)| shipped_classes.contains(l))
-        .filter_map(|(l, r)| Some((index_of(&m.classes, l)?, r)))
-        .collect();
-    // No held-back exemplar of a shipped class: nothing to lose (1.0 before and after).
-    let old_accuracy = |model: &Classifier| {
-        if old.is_empty() {
-            Ok(1.0)
-        } else {
-            accuracy(model, pre, &old)
-        }
+    let data = GateData {
+        old: old_items
+            .iter()
+            .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
+            .map(|(l, r)| (m.classes[*l].clone(), r))
+            .collect(),
+        old_set: old_set.into(),
+        reference: replay_train.iter().map(|(_, r)| r).collect(),
+        support: support.iter().map(|(l, r)| (l.clone(), r)).collect(),
+        new_labels: new_by_label.keys().cloned().collect(),
+        held_known: held.iter().map(|(l, r)| (l.clone(), r)).collect(),
     };
-    let old_before = old_accuracy(&live)?;
-    let labelled_before = if known_held.is_empty() {
-        None
-    } else {
-        Some(accuracy(&live, pre, &known_held)?)
-    };
-    let gate_cfg = GateConfig {
-        min_new_accuracy: cfg.min_new_accuracy,
-        max_old_drop: cfg.max_old_drop,
-    };
-    let judge = |snap: &Snapshot| -> anyhow::Result<(GateMetrics, Verdict)> {
-        let candidate = Classifier::from_bytes(&snap.onnx)?;
-        let gate = GateMetrics {
-            old_before,
-            old_after: old_accuracy(&candidate)?,
-            new_after: if new_held.is_empty() {
-                None
-            } else {
-                Some(accuracy(&candidate, pre, &new_held)?)
-            },
-            labelled_after: if known_held.is_empty() {
-                None
-            } else {
-                Some(accuracy(&candidate, pre, &known_held)?)
-            },
-            labelled_before,
-        };
-        let mut verdict = decide(&gate_cfg, &gate);
-        // Imprinting only adds classes: with nothing held back yet it is judged on the
-        // old classes alone.
-        if gate.new_after.is_none()
-            && gate.labelled_after.is_none()
-            && gate.old_before - gate.old_after <= cfg.max_old_drop + 1e-12
-            && !adapted.new_classes.is_empty()
-        {
-            verdict = Verdict::Promote;
-        }
-        Ok((gate, verdict))
-    };
-    let score = |g: &GateMetrics| {
-        g.new_after.unwrap_or(0.0) + g.labelled_after.unwrap_or(0.0) + g.old_after
-    };
-    let imprinted = judge(&adapted.imprinted)?;
-    let (chosen, snapshot, (gate, verdict)) = if imprint_only {
-        ("imprinted", adapted.imprinted.clone(), imprinted)
-    } else {
-        let tuned_snap = Snapshot::of(&adapted.tuned, shape)?;
-        let tuned = judge(&tuned_snap)?;
-        let tuned_wins = match (&tuned.1, &imprinted.1) {
-            (Verdict::Promote, Verdict::Promote) => score(&tuned.0) >= score(&imprinted.0),
-            (Verdict::Promote, _) => true,
-            (_, Verdict::Promote) => false,
-            _ => true,
-        };
-        if tuned_wins {
-            ("finetuned", tuned_snap, tuned)
-        } else {
-            ("imprinted", adapted.imprinted.clone(), imprinted)
-        }
-    };
+    let judgement = judge_candidates(
+        &cfg.gate(),
+        &live,
+        &m.classes,
+        pre,
+        m.arch.cosine_scale,
+        &adapted,
+        imprint_only,
+        &data,
+    )?;
+    let reported = judgement
+        .reported()
+        .context("no candidate to judge (nothing new to learn)")?;
     let info = AdaptationInfo {
         kind: if imprint_only { "imprint" } else { "finetune" }.into(),
-        chosen: chosen.into(),
+        chosen: match reported.candidate {
+            Candidate::Imprinted => "imprinted",
+            Candidate::Finetuned => "finetuned",
+        }
+        .into(),
         new_classes: adapted.new_classes.clone(),
         samples_per_class,
         held_back: held.len(),
-        gate,
+        gate: reported.gate.clone(),
         seconds: started.elapsed().as_secs_f64(),
+        finetune_rejected: match (&judgement.chosen, &judgement.finetuned) {
+            (Some(Candidate::Imprinted), Some(f)) => match &f.verdict {
+                Verdict::Reject(r) => Some(r.clone()),
+                Verdict::Promote => None,
+            },
+            _ => None,
+        },
     };
-    if let Verdict::Reject(reason) = verdict {
+    if judgement.chosen.is_none() {
+        let reason = match &reported.verdict {
+            Verdict::Reject(r) => r.clone(),
+            Verdict::Promote => unreachable!("a passing candidate is chosen"),
+        };
         return Ok(Outcome::Rejected { reason, info });
     }
     if cancel() {
         anyhow::bail!("adaptation cancelled");
     }
+    let snapshot = reported.snapshot.clone();
 
     // Write the new version: model, training state, replay (parent's + new classes').
     let mut files = vec![

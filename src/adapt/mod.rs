@@ -5,5 +5,6 @@
 pub mod gate;
 pub mod job;
 pub mod learner;
+pub mod stats;
 
-pub use gate::{GateConfig, GateMetrics, Verdict, decide};
+pub use gate::{Candidate, Evidence, GateConfig, GateMetrics, Verdict, judge};

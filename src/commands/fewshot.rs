@@ -1,24 +1,46 @@
 //! `lsskd-edge fewshot-bench`: N-way K-shot episodes of classes a package does not know,
-//! adapted with the same imprint + fine-tune + gate code as the daemon, evaluated through
-//! tract (the deployed path) with argmax over all classes, old and new.
+//! adapted with the same imprint + fine-tune code as the daemon and judged by the same gate
+//! code and candidate choice (`adapt::learner::judge_candidates`, on the package's gate set
+//! or held-back replay, and leave-one-out on the support set), evaluated through tract (the
+//! deployed path) with argmax over all classes, old and new.
+//!
+//! `--kind` makes adversarial episodes the gate must reject: `shuffled` (labels shuffled
+//! among the episode's samples), `mislabelled` (half of each label's samples carry another
+//! episode label) and `renamed` (one label's samples are of a shipped class, from
+//! `--base-data`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::adapt::job::{AdaptConfig, adapt};
-use crate::adapt::learner::accuracy;
-use crate::adapt::{GateConfig, GateMetrics, Verdict, decide};
+use crate::adapt::learner::{GateData, accuracy, judge_candidates};
+use crate::adapt::{Candidate, GateConfig, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::Raw;
 use crate::inference::{Classifier, write_onnx};
 use crate::lsskd::{self, TrainNet, checkpoint, export};
 use crate::registry::{ModelPackage, replay};
+use crate::settings::AdaptSettings;
+
+/// What an episode's support set is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EpisodeKind {
+    /// Correctly labelled samples of new classes.
+    Good,
+    /// Labels shuffled among the episode's samples.
+    Shuffled,
+    /// Half of each label's samples carry another label of the episode.
+    Mislabelled,
+    /// One label's samples are of a shipped class (needs `--base-data`).
+    Renamed,
+}
 
 /// Arguments of `fewshot-bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +84,15 @@ pub struct FewshotArgs {
     /// step runs the whole network).
     #[arg(long, default_value_t = AdaptConfig::default().prefix_cache_views)]
     pub cache_views: usize,
+    #[arg(long, value_enum, default_value = "good")]
+    pub kind: EpisodeKind,
+    /// Gate thresholds (default: the daemon's defaults, config/default.toml `[adapt]`).
+    #[arg(long)]
+    pub min_new_accuracy: Option<f64>,
+    #[arg(long)]
+    pub max_old_drop: Option<f64>,
+    #[arg(long)]
+    pub confidence: Option<f64>,
 }
 
 /// One episode's numbers.
@@ -76,7 +107,19 @@ pub struct Episode {
     pub seconds: f64,
     /// Fine-tune steps within the budget.
     pub steps: usize,
+    pub kind: EpisodeKind,
+    /// Promoted by the daemon's gate (either candidate).
     pub promoted: bool,
+    /// `finetuned`, `imprinted` or none.
+    pub promoted_as: Option<String>,
+    /// The gate's leave-one-out estimate of new-class accuracy and its bounds.
+    pub estimate: Option<f64>,
+    pub estimate_lower: Option<f64>,
+    pub estimate_upper: Option<f64>,
+    /// The fine-tune's old-class drop on the gate's set and its lower bound.
+    pub gate_drop: Option<f64>,
+    pub gate_drop_lower: Option<f64>,
+    /// Promote, or the reported candidate's rejection.
     pub gate: String,
 }
 
@@ -94,7 +137,10 @@ pub struct FewshotReport {
     pub base_accuracy_before: Option<f64>,
     pub base_accuracy_after: Option<f64>,
     pub seconds_per_episode: f64,
+    pub kind: EpisodeKind,
+    pub gate: GateConfig,
     pub promoted_episodes: usize,
+    pub finetune_promoted_episodes: usize,
     pub peak_rss_mb: Option<f64>,
     pub per_episode: Vec<Episode>,
 }
@@ -172,7 +218,38 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         ),
         _ => None,
     };
-    let replay = replay::load(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?;
+    let defaults = AdaptSettings::defaults().gate();
+    let gate_cfg = GateConfig {
+        min_new_accuracy: args.min_new_accuracy.unwrap_or(defaults.min_new_accuracy),
+        max_old_drop: args.max_old_drop.unwrap_or(defaults.max_old_drop),
+        confidence: args.confidence.unwrap_or(defaults.confidence),
+    };
+    let replay_all = replay::load(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?;
+    // As the daemon's learner: the gate set judges the shipped classes, else every second
+    // replay exemplar is held back for it.
+    let (replay, old_items, old_set) = if pkg.has_gate_set() {
+        (
+            replay_all,
+            replay::load_gate(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?,
+            "gate",
+        )
+    } else {
+        let (mut train, mut held) = (Vec::new(), Vec::new());
+        let mut seen = std::collections::BTreeMap::<usize, usize>::new();
+        for (l, r) in replay_all {
+            let n = seen.entry(l).or_default();
+            if *n % 2 == 1 {
+                held.push((l, r))
+            } else {
+                train.push((l, r))
+            }
+            *n += 1;
+        }
+        (train, held, "replay")
+    };
+    if args.kind == EpisodeKind::Renamed && base.is_none() {
+        bail!("--kind renamed takes the samples of a shipped class from --base-data");
+    }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let base_items: Vec<(usize, &Raw)> = match &base {
         Some(b) => {
@@ -234,9 +311,50 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             anyhow::ensure!(!q.is_empty(), "class `{c}` has no query samples left");
             queries.extend(q.into_iter().map(|i| (c.clone(), &query_ds.items[i].raw)));
         }
+        match args.kind {
+            EpisodeKind::Good => {}
+            EpisodeKind::Shuffled => {
+                let mut labels: Vec<String> = support.iter().map(|(l, _)| l.clone()).collect();
+                labels.shuffle(&mut rng);
+                for ((l, _), new) in support.iter_mut().zip(labels) {
+                    *l = new;
+                }
+            }
+            EpisodeKind::Mislabelled => {
+                // Every second sample of each label gets the next label of the episode.
+                for (i, (l, _)) in support.iter_mut().enumerate() {
+                    if (i % args.shot) % 2 == 1 {
+                        let k = classes.iter().position(|c| c == l).expect("episode label");
+                        *l = classes[(k + 1) % classes.len()].clone();
+                    }
+                }
+            }
+            EpisodeKind::Renamed => {
+                // The last label's samples (and queries) become a shipped class's.
+                let b = base.as_ref().expect("checked above");
+                let class = rng.random_range(0..m.classes.len());
+                let renamed = classes.last().expect("way ≥ 1").clone();
+                let mut pool: Vec<usize> = (0..b.len())
+                    .filter(|&i| b.items[i].label == class)
+                    .collect();
+                pool.shuffle(&mut rng);
+                let mut k = pool.iter();
+                for (_, raw) in support.iter_mut().filter(|(l, _)| *l == renamed) {
+                    *raw = b.items[*k.next().context("shipped class too small")?]
+                        .raw
+                        .clone();
+                }
+                for (_, raw) in queries.iter_mut().filter(|(l, _)| *l == renamed) {
+                    if let Some(&i) = k.next() {
+                        *raw = &b.items[i].raw;
+                    }
+                }
+            }
+        }
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
         let net = checkpoint::load_package(&pkg, &device)?;
+        let imprint_only = args.epochs == 0;
         let cfg = AdaptConfig {
             epochs: args.epochs,
             budget_secs: Some(args.budget_secs),
@@ -278,16 +396,30 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         } else {
             None
         };
-        let verdict = decide(
-            &GateConfig::default(),
-            &GateMetrics {
-                old_before: base_before.unwrap_or(1.0),
-                old_after: base_after.unwrap_or(1.0),
-                new_after: Some(novel_acc),
-                labelled_after: None,
-                labelled_before: None,
-            },
-        );
+        let live = Classifier::load(&pkg.onnx_path())?;
+        let data = GateData {
+            old: old_items
+                .iter()
+                .map(|(l, r)| (m.classes[*l].clone(), r))
+                .collect(),
+            old_set: old_set.into(),
+            reference: replay.iter().map(|(_, r)| r).collect(),
+            support: support.iter().map(|(l, r)| (l.clone(), r)).collect(),
+            new_labels: classes.iter().cloned().collect(),
+            held_known: Vec::new(),
+        };
+        let judgement = judge_candidates(
+            &gate_cfg,
+            &live,
+            &m.classes,
+            pre,
+            m.arch.cosine_scale,
+            &adapted,
+            imprint_only,
+            &data,
+        )?;
+        let reported = judgement.reported().context("a candidate to judge")?;
+        let tuned_gate = judgement.finetuned.as_ref().map(|j| &j.gate);
         tracing::info!(
             episode = e,
             imprint = imprint_acc,
@@ -305,10 +437,25 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             base_accuracy_after: base_after,
             seconds,
             steps: adapted.steps,
-            promoted: verdict == Verdict::Promote,
-            gate: match verdict {
+            kind: args.kind,
+            promoted: judgement.chosen.is_some(),
+            promoted_as: judgement.chosen.map(|c| {
+                match c {
+                    Candidate::Imprinted => "imprinted",
+                    Candidate::Finetuned => "finetuned",
+                }
+                .into()
+            }),
+            estimate: reported.gate.new_after,
+            estimate_lower: reported.gate.new_lower,
+            estimate_upper: reported.gate.new_upper,
+            gate_drop: tuned_gate.and_then(|g| g.old.as_ref()).map(|o| o.drop),
+            gate_drop_lower: tuned_gate
+                .and_then(|g| g.old.as_ref())
+                .map(|o| o.drop_lower),
+            gate: match &reported.verdict {
                 Verdict::Promote => "promote".into(),
-                Verdict::Reject(r) => r,
+                Verdict::Reject(r) => r.clone(),
             },
         });
     }
@@ -336,7 +483,13 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         base_accuracy_after: (!base_after.is_empty()).then(|| mean_ci95(&base_after).0),
         seconds_per_episode: episodes.iter().map(|e| e.seconds).sum::<f64>()
             / episodes.len().max(1) as f64,
+        kind: args.kind,
+        gate: gate_cfg,
         promoted_episodes: episodes.iter().filter(|e| e.promoted).count(),
+        finetune_promoted_episodes: episodes
+            .iter()
+            .filter(|e| e.promoted_as.as_deref() == Some("finetuned"))
+            .count(),
         peak_rss_mb: peak_rss_mb(),
         per_episode: episodes,
     })

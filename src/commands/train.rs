@@ -44,6 +44,8 @@ pub struct TrainArgs {
     pub skip_bad: bool,
     pub limit_per_class: Option<usize>,
     pub replay_per_class: usize,
+    /// Gate exemplars per class taken from the validation split (none without one).
+    pub gate_per_class: usize,
     pub name: Option<String>,
     pub progress_bar: bool,
     /// Warm start: continue from this package's training state (same classes; its
@@ -71,6 +73,7 @@ impl TrainArgs {
             skip_bad: false,
             limit_per_class: None,
             replay_per_class: 20,
+            gate_per_class: super::export::GATE_PER_CLASS,
             name: None,
             progress_bar: true,
             init: None,
@@ -351,6 +354,17 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
         replay::select(&replay_items, &classes, args.replay_per_class)
             .map_err(anyhow::Error::msg)?,
     );
+    // Gate set: validation exemplars, never trained on.
+    if let Some(v) = &val_ds {
+        let val_items: Vec<(usize, &Raw)> = v.items.iter().map(|i| (i.label, &i.raw)).collect();
+        files.extend(super::export::select_gate(
+            &classes,
+            &val_items,
+            &[],
+            &Default::default(),
+            args.gate_per_class,
+        )?);
+    }
 
     let modality = preprocess.modality();
     let manifest = Manifest {

@@ -595,6 +595,7 @@ mod tests {
             epochs: 1,
             min_new_accuracy: 0.5,
             max_old_drop: 0.02,
+            confidence: 0.95,
             keep_versions: 3,
         };
         let waiting = Arc::new(AtomicBool::new(false));

@@ -1,6 +1,8 @@
 //! A model package on disk — the unit that is trained, shipped, promoted and rolled back:
 //! `model.onnx` (head-free student), `train-state.bpk` (student + auxiliary heads),
-//! `manifest.json` and `replay/<class>/<n>.{png,wav}` exemplars.
+//! `manifest.json`, `replay/<class>/<n>.{png,wav}` exemplars and, optionally, the gate set
+//! `gate/<class>/<n>.{png,wav}` (validation exemplars the promotion gate judges the shipped
+//! classes on; packages without one fall back to held-back replay exemplars).
 //!
 //! Loading verifies every file against the manifest's sha256 and the ONNX graph against the
 //! manifest (input shape, class count, embedding size, no auxiliary-head nodes): a package
@@ -22,6 +24,7 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_ONNX: &str = "model.onnx";
 pub const TRAIN_STATE: &str = "train-state.bpk";
 pub const REPLAY_DIR: &str = "replay";
+pub const GATE_DIR: &str = "gate";
 /// Manifest format written by this build.
 pub const FORMAT: u32 = 1;
 
@@ -156,6 +159,12 @@ impl ModelPackage {
 
     pub fn replay_dir(&self) -> PathBuf {
         self.dir.join(REPLAY_DIR)
+    }
+
+    /// Whether the manifest lists a gate set (`gate/…`).
+    pub fn has_gate_set(&self) -> bool {
+        let prefix = format!("{GATE_DIR}/");
+        self.manifest.files.keys().any(|k| k.starts_with(&prefix))
     }
 
     /// Read and verify a package: manifest schema, every file's hash, and the ONNX graph.

@@ -1,5 +1,7 @@
-//! Replay exemplars of a package (`replay/<class>/<n>.png|wav`): a small bounded set per
-//! class, kept against forgetting and as part of the promotion gate.
+//! Exemplars of a package, one folder per class: the replay set (`replay/<class>/<n>.png|wav`,
+//! a small bounded set per class trained on against forgetting) and the gate set
+//! (`gate/<class>/<n>.png|wav`, validation exemplars the promotion gate judges the shipped
+//! classes on, never trained on).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -46,6 +48,16 @@ pub fn select(
     classes: &[String],
     per_class: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
+    select_into(super::package::REPLAY_DIR, items, classes, per_class)
+}
+
+/// [`select`] into another folder of the package (`gate/`).
+pub fn select_into(
+    folder: &str,
+    items: &[(usize, &Raw)],
+    classes: &[String],
+    per_class: usize,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut counts = vec![0usize; classes.len()];
     let mut out = Vec::new();
     for &(label, raw) in items {
@@ -54,12 +66,7 @@ pub fn select(
         }
         let (bytes, ext) = encode(raw)?;
         out.push((
-            format!(
-                "{}/{}/{:03}.{ext}",
-                super::package::REPLAY_DIR,
-                classes[label],
-                counts[label]
-            ),
+            format!("{folder}/{}/{:03}.{ext}", classes[label], counts[label]),
             bytes,
         ));
         counts[label] += 1;
@@ -70,8 +77,17 @@ pub fn select(
 /// Load all replay exemplars of a package directory: `(class index, raw)`; classes not in
 /// `classes` are an error naming the folder.
 pub fn load(dir: &Path, classes: &[String]) -> Result<Vec<(usize, Raw)>, String> {
+    load_from(dir, super::package::REPLAY_DIR, classes)
+}
+
+/// Load the gate set of a package directory (empty when it has none), like [`load`].
+pub fn load_gate(dir: &Path, classes: &[String]) -> Result<Vec<(usize, Raw)>, String> {
+    load_from(dir, super::package::GATE_DIR, classes)
+}
+
+fn load_from(dir: &Path, folder: &str, classes: &[String]) -> Result<Vec<(usize, Raw)>, String> {
     let mut out = Vec::new();
-    let root = dir.join(super::package::REPLAY_DIR);
+    let root = dir.join(folder);
     if !root.exists() {
         return Ok(out);
     }
@@ -84,7 +100,7 @@ pub fn load(dir: &Path, classes: &[String]) -> Result<Vec<(usize, Raw)>, String>
         let name = class_dir.file_name().to_string_lossy().to_string();
         let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
             format!(
-                "{}: replay class `{name}` is not a class of the model",
+                "{}: {folder} class `{name}` is not a class of the model",
                 class_dir.path().display()
             )
         })?;

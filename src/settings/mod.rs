@@ -45,7 +45,32 @@ pub struct AdaptSettings {
     pub epochs: usize,
     pub min_new_accuracy: f64,
     pub max_old_drop: f64,
+    /// Confidence of the gate's one-sided bounds (see [`crate::adapt::gate::judge`]).
+    pub confidence: f64,
     pub keep_versions: usize,
+}
+
+impl AdaptSettings {
+    /// The gate's thresholds.
+    pub fn gate(&self) -> crate::adapt::GateConfig {
+        crate::adapt::GateConfig {
+            min_new_accuracy: self.min_new_accuracy,
+            max_old_drop: self.max_old_drop,
+            confidence: self.confidence,
+        }
+    }
+
+    /// `[adapt]` of the built-in defaults (config/default.toml).
+    pub fn defaults() -> AdaptSettings {
+        config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.get::<AdaptSettings>("adapt"))
+            .expect("config/default.toml has a valid [adapt]")
+    }
 }
 
 /// `[mqtt]`.
@@ -355,6 +380,12 @@ impl Settings {
             if !(0.0..=1.0).contains(&value) {
                 p.push(format!("`adapt.{key}`: {value} is not within 0..1"));
             }
+        }
+        if !(0.5..1.0).contains(&a.confidence) {
+            p.push(format!(
+                "`adapt.confidence`: {} is not within 0.5..1 (e.g. 0.95)",
+                a.confidence
+            ));
         }
         let m = &self.mqtt;
         if m.host.trim().is_empty() {

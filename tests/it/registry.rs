@@ -104,3 +104,60 @@ fn corrupt_pointer_or_version_falls_back_to_the_newest_valid_one_loudly() {
     fs::create_dir_all(versions.root().join(".tmp-v0003")).expect("mkdir");
     assert_eq!(versions.on_disk().expect("list"), vec![1, 2]);
 }
+
+#[test]
+fn gate_set_is_written_by_train_added_by_export_and_optional() {
+    use lsskd_edge::registry::replay;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tiny_package(dir.path(), &["--method", "ce", "--gate-per-class", "3"]);
+    let pkg = ModelPackage::load(&path).expect("package");
+    assert!(pkg.has_gate_set());
+    let gate = replay::load_gate(&pkg.dir, &pkg.manifest.classes).expect("gate set");
+    assert_eq!(gate.len(), 3 * pkg.manifest.classes.len());
+    assert!(pkg.manifest.files.contains_key("gate/t-shirt_top/002.png"));
+
+    // A package without a gate set (as packages before it) still loads.
+    let mut manifest = pkg.manifest.clone();
+    manifest.files.retain(|k, _| !k.starts_with("gate/"));
+    fs::remove_dir_all(path.join("gate")).expect("rm gate");
+    fs::write(
+        path.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).expect("json"),
+    )
+    .expect("manifest");
+    let bare = ModelPackage::load(&path).expect("package without gate set");
+    assert!(!bare.has_gate_set());
+    assert!(
+        replay::load_gate(&bare.dir, &bare.manifest.classes)
+            .expect("none")
+            .is_empty()
+    );
+
+    // `export --gate-data` adds one and changes nothing else.
+    let onnx = fs::read(bare.onnx_path()).expect("onnx");
+    let fashion = crate::common::fashion();
+    let o = crate::common::cli(&[
+        "export",
+        "--model",
+        path.to_str().expect("utf-8"),
+        "--gate-data",
+        fashion.to_str().expect("utf-8"),
+        "--gate-split",
+        "val",
+        "--gate-per-class",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", crate::common::stderr(&o));
+    let with = ModelPackage::load(&path).expect("package with gate set");
+    assert_eq!(fs::read(with.onnx_path()).expect("onnx"), onnx);
+    let mut rest = with.manifest.files.clone();
+    rest.retain(|k, _| !k.starts_with("gate/"));
+    assert_eq!(rest, manifest.files);
+    assert_eq!(
+        replay::load_gate(&with.dir, &with.manifest.classes)
+            .expect("gate set")
+            .len(),
+        4 * with.manifest.classes.len()
+    );
+}
