@@ -34,11 +34,13 @@ r = json.loads(sys.stdin.read())
 eps = r["per_episode"]
 steps = sum(e["steps"] for e in eps) / len(eps)
 smax = max(e["seconds"] for e in eps)
-print(f"| {name} | {budget} s | {views + \" views\" if views != \"0\" else \"off\"} "
-      f"| {r[\"novel_accuracy\"]:.3f} ± {r[\"novel_ci95\"]:.3f} "
-      f"| {r[\"base_accuracy_before\"]:.3f} → {r[\"base_accuracy_after\"]:.3f} "
-      f"| {steps:.0f} | {r[\"seconds_per_episode\"]:.1f} ({smax:.1f}) "
-      f"| {r[\"peak_rss_mb\"]:.0f} MiB | {r[\"promoted_episodes\"]}/{r[\"episodes\"]} |")
+cache = views + " views" if views != "0" else "off"
+novel = "%.3f ± %.3f" % (r["novel_accuracy"], r["novel_ci95"])
+base = "%.3f → %.3f" % (r["base_accuracy_before"], r["base_accuracy_after"])
+promoted = sum(1 for e in eps if e["promoted"])
+print("| %s | %s s | %s | %s | %s | %.0f | %.1f (%.1f) | %.0f MiB | %d/%d |" % (
+    name, budget, cache, novel, base, steps, r["seconds_per_episode"], smax,
+    r["peak_rss_mb"], promoted, len(eps)))
 ' "$name" "$budget" "$views"
 }
 run vision 50 0 "${vision[@]}"

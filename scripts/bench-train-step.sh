@@ -11,8 +11,12 @@ cd "$(dirname "$0")/.."
 steps=${1:-20}
 threads=${2:-2}
 warmup=3
-cargo build --bin lsskd-edge
-bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
+# LSSKD_EDGE_BIN: a binary built before (e.g. by `cargo test`); else build one.
+bin=${LSSKD_EDGE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --bin lsskd-edge
+  bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
+fi
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import torch, numpy' 2>/dev/null; then
   python3 -m venv "$venv"

@@ -265,7 +265,7 @@ pub struct Trainer {
 
 /// How a job ended.
 enum Ran {
-    Done(TrainingState),
+    Done(Box<TrainingState>),
     /// A fine-tune gave way to a queued imprint; it runs again after it.
     Yielded,
     /// Nothing to do (an imprint with no new label left).
@@ -403,14 +403,14 @@ impl Trainer {
                     }
                 }
                 st.kind = Some(kind.into());
-                Ok(Ran::Done(st))
+                Ok(Ran::Done(Box::new(st)))
             }
             Job::Rollback { .. } => {
                 let pkg = slot.versions.rollback()?;
                 self.swap(slot, &pkg)?;
                 let mut st = TrainingState::new(model, "rolled_back");
                 st.version = Some(pkg.manifest.version);
-                Ok(Ran::Done(st))
+                Ok(Ran::Done(Box::new(st)))
             }
             Job::Promote { version, .. } => {
                 let pkg = slot.versions.promote(*version)?;
@@ -418,7 +418,7 @@ impl Trainer {
                 let mut st = TrainingState::new(model, "promoted");
                 st.version = Some(pkg.manifest.version);
                 st.kind = Some("command".into());
-                Ok(Ran::Done(st))
+                Ok(Ran::Done(Box::new(st)))
             }
         }
     }
@@ -463,7 +463,7 @@ impl Trainer {
             seed = seed.wrapping_add(1);
             tracing::info!(?job, "trainer job");
             let st = match self.run_job(&job, seed) {
-                Ok(Ran::Done(st)) => st,
+                Ok(Ran::Done(st)) => *st,
                 Ok(Ran::Nothing) => continue,
                 Ok(Ran::Yielded) => {
                     tracing::info!(
