@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The promotion gate's error rates (BENCHMARKS.md "The gate's error rates"): fewshot-bench
+# episodes of each kind — good, labels shuffled among the new classes, half of each label's
+# samples mislabelled, a shipped class under a new name — adapted with the default budget
+# and judged by the daemon's gate with its default settings. Prints how many episodes were
+# promoted, and as what (the fine-tune or the imprint).
+# Usage: scripts/bench-gate.sh [EPISODES] [SEED]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+episodes=${1:-10}
+seed=${2:-1}
+bin=${LSSKD_EDGE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --bin lsskd-edge
+  bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
+fi
+data=../shared/data
+vision=(--model models/vision --support-data "$data/mnist-fewshot" --support-split pool
+  --query-data "$data/mnist-fewshot" --query-split pool
+  --base-data "$data/fashion-mnist" --base-split val)
+audio=(--model models/audio --support-data "$data/espeak-kws" --support-split train
+  --query-data "$data/espeak-kws" --query-split val
+  --base-data "$data/espeak-kws" --base-split val)
+echo "| model | episodes | promoted (any) | promoted as fine-tune | promoted as imprint | novel acc. of the fine-tune | base after |"
+echo "|---|---|---|---|---|---|---|"
+for m in vision audio; do
+  for kind in good shuffled mislabelled renamed; do
+    if [ "$m" = vision ]; then args=("${vision[@]}"); else args=("${audio[@]}"); fi
+    "$bin" fewshot-bench "${args[@]}" --way 5 --shot 5 --episodes "$episodes" --seed "$seed" \
+      --kind "$kind" --json 2>/dev/null | python3 -c '
+import json, sys
+m, kind = sys.argv[1:3]
+r = json.loads(sys.stdin.read())
+eps = r["per_episode"]
+n = len(eps)
+any_ = sum(1 for e in eps if e["promoted"])
+ft = sum(1 for e in eps if e.get("promoted_as") == "finetuned")
+im = sum(1 for e in eps if e.get("promoted_as") == "imprinted")
+print("| %s | %s | %d/%d | %d/%d | %d/%d | %.3f | %.3f |" % (m, kind, any_, n, ft, n, im, n,
+      r["novel_accuracy"], r["base_accuracy_after"] or float("nan")))
+' "$m" "$kind"
+  done
+done
