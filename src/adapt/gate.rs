@@ -30,6 +30,17 @@ fn default_confidence() -> f64 {
     DEFAULT_CONFIDENCE
 }
 
+impl GateConfig {
+    /// The thresholds of `[adapt]`.
+    pub fn from_settings(s: &crate::settings::AdaptSettings) -> Self {
+        Self {
+            min_new_accuracy: s.min_new_accuracy,
+            max_old_drop: s.max_old_drop,
+            confidence: s.confidence,
+        }
+    }
+}
+
 impl Default for GateConfig {
     fn default() -> Self {
         Self {

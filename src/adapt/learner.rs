@@ -501,7 +501,7 @@ pub fn run(
         held_known: held.iter().map(|(l, r)| (l.clone(), r)).collect(),
     };
     let judgement = judge_candidates(
-        &cfg.gate(),
+        &GateConfig::from_settings(cfg),
         &live,
         &m.classes,
         pre,

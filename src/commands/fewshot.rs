@@ -218,7 +218,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         ),
         _ => None,
     };
-    let defaults = AdaptSettings::defaults().gate();
+    let defaults = GateConfig::from_settings(&AdaptSettings::defaults());
     let gate_cfg = GateConfig {
         min_new_accuracy: args.min_new_accuracy.unwrap_or(defaults.min_new_accuracy),
         max_old_drop: args.max_old_drop.unwrap_or(defaults.max_old_drop),

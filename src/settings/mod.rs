@@ -45,21 +45,12 @@ pub struct AdaptSettings {
     pub epochs: usize,
     pub min_new_accuracy: f64,
     pub max_old_drop: f64,
-    /// Confidence of the gate's one-sided bounds (see [`crate::adapt::gate::judge`]).
+    /// Confidence of the gate's one-sided bounds (`adapt::gate::judge`).
     pub confidence: f64,
     pub keep_versions: usize,
 }
 
 impl AdaptSettings {
-    /// The gate's thresholds.
-    pub fn gate(&self) -> crate::adapt::GateConfig {
-        crate::adapt::GateConfig {
-            min_new_accuracy: self.min_new_accuracy,
-            max_old_drop: self.max_old_drop,
-            confidence: self.confidence,
-        }
-    }
-
     /// `[adapt]` of the built-in defaults (config/default.toml).
     pub fn defaults() -> AdaptSettings {
         config::Config::builder()
