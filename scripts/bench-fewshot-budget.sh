@@ -8,19 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 episodes=${1:-10}
 seed=${2:-1}
-# LSSKD_EDGE_BIN: a binary built before (e.g. to compare two builds); else build one.
-bin=${LSSKD_EDGE_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --bin lsskd-edge
-  bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
-fi
-data=../shared/data
-vision=(--model models/vision --support-data "$data/mnist-fewshot" --support-split pool
-  --query-data "$data/mnist-fewshot" --query-split pool
-  --base-data "$data/fashion-mnist" --base-split val)
-audio=(--model models/audio --support-data "$data/espeak-kws" --support-split train
-  --query-data "$data/espeak-kws" --query-split val
-  --base-data "$data/espeak-kws" --base-split val)
+source scripts/fewshot-args.sh
 echo "| model | budget | prefix cache | novel acc. (±95% CI) | base before → after | steps (mean) | s / adaptation (max) | peak RSS | promoted |"
 echo "|---|---|---|---|---|---|---|---|---|"
 run() {

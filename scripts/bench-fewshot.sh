@@ -8,20 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 episodes=${1:-10}
 seed=${2:-1}
-cargo build --bin lsskd-edge
-bin=target/debug/lsskd-edge
-data=../shared/data
+source scripts/fewshot-args.sh
 for shot in 1 5; do
   n=$episodes
   [ "$shot" = 1 ] && n=$(( (episodes + 1) / 2 ))
-  "$bin" fewshot-bench --model models/vision \
-    --support-data "$data/mnist-fewshot" --support-split pool \
-    --query-data "$data/mnist-fewshot" --query-split pool \
-    --base-data "$data/fashion-mnist" --base-split val \
+  "$bin" fewshot-bench "${vision[@]}" \
     --way 5 --shot "$shot" --episodes "$n" --seed "$seed" --json
 done
-"$bin" fewshot-bench --model models/audio \
-  --support-data "$data/espeak-kws" --support-split train \
-  --query-data "$data/espeak-kws" --query-split val \
-  --base-data "$data/espeak-kws" --base-split val \
+"$bin" fewshot-bench "${audio[@]}" \
   --way 5 --shot 5 --episodes "$episodes" --seed "$seed" --json

@@ -9,18 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 episodes=${1:-10}
 seed=${2:-1}
-bin=${LSSKD_EDGE_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --bin lsskd-edge
-  bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
-fi
-data=../shared/data
-vision=(--model models/vision --support-data "$data/mnist-fewshot" --support-split pool
-  --query-data "$data/mnist-fewshot" --query-split pool
-  --base-data "$data/fashion-mnist" --base-split val)
-audio=(--model models/audio --support-data "$data/espeak-kws" --support-split train
-  --query-data "$data/espeak-kws" --query-split val
-  --base-data "$data/espeak-kws" --base-split val)
+source scripts/fewshot-args.sh
 echo "| model | episodes | promoted (any) | promoted as fine-tune | promoted as imprint | novel acc. of the fine-tune | base after |"
 echo "|---|---|---|---|---|---|---|"
 for m in vision audio; do

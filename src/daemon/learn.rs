@@ -462,7 +462,7 @@ impl Trainer {
             }
             seed = seed.wrapping_add(1);
             tracing::info!(?job, "trainer job");
-            let st = match self.run_job(&job, seed) {
+            let mut st = match self.run_job(&job, seed) {
                 Ok(Ran::Done(st)) => *st,
                 Ok(Ran::Nothing) => continue,
                 Ok(Ran::Yielded) => {
@@ -484,7 +484,6 @@ impl Trainer {
                     st
                 }
             };
-            let mut st = st;
             queue.extend(jobs.try_iter());
             queue = merge(std::mem::take(&mut queue));
             st.queued = queue

@@ -251,7 +251,7 @@ pub fn batch_norm_train(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::module::Param;
     use burn::nn::conv::Conv2dConfig;
@@ -265,8 +265,9 @@ mod tests {
         d
     }
 
-    /// max |a − b| / max |b|: the error relative to the tensor's scale.
-    fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    /// max |a − b| / max |b|: the error relative to the tensor's scale (also used by
+    /// `net`'s tests of ConvBn).
+    pub(crate) fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         let a = a.into_data().try_to_vec::<f32>().unwrap();
         let b = b.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(a.len(), b.len());

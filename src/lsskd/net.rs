@@ -468,18 +468,7 @@ impl TrainNet {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> TrainOut {
-        let student = self.student.forward(x);
-        let aux = self
-            .aux
-            .iter()
-            .zip(&student.stages)
-            .map(|(head, f)| head.forward(f.clone()))
-            .collect();
-        TrainOut {
-            student,
-            aux,
-            first_head: 0,
-        }
+        self.forward_from(self.student.stem.forward_relu(x), 0)
     }
 
     /// Forward from the input of stage `start` (see [`Student::forward_from`]), with the
@@ -517,17 +506,7 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    fn max_rel<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        let a = a.into_data().try_to_vec::<f32>().unwrap();
-        let b = b.into_data().try_to_vec::<f32>().unwrap();
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 1e-3, "a trivial reference ({scale})");
-        let err = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        err / scale
-    }
+    use crate::lsskd::kernels::tests::rel_err;
 
     /// ConvBn in training through the kernels against the plain burn modules: output,
     /// gradients of input, weight, γ, β, and the running statistics, at strides 1 and 2,
@@ -551,28 +530,28 @@ mod tests {
             let yp = plain.bn.forward(plain.conv.forward(xp.clone()));
             let yp = if act { relu(yp) } else { yp };
             let probe = Tensor::<4>::random(yp.dims(), Distribution::Normal(0.0, 1.0), &d);
-            assert!(max_rel(yo.clone().detach(), yp.clone().detach()) <= 1e-4);
+            assert!(rel_err(yo.clone().detach(), yp.clone().detach()) <= 1e-4);
             let go = (yo * probe.clone()).sum().backward();
             let gp = (yp * probe).sum().backward();
             let pairs = [
-                max_rel(xo.grad(&go).unwrap(), xp.grad(&gp).unwrap()),
-                max_rel(
+                rel_err(xo.grad(&go).unwrap(), xp.grad(&gp).unwrap()),
+                rel_err(
                     ours.conv.weight.val().grad(&go).unwrap(),
                     plain.conv.weight.val().grad(&gp).unwrap(),
                 ),
-                max_rel(
+                rel_err(
                     ours.bn.gamma.val().grad(&go).unwrap(),
                     plain.bn.gamma.val().grad(&gp).unwrap(),
                 ),
-                max_rel(
+                rel_err(
                     ours.bn.beta.val().grad(&go).unwrap(),
                     plain.bn.beta.val().grad(&gp).unwrap(),
                 ),
-                max_rel(
+                rel_err(
                     ours.bn.running_mean.value_sync(),
                     plain.bn.running_mean.value_sync(),
                 ),
-                max_rel(
+                rel_err(
                     ours.bn.running_var.value_sync(),
                     plain.bn.running_var.value_sync(),
                 ),
