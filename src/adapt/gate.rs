@@ -18,6 +18,10 @@ pub struct GateConfig {
     /// Shipped classes: the largest accuracy drop (candidate vs live model, same images)
     /// that is acceptable.
     pub max_old_drop: f64,
+    /// Any one shipped class: the largest accuracy drop acceptable when most of its lost
+    /// images go to one new label (a shipped class sent under a new name).
+    #[serde(default = "default_max_class_drop")]
+    pub max_class_drop: f64,
     /// Confidence of the one-sided bounds the thresholds are judged with (0.5..1).
     #[serde(default = "default_confidence")]
     pub confidence: f64,
@@ -30,12 +34,20 @@ fn default_confidence() -> f64 {
     DEFAULT_CONFIDENCE
 }
 
+/// `[adapt] max_class_drop` when it is not set.
+pub const DEFAULT_MAX_CLASS_DROP: f64 = 0.15;
+
+fn default_max_class_drop() -> f64 {
+    DEFAULT_MAX_CLASS_DROP
+}
+
 impl GateConfig {
     /// The thresholds of `[adapt]`.
     pub fn from_settings(s: &crate::settings::AdaptSettings) -> Self {
         Self {
             min_new_accuracy: s.min_new_accuracy,
             max_old_drop: s.max_old_drop,
+            max_class_drop: s.max_class_drop,
             confidence: s.confidence,
         }
     }
@@ -46,6 +58,7 @@ impl Default for GateConfig {
         Self {
             min_new_accuracy: 0.6,
             max_old_drop: 0.02,
+            max_class_drop: DEFAULT_MAX_CLASS_DROP,
             confidence: DEFAULT_CONFIDENCE,
         }
     }
@@ -95,6 +108,9 @@ pub struct ClassChange {
     /// The label most of its losses went to, when one took at least half of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_by: Option<String>,
+    /// Lower one-sided bound of this class's accuracy drop at the gate's confidence.
+    #[serde(default)]
+    pub drop_lower: f64,
 }
 
 /// Shipped classes, before vs after on the same images.
@@ -215,6 +231,7 @@ fn old_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, OldClasses)> {
                 .max_by_key(|(_, c)| *c)
                 .filter(|(_, c)| 2 * c >= p.losses)
                 .map(|(l, _)| l.to_string()),
+            drop_lower: p.drop_bounds(confidence).lower,
         })
         .collect();
     worst.sort_by_key(|c| std::cmp::Reverse(c.losses - c.gains));
@@ -368,6 +385,10 @@ fn advise(
 ///   lower bound would reject nearly every good fine-tune (1 of 8 good vision 3-way
 ///   5-shot episodes passed), the upper bound would let mislabelled ones through (3 of
 ///   8); the point value passed 6 of 8 good, 0 of 8 shuffled, 0 of 8 half-mislabelled.
+/// - **One shipped class taken by a new label** (most of its lost images now predicted as
+///   that label: the same thing sent under a new name): rejected when that class's drop
+///   has a lower bound above `max_class_drop`. One such class of ten moves the overall
+///   drop by a few points only.
 /// - **Samples of shipped classes** that were held back: rejected when they got worse by
 ///   the exact one-sided McNemar test at `confidence`.
 /// - No evidence on new labels nor on held-back samples: rejected.
@@ -406,6 +427,28 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
             o.set,
             cfg.max_old_drop
         ));
+    }
+    // A shipped class whose images a new label takes: the same thing under a new name.
+    // Judged per class, since one such class of many moves the overall drop little.
+    if let Some((_, o)) = &old {
+        for w in &o.worst {
+            if let Some(t) = &w.taken_by
+                && labels.iter().any(|l| &l.label == t)
+                && w.drop_lower > cfg.max_class_drop + 1e-12
+            {
+                old_failed = true;
+                reasons.push(format!(
+                    "the new label `{t}` takes the shipped class `{}`: {} of its {} {} images lost (drop at least {:.3} at {:.0} % confidence, more than {:.3})",
+                    w.class,
+                    w.losses,
+                    w.n,
+                    o.set,
+                    w.drop_lower,
+                    c * 100.0,
+                    cfg.max_class_drop
+                ));
+            }
+        }
     }
     if let Some(b) = new_b {
         let fails = match candidate {
@@ -632,6 +675,59 @@ mod tests {
             "{:?}",
             m.advice
         );
+    }
+
+    /// 10 shipped classes × 50 gate images, all right before; `lost` images of `c0` are
+    /// taken for `thief` after.
+    fn one_class_taken(lost: usize, thief: &str) -> Vec<OldItem> {
+        (0..500)
+            .map(|i| {
+                let class = format!("c{}", i / 50);
+                let after = if i < lost {
+                    thief.to_string()
+                } else {
+                    class.clone()
+                };
+                OldItem {
+                    before: class.clone(),
+                    after,
+                    class,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shipped_class_under_a_new_name_is_caught_per_class_and_noise_is_not() {
+        let cfg = GateConfig::default();
+        // `shoe` is `c0` renamed: it takes 15 of c0's 50 images. Overall that is a drop of
+        // 0.03, whose lower bound stays under max_old_drop; for c0 it is 0.3 (at least 0.18).
+        let e = ev(one_class_taken(15, "shoe"), new(&["shoe"], 5, 5, "shoe"));
+        let (m, v) = judge(&cfg, &e, Candidate::Imprinted);
+        let Verdict::Reject(r) = v else {
+            panic!("promoted {m:?}")
+        };
+        assert!(!r.contains("shipped classes would drop"), "{r}");
+        assert!(
+            r.contains(
+                "the new label `shoe` takes the shipped class `c0`: 15 of its 50 gate images lost"
+            ),
+            "{r}"
+        );
+        assert!(
+            m.advice
+                .iter()
+                .any(|a| a.contains("`shoe` looks like the shipped class `c0`")),
+            "{:?}",
+            m.advice
+        );
+        // Three of 50 taken is noise at this size.
+        let e = ev(one_class_taken(3, "shoe"), new(&["shoe"], 5, 5, "shoe"));
+        let (m, v) = judge(&cfg, &e, Candidate::Imprinted);
+        assert_eq!(v, Verdict::Promote, "{m:?}");
+        // Losses that go to another shipped class are the overall rule's business.
+        let e = ev(one_class_taken(15, "c1"), new(&["shoe"], 5, 5, "shoe"));
+        assert_eq!(judge(&cfg, &e, Candidate::Imprinted).1, Verdict::Promote);
     }
 
     #[test]

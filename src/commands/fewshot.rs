@@ -92,6 +92,8 @@ pub struct FewshotArgs {
     #[arg(long)]
     pub max_old_drop: Option<f64>,
     #[arg(long)]
+    pub max_class_drop: Option<f64>,
+    #[arg(long)]
     pub confidence: Option<f64>,
 }
 
@@ -222,6 +224,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
     let gate_cfg = GateConfig {
         min_new_accuracy: args.min_new_accuracy.unwrap_or(defaults.min_new_accuracy),
         max_old_drop: args.max_old_drop.unwrap_or(defaults.max_old_drop),
+        max_class_drop: args.max_class_drop.unwrap_or(defaults.max_class_drop),
         confidence: args.confidence.unwrap_or(defaults.confidence),
     };
     let replay_all = replay::load(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?;

@@ -11,8 +11,9 @@
 //! [`Backward`], `prepare`, [`OpsKind`]), reached from our dispatch `Tensor<D>` through
 //! `Tensor::try_into_primitive::<Autodiff<Flex>>` (burn's `extension` feature):
 //!
-//! - [`conv2d`]: forward is flex's own conv2d (bit-identical to the plain path); backward
-//!   is one pass parallel over chunks of the batch (rayon): per sample, im2col of x and
+//! - [`conv2d`]: forward parallel over chunks of the batch (rayon): per sample, im2col and
+//!   one GEMM (a 1×1 stride-1 convolution multiplies x directly). Backward is one pass
+//!   parallel over chunks of the batch: per sample, im2col of x and
 //!   `dW += dY_b · colᵀ` (a GEMM with K = H_out·W_out, accumulated in a per-chunk partial),
 //!   `dcol = Wᵀ · dY_b` and col2im into dX_b.
 //! - [`batch_norm_train`]: per-channel statistics in one pass (f64 accumulators), the
@@ -32,11 +33,12 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::DType;
-use lsskd_kernels::{Geom, bn_apply, bn_backward, channel_stats, conv_backward, inv_std};
+use lsskd_kernels::{
+    Geom, bn_apply, bn_backward, channel_stats, conv_backward, conv_forward, inv_std,
+};
 
 /// `Autodiff<Flex>` without gradient checkpointing: what `Device::default().autodiff()` is.
 type Ad = Autodiff<Flex>;
@@ -116,19 +118,22 @@ impl Backward<Flex, 2> for Conv2dBackward {
 pub fn conv2d(x: &Tensor<4>, w: &Tensor<4>, stride: usize, pad: usize) -> Option<Tensor<4>> {
     let xp = ad_primitive(x)?;
     let wp = ad_primitive(w)?;
-    let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
     let (x_inner, x_node) = xp.into_parts();
     let (w_inner, w_node) = wp.into_parts();
+    let (x_inner, x_dims) = f32s(&x_inner);
+    let (w_inner, w_dims) = f32s(&w_inner);
+    let g = Geom::new(&x_dims, &w_dims, stride, pad);
+    let y = flex_tensor(
+        conv_forward(&g, x_inner.storage::<f32>(), w_inner.storage::<f32>()),
+        &[g.n, g.co, g.ho, g.wo],
+    );
     let out = match Conv2dBackward
         .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([x_node, w_node])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => {
-            let state = (x_inner.clone(), w_inner.clone(), stride, pad);
-            prep.finish(state, Flex::conv2d(x_inner, w_inner, None, options))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x_inner, w_inner, None, options)),
+        OpsKind::Tracked(prep) => prep.finish((x_inner, w_inner, stride, pad), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some(Tensor::from_primitive::<Ad>(out))
 }
@@ -253,6 +258,7 @@ pub fn batch_norm_train(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use burn::backend::ops::ConvOptions;
     use burn::module::Param;
     use burn::nn::conv::Conv2dConfig;
     use burn::nn::{BatchNormConfig, PaddingConfig2d};

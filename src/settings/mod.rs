@@ -45,6 +45,8 @@ pub struct AdaptSettings {
     pub epochs: usize,
     pub min_new_accuracy: f64,
     pub max_old_drop: f64,
+    /// The largest accuracy drop of any one shipped class whose losses go to a new label.
+    pub max_class_drop: f64,
     /// Confidence of the gate's one-sided bounds (`adapt::gate::judge`).
     pub confidence: f64,
     pub keep_versions: usize,
@@ -367,6 +369,7 @@ impl Settings {
         for (key, value) in [
             ("min_new_accuracy", a.min_new_accuracy),
             ("max_old_drop", a.max_old_drop),
+            ("max_class_drop", a.max_class_drop),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 p.push(format!("`adapt.{key}`: {value} is not within 0..1"));

@@ -1,6 +1,6 @@
 //! Hot loops of lsskd-edge's training kernels (see `src/lsskd/kernels.rs` for the burn
-//! autodiff glue and the gradient tests): convolution backward through im2col / GEMM /
-//! col2im, parallel over the batch, and batch-norm (+ReLU) training forward and backward.
+//! autodiff glue and the gradient tests): convolution forward and backward through im2col /
+//! GEMM / col2im, parallel over the batch, and batch-norm (+ReLU) training forward and backward.
 //!
 //! A crate of its own so that the dev profile's `[profile.dev.package."*"]` settings (opt
 //! level 3, no debug assertions or overflow checks) apply to these loops; the main crate
@@ -187,6 +187,32 @@ fn gemm_f32(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// `y = conv(x, w)` (no bias), parallel over chunks of the batch: per sample, im2col and
+/// `Y_b[co, p] = W[co, k] · col[k, p]`; a 1×1 stride-1 convolution multiplies x directly.
+pub fn conv_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let xs = g.ci * g.h * g.w;
+    let ys = g.co * p;
+    let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let per = batch_chunk(g.n);
+    let mut y = vec![0.0f32; g.n * ys];
+    y.par_chunks_mut(per * ys).enumerate().for_each(|(i, out)| {
+        let mut col = vec![0.0f32; if direct { 0 } else { k * p }];
+        for (j, y_b) in out.chunks_mut(ys).enumerate() {
+            let b = i * per + j;
+            let x_b = &x[b * xs..(b + 1) * xs];
+            let col = if direct {
+                x_b
+            } else {
+                im2col(g, x_b, &mut col);
+                &col
+            };
+            gemm_f32(g.co, p, k, y_b, false, w, (k, 1), col, (p, 1));
+        }
+    });
+    y
 }
 
 /// dX and dW of `y = conv(x, w)` given dY, parallel over chunks of the batch.
