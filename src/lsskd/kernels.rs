@@ -327,6 +327,51 @@ pub(crate) mod tests {
         check_conv(5, 16, 32, 14, 3, 2, 1);
     }
 
+    /// im2col and col2im (its adjoint) against the definition, element by element, on the
+    /// shapes where the flat-shift path applies and where it does not.
+    #[test]
+    fn im2col_and_col2im_match_their_definition() {
+        use lsskd_kernels::{col2im, im2col};
+        for (ci, h, w, k, stride, pad) in [
+            (2, 5, 5, 3, 1, 1),
+            (1, 1, 1, 3, 1, 1),
+            (2, 7, 6, 5, 1, 2),
+            (3, 7, 7, 3, 2, 1),
+            (2, 4, 4, 1, 2, 0),
+            (2, 6, 5, 3, 1, 0),
+        ] {
+            let g = Geom::new(&[1, ci, h, w], &[1, ci, k, k], stride, pad);
+            let x: Vec<f32> = (0..ci * h * w).map(|i| i as f32 + 1.0).collect();
+            let at = |c: usize, iy: isize, ix: isize| {
+                let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                inside.then(|| (c * h + iy as usize) * w + ix as usize)
+            };
+            let src = |row: usize, o: usize| {
+                let (c, ky, kx) = (row / (k * k), row / k % k, row % k);
+                let (oy, ox) = (o / g.wo, o % g.wo);
+                let iy = (oy * stride + ky) as isize - pad as isize;
+                let ix = (ox * stride + kx) as isize - pad as isize;
+                at(c, iy, ix)
+            };
+            let mut col = vec![f32::NAN; g.k() * g.p()];
+            im2col(&g, &x, &mut col);
+            let mut dcol: Vec<f32> = (0..col.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+            let mut want_dx = vec![0.0f32; x.len()];
+            for row in 0..g.k() {
+                for o in 0..g.p() {
+                    let want = src(row, o).map_or(0.0, |i| x[i]);
+                    assert_eq!(col[row * g.p() + o], want, "{g:?} row {row} o {o}");
+                    if let Some(i) = src(row, o) {
+                        want_dx[i] += dcol[row * g.p() + o];
+                    }
+                }
+            }
+            let mut dx = vec![0.0f32; x.len()];
+            col2im(&g, &mut dcol, &mut dx);
+            assert_eq!(dx, want_dx, "{g:?}");
+        }
+    }
+
     #[test]
     fn conv2d_without_input_gradient_gives_the_weight_gradient() {
         let d = device();

@@ -80,32 +80,79 @@ impl Geom {
     }
 }
 
+impl Geom {
+    /// Stride 1 with "same" padding: each im2col row is the input plane shifted by
+    /// `(ky − pad)·w + (kx − pad)`, except for the columns that wrap around a row edge.
+    fn shifts_plane(&self) -> bool {
+        self.stride == 1 && self.ho == self.h && self.wo == self.w
+    }
+
+    /// Flat shift of kernel tap (ky, kx) in a [`Self::shifts_plane`] convolution, the
+    /// range of output positions whose shifted index lies in the plane, and the tap's
+    /// column offset.
+    fn shift(&self, ky: usize, kx: usize) -> (isize, std::ops::Range<usize>, isize) {
+        let p = self.p() as isize;
+        let dx = kx as isize - self.pad as isize;
+        let shift = (ky as isize - self.pad as isize) * self.w as isize + dx;
+        let lo = (-shift).clamp(0, p) as usize;
+        let hi = (p - shift).clamp(0, p) as usize;
+        (shift, lo..hi.max(lo), dx)
+    }
+
+    /// Zero, in an im2col row of tap column offset `dx`, the output columns whose input
+    /// column lies outside the plane (they wrapped around a row edge in the flat shift).
+    fn zero_wrapped(&self, row: &mut [f32], dx: isize) {
+        let w = self.w;
+        let cols = if dx > 0 {
+            w - (dx as usize).min(w)..w
+        } else {
+            0..((-dx) as usize).min(w)
+        };
+        if cols.is_empty() {
+            return;
+        }
+        for r in row.chunks_exact_mut(w) {
+            for v in &mut r[cols.clone()] {
+                *v = 0.0;
+            }
+        }
+    }
+}
+
 /// `col[(c·kh + ky)·kw + kx][oy·wo + ox] = x[c][oy·s + ky − pad][ox·s + kx − pad]` (0 outside).
 pub fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     let (s, p) = (g.stride, g.p());
     for c in 0..g.ci {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ky in 0..g.kh {
-            let (y0, y1) = g.valid(ky, g.h, g.ho);
             for kx in 0..g.kw {
-                let (x0, x1) = g.valid(kx, g.w, g.wo);
                 let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                if g.shifts_plane() {
+                    // One contiguous copy of the plane, then the wrapped columns zeroed.
+                    let (shift, valid, dx) = g.shift(ky, kx);
+                    row[..valid.start].iter_mut().for_each(|v| *v = 0.0);
+                    row[valid.end..].iter_mut().for_each(|v| *v = 0.0);
+                    if !valid.is_empty() {
+                        let src = (valid.start as isize + shift) as usize;
+                        row[valid.clone()].copy_from_slice(&plane[src..src + valid.len()]);
+                    }
+                    g.zero_wrapped(row, dx);
+                    continue;
+                }
+                let (y0, y1) = g.valid(ky, g.h, g.ho);
+                let (x0, x1) = g.valid(kx, g.w, g.wo);
                 for oy in 0..g.ho {
                     let dst = &mut row[oy * g.wo..(oy + 1) * g.wo];
                     if oy < y0 || oy >= y1 || x0 >= x1 {
-                        dst.fill(0.0);
+                        dst.iter_mut().for_each(|v| *v = 0.0);
                         continue;
                     }
                     let src = &plane[(oy * s + ky - g.pad) * g.w..][..g.w];
-                    dst[..x0].fill(0.0);
-                    dst[x1..].fill(0.0);
+                    dst[..x0].iter_mut().for_each(|v| *v = 0.0);
+                    dst[x1..].iter_mut().for_each(|v| *v = 0.0);
                     let first = x0 * s + kx - g.pad;
-                    if s == 1 {
-                        dst[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
-                    } else {
-                        for (d, ox) in dst[x0..x1].iter_mut().zip(0..) {
-                            *d = src[first + ox * s];
-                        }
+                    for (d, ox) in dst[x0..x1].iter_mut().zip(0..) {
+                        *d = src[first + ox * s];
                     }
                 }
             }
@@ -114,30 +161,37 @@ pub fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: `dx[c][iy][ix] += dcol[…][…]` for every use of that input.
-pub fn col2im(g: &Geom, dcol: &[f32], dx: &mut [f32]) {
+/// `dcol` is scratch: the entries that [`im2col`] would have zeroed are zeroed in it.
+pub fn col2im(g: &Geom, dcol: &mut [f32], dx: &mut [f32]) {
     let (s, p) = (g.stride, g.p());
     for c in 0..g.ci {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ky in 0..g.kh {
-            let (y0, y1) = g.valid(ky, g.h, g.ho);
             for kx in 0..g.kw {
+                let row = &mut dcol[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                if g.shifts_plane() {
+                    let (shift, valid, dx) = g.shift(ky, kx);
+                    g.zero_wrapped(row, dx);
+                    if valid.is_empty() {
+                        continue;
+                    }
+                    let dst = (valid.start as isize + shift) as usize;
+                    for (d, v) in plane[dst..dst + valid.len()].iter_mut().zip(&row[valid]) {
+                        *d += v;
+                    }
+                    continue;
+                }
+                let (y0, y1) = g.valid(ky, g.h, g.ho);
                 let (x0, x1) = g.valid(kx, g.w, g.wo);
                 if x0 >= x1 {
                     continue;
                 }
-                let row = &dcol[((c * g.kh + ky) * g.kw + kx) * p..][..p];
                 for oy in y0..y1 {
                     let src = &row[oy * g.wo..(oy + 1) * g.wo];
                     let dst = &mut plane[(oy * s + ky - g.pad) * g.w..][..g.w];
                     let first = x0 * s + kx - g.pad;
-                    if s == 1 {
-                        for (d, v) in dst[first..first + (x1 - x0)].iter_mut().zip(&src[x0..x1]) {
-                            *d += v;
-                        }
-                    } else {
-                        for (v, ox) in src[x0..x1].iter().zip(0..) {
-                            dst[first + ox * s] += v;
-                        }
+                    for (v, ox) in src[x0..x1].iter().zip(0..) {
+                        dst[first + ox * s] += v;
                     }
                 }
             }
@@ -244,7 +298,11 @@ pub fn conv_backward(
             if let Some(dx) = dx.as_deref_mut() {
                 // dcol[k, p] = Σ_co W[co, k] · dY_b[co, p]
                 gemm_f32(k, p, g.co, &mut dcol, false, w, (1, k), dy_b, (p, 1));
-                col2im(g, &dcol, &mut dx[(b - start) * xs..(b - start + 1) * xs]);
+                col2im(
+                    g,
+                    &mut dcol,
+                    &mut dx[(b - start) * xs..(b - start + 1) * xs],
+                );
             }
         }
         dw
