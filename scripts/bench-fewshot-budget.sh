@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 episodes=${1:-10}
 seed=${2:-1}
 source scripts/fewshot-args.sh
-echo "| model | budget | prefix cache | novel acc. (±95% CI) | base before → after | steps (mean) | s / adaptation (max) | peak RSS | promoted |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| model | budget | prefix cache | novel acc. (±95% CI) | base before → after | steps (mean) | s / adaptation (max) | s with the gate (max) | peak RSS | promoted |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 run() {
   local name=$1 budget=$2 views=$3; shift 3
   "$bin" fewshot-bench "$@" --way 5 --shot 5 --episodes "$episodes" --seed "$seed" \
@@ -22,13 +22,14 @@ r = json.loads(sys.stdin.read())
 eps = r["per_episode"]
 steps = sum(e["steps"] for e in eps) / len(eps)
 smax = max(e["seconds"] for e in eps)
+whole = [e["seconds"] + e["gate_seconds"] for e in eps]
 cache = views + " views" if views != "0" else "off"
 novel = "%.3f ± %.3f" % (r["novel_accuracy"], r["novel_ci95"])
 base = "%.3f → %.3f" % (r["base_accuracy_before"], r["base_accuracy_after"])
 promoted = sum(1 for e in eps if e["promoted"])
-print("| %s | %s s | %s | %s | %s | %.0f | %.1f (%.1f) | %.0f MiB | %d/%d |" % (
+print("| %s | %s s | %s | %s | %s | %.0f | %.1f (%.1f) | %.1f (%.1f) | %.0f MiB | %d/%d |" % (
     name, budget, cache, novel, base, steps, r["seconds_per_episode"], smax,
-    r["peak_rss_mb"], promoted, len(eps)))
+    sum(whole) / len(whole), max(whole), r["peak_rss_mb"], promoted, len(eps)))
 ' "$name" "$budget" "$views"
 }
 run vision 50 0 "${vision[@]}"

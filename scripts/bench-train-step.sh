@@ -5,7 +5,8 @@
 # sampled (128 rows) and `lsskd` all 4 rotations (256 rows). Each config runs ours, then
 # the peer, before the next config.
 # Usage: scripts/bench-train-step.sh [STEPS] [THREADS]   (torch goes into target/bench-venv)
-#   PROFILE=1 also prints burn's per-op profile of each config.
+#   PROFILE=1 also prints the per-op profile of each config (each layer alone, as the step
+#   runs it); PLAIN=1 runs our step through the plain burn ops instead of lsskd::kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-20}
@@ -26,7 +27,7 @@ echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $threads threads;
 for cfg in "ce sampled" "lsskd sampled" "lsskd all"; do
   set -- $cfg
   ours=$("$bin" bench-train --method "$1" --transforms "$2" --batch 64 --arch resnet-s \
-    --steps "$steps" --warmup "$warmup" --threads "$threads" --json ${PROFILE:+--profile})
+    --steps "$steps" --warmup "$warmup" --threads "$threads" --json ${PROFILE:+--profile} ${PLAIN:+--plain})
   peer=$("$venv/bin/python" scripts/torch_train_bench.py --method "$1" --transforms "$2" \
     --batch 64 --steps "$steps" --warmup "$warmup" --threads "$threads")
   python3 - "$ours" "$peer" <<'PY'

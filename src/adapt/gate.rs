@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{Paired, wilson};
+pub use crate::registry::card::{ClassChange, Confusion, GateMetrics, LabelEstimate, OldClasses};
 
 /// Promotion thresholds and the confidence they are judged at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,105 +95,6 @@ pub struct Evidence {
     pub new_method: String,
     /// The user's held-back samples of shipped classes, paired: (right before, right after).
     pub labelled: Vec<(bool, bool)>,
-}
-
-/// Change of one shipped class on the old-class set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassChange {
-    pub class: String,
-    pub n: usize,
-    /// Right before, wrong after.
-    pub losses: usize,
-    /// Wrong before, right after.
-    pub gains: usize,
-    /// The label most of its losses went to, when one took at least half of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taken_by: Option<String>,
-    /// Lower one-sided bound of this class's accuracy drop at the gate's confidence.
-    #[serde(default)]
-    pub drop_lower: f64,
-}
-
-/// Shipped classes, before vs after on the same images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OldClasses {
-    /// `gate` or `replay` (see [`Evidence::old_set`]).
-    pub set: String,
-    pub n: usize,
-    pub losses: usize,
-    pub gains: usize,
-    /// Accuracy drop (before − after), with its one-sided bounds at `confidence`.
-    pub drop: f64,
-    pub drop_lower: f64,
-    pub drop_upper: f64,
-    /// Shipped classes that lost more than they gained, worst first (at most 5).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub worst: Vec<ClassChange>,
-}
-
-/// How often a label's held-out samples were taken for another label.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Confusion {
-    pub label: String,
-    pub count: usize,
-}
-
-/// Estimated accuracy of one new label, with its bounds at `confidence`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelEstimate {
-    pub label: String,
-    /// Held-out predictions of this label's samples.
-    pub n: usize,
-    pub correct: usize,
-    pub accuracy: f64,
-    pub lower: f64,
-    pub upper: f64,
-    /// What its misclassified samples were taken for, most frequent first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub confused_with: Vec<Confusion>,
-}
-
-/// Measurements on data the candidate did not train on. The first five fields are the
-/// point estimates of earlier versions of this card (kept for readers of those); the rest
-/// carry the evidence and the uncertainty.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateMetrics {
-    /// Live model on the old-class set.
-    pub old_before: f64,
-    /// Candidate on the same images.
-    pub old_after: f64,
-    /// Estimated new-class accuracy (see `new_method`); `None` when no new class.
-    pub new_after: Option<f64>,
-    /// Candidate on held-back samples of shipped classes that were sent as samples.
-    pub labelled_after: Option<f64>,
-    /// Live model on those held-back samples.
-    pub labelled_before: Option<f64>,
-    /// Confidence of every bound below.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old: Option<OldClasses>,
-    /// Bounds of `new_after`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_lower: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_upper: Option<f64>,
-    /// Held-out predictions behind `new_after`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_n: Option<usize>,
-    /// How the new-class estimate was obtained.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_method: Option<String>,
-    /// Per new label.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub labels: Vec<LabelEstimate>,
-    /// Exact one-sided McNemar p-value of "the held-back samples of shipped classes got
-    /// worse".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labelled_p: Option<f64>,
-    /// What to do next, for people.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub advice: Vec<String>,
 }
 
 /// The gate's verdict.

@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use super::gate::{
     Candidate, Evidence, GateConfig, GateMetrics, OldItem, Verdict, judge, split_holdout,
@@ -31,7 +30,8 @@ use super::gate::{
 use super::job::{AdaptConfig, Adapted, Snapshot, adapt};
 use crate::features::{Preprocess, Raw};
 use crate::inference::{Classifier, argmax};
-use crate::lsskd::{self, checkpoint};
+use crate::lsskd;
+pub use crate::registry::card::AdaptationInfo;
 use crate::registry::package::{MODEL_ONNX, REPLAY_DIR, TRAIN_STATE};
 use crate::registry::versions::Versions;
 use crate::registry::{ModelPackage, replay};
@@ -43,26 +43,6 @@ pub const NEW_CLASS_REPLAY: usize = 5;
 
 /// How new-class accuracy is estimated (recorded in the gate metrics).
 pub const NEW_METHOD: &str = "leave-one-out of the imprinted model on the samples";
-
-/// What an adapted version records about how it was made (manifest `adaptation`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdaptationInfo {
-    /// `imprint` (new labels only, no fine-tune) or `finetune`.
-    pub kind: String,
-    /// The candidate that was judged best and kept: `imprinted` or `finetuned`.
-    pub chosen: String,
-    pub new_classes: Vec<String>,
-    /// Stored samples per label when it was made.
-    pub samples_per_class: BTreeMap<String, usize>,
-    /// Samples held back from training (samples of shipped classes only).
-    pub held_back: usize,
-    pub gate: GateMetrics,
-    pub seconds: f64,
-    /// Why the fine-tuned candidate was not kept, when the imprinted one was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finetune_rejected: Option<String>,
-}
 
 /// The result of [`run`].
 #[derive(Debug, Clone)]
@@ -466,7 +446,7 @@ pub fn run(
     // Imprint (+ fine-tune).
     let device = lsskd::training_device(seed);
     let set = m.train_state.transforms;
-    let net = checkpoint::load_package(pkg, &device)?;
+    let net = pkg.load_train_net(&device)?;
     let acfg = AdaptConfig {
         epochs: if imprint_only { 0 } else { cfg.epochs },
         budget_secs: Some(cfg.budget_secs),

@@ -15,8 +15,8 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{SampleFormat, StreamConfig};
 
+use super::health::SourceHealth;
 use super::slot;
-use super::source::SourceHealth;
 use super::window::Windower;
 use super::{Capture, CaptureError, now_ms};
 use crate::features::{Clip, Raw, audio::resample};

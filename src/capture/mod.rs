@@ -3,6 +3,7 @@
 //! of recent captures.
 
 pub mod camera;
+pub mod health;
 pub mod microphone;
 pub mod replay;
 pub mod ring;

@@ -3,40 +3,16 @@
 //! pipelines — and reports its state for the status message.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::camera::{self, CameraRequest};
+pub use super::health::SourceHealth;
 use super::replay::{ReplayAudio, ReplayImages};
 use super::window::Windower;
 use super::{Capture, CaptureError, microphone, now_ms, slot};
 use crate::settings::SourceSettings;
-
-/// What a source is doing, for `status` (`starting`, `running`, `retrying: …`, `stopped`).
-#[derive(Debug, Default)]
-pub struct SourceHealth {
-    state: Mutex<String>,
-    /// Times the source failed and was reopened.
-    pub restarts: AtomicU64,
-    /// Audio blocks dropped before windowing (callback queue full).
-    pub dropped_blocks: Arc<AtomicU64>,
-}
-
-impl SourceHealth {
-    pub fn set(&self, s: impl Into<String>) {
-        if let Ok(mut g) = self.state.lock() {
-            *g = s.into();
-        }
-    }
-
-    pub fn get(&self) -> String {
-        self.state
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_else(|_| "unknown".into())
-    }
-}
 
 /// Everything a source thread needs.
 pub struct SourceJob {

@@ -9,8 +9,10 @@
 //! PyTorch peer of the same network and losses (`scripts/torch_train_bench.py`).
 //!
 //! The profile times every distinct layer of the network alone, on the training (autodiff)
-//! device with the exact shape it sees in the step: forward, then backward from the sum of
-//! its output (so the backward includes one fill of the output's shape). Each time is the
+//! device with the exact shape it sees in the step, through the same code (convolution and
+//! batch norm through `lsskd::kernels` unless `--plain`): forward, then backward from the sum
+//! of its output (so the backward includes one fill of the output's shape). The ReLU that
+//! follows a batch norm is fused into it in the step but timed on its own here. Each time is the
 //! median of `--profile-reps` runs and is multiplied by how often the layer occurs in the
 //! `TrainNet`. The table puts the total beside the measured step; the difference is what
 //! the isolated ops do not cover (batch expansion and targets on the CPU, read-backs, graph
@@ -84,6 +86,10 @@ pub struct BenchTrainArgs {
     /// Runs per op in the profile (median taken, after one untimed run).
     #[arg(long, default_value_t = 5)]
     pub profile_reps: usize,
+    /// Train through the plain burn ops instead of `lsskd::kernels` (the "before" of the
+    /// kernels, step and profile).
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// Distribution of the step time, milliseconds.
@@ -134,6 +140,8 @@ pub struct BenchTrainReport {
     pub classes: usize,
     pub params: usize,
     pub threads: usize,
+    /// Convolution and batch norm through `lsskd::kernels` (false: `--plain`).
+    pub kernels: bool,
     pub steps: usize,
     pub warmup: usize,
     pub step: StepTimes,
@@ -223,7 +231,11 @@ pub fn run(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
         .thread_name(|i| format!("bench-train-{i}"))
         .build()
         .context("building the rayon pool")?;
-    pool.install(|| run_in_pool(args))
+    let was = lsskd::kernels::enabled();
+    lsskd::kernels::set_enabled(!args.plain);
+    let r = pool.install(|| run_in_pool(args));
+    lsskd::kernels::set_enabled(was);
+    r
 }
 
 fn run_in_pool(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
@@ -280,6 +292,7 @@ fn run_in_pool(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
         None
     };
     Ok(BenchTrainReport {
+        kernels: lsskd::kernels::enabled(),
         method: args.method.name().into(),
         transforms: match (args.method.aux_heads(), args.transforms) {
             (false, _) => "-",
@@ -540,9 +553,11 @@ fn profile(
                     let x = random([rows, cin, hw[0], hw[1]], device);
                     if grad_in { x.require_grad() } else { x }
                 },
-                |x| cb.conv.forward(x),
+                |x| cb.conv_as_trained(x),
             ),
-            (Key::Bn(c), Layer::Bn(cb)) => measure(reps, device, || act(c), |x| cb.bn.forward(x)),
+            (Key::Bn(c), Layer::Bn(cb)) => {
+                measure(reps, device, || act(c), |x| cb.bn_as_trained(x))
+            }
             (Key::Relu(c), _) => measure(reps, device, || act(c), relu),
             (Key::Add(c), _) => measure(reps, device, || (act(c), act(c)), |(a, b)| a + b),
             (Key::PoolClassifier(c, _), Layer::Classifier(cls)) => measure(
@@ -814,6 +829,7 @@ mod tests {
             seed: 0,
             profile: true,
             profile_reps: 1,
+            plain: false,
         };
         let r = run(&args).unwrap();
         assert_eq!(r.rows, 4);

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::dataset::{self, LoadOptions};
 use crate::features::Raw;
 use crate::inference::write_onnx;
-use crate::lsskd::{self, checkpoint, export};
+use crate::lsskd::{self, export};
 use crate::registry::package::{
     GATE_DIR, MANIFEST, MODEL_ONNX, REPLAY_DIR, sha256_file, write_synced,
 };
@@ -153,7 +153,7 @@ pub fn run(model: &Path, replay_per_class: Option<usize>) -> anyhow::Result<Mode
     let pkg = ModelPackage::load(model)?;
     let m = &pkg.manifest;
     let device = lsskd::cpu_device();
-    let net = checkpoint::load_package(&pkg, &device)?;
+    let net = pkg.load_train_net(&device)?;
     let deployed = export::deployed(&net.student, m.preprocess.input_shape())?;
     replace(&pkg.dir.join(MODEL_ONNX), &write_onnx(&deployed))?;
 

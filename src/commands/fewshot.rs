@@ -24,7 +24,7 @@ use crate::adapt::{Candidate, GateConfig, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::Raw;
 use crate::inference::{Classifier, write_onnx};
-use crate::lsskd::{self, TrainNet, checkpoint, export};
+use crate::lsskd::{self, TrainNet, export};
 use crate::registry::{ModelPackage, replay};
 use crate::settings::AdaptSettings;
 
@@ -107,6 +107,9 @@ pub struct Episode {
     pub imprint_only_base_accuracy: Option<f64>,
     pub base_accuracy_after: Option<f64>,
     pub seconds: f64,
+    /// The gate (evaluating both candidates on their evidence), seconds: the daemon spends
+    /// `seconds + gate_seconds` from the job's start to its verdict.
+    pub gate_seconds: f64,
     /// Fine-tune steps within the budget.
     pub steps: usize,
     pub kind: EpisodeKind,
@@ -356,7 +359,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         }
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
-        let net = checkpoint::load_package(&pkg, &device)?;
+        let net = pkg.load_train_net(&device)?;
         let imprint_only = args.epochs == 0;
         let cfg = AdaptConfig {
             epochs: args.epochs,
@@ -411,6 +414,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             new_labels: classes.iter().cloned().collect(),
             held_known: Vec::new(),
         };
+        let gate_started = Instant::now();
         let judgement = judge_candidates(
             &gate_cfg,
             &live,
@@ -421,6 +425,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             imprint_only,
             &data,
         )?;
+        let gate_seconds = gate_started.elapsed().as_secs_f64();
         let reported = judgement.reported().context("a candidate to judge")?;
         let tuned_gate = judgement.finetuned.as_ref().map(|j| &j.gate);
         tracing::info!(
@@ -429,6 +434,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             tuned = novel_acc,
             base_after = base_after.unwrap_or(f64::NAN),
             seconds,
+            gate_seconds,
             steps = adapted.steps,
             "episode"
         );
@@ -439,6 +445,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             imprint_only_base_accuracy: imprint_base,
             base_accuracy_after: base_after,
             seconds,
+            gate_seconds,
             steps: adapted.steps,
             kind: args.kind,
             promoted: judgement.chosen.is_some(),

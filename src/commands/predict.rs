@@ -6,36 +6,15 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::features::decode;
-use crate::inference::{Classifier, softmax};
+use crate::inference::Classifier;
+use crate::inference::{Scored, top_k};
 use crate::registry::ModelPackage;
-
-/// One label and its softmax probability.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Scored {
-    pub label: String,
-    pub score: f32,
-}
 
 /// Predictions for one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FilePrediction {
     pub file: PathBuf,
     pub top_k: Vec<Scored>,
-}
-
-/// Softmax of logits, sorted descending, first `k`.
-pub fn top_k(logits: &[f32], classes: &[String], k: usize) -> Vec<Scored> {
-    let mut scored: Vec<Scored> = softmax(logits)
-        .into_iter()
-        .zip(classes)
-        .map(|(score, c)| Scored {
-            label: c.clone(),
-            score,
-        })
-        .collect();
-    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
-    scored.truncate(k);
-    scored
 }
 
 /// Classify each file with the package's model.

@@ -275,20 +275,25 @@ impl Runtime {
         match levels.as_slice() {
             [_, _, "samples", model, "add"] => {
                 let model = model.to_string();
-                let ack = match (&self.scheduler, self.ingest(&model, &msg.payload)) {
-                    (None, _) => Ack {
+                // Learning disabled: refused before anything is parsed or stored.
+                let ingested = self
+                    .scheduler
+                    .is_some()
+                    .then(|| self.ingest(&model, &msg.payload));
+                let ack = match ingested {
+                    None => Ack {
                         id: ingest::peek_id(&msg.payload),
                         accepted: false,
                         reason: "learning is disabled on this device (adapt.enabled = false)"
                             .into(),
                     },
-                    (Some(_), Ok((ack, stored_label))) => {
+                    Some(Ok((ack, stored_label))) => {
                         if let Some(label) = stored_label {
                             self.after_sample(&model, &label);
                         }
                         ack
                     }
-                    (Some(_), Err(reject)) => {
+                    Some(Err(reject)) => {
                         tracing::info!(%model, reason = %reject, "sample rejected");
                         Ack {
                             id: ingest::peek_id(&msg.payload),

@@ -19,7 +19,7 @@
 //!
 //! Initializers holding learned parameters are named after their layer (`stem.weight`,
 //! `blocks.3.conv1.bias`, `head.weight`); helper constants start with `const.` so that
-//! parameter counting ([`super::inspect`]) can leave them out.
+//! parameter counting (the `inspect` module, which reads [`CONST_PREFIX`]) can leave them out.
 
 use std::path::Path;
 

@@ -1,4 +1,28 @@
-//! Turning logits into decisions: argmax and softmax probabilities.
+//! Turning logits into decisions: argmax, softmax probabilities, the top k labels.
+
+use serde::Serialize;
+
+/// One label and its softmax probability.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Scored {
+    pub label: String,
+    pub score: f32,
+}
+
+/// Softmax of logits, sorted descending, first `k`.
+pub fn top_k(logits: &[f32], classes: &[String], k: usize) -> Vec<Scored> {
+    let mut scored: Vec<Scored> = softmax(logits)
+        .into_iter()
+        .zip(classes)
+        .map(|(score, c)| Scored {
+            label: c.clone(),
+            score,
+        })
+        .collect();
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    scored.truncate(k);
+    scored
+}
 
 /// Index of the largest value (first one on ties); 0 for an empty slice.
 pub fn argmax(v: &[f32]) -> usize {

@@ -37,20 +37,3 @@ pub fn load(
         .try_load_record(record)
         .map_err(|e| err(e.to_string()))
 }
-
-/// The training model of a package, as its manifest describes it (architecture, classes,
-/// transforms, auxiliary heads).
-pub fn load_package(
-    pkg: &crate::registry::ModelPackage,
-    device: &Device,
-) -> Result<TrainNet, LsskdError> {
-    let m = &pkg.manifest;
-    load(
-        &m.arch,
-        m.classes.len(),
-        m.train_state.transforms.len(),
-        m.train_state.aux_heads,
-        &pkg.train_state_path(),
-        device,
-    )
-}

@@ -12,9 +12,9 @@ use arc_swap::ArcSwap;
 use super::{Debouncer, PublishGate};
 use crate::capture::ring::CaptureRing;
 use crate::capture::{Capture, slot};
-use crate::commands::predict::top_k;
 use crate::features::Preprocess;
 use crate::inference::Classifier;
+use crate::inference::top_k;
 use crate::mqtt::payload::{LabelScore, Prediction, SCHEMA_VERSION, StableState};
 use crate::settings::PublishSettings;
 

@@ -1,6 +1,7 @@
 //! Model packages on disk: manifest, verification, writing. (Versions, promotion and
 //! rollback build on this.)
 
+pub mod card;
 pub mod package;
 pub mod replay;
 pub mod versions;

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::features::Preprocess;
 use crate::inference::{GraphSummary, inspect};
-use crate::lsskd::{ArchConfig, TrainConfig, TransformSet};
+use crate::lsskd::{ArchConfig, LsskdError, TrainConfig, TrainNet, TransformSet, checkpoint};
+use burn::prelude::Device;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_ONNX: &str = "model.onnx";
@@ -124,7 +125,7 @@ pub struct Manifest {
     pub deployed: DeployedInfo,
     /// How an on-device version was made (absent in trained packages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adaptation: Option<crate::adapt::learner::AdaptationInfo>,
+    pub adaptation: Option<super::card::AdaptationInfo>,
     /// Relative path → sha256 (hex) of every other file in the package.
     pub files: BTreeMap<String, String>,
 }
@@ -155,6 +156,20 @@ impl ModelPackage {
 
     pub fn train_state_path(&self) -> PathBuf {
         self.dir.join(&self.manifest.train_state.file)
+    }
+
+    /// The training model (student and auxiliary heads) of this package, as its manifest
+    /// describes it: architecture, classes, transforms, auxiliary heads.
+    pub fn load_train_net(&self, device: &Device) -> Result<TrainNet, LsskdError> {
+        let m = &self.manifest;
+        checkpoint::load(
+            &m.arch,
+            m.classes.len(),
+            m.train_state.transforms.len(),
+            m.train_state.aux_heads,
+            &self.train_state_path(),
+            device,
+        )
     }
 
     pub fn replay_dir(&self) -> PathBuf {

@@ -146,3 +146,61 @@ auto_after = 0
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
     assert!(export.join("train/parcel/cap.png").is_file());
 }
+
+/// With learning disabled a sample is refused, and nothing is stored (issue 11: it used to
+/// be stored and fsynced first, then acked as refused).
+#[test]
+fn a_sample_sent_while_learning_is_disabled_is_refused_and_not_stored() {
+    let broker = Mosquitto::start();
+    let config = format!(
+        "{}\n[adapt]\nenabled = false\n",
+        replay_vision_config("door", &samples("vision"), broker.port),
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let pred = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
+    assert_eq!(pred.len(), 1, "log:\n{}", daemon.log());
+    let capture_id = json(&pred[0].1)["capture_id"].as_u64().expect("capture_id");
+    let png = std::fs::read(samples("vision") + "/bag.png").expect("png");
+    let sub = broker.sub_background("lsskd/it/samples/+/ack", 2, Duration::from_secs(30));
+    for payload in [
+        format!(r#"{{"id":"off1","label":"parcel","data":"{}"}}"#, b64(&png)),
+        format!(r#"{{"id":"off2","label":"parcel","capture_id":{capture_id}}}"#),
+    ] {
+        assert!(publish(
+            broker.port,
+            "lsskd/it/samples/vision/add",
+            &payload
+        ));
+    }
+    let acks: Vec<serde_json::Value> = collect(sub).iter().map(|(_, p)| json(p)).collect();
+    assert_eq!(acks.len(), 2, "{acks:?}; log:\n{}", daemon.log());
+    for ack in &acks {
+        assert_eq!(ack["accepted"], false, "{ack}");
+        assert!(
+            ack["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("learning is disabled"),
+            "{ack}"
+        );
+    }
+    let stored = walk_files(&daemon.state_dir().join("samples"));
+    assert!(stored.is_empty(), "stored while disabled: {stored:?}");
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -7,6 +7,8 @@
 //! builds at opt level 1, where they run several times slower. Plain slices, float32,
 //! NCHW; no burn types.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Chunks of the batch for the parallel passes: a few per thread for balance.
@@ -199,13 +201,26 @@ pub fn col2im(g: &Geom, dcol: &mut [f32], dx: &mut [f32]) {
     }
 }
 
-/// `dst[m×n] (row stride rs_d) = (accumulate ? dst : 0) + lhs · rhs`, strides in elements.
+/// A vector of `len` floats that `fill` writes in full (the outputs below are all written
+/// element by element or by a GEMM that does not read its destination), so that it is not
+/// zeroed first: zeroing costs a pass over memory as long as a BatchNorm's.
+fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: every caller writes all `len` elements in `fill` (see each call).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `dst[m×n] (row-major) = (accumulate ? dst : 0) + lhs · rhs`, strides in elements.
+/// SAFETY (caller): `dst` is valid for writes of `dst_len` floats, and for reads when
+/// `accumulate`; it does not alias `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
-fn gemm_f32(
+unsafe fn gemm_raw(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    (dst, dst_len): (*mut f32, usize),
     accumulate: bool,
     lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
@@ -213,17 +228,17 @@ fn gemm_f32(
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
     // Bounds of the strided views (the gemm call itself is unchecked).
-    assert!(dst.len() >= m * n);
+    assert!(dst_len >= m * n);
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
     assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: every element read or written lies within the slices (checked above); dst
-    // does not alias lhs or rhs (a &mut and two & borrows).
+    // SAFETY: every element read or written lies within the slices (checked above) and
+    // `dst` (the caller's promise); without `accumulate` gemm does not read `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -243,6 +258,63 @@ fn gemm_f32(
     }
 }
 
+/// [`gemm_raw`] into an initialised matrix.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    // SAFETY: a &mut slice, not aliased by the two & slices.
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            (dst.as_mut_ptr(), dst.len()),
+            accumulate,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        )
+    }
+}
+
+/// [`gemm_raw`] into storage not initialised yet: writes all `m·n` elements.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    // SAFETY: a &mut slice, not aliased by the two & slices; not read (no accumulate).
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            (dst.as_mut_ptr().cast::<f32>(), dst.len()),
+            false,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        )
+    }
+}
+
 /// `y = conv(x, w)` (no bias), parallel over chunks of the batch: per sample, im2col and
 /// `Y_b[co, p] = W[co, k] · col[k, p]`; a 1×1 stride-1 convolution multiplies x directly.
 pub fn conv_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -251,22 +323,23 @@ pub fn conv_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let ys = g.co * p;
     let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let per = batch_chunk(g.n);
-    let mut y = vec![0.0f32; g.n * ys];
-    y.par_chunks_mut(per * ys).enumerate().for_each(|(i, out)| {
-        let mut col = vec![0.0f32; if direct { 0 } else { k * p }];
-        for (j, y_b) in out.chunks_mut(ys).enumerate() {
-            let b = i * per + j;
-            let x_b = &x[b * xs..(b + 1) * xs];
-            let col = if direct {
-                x_b
-            } else {
-                im2col(g, x_b, &mut col);
-                &col
-            };
-            gemm_f32(g.co, p, k, y_b, false, w, (k, 1), col, (p, 1));
-        }
-    });
-    y
+    // Every sample's co×p block is written by its GEMM.
+    written(g.n * ys, |y| {
+        y.par_chunks_mut(per * ys).enumerate().for_each(|(i, out)| {
+            let mut col = vec![0.0f32; if direct { 0 } else { k * p }];
+            for (j, y_b) in out.chunks_mut(ys).enumerate() {
+                let b = i * per + j;
+                let x_b = &x[b * xs..(b + 1) * xs];
+                let col = if direct {
+                    x_b
+                } else {
+                    im2col(g, x_b, &mut col);
+                    &col
+                };
+                gemm_into(g.co, p, k, y_b, w, (k, 1), col, (p, 1));
+            }
+        })
+    })
 }
 
 /// dX and dW of `y = conv(x, w)` given dY, parallel over chunks of the batch.
@@ -377,26 +450,58 @@ fn relu_mask(d: f32, y: f32) -> f32 {
     if y > 0.0 { d } else { 0.0 }
 }
 
-/// Per-channel mean and biased variance of `[n, c, hw]` data (two passes: the mean, then
-/// the mean squared deviation from it).
+/// Per channel, the sums over samples of `f(sample, channel)`, in sample order through
+/// memory: parallel over chunks of the batch, each with its own per-channel partials.
+fn per_channel_sums(
+    n: usize,
+    c: usize,
+    f: impl Fn(usize, usize) -> (f64, f64) + Sync,
+) -> Vec<(f64, f64)> {
+    let per = batch_chunk(n);
+    (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|i| {
+            let mut acc = vec![(0.0f64, 0.0f64); c];
+            for b in i * per..((i + 1) * per).min(n) {
+                for (ch, a) in acc.iter_mut().enumerate() {
+                    let (u, v) = f(b, ch);
+                    a.0 += u;
+                    a.1 += v;
+                }
+            }
+            acc
+        })
+        .reduce_with(|mut a, b| {
+            for (x, y) in a.iter_mut().zip(&b) {
+                x.0 += y.0;
+                x.1 += y.1;
+            }
+            a
+        })
+        .unwrap_or_else(|| vec![(0.0, 0.0); c])
+}
+
+/// Per-channel mean and biased variance of `[n, c, hw]` data, in one pass over memory:
+/// sums of `x − s` and `(x − s)²` with `s` the channel's first value (the shifted-data
+/// algorithm: no cancellation when the mean is large against the spread).
 pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
     let m = (n * hw) as f64;
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let rows = || (0..n).map(|b| &x[(b * c + ch) * hw..][..hw]);
-            let sum: f64 = rows().map(|r| sum2(r, r, r, |v, _, _| (v, 0.0)).0).sum();
-            let mean = (sum / m) as f32;
-            let sq: f64 = rows()
-                .map(|r| {
-                    sum2(r, r, r, |v, _, _| {
-                        let d = v - mean;
-                        (d * d, 0.0)
-                    })
-                    .0
-                })
-                .sum();
-            (mean, (sq / m) as f32)
+    let shift: Vec<f32> = (0..c).map(|ch| x[ch * hw]).collect();
+    let sums = per_channel_sums(n, c, |b, ch| {
+        let r = &x[(b * c + ch) * hw..][..hw];
+        let s = shift[ch];
+        sum2(r, r, r, |v, _, _| {
+            let d = v - s;
+            (d, d * d)
+        })
+    });
+    sums.iter()
+        .zip(&shift)
+        .map(|(&(sd, sdd), &s)| {
+            let md = sd / m;
+            let mean = s as f64 + md;
+            let var = (sdd / m - md * md).max(0.0);
+            (mean as f32, var as f32)
         })
         .unzip()
 }
@@ -418,27 +523,28 @@ pub fn bn_apply(
     beta: &[f32],
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; n * c * hw];
-    y.par_chunks_mut(c * hw)
-        .zip(x.par_chunks(c * hw))
-        .for_each(|(ys, xs)| {
-            for ch in 0..c {
-                let scale = istd[ch] * gamma[ch];
-                let (mu, shift) = (mean[ch], beta[ch]);
-                let dst = &mut ys[ch * hw..(ch + 1) * hw];
-                let src = &xs[ch * hw..(ch + 1) * hw];
-                if relu {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = ((v - mu) * scale + shift).max(0.0);
-                    }
-                } else {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = (v - mu) * scale + shift;
+    // Every element is written (the chunks tile the output; each row is zipped in full).
+    written(n * c * hw, |y| {
+        y.par_chunks_mut(c * hw)
+            .zip(x.par_chunks(c * hw))
+            .for_each(|(ys, xs)| {
+                for ch in 0..c {
+                    let scale = istd[ch] * gamma[ch];
+                    let (mu, shift) = (mean[ch], beta[ch]);
+                    let dst = &mut ys[ch * hw..(ch + 1) * hw];
+                    let src = &xs[ch * hw..(ch + 1) * hw];
+                    if relu {
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            d.write(((v - mu) * scale + shift).max(0.0));
+                        }
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            d.write((v - mu) * scale + shift);
+                        }
                     }
                 }
-            }
-        });
-    y
+            })
+    })
 }
 
 /// dX, dγ, dβ of [`bn_apply`] with batch statistics; `y` is its output when it applied
@@ -457,51 +563,49 @@ pub fn bn_backward(
     let len = n * c * hw;
     let (x, dy) = (&x[..len], &dy[..len]);
     // Per channel: dβ = Σ dY', dγ = Σ dY'·x̂ (dY' = dY through the ReLU).
-    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mu = mean[ch];
-            let (mut s_dy, mut s_dyx) = (0.0f64, 0.0f64);
-            for b in 0..n {
+    let sums = per_channel_sums(n, c, |b, ch| {
+        let mu = mean[ch];
+        let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
+        let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
+        match y {
+            Some(y) => sum2(xs, ds, &y[r], |x, d, y| {
+                let d = relu_mask(d, y);
+                (d, d * (x - mu))
+            }),
+            None => sum2(xs, ds, xs, |x, d, _| (d, d * (x - mu))),
+        }
+    });
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums
+        .iter()
+        .zip(istd)
+        .map(|(&(s_dy, s_dyx), &is)| (s_dy as f32, (s_dyx * is as f64) as f32))
+        .unzip();
+    // Every element is written (the chunks tile dX; each row is zipped in full).
+    let dx = written(len, |dx| {
+        dx.par_chunks_mut(c * hw).enumerate().for_each(|(b, dxs)| {
+            for ch in 0..c {
+                let is = istd[ch];
+                let a = gamma[ch] * is;
+                let k1 = (dbeta[ch] as f64 / m) as f32;
+                let k2 = (dgamma[ch] as f64 / m) as f32 * is;
+                let mu = mean[ch];
                 let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
                 let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
-                let (a, bb) = match y {
-                    Some(y) => sum2(xs, ds, &y[r], |x, d, y| {
-                        let d = relu_mask(d, y);
-                        (d, d * (x - mu))
-                    }),
-                    None => sum2(xs, ds, xs, |x, d, _| (d, d * (x - mu))),
-                };
-                s_dy += a;
-                s_dyx += bb;
+                let out = &mut dxs[ch * hw..(ch + 1) * hw];
+                match y {
+                    Some(y) => {
+                        for (((o, &x), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(&y[r]) {
+                            o.write(a * (relu_mask(d, y) - k1 - (x - mu) * k2));
+                        }
+                    }
+                    None => {
+                        for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
+                            o.write(a * (d - k1 - (x - mu) * k2));
+                        }
+                    }
+                }
             }
-            (s_dy as f32, (s_dyx * istd[ch] as f64) as f32)
         })
-        .unzip();
-    let mut dx = vec![0.0f32; len];
-    dx.par_chunks_mut(c * hw).enumerate().for_each(|(b, dxs)| {
-        for ch in 0..c {
-            let is = istd[ch];
-            let a = gamma[ch] * is;
-            let k1 = (dbeta[ch] as f64 / m) as f32;
-            let k2 = (dgamma[ch] as f64 / m) as f32 * is;
-            let mu = mean[ch];
-            let r = (b * c + ch) * hw..(b * c + ch + 1) * hw;
-            let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
-            let out = &mut dxs[ch * hw..(ch + 1) * hw];
-            match y {
-                Some(y) => {
-                    for (((o, &x), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(&y[r]) {
-                        *o = a * (relu_mask(d, y) - k1 - (x - mu) * k2);
-                    }
-                }
-                None => {
-                    for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
-                        *o = a * (d - k1 - (x - mu) * k2);
-                    }
-                }
-            }
-        }
     });
     (dx, dgamma, dbeta)
 }

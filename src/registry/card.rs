@@ -1,0 +1,125 @@
+//! The model card's record of how an adapted version was made and judged (manifest
+//! `adaptation`): what `adapt` fills in and the registry stores with the version.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Change of one shipped class on the old-class set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassChange {
+    pub class: String,
+    pub n: usize,
+    /// Right before, wrong after.
+    pub losses: usize,
+    /// Wrong before, right after.
+    pub gains: usize,
+    /// The label most of its losses went to, when one took at least half of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<String>,
+    /// Lower one-sided bound of this class's accuracy drop at the gate's confidence.
+    #[serde(default)]
+    pub drop_lower: f64,
+}
+
+/// Shipped classes, before vs after on the same images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OldClasses {
+    /// `gate` or `replay` (see `adapt::gate::Evidence::old_set`).
+    pub set: String,
+    pub n: usize,
+    pub losses: usize,
+    pub gains: usize,
+    /// Accuracy drop (before − after), with its one-sided bounds at `confidence`.
+    pub drop: f64,
+    pub drop_lower: f64,
+    pub drop_upper: f64,
+    /// Shipped classes that lost more than they gained, worst first (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worst: Vec<ClassChange>,
+}
+
+/// How often a label's held-out samples were taken for another label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confusion {
+    pub label: String,
+    pub count: usize,
+}
+
+/// Estimated accuracy of one new label, with its bounds at `confidence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelEstimate {
+    pub label: String,
+    /// Held-out predictions of this label's samples.
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    pub lower: f64,
+    pub upper: f64,
+    /// What its misclassified samples were taken for, most frequent first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confused_with: Vec<Confusion>,
+}
+
+/// Measurements on data the candidate did not train on. The first five fields are the
+/// point estimates of earlier versions of this card (kept for readers of those); the rest
+/// carry the evidence and the uncertainty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateMetrics {
+    /// Live model on the old-class set.
+    pub old_before: f64,
+    /// Candidate on the same images.
+    pub old_after: f64,
+    /// Estimated new-class accuracy (see `new_method`); `None` when no new class.
+    pub new_after: Option<f64>,
+    /// Candidate on held-back samples of shipped classes that were sent as samples.
+    pub labelled_after: Option<f64>,
+    /// Live model on those held-back samples.
+    pub labelled_before: Option<f64>,
+    /// Confidence of every bound below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<OldClasses>,
+    /// Bounds of `new_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_lower: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_upper: Option<f64>,
+    /// Held-out predictions behind `new_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_n: Option<usize>,
+    /// How the new-class estimate was obtained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_method: Option<String>,
+    /// Per new label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelEstimate>,
+    /// Exact one-sided McNemar p-value of "the held-back samples of shipped classes got
+    /// worse".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled_p: Option<f64>,
+    /// What to do next, for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advice: Vec<String>,
+}
+
+/// What an adapted version records about how it was made (manifest `adaptation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptationInfo {
+    /// `imprint` (new labels only, no fine-tune) or `finetune`.
+    pub kind: String,
+    /// The candidate that was judged best and kept: `imprinted` or `finetuned`.
+    pub chosen: String,
+    pub new_classes: Vec<String>,
+    /// Stored samples per label when it was made.
+    pub samples_per_class: BTreeMap<String, usize>,
+    /// Samples held back from training (samples of shipped classes only).
+    pub held_back: usize,
+    pub gate: GateMetrics,
+    pub seconds: f64,
+    /// Why the fine-tuned candidate was not kept, when the imprinted one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune_rejected: Option<String>,
+}
