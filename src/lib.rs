@@ -34,3 +34,13 @@ pub mod registry;
 pub mod samples;
 pub mod settings;
 pub mod trainset;
+
+/// The `tracing` target of per-prediction log lines (at DEBUG, so that a healthy daemon's
+/// log stays quiet; the demo turns it on to show predictions).
+pub const PREDICTIONS_LOG: &str = "lsskd_edge::predictions";
+
+/// The log filter when `RUST_LOG` is not set: our INFO events; the embedded broker's
+/// warnings only, without its per-connection chatter (`broker` logs every accept; the
+/// router logs an ERROR "no-connection id N is already gone" each time a client leaves).
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off";

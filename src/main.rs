@@ -302,7 +302,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn,rumqttd::server::broker=off".into()),
+                .unwrap_or_else(|_| lsskd_edge::DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -458,7 +458,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let settings = Settings::load(&Sources::from_process(config))?;
-            lsskd_edge::daemon::run(settings)
+            lsskd_edge::daemon::run_until_signal(settings)
         }
         Command::Watch {
             broker,

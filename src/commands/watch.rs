@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::mqtt::client::{self, Inbound};
 use crate::mqtt::payload::{Prediction, StableState, Status};
+use crate::mqtt::topics::{self, Topic};
 use crate::settings::MqttSettings;
 
 /// What to watch.
@@ -23,10 +24,10 @@ pub struct WatchOptions {
 
 /// One readable line for a message (`None`: not worth a line).
 pub fn format_message(msg: &Inbound) -> Option<String> {
-    let levels: Vec<&str> = msg.topic.split('/').collect();
     let text = String::from_utf8_lossy(&msg.payload);
-    match levels.as_slice() {
-        [_, dev, pipeline, "prediction"] => {
+    let (dev, topic) = topics::parse(&msg.topic)?;
+    match topic {
+        Topic::Prediction { pipeline } => {
             let p: Prediction = serde_json::from_slice(&msg.payload).ok()?;
             let others: Vec<String> = p
                 .top_k
@@ -45,12 +46,12 @@ pub fn format_message(msg: &Inbound) -> Option<String> {
                 p.capture_id
             ))
         }
-        [_, dev, "training", "state"] => Some(format!("{dev} training {text}")),
-        [_, dev, pipeline, "state"] => {
+        Topic::TrainingState => Some(format!("{dev} training {text}")),
+        Topic::State { pipeline } => {
             let s: StableState = serde_json::from_slice(&msg.payload).ok()?;
             Some(format!("{dev}/{pipeline:<8} state → {}", s.label))
         }
-        [_, dev, "status"] => match serde_json::from_slice::<Status>(&msg.payload) {
+        Topic::Status => match serde_json::from_slice::<Status>(&msg.payload) {
             Ok(s) => {
                 let parts: Vec<String> = s
                     .pipelines
@@ -66,10 +67,10 @@ pub fn format_message(msg: &Inbound) -> Option<String> {
             }
             Err(_) => Some(format!("{dev} {text}")),
         },
-        [_, dev, "scene"] => Some(format!("{dev} scene {text}")),
-        [_, dev, "model", model, "info"] => Some(format!("{dev} model {model}: {text}")),
-        [_, dev, "samples", model, "ack"] => Some(format!("{dev} sample {model}: {text}")),
-        _ => None,
+        Topic::Scene => Some(format!("{dev} scene {text}")),
+        Topic::ModelInfo { model } => Some(format!("{dev} model {model}: {text}")),
+        Topic::SamplesAck { model } => Some(format!("{dev} sample {model}: {text}")),
+        Topic::LabelRequest | Topic::ModelCmd { .. } | Topic::SamplesAdd { .. } => None,
     }
 }
 
@@ -87,7 +88,7 @@ pub fn run(mqtt: &MqttSettings, opts: &WatchOptions) -> anyhow::Result<usize> {
     let raw = opts.raw;
     rt.block_on(async {
         let session = client::session(mqtt, &client_id, &filters, Vec::new(), opts.timeout, |m| {
-            if m.topic.ends_with("/prediction") {
+            if matches!(topics::parse(&m.topic), Some((_, Topic::Prediction { .. }))) {
                 seen += 1;
             }
             if raw {

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{ModelSlot, Publisher, load_model};
+use super::{ModelSlot, load_model};
 use crate::adapt::gate::should_adapt;
 use crate::adapt::learner::{self, Outcome, Phase};
 use crate::capture::now_ms;
 use crate::mqtt::Topics;
+use crate::mqtt::client::Publisher;
 use crate::mqtt::payload::SCHEMA_VERSION;
 use crate::registry::ModelPackage;
 use crate::settings::AdaptSettings;

@@ -13,25 +13,28 @@
 //! [`GRACE`]; a second signal exits at once.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub mod learn;
+pub mod parts;
 
 use crate::capture::ring::CaptureRing;
 use crate::capture::source::{self, SourceHealth, SourceJob};
 use crate::capture::{Capture, now_ms, slot};
 use crate::features::Preprocess;
 use crate::inference::Classifier;
-use crate::mqtt::Topics;
-use crate::mqtt::client::{self, Connection, Inbound, MqttCounters, Outbound};
-use crate::mqtt::payload::{PipelineHealth, SCHEMA_VERSION, Scene, Status};
+use crate::mqtt::client::{self, Inbound, LinkConfig, Outbound, Publisher};
+use crate::mqtt::payload::{
+    MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Scene, Status,
+};
+use crate::mqtt::{Topic, Topics, topics};
 use crate::pipeline::worker::{self, LoadedModel, Output, PipelineStats};
 use crate::registry::ModelPackage;
 use crate::registry::versions::Versions;
@@ -39,6 +42,7 @@ use crate::samples::SampleStore;
 use crate::samples::ingest::{self, Ack, Reject, SampleSource};
 use crate::settings::{Settings, SourceSettings};
 use learn::{Job, Scheduler, Trainer};
+use parts::{Part, stop_within};
 
 /// Time allowed for an orderly shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -65,29 +69,6 @@ pub struct ModelSlot {
     pub live: Arc<ArcSwap<LoadedModel>>,
 }
 
-/// Hands messages to the MQTT task without ever blocking (full outbox: dropped, counted).
-#[derive(Clone)]
-pub struct Publisher {
-    outbox: mpsc::Sender<Outbound>,
-    counters: Arc<MqttCounters>,
-}
-
-impl Publisher {
-    pub fn send(&self, topic: String, payload: Vec<u8>, retain: bool) {
-        if self
-            .outbox
-            .try_send(Outbound {
-                topic,
-                payload,
-                retain,
-            })
-            .is_err()
-        {
-            self.counters.dropped_outbox.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// One running pipeline.
 pub struct PipelineHandle {
     pub name: String,
@@ -111,6 +92,8 @@ pub struct Runtime {
     pub publisher: Publisher,
     /// `None` when `adapt.enabled = false`.
     pub scheduler: Option<Scheduler>,
+    /// Sample requests answered so far.
+    pub samples: SampleTraffic,
 }
 
 impl Runtime {
@@ -146,12 +129,21 @@ impl Runtime {
             errors: 0,
             mean_latency_ms: 0.0,
         }));
+        let c = self.publisher.counters();
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Status {
             v: SCHEMA_VERSION,
             status: "online".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             device: self.device.clone(),
             pipelines,
+            mqtt: Some(MqttHealth {
+                published: n(&c.published),
+                dropped_outbox: n(&c.dropped_outbox),
+                dropped_inbound: n(&c.dropped_inbound),
+                reconnects: n(&c.reconnects),
+            }),
+            samples: Some(self.samples.clone()),
         }
     }
 
@@ -271,9 +263,8 @@ impl Runtime {
             }
             return;
         }
-        let levels: Vec<&str> = msg.topic.split('/').collect();
-        match levels.as_slice() {
-            [_, _, "samples", model, "add"] => {
+        match topics::parse(&msg.topic) {
+            Some((_, Topic::SamplesAdd { model })) => {
                 let model = model.to_string();
                 // Learning disabled: refused before anything is parsed or stored.
                 let ingested = self
@@ -288,8 +279,12 @@ impl Runtime {
                             .into(),
                     },
                     Some(Ok((ack, stored_label))) => {
-                        if let Some(label) = stored_label {
-                            self.after_sample(&model, &label);
+                        match stored_label {
+                            Some(label) => {
+                                self.samples.stored += 1;
+                                self.after_sample(&model, &label);
+                            }
+                            None => self.samples.duplicates += 1,
                         }
                         ack
                     }
@@ -302,13 +297,16 @@ impl Runtime {
                         }
                     }
                 };
+                if !ack.accepted {
+                    self.samples.refused += 1;
+                }
                 if let Ok(body) = serde_json::to_vec(&ack) {
                     self.publish(self.topics.samples_ack(&model), body, false);
                 }
             }
-            [_, _, "model", model, "cmd"] => {
+            Some((_, Topic::ModelCmd { model })) => {
                 let text = String::from_utf8_lossy(&msg.payload).to_string();
-                let result = if !self.models.contains_key(*model) {
+                let result = if !self.models.contains_key(model) {
                     Err(format!("unknown model `{model}`"))
                 } else {
                     learn::parse_command(model, &text)
@@ -360,8 +358,8 @@ type Started = (Vec<PipelineHandle>, Vec<(String, String)>, Threads);
 
 /// Started threads, in shutdown order.
 struct Threads {
-    sources: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
+    sources: Vec<Part>,
+    workers: Vec<Part>,
 }
 
 fn model_rate(pre: &Preprocess) -> Option<u32> {
@@ -451,11 +449,11 @@ fn start(
             health: health.clone(),
             max_backoff: Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
         };
-        threads.sources.push(
-            std::thread::Builder::new()
-                .name(format!("src-{}", p.name))
-                .spawn(move || source::run(job))?,
-        );
+        threads
+            .sources
+            .push(Part::spawn(&format!("src-{}", p.name), move || {
+                source::run(job)
+            })?);
         let stats = Arc::new(PipelineStats::default());
         stats.last_progress_ms.store(now_ms(), Ordering::Relaxed);
         let ring = Arc::new(Mutex::new(CaptureRing::new(settings.adapt.capture_ring)));
@@ -471,10 +469,9 @@ fn start(
             let send = move |topic: String, payload: Vec<u8>, retain: bool| {
                 publisher.send(topic, payload, retain)
             };
-            threads.workers.push(
-                std::thread::Builder::new()
-                    .name(format!("infer-{}", p.name))
-                    .spawn(move || {
+            threads.workers.push(Part::spawn(
+                    &format!("infer-{}", p.name),
+                    move || {
                         worker::run(
                             name.clone(),
                             rx,
@@ -485,7 +482,7 @@ fn start(
                             stop,
                             |o| match o {
                                 Output::Prediction(pred) => {
-                                    tracing::info!(pipeline = %name, label = %pred.label, score = format!("{:.2}", pred.score), latency_ms = format!("{:.1}", pred.latency_ms), "prediction");
+                                    tracing::debug!(target: crate::PREDICTIONS_LOG, pipeline = %name, label = %pred.label, score = format!("{:.2}", pred.score), latency_ms = format!("{:.1}", pred.latency_ms), "prediction");
                                     if let Ok(body) = serde_json::to_vec(&pred) {
                                         send(topics.prediction(&name), body, false);
                                     }
@@ -512,8 +509,8 @@ fn start(
                                 }
                             },
                         )
-                    })?,
-            );
+                    },
+                )?);
         }
         handles.push(PipelineHandle {
             name: p.name.clone(),
@@ -527,28 +524,64 @@ fn start(
     Ok((handles, failed, threads))
 }
 
-/// Run the daemon until SIGTERM/SIGINT.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+/// Run the daemon until SIGTERM/SIGINT (a second signal exits at once).
+pub fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lsskd-tokio")
         .enable_all()
         .build()?;
-    rt.block_on(run_async(settings))
+    let result = rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            });
+        };
+        run(settings, shutdown).await
+    });
+    // Threads left behind at the deadline (reported by `run`) do not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
-async fn join_all(threads: Vec<JoinHandle<()>>, what: &str, deadline: tokio::time::Instant) {
-    for t in threads {
-        let name = t.thread().name().unwrap_or("?").to_string();
-        let joined =
-            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || t.join()));
-        if joined.await.is_err() {
-            tracing::warn!(thread = %name, "{what} thread did not stop within the grace period");
+/// What the daemon answers on a sample's ack topic when its inbound queue is full.
+fn busy_reply(topics: Topics) -> client::OverflowReply {
+    Box::new(move |msg: &Inbound| match topics::parse(&msg.topic) {
+        Some((_, Topic::SamplesAdd { model })) => {
+            let ack = Ack {
+                id: ingest::peek_id(&msg.payload),
+                accepted: false,
+                reason: "the device is busy (its queue of incoming messages is full); send the sample again".into(),
+            };
+            Some(Outbound {
+                topic: topics.samples_ack(model),
+                payload: serde_json::to_vec(&ack).ok()?,
+                retain: false,
+            })
         }
-    }
+        _ => None,
+    })
 }
 
-async fn run_async(settings: Settings) -> anyhow::Result<()> {
+/// Incoming messages waiting for the main loop (ingestion decodes and fsyncs each sample);
+/// beyond this a sample is refused on its ack topic.
+pub const INBOUND_QUEUE: usize = 256;
+
+/// The daemon: every part started, serving until `shutdown` completes, then stopped in the
+/// documented order within [`GRACE`]. A part that dies (the MQTT task, the trainer thread)
+/// is fatal: everything is stopped and the error returned (systemd restarts the service).
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let device = settings.device_id();
     let topics = Topics::new(
         &settings.mqtt.topic_prefix,
@@ -567,15 +600,27 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
     }
     let stop_sources = Arc::new(AtomicBool::new(false));
     let stop_workers = Arc::new(AtomicBool::new(false));
-    let (out_tx, out_rx) = mpsc::channel::<Outbound>(settings.mqtt.outbox_capacity.max(16));
-    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(64);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stop_trainer = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(MqttCounters::default());
-    let publisher = Publisher {
-        outbox: out_tx,
-        counters: counters.clone(),
-    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut subscriptions = vec![
+        format!("{}/{}/model/+/cmd", settings.mqtt.topic_prefix, device),
+        format!("{}/{}/samples/+/add", settings.mqtt.topic_prefix, device),
+    ];
+    subscriptions.extend(topics.homeassistant_status());
+    let (online_tx, online_rx) = watch::channel(Vec::new());
+    let (link, connection) = client::link(LinkConfig {
+        settings: settings.mqtt.clone(),
+        device: device.clone(),
+        topics: topics.clone(),
+        subscriptions,
+        online: online_rx,
+        inbound_capacity: INBOUND_QUEUE,
+        overflow_reply: busy_reply(topics.clone()),
+    });
+    let client::Link {
+        publisher,
+        inbound: mut in_rx,
+    } = link;
     let mut models = BTreeMap::new();
     let (pipelines, failed, threads) = start(
         &settings,
@@ -586,7 +631,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
         &stop_workers,
     )?;
     // The trainer thread (low priority) and the scheduler that feeds it.
-    let (scheduler, trainer_thread) = if settings.adapt.enabled {
+    let (scheduler, mut trainer_thread) = if settings.adapt.enabled {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
         let imprint_waiting = Arc::new(AtomicBool::new(false));
         let trainer = Trainer {
@@ -597,16 +642,14 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
             stop: stop_trainer.clone(),
             imprint_waiting: imprint_waiting.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("trainer".into())
-            .spawn(move || trainer.run(jobs_rx))?;
+        let part = Part::spawn("trainer", move || trainer.run(jobs_rx))?;
         (
             Some(Scheduler::new(
                 settings.adapt.clone(),
                 jobs_tx,
                 imprint_waiting,
             )),
-            Some(handle),
+            Some(part),
         )
     } else {
         (None, None)
@@ -620,29 +663,13 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
         failed,
         publisher,
         scheduler,
+        samples: SampleTraffic::default(),
     };
-    let (online_tx, online_rx) = watch::channel(serde_json::to_vec(&rt.status())?);
-    let mut subscriptions = vec![
-        format!("{}/{}/model/+/cmd", settings.mqtt.topic_prefix, device),
-        format!("{}/{}/samples/+/add", settings.mqtt.topic_prefix, device),
-    ];
-    subscriptions.extend(topics.homeassistant_status());
+    online_tx.send_replace(serde_json::to_vec(&rt.status())?);
     if let Some((topic, body)) = rt.homeassistant_discovery() {
         rt.publish(topic, body, true);
     }
-    let mqtt = tokio::spawn(client::run(
-        Connection {
-            settings: settings.mqtt.clone(),
-            device: device.clone(),
-            topics: topics.clone(),
-            subscriptions,
-            online: online_rx,
-            counters: counters.clone(),
-        },
-        out_rx,
-        in_tx,
-        shutdown_rx,
-    ));
+    let mut mqtt = tokio::spawn(client::run(connection, shutdown_rx));
     tracing::info!(%device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -651,16 +678,26 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
     let tick_every = sd_notify::watchdog_enabled()
         .map(|d| (d / 2).min(Duration::from_secs(5)))
         .unwrap_or(Duration::from_secs(5));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(tick_every);
-    loop {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut mqtt_ended = false;
+    let fatal: Option<anyhow::Error> = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = &mut shutdown => break None,
             // Ingestion fsyncs the sample store: off the async worker, on this thread.
             Some(msg) = in_rx.recv() => tokio::task::block_in_place(|| rt.handle_inbound(msg)),
+            ended = &mut mqtt, if !mqtt_ended => {
+                mqtt_ended = true;
+                break Some(match ended {
+                    Ok(Ok(())) => anyhow::anyhow!("the MQTT connection task ended"),
+                    Ok(Err(e)) => e.context("the MQTT connection failed"),
+                    Err(e) => anyhow::anyhow!("the MQTT connection task panicked: {e}"),
+                });
+            }
             _ = tick.tick() => {
+                if let Some(how) = trainer_thread.as_mut().and_then(Part::ended) {
+                    break Some(anyhow::anyhow!("the trainer thread {how}"));
+                }
                 let status = rt.status();
                 let line = Runtime::status_line(&status);
                 if rt.healthy() {
@@ -674,33 +711,30 @@ async fn run_async(settings: Settings) -> anyhow::Result<()> {
                 rt.publish(topics.status(), status, true);
             }
         }
+    };
+    match &fatal {
+        None => tracing::info!("shutting down"),
+        Some(e) => tracing::error!(error = %format!("{e:#}"), "stopping after a fatal error"),
     }
-    tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // A second signal exits at once.
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
-    });
     let deadline = tokio::time::Instant::now() + GRACE;
-    // A fine-tune in progress is cancelled (it is polled between steps); nothing of it is
-    // kept, the live version is untouched.
+    // Order: sources, workers, trainer, MQTT. A fine-tune in progress is cancelled (it is
+    // polled between steps); nothing of it is kept, the live version is untouched.
     stop_trainer.store(true, Ordering::Relaxed);
     stop_sources.store(true, Ordering::Relaxed);
-    join_all(threads.sources, "source", deadline).await;
+    let mut left = stop_within(threads.sources, deadline).await;
     // Sources closed their slots; workers drain what is left, then stop.
     stop_workers.store(true, Ordering::Relaxed);
-    join_all(threads.workers, "inference", deadline).await;
+    left.extend(stop_within(threads.workers, deadline).await);
     rt.scheduler = None;
-    join_all(trainer_thread.into_iter().collect(), "trainer", deadline).await;
+    left.extend(stop_within(trainer_thread.into_iter().collect(), deadline).await);
+    if !left.is_empty() {
+        tracing::warn!(threads = ?left, "threads did not stop within the grace period; left behind");
+    }
     let _ = shutdown_tx.send(true);
-    if tokio::time::timeout_at(deadline, mqtt).await.is_err() {
+    if !mqtt_ended && tokio::time::timeout_at(deadline, &mut mqtt).await.is_err() {
         tracing::warn!("MQTT connection did not close within the grace period");
     }
     tracing::info!("stopped");
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }

@@ -909,21 +909,21 @@ mod tests {
 
     const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
-    fn shared(name: &str) -> Option<PathBuf> {
+    /// A data set of `../shared/data`, which the test suite needs (a missing one fails the
+    /// test rather than passing it unseen).
+    fn shared(name: &str) -> PathBuf {
         let path = Path::new(SHARED).join(name);
-        if path.is_dir() {
-            Some(path)
-        } else {
-            println!("skipping: shared data {} not present", path.display());
-            None
-        }
+        assert!(
+            path.is_dir(),
+            "shared data {} not present (see ../shared/data/README.md)",
+            path.display()
+        );
+        path
     }
 
     #[test]
     fn loads_real_fashion_mnist_val() {
-        let Some(dir) = shared("fashion-mnist") else {
-            return;
-        };
+        let dir = shared("fashion-mnist");
         let ds = load(&dir, "val", &LoadOptions::default()).expect("fashion-mnist val");
         assert_eq!(ds.classes.len(), 10);
         assert_eq!(ds.classes[0], "t-shirt_top");
@@ -937,9 +937,7 @@ mod tests {
 
     #[test]
     fn loads_real_espeak_kws_subset() {
-        let Some(dir) = shared("espeak-kws") else {
-            return;
-        };
+        let dir = shared("espeak-kws");
         let opts = LoadOptions {
             classes: Some(vec!["yes".into(), "no".into()]),
             limit_per_class: Some(3),

@@ -1,28 +1,24 @@
-//! The MQTT connection task. One task owns the rumqttc `EventLoop`; the rest of the daemon talks to it through
-//! a bounded outbox. While the broker is away the outbox keeps the newest
-//! `outbox_capacity` messages (the oldest is dropped and counted). After every (re)connect
-//! it publishes the retained `online` status, resubscribes and re-announces.
+//! The MQTT connection: a task that owns the rumqttc `EventLoop` and does the I/O, in front
+//! of a pure [`Session`] state that decides (queueing, backoff, what to send after a
+//! connect or before a disconnect). The rest of the daemon holds a [`Link`]: a
+//! [`Publisher`] that queues into the session without blocking, and the inbound queue.
+//!
+//! Inbound messages go to a bounded queue. rumqttc acknowledges a QoS 1 PUBLISH as soon as
+//! it is read, so a message that finds the queue full would be lost silently: instead it
+//! is counted ([`MqttCounters::dropped_inbound`]) and answered with the reply the daemon
+//! gave ([`Connection::overflow_reply`]; for a sample, a refusal on its ack topic).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::Topics;
+pub use super::session::{Action, MqttCounters, Outbound, Session};
 use crate::settings::MqttSettings;
-
-/// A message for the broker.
-#[derive(Debug, Clone)]
-pub struct Outbound {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-}
 
 /// A message from the broker on a topic the daemon subscribed to.
 #[derive(Debug, Clone)]
@@ -33,12 +29,110 @@ pub struct Inbound {
     pub retain: bool,
 }
 
-/// Counters the status message reports.
-#[derive(Debug, Default)]
-pub struct MqttCounters {
-    pub dropped_outbox: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub published: AtomicU64,
+/// What the daemon answers, when it can, to an inbound message it had no room for.
+pub type OverflowReply = Box<dyn Fn(&Inbound) -> Option<Outbound> + Send>;
+
+/// The session shared by the publishers and the connection task.
+#[derive(Clone)]
+struct Shared {
+    session: Arc<Mutex<Session>>,
+    wake: Arc<Notify>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        // Session methods do not panic halfway through an update.
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Queues messages for the broker without ever blocking (the session's full-buffer rule).
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Shared,
+    counters: Arc<MqttCounters>,
+}
+
+impl Publisher {
+    pub fn send(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.shared.lock().queue(Outbound {
+            topic,
+            payload,
+            retain,
+        });
+        self.shared.wake.notify_one();
+    }
+
+    pub fn counters(&self) -> &Arc<MqttCounters> {
+        &self.counters
+    }
+}
+
+/// The daemon's side of the connection.
+pub struct Link {
+    pub publisher: Publisher,
+    pub inbound: mpsc::Receiver<Inbound>,
+}
+
+/// The connection task's side (given to [`run`]).
+pub struct Connection {
+    settings: MqttSettings,
+    device: String,
+    topics: Topics,
+    /// The current `online` status payload (published retained after every connect).
+    online: watch::Receiver<Vec<u8>>,
+    shared: Shared,
+    inbound: mpsc::Sender<Inbound>,
+    overflow_reply: OverflowReply,
+}
+
+/// What [`link`] needs.
+pub struct LinkConfig {
+    pub settings: MqttSettings,
+    pub device: String,
+    pub topics: Topics,
+    /// Filters subscribed (QoS 1) after every connect.
+    pub subscriptions: Vec<String>,
+    pub online: watch::Receiver<Vec<u8>>,
+    /// Inbound messages waiting for the daemon.
+    pub inbound_capacity: usize,
+    pub overflow_reply: OverflowReply,
+}
+
+/// A session and the two ends around it: the daemon's [`Link`] and the task's
+/// [`Connection`].
+pub fn link(c: LinkConfig) -> (Link, Connection) {
+    let counters = Arc::new(MqttCounters::default());
+    let session = Session::new(
+        c.settings.outbox_capacity,
+        Duration::from_secs(c.settings.reconnect_max_secs.max(1)),
+        c.topics.status(),
+        c.subscriptions,
+        counters.clone(),
+    );
+    let shared = Shared {
+        session: Arc::new(Mutex::new(session)),
+        wake: Arc::new(Notify::new()),
+    };
+    let (in_tx, in_rx) = mpsc::channel(c.inbound_capacity.max(1));
+    (
+        Link {
+            publisher: Publisher {
+                shared: shared.clone(),
+                counters,
+            },
+            inbound: in_rx,
+        },
+        Connection {
+            settings: c.settings,
+            device: c.device,
+            topics: c.topics,
+            online: c.online,
+            shared,
+            inbound: in_tx,
+            overflow_reply: c.overflow_reply,
+        },
+    )
 }
 
 fn qos(level: u8) -> QoS {
@@ -92,164 +186,112 @@ pub fn options(s: &MqttSettings, device: &str, topics: &Topics) -> std::io::Resu
     Ok(o)
 }
 
-/// Everything the connection task needs.
-pub struct Connection {
-    pub settings: MqttSettings,
-    pub device: String,
-    pub topics: Topics,
-    /// Filters subscribed (QoS 1) after every connect.
-    pub subscriptions: Vec<String>,
-    /// The current `online` status payload (published retained after every connect).
-    pub online: watch::Receiver<Vec<u8>>,
-    pub counters: Arc<MqttCounters>,
-}
-
-/// Messages held while the broker is away: the newest `capacity`, oldest dropped first.
-/// Retained messages are also remembered by topic and re-published after every
-/// reconnect (a restarted broker without persistence has forgotten them).
-#[derive(Debug)]
-struct Outbox {
-    pending: VecDeque<Outbound>,
-    capacity: usize,
-    retained: BTreeMap<String, Vec<u8>>,
-}
-
-impl Outbox {
-    fn new(capacity: usize) -> Self {
-        Self {
-            pending: VecDeque::new(),
-            capacity: capacity.max(1),
-            retained: BTreeMap::new(),
-        }
-    }
-
-    /// Queue a message; returns true if the oldest had to be dropped.
-    fn push(&mut self, m: Outbound) -> bool {
-        if m.retain {
-            self.retained.insert(m.topic.clone(), m.payload.clone());
-        }
-        let full = self.pending.len() >= self.capacity;
-        if full {
-            self.pending.pop_front();
-        }
-        self.pending.push_back(m);
-        full
-    }
-
-    /// After a reconnect: every remembered retained message not already queued goes first.
-    fn requeue_retained(&mut self) {
-        for (topic, payload) in self.retained.iter().rev() {
-            if !self.pending.iter().any(|m| &m.topic == topic) {
-                self.pending.push_front(Outbound {
-                    topic: topic.clone(),
-                    payload: payload.clone(),
-                    retain: true,
-                });
-            }
-        }
-    }
-
-    /// Hand queued messages to the client until its request queue is full.
-    fn flush(&mut self, client: &AsyncClient, q: QoS, counters: &MqttCounters) {
-        while let Some(m) = self.pending.pop_front() {
-            if client
-                .try_publish(&m.topic, q, m.retain, m.payload.clone())
-                .is_err()
-            {
-                self.pending.push_front(m);
-                break;
-            }
-            counters.published.fetch_add(1, Ordering::Relaxed);
-        }
+/// Hand `a` to the client; false if its request queue is full.
+fn perform(client: &AsyncClient, q: QoS, a: &Action) -> bool {
+    match a {
+        Action::Publish(m) => client
+            .try_publish(&m.topic, q, m.retain, m.payload.clone())
+            .is_ok(),
+        Action::Subscribe(t) => client.try_subscribe(t, QoS::AtLeastOnce).is_ok(),
+        Action::Disconnect => client.try_disconnect().is_ok(),
     }
 }
 
-/// Run the connection until `shutdown` turns true; then publish `offline` and disconnect.
-pub async fn run(
-    conn: Connection,
-    mut outbox_rx: mpsc::Receiver<Outbound>,
-    inbound: mpsc::Sender<Inbound>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Queued messages to the client until its request queue is full.
+fn flush(client: &AsyncClient, q: QoS, shared: &Shared) {
+    let mut s = shared.lock();
+    while let Some(m) = s.next_to_send() {
+        if client
+            .try_publish(&m.topic, q, m.retain, m.payload.clone())
+            .is_err()
+        {
+            s.unsent(m);
+            break;
+        }
+        s.sent();
+    }
+}
+
+/// Run the connection until `shutdown` turns true; then send what is queued, `offline`, and
+/// disconnect (at most 3 s). A reconnect wait is cut short by shutdown.
+pub async fn run(conn: Connection, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let s = &conn.settings;
     let opts = options(s, &conn.device, &conn.topics)?;
     let (client, mut events) = AsyncClient::new(opts, 64);
     let q = qos(s.qos);
-    let mut outbox = Outbox::new(s.outbox_capacity);
-    let mut connected = false;
-    let mut backoff = Duration::from_secs(1);
-    let max_backoff = Duration::from_secs(s.reconnect_max_secs.max(1));
-    let counters = conn.counters.clone();
+    let shared = &conn.shared;
+    // While set, the connection waits before its next attempt (events are not polled).
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
+        if retry_at.is_none() {
+            flush(&client, q, shared);
+        }
         tokio::select! {
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
-                    if connected {
-                        outbox.flush(&client, q, &counters);
-                        let _ = client.try_publish(conn.topics.status(), q, true, "offline");
-                        let _ = client.try_disconnect();
-                        // Let the event loop flush the last packets.
-                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                            while let Ok(ev) = events.poll().await {
-                                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                                    break;
-                                }
-                            }
-                        })
-                        .await;
-                    }
-                    return Ok(());
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
                 }
             }
-            msg = outbox_rx.recv() => {
-                let Some(msg) = msg else { return Ok(()) };
-                if outbox.push(msg) {
-                    counters.dropped_outbox.fetch_add(1, Ordering::Relaxed);
-                }
-                if connected {
-                    outbox.flush(&client, q, &counters);
-                }
+            _ = shared.wake.notified() => {}
+            _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {
+                retry_at = None;
             }
-            ev = events.poll() => match ev {
+            ev = events.poll(), if retry_at.is_none() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    if ack.code != rumqttc::ConnectReturnCode::Success {
+                    let accepted = ack.code == rumqttc::ConnectReturnCode::Success;
+                    if accepted {
+                        tracing::info!(host = %s.host, port = s.port, "connected to the MQTT broker");
+                    } else {
                         tracing::error!(code = ?ack.code, "the MQTT broker refused the connection");
-                        continue;
                     }
-                    connected = true;
-                    backoff = Duration::from_secs(1);
-                    tracing::info!(host = %s.host, port = s.port, "connected to the MQTT broker");
                     let online = conn.online.borrow().clone();
-                    let _ = client.try_publish(conn.topics.status(), q, true, online);
-                    for t in &conn.subscriptions {
-                        let _ = client.try_subscribe(t, QoS::AtLeastOnce);
+                    let actions = shared.lock().on_connack(accepted, online);
+                    for a in &actions {
+                        perform(&client, q, a);
                     }
-                    outbox.requeue_retained();
-                    outbox.flush(&client, q, &counters);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    // Full inbound queue: dropped (QoS 1 redelivery and ack-less retries cover it).
-                    let _ = inbound.try_send(Inbound { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain });
-                }
-                Ok(_) => {
-                    if connected {
-                        outbox.flush(&client, q, &counters);
+                    let msg = Inbound { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                    if let Err(mpsc::error::TrySendError::Full(msg)) = conn.inbound.try_send(msg) {
+                        let reply = (conn.overflow_reply)(&msg);
+                        let mut session = shared.lock();
+                        session.on_inbound_overflow();
+                        tracing::debug!(topic = %msg.topic, "inbound queue full; message refused");
+                        if let Some(r) = reply {
+                            session.queue(r);
+                        }
                     }
                 }
+                Ok(_) => {}
                 Err(e) => {
-                    if connected {
+                    let was = shared.lock().is_connected();
+                    let wait = shared.lock().on_error();
+                    if was {
                         tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");
                     } else {
-                        tracing::debug!(error = %e, retry_in = ?backoff, "MQTT broker unreachable");
+                        tracing::debug!(error = %e, retry_in = ?wait, "MQTT broker unreachable");
                     }
-                    connected = false;
-                    counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
+                    retry_at = Some(tokio::time::Instant::now() + wait);
                 }
             }
         }
     }
+    let actions = shared.lock().on_shutdown();
+    if !actions.is_empty() {
+        for a in &actions {
+            perform(&client, q, a);
+        }
+        // Let the event loop send the last packets.
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    Ok(())
 }
 
 /// A short client session for the command-line helpers (`watch`, `sample send`): connect,
@@ -315,40 +357,5 @@ pub async fn session(
             Err(_) => Ok(false),
         },
         None => work.await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(topic: &str, retain: bool) -> Outbound {
-        Outbound {
-            topic: topic.into(),
-            payload: topic.as_bytes().to_vec(),
-            retain,
-        }
-    }
-
-    #[test]
-    fn outbox_drops_oldest_when_full() {
-        let mut o = Outbox::new(2);
-        assert!(!o.push(msg("a", false)));
-        assert!(!o.push(msg("b", false)));
-        assert!(o.push(msg("c", false)));
-        let topics: Vec<_> = o.pending.iter().map(|m| m.topic.as_str()).collect();
-        assert_eq!(topics, ["b", "c"]);
-    }
-
-    #[test]
-    fn retained_messages_are_replayed_after_reconnect() {
-        let mut o = Outbox::new(10);
-        o.push(msg("state", true));
-        o.push(msg("pred", false));
-        o.pending.clear(); // sent before the broker went away
-        o.push(msg("pred2", false));
-        o.requeue_retained();
-        let topics: Vec<_> = o.pending.iter().map(|m| m.topic.as_str()).collect();
-        assert_eq!(topics, ["state", "pred2"]);
     }
 }

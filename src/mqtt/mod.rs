@@ -5,6 +5,7 @@ pub mod client;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod payload;
+pub mod session;
 pub mod topics;
 
-pub use topics::Topics;
+pub use topics::{Topic, Topics};

@@ -55,6 +55,34 @@ pub struct Status {
     pub version: String,
     pub device: String,
     pub pipelines: Vec<PipelineHealth>,
+    /// The broker connection's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttHealth>,
+    /// Sample requests answered since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<SampleTraffic>,
+}
+
+/// The broker connection, in the status message (counts since start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MqttHealth {
+    pub published: u64,
+    /// Outgoing messages dropped while the broker was away (oldest first).
+    pub dropped_outbox: u64,
+    /// Incoming messages that found the daemon's queue full (samples among them were
+    /// refused on their ack topic).
+    pub dropped_inbound: u64,
+    pub reconnects: u64,
+}
+
+/// Sample requests, in the status message (counts since start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleTraffic {
+    pub stored: u64,
+    pub duplicates: u64,
+    /// Refused with a reason on the ack topic (bad payload, unknown model, learning
+    /// disabled, device busy …).
+    pub refused: u64,
 }
 
 /// `<p>/<dev>/<pipeline>/state` (retained).

@@ -91,9 +91,72 @@ impl Topics {
     }
 }
 
+/// What a topic of the tree is, parsed back (the inverse of the builders of [`Topics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic<'a> {
+    Status,
+    Prediction { pipeline: &'a str },
+    State { pipeline: &'a str },
+    Scene,
+    TrainingState,
+    LabelRequest,
+    ModelInfo { model: &'a str },
+    ModelCmd { model: &'a str },
+    SamplesAdd { model: &'a str },
+    SamplesAck { model: &'a str },
+}
+
+/// A device topic `<prefix>/<device>/…` (one-level prefix) parsed into its device and kind;
+/// `None` for anything else. `training/state` wins over a pipeline named `training`.
+pub fn parse(topic: &str) -> Option<(&str, Topic<'_>)> {
+    let levels: Vec<&str> = topic.split('/').collect();
+    let kind = match levels.as_slice() {
+        [_, _, "status"] => Topic::Status,
+        [_, _, "scene"] => Topic::Scene,
+        [_, _, "label_request"] => Topic::LabelRequest,
+        [_, _, "training", "state"] => Topic::TrainingState,
+        [_, _, pipeline, "prediction"] => Topic::Prediction { pipeline },
+        [_, _, pipeline, "state"] => Topic::State { pipeline },
+        [_, _, "model", model, "info"] => Topic::ModelInfo { model },
+        [_, _, "model", model, "cmd"] => Topic::ModelCmd { model },
+        [_, _, "samples", model, "add"] => Topic::SamplesAdd { model },
+        [_, _, "samples", model, "ack"] => Topic::SamplesAck { model },
+        _ => return None,
+    };
+    Some((levels[1], kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_built_topic_parses_back() {
+        let t = Topics::new("lsskd", "pi4", "homeassistant");
+        let cases = [
+            (t.status(), Topic::Status),
+            (t.prediction("door"), Topic::Prediction { pipeline: "door" }),
+            (t.state("door"), Topic::State { pipeline: "door" }),
+            (t.scene(), Topic::Scene),
+            (t.training_state(), Topic::TrainingState),
+            (t.label_request(), Topic::LabelRequest),
+            (t.model_info("vision"), Topic::ModelInfo { model: "vision" }),
+            (t.model_cmd("vision"), Topic::ModelCmd { model: "vision" }),
+            (t.samples_add("audio"), Topic::SamplesAdd { model: "audio" }),
+            (t.samples_ack("audio"), Topic::SamplesAck { model: "audio" }),
+        ];
+        for (topic, want) in cases {
+            assert_eq!(parse(&topic), Some(("pi4", want)), "{topic}");
+        }
+        for other in [
+            "lsskd/pi4",
+            "lsskd/pi4/a/b/c/d",
+            "homeassistant/status",
+            "x/y/model/m/z",
+        ] {
+            assert_eq!(parse(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn topics_follow_the_design() {

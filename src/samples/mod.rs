@@ -5,6 +5,10 @@
 //! fsynced and renamed, and the folder is fsynced; the metadata file is the commit marker,
 //! so a crash never leaves a half-written sample visible. `id` makes delivery idempotent.
 //! Per-model quota with oldest-first eviction.
+//!
+//! The metadata is read once, when the store is opened, into an index that every later
+//! add, remove, list and count keeps and reads (a store of this process is its only
+//! writer; clones share the index).
 
 pub mod ingest;
 
@@ -12,6 +16,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -81,6 +87,10 @@ pub enum AddOutcome {
 pub struct SampleStore {
     root: PathBuf,
     quota: usize,
+    /// Committed samples by id (see the module docs).
+    index: Arc<Mutex<BTreeMap<String, SampleMeta>>>,
+    /// Metadata files read since open (the index keeps this at the scan's count).
+    meta_reads: Arc<AtomicUsize>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SampleError> {
@@ -109,10 +119,26 @@ impl SampleStore {
                 fs::remove_file(entry.path()).ok();
             }
         }
-        Ok(Self {
+        let store = Self {
             root,
             quota: quota.max(1),
-        })
+            index: Arc::default(),
+            meta_reads: Arc::default(),
+        };
+        let scanned = store.scan()?;
+        *store.index() = scanned.into_iter().map(|m| (m.id.clone(), m)).collect();
+        Ok(store)
+    }
+
+    fn index(&self) -> MutexGuard<'_, BTreeMap<String, SampleMeta>> {
+        // A panic while holding the lock cannot leave the map half-updated (single
+        // insert/remove calls), so a poisoned lock is still good.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Metadata files read since the store was opened.
+    pub fn meta_reads(&self) -> usize {
+        self.meta_reads.load(Ordering::Relaxed)
     }
 
     pub fn root(&self) -> &Path {
@@ -144,7 +170,7 @@ impl SampleStore {
         if !matches!(ext.as_str(), "png" | "jpg" | "wav") {
             return Err(SampleError::Extension(ext));
         }
-        if self.meta_path(id).exists() {
+        if self.index().contains_key(id) || self.meta_path(id).exists() {
             return Ok(AddOutcome::Duplicate);
         }
         let data = self.root.join(format!("{id}.{ext}"));
@@ -162,6 +188,7 @@ impl SampleStore {
         fs::File::open(&self.root)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.root))?;
+        self.index().insert(id.to_string(), meta);
         let mut all = self.list()?;
         let mut evicted = Vec::new();
         if all.len() > self.quota {
@@ -180,8 +207,12 @@ impl SampleStore {
     /// Delete a sample (metadata first, so it disappears atomically).
     pub fn remove(&self, id: &str) -> Result<(), SampleError> {
         let meta = self.meta_path(id);
-        let ext = self.read_meta(&meta).map(|m| m.ext).ok();
+        let ext = match self.index().get(id) {
+            Some(m) => Some(m.ext.clone()),
+            None => self.read_meta(&meta).map(|m| m.ext).ok(),
+        };
         fs::remove_file(&meta).map_err(io(&meta))?;
+        self.index().remove(id);
         if let Some(ext) = ext {
             fs::remove_file(self.root.join(format!("{id}.{ext}"))).ok();
         }
@@ -189,6 +220,7 @@ impl SampleStore {
     }
 
     fn read_meta(&self, path: &Path) -> Result<SampleMeta, SampleError> {
+        self.meta_reads.fetch_add(1, Ordering::Relaxed);
         let text = fs::read_to_string(path).map_err(io(path))?;
         serde_json::from_str(&text).map_err(|e| SampleError::Corrupt {
             path: path.to_path_buf(),
@@ -196,8 +228,15 @@ impl SampleStore {
         })
     }
 
-    /// Every committed sample, oldest first. Unreadable entries are skipped with a warning.
+    /// Every committed sample, oldest first.
     pub fn list(&self) -> Result<Vec<SampleMeta>, SampleError> {
+        let mut out: Vec<SampleMeta> = self.index().values().cloned().collect();
+        out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(out)
+    }
+
+    /// The committed samples on disk. Unreadable entries are skipped with a warning.
+    fn scan(&self) -> Result<Vec<SampleMeta>, SampleError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.root)
             .map_err(io(&self.root))?
@@ -220,8 +259,8 @@ impl SampleStore {
     /// Samples per label.
     pub fn counts(&self) -> Result<BTreeMap<String, usize>, SampleError> {
         let mut counts = BTreeMap::new();
-        for m in self.list()? {
-            *counts.entry(m.label).or_insert(0) += 1;
+        for m in self.index().values() {
+            *counts.entry(m.label.clone()).or_insert(0) += 1;
         }
         Ok(counts)
     }
@@ -290,6 +329,34 @@ mod tests {
             store.load(&store.list().expect("list")[0]).expect("load"),
             Raw::Image(_)
         ));
+    }
+
+    /// Adding and counting read no metadata file: the index opened with the store answers
+    /// (issue 11: each add read every metadata file twice).
+    #[test]
+    fn adding_and_counting_reads_no_metadata_after_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SampleStore::open(dir.path(), "vision", 100).expect("open");
+        for i in 0..20 {
+            store
+                .add(&format!("s{i}"), "x", &png(), "png", "mqtt")
+                .expect("add");
+        }
+        let reopened = SampleStore::open(dir.path(), "vision", 100).expect("reopen");
+        assert_eq!(reopened.meta_reads(), 20, "the scan at open");
+        reopened
+            .add("new", "y", &png(), "png", "mqtt")
+            .expect("add");
+        let counts = reopened.counts().expect("counts");
+        assert_eq!(counts["x"], 20);
+        assert_eq!(counts["y"], 1);
+        assert_eq!(reopened.list().expect("list").len(), 21);
+        assert_eq!(reopened.meta_reads(), 20, "no reads after open");
+        // A clone shares the index.
+        let clone = reopened.clone();
+        clone.remove("s0").expect("remove");
+        assert_eq!(reopened.counts().expect("counts")["x"], 19);
+        assert!(!dir.path().join("samples/vision/s0.json").exists());
     }
 
     #[test]

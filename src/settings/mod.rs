@@ -332,6 +332,9 @@ impl Settings {
         };
         problems.extend(settings.problems());
         if problems.is_empty() {
+            // Resolved once: an empty `device_id` becomes the host's name here.
+            let mut settings = settings;
+            settings.device_id = settings.device_id();
             Ok(settings)
         } else {
             Err(SettingsError { problems })
@@ -529,7 +532,8 @@ impl Settings {
         self.resolve(&pipeline.model)
     }
 
-    /// `device_id`, or the hostname when empty.
+    /// `device_id`, or the hostname when empty ([`Settings::load`] resolves it once, so
+    /// loaded settings never ask the system again).
     pub fn device_id(&self) -> String {
         if self.device_id.is_empty() {
             let host = gethostname::gethostname().to_string_lossy().to_string();

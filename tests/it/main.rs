@@ -7,6 +7,7 @@ mod core_cli;
 mod crash;
 mod daemon;
 mod harness;
+mod in_process;
 mod ingest_fuzz;
 mod lsskd_training;
 mod packaging;
