@@ -283,10 +283,13 @@ fn advise(
 ///   logits do not change, so serving a weak label costs little and more samples improve
 ///   it). The fine-tuned candidate, which changes the backbone, is rejected when the
 ///   estimate itself is below `min_new_accuracy`. *(choice, measured)* Its estimate is the
-///   imprint's, a pessimistic proxy (the fine-tune adds about 25 points on digits): the
-///   lower bound would reject nearly every good fine-tune (1 of 8 good vision 3-way
-///   5-shot episodes passed), the upper bound would let mislabelled ones through (3 of
-///   8); the point value passed 6 of 8 good, 0 of 8 shuffled, 0 of 8 half-mislabelled.
+///   imprint's leave-one-out when that decides (a pessimistic proxy: the fine-tune adds
+///   about 25 points on digits, so an imprint estimate at or above the threshold passes
+///   the fine-tune, and one whose upper bound is below it fails it); in between, the
+///   learner cross-validates the fine-tune itself (`learner::finetune_cv`: three folds,
+///   each fine-tuned on the other samples with a third of the recipe, predicts its own).
+///   With the imprint's point value alone 6 of 10 good vision 5-way 5-shot episodes
+///   were promoted as fine-tunes (BENCHMARKS.md "The gate's error rates").
 /// - **One shipped class taken by a new label** (most of its lost images now predicted as
 ///   that label: the same thing sent under a new name): rejected when that class's drop
 ///   has a lower bound above `max_class_drop`. One such class of ten moves the overall

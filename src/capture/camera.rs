@@ -3,8 +3,9 @@
 //! nokhwa's `Camera` is not `Send`, so a camera lives on its own thread from open to
 //! close. Opening probes that the node really captures (boards expose metadata nodes too:
 //! they open but offer no frame format), requests the configured resolution / fps /
-//! format (the closest the device supports), and every frame goes through nokhwa's own
-//! decoder ([`decode_frame`], also what the tests feed recorded MJPEG / YUYV frames to).
+//! format (the closest the device supports), and every frame goes through one decoding
+//! path on nokhwa's decoder (`decode_buffer`, which [`decode_frame`] — what the tests feed
+//! recorded MJPEG / YUYV frames to — calls too).
 //! Frames are handed over in a keep-newest slot: a stale frame is worthless.
 
 use std::sync::Arc;
@@ -67,17 +68,26 @@ pub fn decode_frame(
         });
     }
     let buffer = nokhwa::Buffer::new(Resolution::new(width, height), bytes, frame_format(format));
-    let rgb = buffer
-        .decode_image::<RgbFormat>()
-        .map_err(|e| CaptureError::Failed {
-            source_name: "camera frame".into(),
-            message: format!("cannot decode a {format:?} frame: {e}"),
-        })?;
-    let (w, h) = (rgb.width(), rgb.height());
-    let img = image::RgbImage::from_raw(w, h, rgb.into_raw()).ok_or(CaptureError::Failed {
+    decode_buffer(&buffer)
+}
+
+/// Decode a frame as nokhwa delivers it into an RGB image: the one decoding path of the
+/// camera thread and of [`decode_frame`]. A decoder panic (decoders are C code) is an
+/// error here, so a corrupt frame cannot take the camera thread down.
+fn decode_buffer(buffer: &nokhwa::Buffer) -> Result<Raw, CaptureError> {
+    let failed = |message: String| CaptureError::Failed {
         source_name: "camera frame".into(),
-        message: "decoded frame has the wrong size".into(),
-    })?;
+        message,
+    };
+    let format = buffer.source_frame_format();
+    let rgb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        buffer.decode_image::<RgbFormat>()
+    }))
+    .map_err(|_| failed(format!("the {format} decoder panicked")))?
+    .map_err(|e| failed(format!("cannot decode a {format} frame: {e}")))?;
+    let (w, h) = (rgb.width(), rgb.height());
+    let img = image::RgbImage::from_raw(w, h, rgb.into_raw())
+        .ok_or_else(|| failed("decoded frame has the wrong size".into()))?;
     Ok(Raw::Image(image::DynamicImage::ImageRgb8(img)))
 }
 
@@ -141,20 +151,8 @@ pub fn run(
             continue;
         }
         last = Some(Instant::now());
-        // A corrupt frame must not take the camera thread down (decoders are C code).
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            frame.decode_image::<RgbFormat>()
-        }));
-        let raw = match decoded
-            .unwrap_or_else(|_| Err(nokhwa::NokhwaError::GeneralError("decoder panicked".into())))
-        {
-            Ok(rgb) => {
-                let (w, h) = (rgb.width(), rgb.height());
-                match image::RgbImage::from_raw(w, h, rgb.into_raw()) {
-                    Some(img) => Raw::Image(image::DynamicImage::ImageRgb8(img)),
-                    None => continue,
-                }
-            }
+        let raw = match decode_buffer(&frame) {
+            Ok(raw) => raw,
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable camera frame skipped");
                 continue;

@@ -9,6 +9,7 @@
 //! episode label) and `renamed` (one label's samples are of a shipped class, from
 //! `--base-data`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::adapt::job::{AdaptConfig, adapt};
-use crate::adapt::learner::{GateData, accuracy, judge_candidates};
+use crate::adapt::learner::{CV_FOLDS, GateData, accuracy, finetune_cv, judge_candidates};
 use crate::adapt::{Candidate, GateConfig, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::Raw;
@@ -403,6 +404,21 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             None
         };
         let live = Classifier::load(&pkg.onnx_path())?;
+        let new_labels: BTreeSet<String> = classes.iter().cloned().collect();
+        let cv = || {
+            finetune_cv(
+                &|| Ok(pkg.load_train_net(&device)?),
+                &m.classes,
+                pre,
+                set,
+                &support,
+                &replay,
+                &new_labels,
+                &cfg,
+                CV_FOLDS,
+                &|| false,
+            )
+        };
         let data = GateData {
             old: old_items
                 .iter()
@@ -411,8 +427,9 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             old_set: old_set.into(),
             reference: replay.iter().map(|(_, r)| r).collect(),
             support: support.iter().map(|(l, r)| (l.clone(), r)).collect(),
-            new_labels: classes.iter().cloned().collect(),
+            new_labels: new_labels.clone(),
             held_known: Vec::new(),
+            finetune_cv: Some(&cv),
         };
         let gate_started = Instant::now();
         let judgement = judge_candidates(

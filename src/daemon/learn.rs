@@ -1,15 +1,14 @@
-//! On-device learning in the daemon: sample ingestion (main loop), the trainer thread
-//! (imprint / fine-tune / gate / promote, rollback, promote-to-version), hot swaps of the
-//! live model, and what is published about it (`samples/<m>/ack`, `training/state`,
-//! `model/<m>/info`).
+//! On-device learning in the daemon: the scheduler (main loop side: when stored samples call
+//! for an imprint or a fine-tune; sample ingestion itself is `Runtime::ingest` in the
+//! parent module), the trainer thread (imprint / fine-tune / gate / promote, rollback,
+//! promote-to-version), hot swaps of the live model, and what is published about it
+//! (`training/state`, `model/<m>/info`; the payload types live in `mqtt::payload`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use super::{ModelSlot, load_model};
 use crate::adapt::gate::should_adapt;
@@ -18,6 +17,7 @@ use crate::capture::now_ms;
 use crate::mqtt::Topics;
 use crate::mqtt::client::Publisher;
 use crate::mqtt::payload::SCHEMA_VERSION;
+pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState};
 use crate::registry::ModelPackage;
 use crate::settings::AdaptSettings;
 
@@ -78,63 +78,6 @@ pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
             text.chars().take(64).collect::<String>()
         )),
     }
-}
-
-/// `<p>/<dev>/training/state` (retained).
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainingState {
-    pub v: u32,
-    pub ts: u64,
-    pub model: String,
-    /// idle, queued, training, gating, promoted, rejected, rolled_back, failed.
-    pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Fraction of the fine-tune done (0..1), while training.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gate: Option<crate::adapt::GateMetrics>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seconds: Option<f64>,
-    /// Kinds of the jobs of this model still waiting (`imprint`, `finetune`, …), in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub queued: Vec<String>,
-}
-
-impl TrainingState {
-    pub fn new(model: &str, state: &str) -> Self {
-        Self {
-            v: SCHEMA_VERSION,
-            ts: now_ms(),
-            model: model.into(),
-            state: state.into(),
-            kind: None,
-            progress: None,
-            version: None,
-            reason: None,
-            gate: None,
-            seconds: None,
-            queued: Vec::new(),
-        }
-    }
-}
-
-/// The model card on `<p>/<dev>/model/<m>/info` (retained).
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelCard {
-    pub v: u32,
-    pub model: String,
-    pub version: u32,
-    pub parent: Option<u32>,
-    pub created_at: String,
-    pub classes: Vec<String>,
-    pub adaptation: Option<learner::AdaptationInfo>,
-    pub samples_per_class: BTreeMap<String, usize>,
 }
 
 /// The card of a package plus the store's sample counts.
@@ -356,9 +299,9 @@ impl Trainer {
                     &mut |phase| {
                         // Published at most every 10 % of the fine-tune.
                         let (state, fraction) = match phase {
-                            Phase::Preparing => ("training", Some(0.0)),
-                            Phase::Training(f) => ("training", Some(f)),
-                            Phase::Gating => ("gating", None),
+                            Phase::Preparing => (TrainState::Training, Some(0.0)),
+                            Phase::Training(f) => (TrainState::Training, Some(f)),
+                            Phase::Gating => (TrainState::Gating, None),
                         };
                         if let Some(f) = fraction {
                             if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
@@ -386,20 +329,20 @@ impl Trainer {
                 match outcome {
                     Outcome::Promoted { package, info } => {
                         self.swap(slot, &package)?;
-                        st = TrainingState::new(model, "promoted");
+                        st = TrainingState::new(model, TrainState::Promoted);
                         st.version = Some(package.manifest.version);
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }
                     Outcome::Rejected { reason, info } => {
                         tracing::info!(%model, %reason, "candidate rejected");
-                        st = TrainingState::new(model, "rejected");
+                        st = TrainingState::new(model, TrainState::Rejected);
                         st.reason = Some(reason);
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }
                     Outcome::Skipped(reason) => {
-                        st = TrainingState::new(model, "idle");
+                        st = TrainingState::new(model, TrainState::Idle);
                         st.reason = Some(reason);
                     }
                 }
@@ -409,14 +352,14 @@ impl Trainer {
             Job::Rollback { .. } => {
                 let pkg = slot.versions.rollback()?;
                 self.swap(slot, &pkg)?;
-                let mut st = TrainingState::new(model, "rolled_back");
+                let mut st = TrainingState::new(model, TrainState::RolledBack);
                 st.version = Some(pkg.manifest.version);
                 Ok(Ran::Done(Box::new(st)))
             }
             Job::Promote { version, .. } => {
                 let pkg = slot.versions.promote(*version)?;
                 self.swap(slot, &pkg)?;
-                let mut st = TrainingState::new(model, "promoted");
+                let mut st = TrainingState::new(model, TrainState::Promoted);
                 st.version = Some(pkg.manifest.version);
                 st.kind = Some("command".into());
                 Ok(Ran::Done(Box::new(st)))
@@ -472,7 +415,7 @@ impl Trainer {
                         "fine-tune paused for an imprint; it runs again after it"
                     );
                     queue.push(job.clone());
-                    let mut st = TrainingState::new(job.model(), "queued");
+                    let mut st = TrainingState::new(job.model(), TrainState::Queued);
                     st.kind = Some(job.kind().into());
                     st.reason = Some("paused for an imprint of a new label".into());
                     st
@@ -480,7 +423,7 @@ impl Trainer {
                 Err(e) => {
                     let msg = format!("{e:#}");
                     tracing::warn!(?job, error = %msg, "trainer job failed");
-                    let mut st = TrainingState::new(job.model(), "failed");
+                    let mut st = TrainingState::new(job.model(), TrainState::Failed);
                     st.reason = Some(msg);
                     st
                 }

@@ -322,10 +322,10 @@ impl Runtime {
                         }
                     }
                 };
-                let mut st = learn::TrainingState::new(model, "queued");
+                let mut st = learn::TrainingState::new(model, learn::TrainState::Queued);
                 if let Err(reason) = outcome {
                     tracing::warn!(%model, %reason, "model command refused");
-                    st.state = "failed".into();
+                    st.state = learn::TrainState::Failed;
                     st.reason = Some(reason);
                 }
                 if let Ok(body) = serde_json::to_vec(&st) {

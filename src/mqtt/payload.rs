@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::card::{AdaptationInfo, GateMetrics};
+
 /// Schema version written in every outbound payload.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -139,4 +141,76 @@ mod tests {
         }
         assert_eq!(v["top_k"][0]["label"], "bag");
     }
+}
+
+/// What the trainer is doing about a model (`training/state`'s `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainState {
+    Idle,
+    Queued,
+    Training,
+    Gating,
+    Promoted,
+    Rejected,
+    RolledBack,
+    Failed,
+}
+
+/// `<p>/<dev>/training/state` (retained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    pub v: u32,
+    pub ts: u64,
+    pub model: String,
+    pub state: TrainState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Fraction of the fine-tune done (0..1), while training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Kinds of the jobs of this model still waiting (`imprint`, `finetune`, …), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<String>,
+}
+
+impl TrainingState {
+    pub fn new(model: &str, state: TrainState) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            ts: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            model: model.into(),
+            state,
+            kind: None,
+            progress: None,
+            version: None,
+            reason: None,
+            gate: None,
+            seconds: None,
+            queued: Vec::new(),
+        }
+    }
+}
+
+/// The model card on `<p>/<dev>/model/<m>/info` (retained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub v: u32,
+    pub model: String,
+    pub version: u32,
+    pub parent: Option<u32>,
+    pub created_at: String,
+    pub classes: Vec<String>,
+    pub adaptation: Option<AdaptationInfo>,
+    pub samples_per_class: std::collections::BTreeMap<String, usize>,
 }

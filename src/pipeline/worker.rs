@@ -56,7 +56,8 @@ pub enum Output {
     State(StableState),
 }
 
-/// Run until `stop`; `emit` must not block (the daemon's outbox drops oldest when full).
+/// Run until `stop`; `emit` must not block (the daemon's `mqtt::client::Publisher` queues
+/// into the session's outbox, which keeps the newest messages and drops the oldest).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     pipeline: String,

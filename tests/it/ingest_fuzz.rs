@@ -1,5 +1,7 @@
-//! The sample-request parser and the data checks are fuzzed: no input makes them panic,
-//! and every rejection carries a reason.
+//! The parsers of what arrives over MQTT are fuzzed: sample requests and the data checks,
+//! model commands, topics. No input makes them panic, and every refusal is one the step can
+//! give. `LSSKD_FUZZ_CASES` sets the cases per property (400 by default; `scripts/chaos.py
+//! fuzz` runs a million each).
 
 use base64::Engine;
 use lsskd_edge::features::{AudioSpec, ImageSpec, Preprocess};
@@ -72,8 +74,39 @@ fn hostile_file() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+fn cases() -> u32 {
+    std::env::var("LSSKD_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn arbitrary_model_commands_never_panic(text in prop_oneof![
+        3 => "(adapt|rollback|promote)( [ -~]{0,12}){0,3}",
+        1 => "\\PC{0,80}",
+    ]) {
+        match lsskd_edge::daemon::learn::parse_command("vision", &text) {
+            Ok(job) => {
+                let described = format!("{job:?}");
+                prop_assert!(described.contains("vision"), "{}", described);
+            }
+            Err(e) => prop_assert!(
+                e.contains("unknown command") || e.contains("not a version number"),
+                "{e}"
+            ),
+        }
+    }
+
+    #[test]
+    fn arbitrary_topics_never_panic(topic in "[a-z/+#]{0,40}|\\PC{0,60}") {
+        if let Some((device, _)) = lsskd_edge::mqtt::topics::parse(&topic) {
+            prop_assert!(!device.contains('/'));
+        }
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
