@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use lsskd_edge::commands::{
     bench, bench_train, eval, export, fewshot, predict, samples, train, validate, watch,
 };
 use lsskd_edge::dataset::{self, LoadOptions};
-use lsskd_edge::lsskd::{Method, TransformMode};
 use lsskd_edge::registry::ModelPackage;
 use lsskd_edge::settings::{Settings, SettingsError, Sources};
 
@@ -24,78 +23,10 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum MethodArg {
-    Ce,
-    Pskd,
-    Sla,
-    Lsskd,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum TransformsArg {
-    All,
-    Sampled,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Train a student (LSSKD or a baseline) on a data set and write a model package.
-    Train {
-        /// Data set folder (IDX pairs or a `<split>/<class>/*` tree).
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// Validation split, evaluated every epoch and through tract at the end.
-        #[arg(long)]
-        val_split: Option<String>,
-        #[arg(long, value_enum, default_value = "lsskd")]
-        method: MethodArg,
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        /// Output package folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// resnet-xs, resnet-s (default, ≈175k parameters) or resnet-m.
-        #[arg(long, default_value = "resnet-s")]
-        arch: String,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Comma-separated subset of classes (their order becomes the model's class order).
-        #[arg(long, value_delimiter = ',')]
-        classes: Option<Vec<String>>,
-        /// Wall-clock budget in minutes; the schedule is compressed to fit.
-        #[arg(long)]
-        budget_mins: Option<f64>,
-        /// Joint-label transforms per sample: all M, or identity + one sampled.
-        #[arg(long, value_enum, default_value = "sampled")]
-        transforms: TransformsArg,
-        #[arg(long, default_value_t = 64)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 0.05)]
-        lr: f64,
-        /// Use at most this many training samples per class.
-        #[arg(long)]
-        limit_per_class: Option<usize>,
-        /// Replay exemplars stored per class in the package.
-        #[arg(long, default_value_t = 20)]
-        replay_per_class: usize,
-        /// Gate exemplars stored per class, from the validation split (the promotion gate
-        /// judges the shipped classes on them).
-        #[arg(long, default_value_t = export::GATE_PER_CLASS)]
-        gate_per_class: usize,
-        /// Package name (default: vision / audio by modality).
-        #[arg(long)]
-        name: Option<String>,
-        /// Skip unreadable files (counted) instead of failing.
-        #[arg(long)]
-        skip_bad: bool,
-        /// Continue from this package's training state (same classes; keeps its
-        /// preprocessing, architecture and transforms).
-        #[arg(long)]
-        init: Option<PathBuf>,
-    },
+    Train(train::TrainArgs),
     /// Accuracy and confusion matrix of a package's model.onnx (through tract) on a split.
     Eval {
         #[arg(long)]
@@ -322,68 +253,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train {
-            data,
-            split,
-            val_split,
-            method,
-            epochs,
-            out,
-            arch,
-            seed,
-            classes,
-            budget_mins,
-            transforms,
-            batch_size,
-            lr,
-            limit_per_class,
-            replay_per_class,
-            gate_per_class,
-            name,
-            skip_bad,
-            init,
-        } => {
-            let mut args = train::TrainArgs::new(&data, &split, &out);
-            args.val_split = val_split;
-            args.method = match method {
-                MethodArg::Ce => Method::Ce,
-                MethodArg::Pskd => Method::Pskd,
-                MethodArg::Sla => Method::Sla,
-                MethodArg::Lsskd => Method::Lsskd,
-            };
-            args.epochs = epochs;
-            args.arch = arch;
-            args.seed = seed;
-            args.classes = classes;
-            args.budget_mins = budget_mins;
-            args.transforms = match transforms {
-                TransformsArg::All => TransformMode::All,
-                TransformsArg::Sampled => TransformMode::Sampled,
-            };
-            args.batch_size = batch_size;
-            args.lr = lr;
-            args.limit_per_class = limit_per_class;
-            args.replay_per_class = replay_per_class;
-            args.gate_per_class = gate_per_class;
-            args.name = name;
-            args.skip_bad = skip_bad;
-            args.init = init;
-            let outcome = train::run(&args)?;
-            let m = &outcome.package.manifest;
-            println!(
-                "wrote {} ({} classes, {} deployed parameters, {} with auxiliary heads) in {:.0}s",
-                outcome.package.dir.display(),
-                m.classes.len(),
-                m.deployed.param_count,
-                m.deployed.training_param_count,
-                outcome.seconds
-            );
-            if let Some(v) = outcome.val {
-                println!(
-                    "validation accuracy (tract, {} samples): {:.4}",
-                    v.n, v.accuracy
-                );
-            }
+        Command::Train(args) => {
+            print!("{}", train::run(&args)?.render());
             Ok(())
         }
         Command::Eval {

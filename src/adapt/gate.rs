@@ -36,7 +36,7 @@ fn default_confidence() -> f64 {
 }
 
 /// `[adapt] max_class_drop` when it is not set.
-pub const DEFAULT_MAX_CLASS_DROP: f64 = 0.15;
+pub const DEFAULT_MAX_CLASS_DROP: f64 = 0.05;
 
 fn default_max_class_drop() -> f64 {
     DEFAULT_MAX_CLASS_DROP
@@ -287,7 +287,8 @@ fn advise(
 ///   about 25 points on digits, so an imprint estimate at or above the threshold passes
 ///   the fine-tune, and one whose upper bound is below it fails it); in between, the
 ///   learner cross-validates the fine-tune itself (`learner::finetune_cv`: three folds,
-///   each fine-tuned on the other samples with a third of the recipe, predicts its own).
+///   each fine-tuned on the other samples with a third of the epochs and a fifth of the budget,
+///   predicts its own).
 ///   With the imprint's point value alone 6 of 10 good vision 5-way 5-shot episodes
 ///   were promoted as fine-tunes (BENCHMARKS.md "The gate's error rates").
 /// - **One shipped class taken by a new label** (most of its lost images now predicted as

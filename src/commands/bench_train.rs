@@ -43,16 +43,6 @@ pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
 /// Classes of the benchmark's final head.
 pub const CLASSES: usize = 10;
 
-fn parse_mode(s: &str) -> Result<TransformMode, String> {
-    match s {
-        "sampled" => Ok(TransformMode::Sampled),
-        "all" => Ok(TransformMode::All),
-        _ => Err(format!(
-            "unknown transform mode `{s}` (expected sampled or all)"
-        )),
-    }
-}
-
 /// Arguments of `bench-train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchTrainArgs {
@@ -61,7 +51,7 @@ pub struct BenchTrainArgs {
     pub method: Method,
     /// Joint-label transform rows per sample (methods with auxiliary heads): `sampled`
     /// (identity + 1 random rotation, 2 rows) or `all` (4 rows).
-    #[arg(long, default_value = "sampled", value_parser = parse_mode)]
+    #[arg(long, default_value = "sampled")]
     pub transforms: TransformMode,
     /// Samples per step (before expansion by transforms).
     #[arg(long, default_value_t = 64)]

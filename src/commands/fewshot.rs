@@ -125,6 +125,12 @@ pub struct Episode {
     /// The fine-tune's old-class drop on the gate's set and its lower bound.
     pub gate_drop: Option<f64>,
     pub gate_drop_lower: Option<f64>,
+    /// The shipped class the reported candidate hurt most on the gate's set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_old_class: Option<crate::registry::card::ClassChange>,
+    /// How the reported candidate's new-class estimate was obtained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_method: Option<String>,
     /// Promote, or the reported candidate's rejection.
     pub gate: String,
 }
@@ -480,6 +486,12 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             gate_drop_lower: tuned_gate
                 .and_then(|g| g.old.as_ref())
                 .map(|o| o.drop_lower),
+            worst_old_class: reported
+                .gate
+                .old
+                .as_ref()
+                .and_then(|o| o.worst.first().cloned()),
+            estimate_method: reported.gate.new_method.clone(),
             gate: match &reported.verdict {
                 Verdict::Promote => "promote".into(),
                 Verdict::Reject(r) => r.clone(),

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -25,60 +25,66 @@ use crate::registry::package::{
 use crate::registry::replay;
 use crate::trainset::{FeatureData, audio_spec_for, image_spec_for};
 
-/// Arguments of `train`.
-#[derive(Debug, Clone)]
+/// Arguments of `train` (the command line's, defaults included: the one place they are).
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
+    /// Data set folder (IDX pairs or a `<split>/<class>/*` tree).
+    #[arg(long)]
     pub data: PathBuf,
+    #[arg(long, default_value = "train")]
     pub split: String,
+    /// Validation split, evaluated every epoch and through tract at the end.
+    #[arg(long)]
     pub val_split: Option<String>,
+    /// ce, pskd, sla or lsskd.
+    #[arg(long, default_value = "lsskd")]
     pub method: Method,
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    /// Output package folder.
+    #[arg(long)]
     pub out: PathBuf,
+    /// resnet-xs, resnet-s (default, ≈175k parameters) or resnet-m.
+    #[arg(long, default_value = "resnet-s")]
     pub arch: String,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Comma-separated subset of classes (their order becomes the model's class order).
+    #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+    /// Wall-clock budget in minutes; the schedule is compressed to fit.
+    #[arg(long)]
     pub budget_mins: Option<f64>,
+    /// Joint-label transforms per sample: `all` M, or identity + one `sampled`.
+    #[arg(long, default_value = "sampled")]
     pub transforms: TransformMode,
+    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
+    /// Skip unreadable files (counted) instead of failing.
+    #[arg(long)]
     pub skip_bad: bool,
+    /// Use at most this many training samples per class.
+    #[arg(long)]
     pub limit_per_class: Option<usize>,
+    /// Replay exemplars stored per class in the package.
+    #[arg(long, default_value_t = 20)]
     pub replay_per_class: usize,
-    /// Gate exemplars per class taken from the validation split (none without one).
+    /// Gate exemplars stored per class, from the validation split (the promotion gate
+    /// judges the shipped classes on them; none without a validation split).
+    #[arg(long, default_value_t = super::export::GATE_PER_CLASS)]
     pub gate_per_class: usize,
+    /// Package name (default: vision / audio by modality).
+    #[arg(long)]
     pub name: Option<String>,
+    /// Draw a progress bar on stderr.
+    #[arg(skip = true)]
     pub progress_bar: bool,
-    /// Warm start: continue from this package's training state (same classes; its
-    /// preprocessing, architecture and transforms are kept).
+    /// Continue from this package's training state (same classes; keeps its
+    /// preprocessing, architecture and transforms).
+    #[arg(long)]
     pub init: Option<PathBuf>,
-}
-
-impl TrainArgs {
-    /// Defaults for everything but data, split and output.
-    pub fn new(data: &Path, split: &str, out: &Path) -> Self {
-        Self {
-            data: data.to_path_buf(),
-            split: split.to_string(),
-            val_split: None,
-            method: Method::Lsskd,
-            epochs: 10,
-            out: out.to_path_buf(),
-            arch: "resnet-s".into(),
-            seed: 0,
-            classes: None,
-            budget_mins: None,
-            transforms: TransformMode::Sampled,
-            batch_size: 64,
-            lr: 0.05,
-            skip_bad: false,
-            limit_per_class: None,
-            replay_per_class: 20,
-            gate_per_class: super::export::GATE_PER_CLASS,
-            name: None,
-            progress_bar: true,
-            init: None,
-        }
-    }
 }
 
 /// What `train` produced.
@@ -87,6 +93,28 @@ pub struct TrainOutcome {
     pub epochs: Vec<EpochReport>,
     pub val: Option<EvalReport>,
     pub seconds: f64,
+}
+
+impl TrainOutcome {
+    /// What `lsskd-edge train` prints.
+    pub fn render(&self) -> String {
+        let m = &self.package.manifest;
+        let mut out = format!(
+            "wrote {} ({} classes, {} deployed parameters, {} with auxiliary heads) in {:.0}s\n",
+            self.package.dir.display(),
+            m.classes.len(),
+            m.deployed.param_count,
+            m.deployed.training_param_count,
+            self.seconds
+        );
+        if let Some(v) = &self.val {
+            out.push_str(&format!(
+                "validation accuracy (tract, {} samples): {:.4}\n",
+                v.n, v.accuracy
+            ));
+        }
+        out
+    }
 }
 
 fn csv_header() -> &'static str {

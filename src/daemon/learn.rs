@@ -538,7 +538,7 @@ mod tests {
             epochs: 1,
             min_new_accuracy: 0.5,
             max_old_drop: 0.02,
-            max_class_drop: 0.15,
+            max_class_drop: 0.05,
             confidence: 0.95,
             keep_versions: 3,
         };

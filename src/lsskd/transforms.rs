@@ -29,6 +29,21 @@ pub enum TransformMode {
     Sampled,
 }
 
+impl std::str::FromStr for TransformMode {
+    type Err = String;
+
+    /// `sampled` or `all` (the command line's spelling).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sampled" => Ok(TransformMode::Sampled),
+            "all" => Ok(TransformMode::All),
+            _ => Err(format!(
+                "unknown transform mode `{s}` (expected sampled or all)"
+            )),
+        }
+    }
+}
+
 impl TransformSet {
     /// M, the size of the group.
     pub const fn len(self) -> usize {
