@@ -291,6 +291,9 @@ pub fn imprint_loo(
     Ok(preds)
 }
 
+/// Runs [`finetune_cv`] for the candidates' judge: `(true label, predicted label)` pairs.
+pub type FoldRunner<'a> = dyn Fn() -> anyhow::Result<Vec<(String, String)>> + 'a;
+
 /// What the candidates are judged on (see the module documentation).
 pub struct GateData<'a> {
     /// Shipped-class images, by class name.
@@ -307,7 +310,7 @@ pub struct GateData<'a> {
     pub held_known: Vec<(String, &'a Raw)>,
     /// Held-out predictions of the fine-tune by cross-validation ([`finetune_cv`]), run
     /// only when the imprint's leave-one-out leaves the fine-tune's verdict open.
-    pub finetune_cv: Option<&'a dyn Fn() -> anyhow::Result<Vec<(String, String)>>>,
+    pub finetune_cv: Option<&'a FoldRunner<'a>>,
 }
 
 /// One judged candidate.
