@@ -203,6 +203,8 @@ def run_kill(args, tmp):
     digits = sorted(pngs)
     imprinted = set()
     acked, slow, phases = set(), [], {}
+    # What the promote phase's kill came right after.
+    verdicts = {"promoted": 0, "rejected": 0, "none": 0}
     seq = 0
     started = time.time()
     for i in range(args.iterations):
@@ -234,14 +236,16 @@ def run_kill(args, tmp):
                 listen.wait(t, "/training/state", lambda p: training_state(p, {"training", "gating"}), 5.0)
                 time.sleep(random.uniform(0.0, 0.5))
             else:
-                listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 30.0)
+                v = listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 30.0)
+                verdicts[(jload(v[1]) or {}).get("state") if v else "none"] += 1
         else:
             broker.pub(f"{PREFIX}/{DEV}/model/vision/cmd", "adapt")
             if phase == "finetune":
                 listen.wait(t, "/training/state", lambda p: training_state(p, {"training"}, "finetune"), 10.0)
                 time.sleep(random.uniform(0.0, 3.0))
             else:
-                listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 60.0)
+                v = listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 60.0)
+                verdicts[(jload(v[1]) or {}).get("state") if v else "none"] += 1
         d.kill()
         for _, _, p in listen.since(t, "/samples/vision/ack"):
             a = jload(p)
@@ -271,6 +275,7 @@ def run_kill(args, tmp):
     log = (Path(tmp) / "daemon.log").read_text(errors="replace")
     return {
         "part": "kill", "iterations": args.iterations, "phases": phases,
+        "promote_phase_killed_after": verdicts,
         "acked_samples": len(acked), "acked_samples_lost": len(lost), "lost": lost[:20],
         "restarts_not_serving_within_10s": len(slow) + (final is None), "slow": slow,
         "fallbacks_logged": len(re.findall(r"falling back|fell back|damaged", log)),

@@ -143,10 +143,12 @@ fn three_new_classes_over_mqtt_are_learnt_promoted_served_and_rolled_back() {
     let config = format!(
         "{}\n{}",
         replay_vision_config("desk", &query_dir.display().to_string(), broker.port),
-        r#"# The default gate and budget; only the automatic fine-tune's trigger is set.
+        r#"# The default gate; the automatic fine-tune's trigger is set, and a budget large
+# enough that the whole schedule runs even while the other tests load the machine.
 [adapt]
 auto_after = 15
 cooldown_secs = 0
+budget_secs = 25
 "#
     );
     let daemon = Daemon::start(&config, &[]);
