@@ -204,7 +204,8 @@ def run_kill(args, tmp):
     imprinted = set()
     acked, slow, phases = set(), [], {}
     # What the promote phase's kill came right after.
-    verdicts = {"promoted": 0, "rejected": 0, "none": 0}
+    verdicts = {}
+    live = newest = 0
     seq = 0
     started = time.time()
     for i in range(args.iterations):
@@ -224,28 +225,49 @@ def run_kill(args, tmp):
             threading.Thread(target=broker.pub, args=(f"{PREFIX}/{DEV}/samples/vision/add",),
                              kwargs={"lines": lines}, daemon=True).start()
             time.sleep(random.uniform(0.0, 0.3))
-        elif phase in ("imprint", "promote") and len(imprinted) < len(digits):
-            g = next(x for x in digits if x not in imprinted)
-            imprinted.add(g)
+        elif phase == "promote" and len(imprinted) >= len(digits):
+            # A switch of the live version (the atomic `current` pointer and the hot swap):
+            # back to the parent, then forward again to the newest version.
+            cmd = "rollback" if live == newest else f"promote {newest}"
+            broker.pub(f"{PREFIX}/{DEV}/model/vision/cmd", cmd)
+            v = listen.wait(t, "/training/state",
+                            lambda p: training_state(p, {"promoted", "rolled_back", "failed"}), 30.0)
+            st = (jload(v[1]) or {}) if v else {}
+            verdicts[st.get("state", "none")] = verdicts.get(st.get("state", "none"), 0) + 1
+            if st.get("state") in ("promoted", "rolled_back"):
+                live = st.get("version", live)
+        elif phase in ("imprint", "promote"):
+            # A label the device has not seen: a new digit while there is one (promoted:
+            # a new version), then a digit under a fresh name.
+            g = digits[len(imprinted) % len(digits)]
+            label = f"digit_{g}" if len(imprinted) < len(digits) else f"digit_{g}_{len(imprinted)}"
+            imprinted.add(label)
             lines = []
             for k in range(3):
                 seq += 1
-                lines.append(sample(f"k{seq}", f"digit_{g}", pngs[g][k % len(pngs[g])]))
+                lines.append(sample(f"k{seq}", label, pngs[g][k % len(pngs[g])]))
             broker.pub(f"{PREFIX}/{DEV}/samples/vision/add", lines=lines)
             if phase == "imprint":
                 listen.wait(t, "/training/state", lambda p: training_state(p, {"training", "gating"}), 5.0)
                 time.sleep(random.uniform(0.0, 0.5))
             else:
                 v = listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 30.0)
-                verdicts[(jload(v[1]) or {}).get("state") if v else "none"] += 1
+                st = (jload(v[1]) or {}) if v else {}
+                verdicts[st.get("state", "none")] = verdicts.get(st.get("state", "none"), 0) + 1
+                if st.get("state") == "promoted":
+                    live = newest = st.get("version", newest)
         else:
+            # A fine-tune on everything stored (every other promote phase ends with one).
             broker.pub(f"{PREFIX}/{DEV}/model/vision/cmd", "adapt")
             if phase == "finetune":
                 listen.wait(t, "/training/state", lambda p: training_state(p, {"training"}, "finetune"), 10.0)
                 time.sleep(random.uniform(0.0, 3.0))
             else:
                 v = listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 60.0)
-                verdicts[(jload(v[1]) or {}).get("state") if v else "none"] += 1
+                st = (jload(v[1]) or {}) if v else {}
+                verdicts[st.get("state", "none")] = verdicts.get(st.get("state", "none"), 0) + 1
+                if st.get("state") == "promoted":
+                    live = newest = st.get("version", newest)
         d.kill()
         for _, _, p in listen.since(t, "/samples/vision/ack"):
             a = jload(p)
