@@ -433,16 +433,11 @@ fn start(
             SourceSettings::Camera { .. } | SourceSettings::ReplayImages { .. } => slot::latest(),
             _ => slot::bounded(AUDIO_QUEUE),
         };
-        let mut source_settings = p.source.clone();
-        match &mut source_settings {
-            SourceSettings::ReplayImages { path, .. }
-            | SourceSettings::ReplayAudio { path, .. } => *path = settings.resolve(path),
-            _ => {}
-        }
         let health = Arc::new(SourceHealth::default());
         let job = SourceJob {
             pipeline: p.name.clone(),
-            source: source_settings,
+            // Replay paths were resolved when the settings were loaded.
+            source: p.source.clone(),
             sample_rate_hz: model_rate(&pre),
             out: tx.clone(),
             stop: stop_sources.clone(),

@@ -332,9 +332,24 @@ impl Settings {
         };
         problems.extend(settings.problems());
         if problems.is_empty() {
-            // Resolved once: an empty `device_id` becomes the host's name here.
+            // Resolved once: an empty `device_id` becomes the host's name, and model and
+            // replay paths become absolute (so resolving them again changes nothing).
             let mut settings = settings;
             settings.device_id = settings.device_id();
+            let absolute = |s: &Settings, p: &Path| {
+                let p = s.resolve(p);
+                std::path::absolute(&p).unwrap_or(p)
+            };
+            let mut pipelines = std::mem::take(&mut settings.pipeline);
+            for pl in &mut pipelines {
+                pl.model = absolute(&settings, &pl.model);
+                if let SourceSettings::ReplayImages { path, .. }
+                | SourceSettings::ReplayAudio { path, .. } = &mut pl.source
+                {
+                    *path = absolute(&settings, path);
+                }
+            }
+            settings.pipeline = pipelines;
             Ok(settings)
         } else {
             Err(SettingsError { problems })
