@@ -155,18 +155,17 @@ pub fn base_options(s: &MqttSettings, client_id: &str) -> std::io::Result<MqttOp
     if s.tls.enabled {
         // rustls with the ring provider; a no-op if a provider is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let read = |path: &str| {
-            std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
         };
-        let ca = if s.tls.ca_file.is_empty() {
-            Vec::new()
-        } else {
-            read(&s.tls.ca_file)?
+        let ca = match &s.tls.ca_file {
+            Some(path) => read(path)?,
+            None => Vec::new(),
         };
-        let client_auth = if s.tls.client_cert.is_empty() {
-            None
-        } else {
-            Some((read(&s.tls.client_cert)?, read(&s.tls.client_key)?))
+        let client_auth = match (&s.tls.client_cert, &s.tls.client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
         };
         o.set_transport(Transport::Tls(TlsConfiguration::Simple {
             ca,

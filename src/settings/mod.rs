@@ -89,9 +89,32 @@ pub struct MqttSettings {
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     pub enabled: bool,
-    pub ca_file: String,
-    pub client_cert: String,
-    pub client_key: String,
+    /// CA bundle to verify the broker with (none: the system's roots).
+    #[serde(
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (both or neither).
+    #[serde(
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_cert: Option<PathBuf>,
+    #[serde(
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_key: Option<PathBuf>,
+}
+
+/// A path setting whose empty string (the defaults' way of saying "not set") is `None`.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(PathBuf::from))
 }
 
 /// `[publish]`.
@@ -439,11 +462,16 @@ impl Settings {
                 ("client_cert", &m.tls.client_cert),
                 ("client_key", &m.tls.client_key),
             ] {
-                if !path.is_empty() && !Path::new(path).is_file() {
-                    p.push(format!("`mqtt.tls.{key}`: {path} does not exist"));
+                if let Some(path) = path
+                    && !path.is_file()
+                {
+                    p.push(format!(
+                        "`mqtt.tls.{key}`: {} does not exist",
+                        path.display()
+                    ));
                 }
             }
-            if m.tls.client_cert.is_empty() != m.tls.client_key.is_empty() {
+            if m.tls.client_cert.is_none() != m.tls.client_key.is_none() {
                 p.push(
                     "`mqtt.tls.client_cert` and `mqtt.tls.client_key`: give both or neither".into(),
                 );
