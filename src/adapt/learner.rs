@@ -60,10 +60,8 @@ pub const CV_FOLDS: usize = 3;
 /// the fold's samples through tract. Returns `(true label, predicted label)` per held-out sample.
 #[allow(clippy::too_many_arguments)]
 pub fn finetune_cv(
-    load_net: &dyn Fn() -> anyhow::Result<lsskd::TrainNet>,
-    classes: &[String],
-    pre: &Preprocess,
-    set: lsskd::TransformSet,
+    pkg: &ModelPackage,
+    device: &lsskd::Device,
     support: &[(String, Raw)],
     replay: &[(usize, Raw)],
     new_labels: &BTreeSet<String>,
@@ -94,6 +92,8 @@ pub fn finetune_cv(
         budget_secs: cfg.budget_secs.map(|b| (b / 5).max(1)),
         ..cfg.clone()
     };
+    let m = &pkg.manifest;
+    let pre = &m.preprocess;
     let shape = pre.input_shape();
     let mut out = Vec::new();
     for f in 0..folds {
@@ -113,10 +113,10 @@ pub fn finetune_cv(
             .map(|(s, _)| s.clone())
             .collect();
         let adapted = adapt(
-            load_net()?,
-            classes,
+            pkg.load_train_net(device)?,
+            &m.classes,
             pre,
-            set,
+            m.train_state.transforms,
             &train,
             replay,
             &AdaptConfig {
@@ -587,10 +587,8 @@ pub fn run(
     let new_labels: BTreeSet<String> = new_by_label.keys().cloned().collect();
     let cv = || {
         finetune_cv(
-            &|| Ok(pkg.load_train_net(&device)?),
-            &m.classes,
-            pre,
-            set,
+            pkg,
+            &device,
             &support,
             &replay_train,
             &new_labels,

@@ -478,10 +478,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let new_labels: BTreeSet<String> = classes.iter().cloned().collect();
         let cv = || {
             finetune_cv(
-                &|| Ok(pkg.load_train_net(&device)?),
-                &m.classes,
-                pre,
-                set,
+                &pkg,
+                &device,
                 &support,
                 &replay,
                 &new_labels,

@@ -263,8 +263,10 @@ pub async fn run(conn: Connection, mut shutdown: watch::Receiver<bool>) -> anyho
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let was = shared.lock().is_connected();
-                    let wait = shared.lock().on_error();
+                    let (was, wait) = {
+                        let mut session = shared.lock();
+                        (session.is_connected(), session.on_error())
+                    };
                     if was {
                         tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");
                     } else {
