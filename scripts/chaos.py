@@ -257,17 +257,10 @@ def run_kill(args, tmp):
                 if st.get("state") == "promoted":
                     live = newest = st.get("version", newest)
         else:
-            # A fine-tune on everything stored (every other promote phase ends with one).
+            # Fine-tune phase: a fine-tune on everything stored, killed part-way.
             broker.pub(f"{PREFIX}/{DEV}/model/vision/cmd", "adapt")
-            if phase == "finetune":
-                listen.wait(t, "/training/state", lambda p: training_state(p, {"training"}, "finetune"), 10.0)
-                time.sleep(random.uniform(0.0, 3.0))
-            else:
-                v = listen.wait(t, "/training/state", lambda p: training_state(p, {"promoted", "rejected"}), 60.0)
-                st = (jload(v[1]) or {}) if v else {}
-                verdicts[st.get("state", "none")] = verdicts.get(st.get("state", "none"), 0) + 1
-                if st.get("state") == "promoted":
-                    live = newest = st.get("version", newest)
+            listen.wait(t, "/training/state", lambda p: training_state(p, {"training"}, "finetune"), 10.0)
+            time.sleep(random.uniform(0.0, 3.0))
         d.kill()
         for _, _, p in listen.since(t, "/samples/vision/ack"):
             a = jload(p)
