@@ -137,6 +137,7 @@ fn wait_card(
 
 #[test]
 fn three_new_classes_over_mqtt_are_learnt_promoted_served_and_rolled_back() {
+    let _cpu = crate::common::cpu_alone();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (support, query_dir) = digit_files(dir.path(), 5, 4);
@@ -239,6 +240,7 @@ budget_secs = 25
 /// running gives way to it), and `--wait` prints each outcome.
 #[test]
 fn first_run_with_default_settings_serves_every_label_and_reports_each_outcome() {
+    let _cpu = crate::common::cpu_alone();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (support, query_dir) = digit_files(dir.path(), 5, 4);

@@ -52,6 +52,7 @@ fn yuyv(img: &RgbImage) -> Vec<u8> {
 
 #[test]
 fn recorded_mjpeg_and_yuyv_frames_are_classified_through_nokhwas_decoder() {
+    let _cpu = crate::common::cpu_shared();
     let pkg = ModelPackage::load(&repo().join("models/vision")).expect("models/vision");
     let model = Classifier::load(&pkg.onnx_path()).expect("onnx");
     let classes = &pkg.manifest.classes;
@@ -80,6 +81,7 @@ fn recorded_mjpeg_and_yuyv_frames_are_classified_through_nokhwas_decoder() {
 
 #[test]
 fn a_frame_that_is_not_mjpeg_is_an_error_not_a_panic() {
+    let _cpu = crate::common::cpu_shared();
     let e = decode_frame(
         CameraFormat::Mjpeg,
         W,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `../shared/data` beside the repository (CI lays a copy there too).
 pub fn data_root() -> PathBuf {
@@ -35,4 +36,18 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The CPU, shared among the tests that train or run daemons. A test whose outcome depends
+/// on how many fine-tune steps fit a wall-clock budget (the default gate's verdict) takes it
+/// alone, so that on a 2-core machine it gets the schedule a quiet device would, not a third
+/// of it; the rest share it.
+static CPU: RwLock<()> = RwLock::new(());
+
+pub fn cpu_shared() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub fn cpu_alone() -> RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(PoisonError::into_inner)
 }

@@ -61,6 +61,7 @@ fn eval_json(pkg: &Path, data: &Path, split: &str) -> Value {
 
 #[test]
 fn train_writes_a_verified_package_that_eval_predict_and_export_use() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let pkg = tiny_package(dir.path(), &["--method", "lsskd"]);
     for f in [
@@ -153,6 +154,7 @@ fn train_writes_a_verified_package_that_eval_predict_and_export_use() {
 
 #[test]
 fn eval_skips_and_counts_classes_the_model_does_not_know() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let pkg = tiny_package(dir.path(), &["--method", "ce", "--classes", "trouser,bag"]);
     let report = eval_json(&pkg, &fashion(), "val");
@@ -163,6 +165,7 @@ fn eval_skips_and_counts_classes_the_model_does_not_know() {
 
 #[test]
 fn a_tampered_or_incomplete_package_is_refused_with_the_file_named() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let pkg = tiny_package(dir.path(), &["--method", "ce"]);
     let data = fashion();
@@ -229,6 +232,7 @@ fn a_tampered_or_incomplete_package_is_refused_with_the_file_named() {
 
 #[test]
 fn bad_data_sets_give_clear_errors_or_are_skipped_and_counted() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let o = cli(&[
         "train",
@@ -305,6 +309,7 @@ fn bad_data_sets_give_clear_errors_or_are_skipped_and_counted() {
 
 #[test]
 fn training_is_deterministic_for_a_seed() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let a = tiny_package(&dir.path().join("a"), &["--method", "lsskd", "--seed", "7"]);
     let b = tiny_package(&dir.path().join("b"), &["--method", "lsskd", "--seed", "7"]);
@@ -326,6 +331,7 @@ fn training_is_deterministic_for_a_seed() {
 
 #[test]
 fn fewshot_bench_reports_the_documented_json_on_the_shipped_audio_model() {
+    let _cpu = crate::common::cpu_shared();
     let kws = kws();
     let kws = kws.to_str().expect("utf-8");
     let model = crate::common::repo().join("models/audio");
@@ -387,6 +393,7 @@ fn fewshot_bench_reports_the_documented_json_on_the_shipped_audio_model() {
 
 #[test]
 fn training_can_continue_from_a_package_with_the_same_classes() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let first = tiny_package(&dir.path().join("a"), &["--method", "lsskd"]);
     let init = first.to_str().expect("utf-8");

@@ -17,6 +17,7 @@ use crate::harness::{Daemon, Mosquitto, json, model, publish, replay_vision_conf
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acked_sample_and_always_restarts_serving() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");

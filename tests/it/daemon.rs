@@ -51,6 +51,7 @@ debounce_count = 1
 
 #[test]
 fn publishes_predictions_status_and_last_will_with_a_missing_camera_retrying() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let sock_path = dir.path().join("notify.sock");
@@ -169,6 +170,7 @@ fn publishes_predictions_status_and_last_will_with_a_missing_camera_retrying() {
 
 #[test]
 fn reconnects_after_the_broker_restarts_and_stops_cleanly_on_sigterm() {
+    let _cpu = crate::common::cpu_shared();
     let mut broker = Mosquitto::start();
     let mut daemon = Daemon::start(&vision_pipelines(broker.port), &[]);
     assert_eq!(
@@ -211,6 +213,7 @@ fn reconnects_after_the_broker_restarts_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn microphone_through_cpal_and_alsa_file_device_recognises_the_keyword() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     // A core keyword, 48 kHz s16 mono raw (what the ALSA slave delivers), repeated so the
@@ -302,6 +305,7 @@ hop_ms = 1000
 
 #[test]
 fn publishes_over_tls_with_a_private_ca() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start_tls();
     let ca = broker.ca_file().expect("tls");
     let config = format!(
@@ -322,6 +326,7 @@ fn publishes_over_tls_with_a_private_ca() {
 
 #[test]
 fn demo_config_publishes_both_pipelines_through_the_embedded_broker() {
+    let _cpu = crate::common::cpu_shared();
     let port = crate::harness::free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))

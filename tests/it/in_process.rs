@@ -10,6 +10,7 @@ use crate::harness::{Mosquitto, json, replay_vision_config, samples};
 
 #[test]
 fn the_daemon_serves_in_process_and_stops_on_an_injected_shutdown() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("config.toml");

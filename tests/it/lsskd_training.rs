@@ -72,6 +72,7 @@ fn train_steps(ds: &Dataset, steps: usize, mode: TransformMode) -> (Trainer, Vec
 
 #[test]
 fn a_few_lsskd_steps_reduce_the_loss_on_real_images() {
+    let _cpu = crate::common::cpu_shared();
     let ds = slice(&fashion(), "val", None, 6);
     let (_, losses, _) = train_steps(&ds, 12, TransformMode::All);
     let (first, last) = (losses[0], *losses.last().expect("steps ran"));
@@ -107,6 +108,7 @@ fn assert_parity(ds: &Dataset, trainer: &Trainer, shape: [usize; 3]) {
 
 #[test]
 fn exported_vision_student_matches_burn_within_1e4() {
+    let _cpu = crate::common::cpu_shared();
     let ds = slice(&fashion(), "val", None, 4);
     let (trainer, _, shape) = train_steps(&ds, 3, TransformMode::Sampled);
     assert_parity(&ds, &trainer, shape);
@@ -114,6 +116,7 @@ fn exported_vision_student_matches_burn_within_1e4() {
 
 #[test]
 fn exported_audio_student_matches_burn_within_1e4() {
+    let _cpu = crate::common::cpu_shared();
     let classes = ["yes", "no", "up", "down"].map(String::from).to_vec();
     let ds = slice(&kws(), "val", Some(classes), 3);
     let (trainer, _, shape) = train_steps(&ds, 3, TransformMode::Sampled);
@@ -123,6 +126,7 @@ fn exported_audio_student_matches_burn_within_1e4() {
 
 #[test]
 fn training_state_round_trips_through_a_checkpoint() {
+    let _cpu = crate::common::cpu_shared();
     let ds = slice(&fashion(), "val", None, 2);
     let (trainer, _, shape) = train_steps(&ds, 2, TransformMode::Sampled);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -148,6 +152,7 @@ fn training_state_round_trips_through_a_checkpoint() {
 
 #[test]
 fn imprinting_adds_usable_classes_without_touching_old_logits() {
+    let _cpu = crate::common::cpu_shared();
     let base_classes: Vec<String> = ["t-shirt_top", "trouser", "pullover", "dress", "coat"]
         .map(String::from)
         .to_vec();
@@ -233,6 +238,7 @@ fn imprinting_adds_usable_classes_without_touching_old_logits() {
 
 #[test]
 fn fine_tune_freezes_early_stages_and_anchored_items_keep_their_embedding() {
+    let _cpu = crate::common::cpu_shared();
     let ds = slice(&fashion(), "val", None, 4);
     let (pre, set) = preprocess_for(&ds).expect("preprocessing");
     let shape = pre.input_shape();
@@ -302,6 +308,7 @@ fn fine_tune_freezes_early_stages_and_anchored_items_keep_their_embedding() {
 /// exactly as training the whole network does.
 #[test]
 fn prefix_cached_fine_tune_trains_the_student_as_the_full_network_does() {
+    let _cpu = crate::common::cpu_shared();
     let ds = slice(&fashion(), "val", None, 3);
     let (pre, set) = preprocess_for(&ds).expect("preprocessing");
     let shape = pre.input_shape();

@@ -19,6 +19,7 @@ fn files_of(pkg: &ModelPackage) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn stage_promote_rollback_and_prune() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let shipped =
         ModelPackage::load(&tiny_package(dir.path(), &["--method", "ce"])).expect("shipped");
@@ -65,6 +66,7 @@ fn stage_promote_rollback_and_prune() {
 
 #[test]
 fn corrupt_pointer_or_version_falls_back_to_the_newest_valid_one_loudly() {
+    let _cpu = crate::common::cpu_shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let shipped =
         ModelPackage::load(&tiny_package(dir.path(), &["--method", "ce"])).expect("shipped");
@@ -107,6 +109,7 @@ fn corrupt_pointer_or_version_falls_back_to_the_newest_valid_one_loudly() {
 
 #[test]
 fn gate_set_is_written_by_train_added_by_export_and_optional() {
+    let _cpu = crate::common::cpu_shared();
     use lsskd_edge::registry::replay;
 
     let dir = tempfile::tempdir().expect("tempdir");

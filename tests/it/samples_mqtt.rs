@@ -15,6 +15,7 @@ fn b64(bytes: &[u8]) -> String {
 
 #[test]
 fn bad_samples_are_rejected_with_reasons_and_capture_ids_work() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let config = format!(
         "{}\n{}",
@@ -151,6 +152,7 @@ auto_after = 0
 /// be stored and fsynced first, then acked as refused).
 #[test]
 fn a_sample_sent_while_learning_is_disabled_is_refused_and_not_stored() {
+    let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let config = format!(
         "{}\n[adapt]\nenabled = false\n",

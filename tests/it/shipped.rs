@@ -34,10 +34,12 @@ fn check(name: &str, data: &str) {
 
 #[test]
 fn shipped_audio_model_reproduces_its_validation_accuracy() {
+    let _cpu = crate::common::cpu_shared();
     check("audio", "espeak-kws");
 }
 
 #[test]
 fn shipped_vision_model_reproduces_its_validation_accuracy() {
+    let _cpu = crate::common::cpu_shared();
     check("vision", "fashion-mnist");
 }
