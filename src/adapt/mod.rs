@@ -5,6 +5,7 @@
 pub mod gate;
 pub mod job;
 pub mod learner;
+pub mod schedule;
 pub mod stats;
 
 pub use gate::{Candidate, Evidence, GateConfig, GateMetrics, Verdict, judge};

@@ -1,84 +1,30 @@
-//! On-device learning in the daemon: the scheduler (main loop side: when stored samples call
-//! for an imprint or a fine-tune; sample ingestion itself is `Runtime::ingest` in the
-//! parent module), the trainer thread (imprint / fine-tune / gate / promote, rollback,
-//! promote-to-version), hot swaps of the live model, and what is published about it
-//! (`training/state`, `model/<m>/info`; the payload types live in `mqtt::payload`).
+//! On-device learning in the daemon, main loop and trainer thread:
+//! - sample ingestion (`samples/<m>/add`: validate, store, ack; the busy reply when the
+//!   inbound queue is full) and model commands (`model/<m>/cmd`), which feed the
+//!   scheduler (`adapt::schedule`);
+//! - the trainer thread: imprint / fine-tune / gate / promote (`adapt::learner`),
+//!   rollback, promote-to-version, hot swaps of the live model;
+//! - what is published about it (`training/state`, `model/<m>/info`; the payload types
+//!   live in `mqtt::payload`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
-use super::{ModelSlot, load_model};
-use crate::adapt::gate::should_adapt;
+use super::{ModelSlot, Runtime, load_model};
 use crate::adapt::learner::{self, Outcome, Phase};
+use crate::adapt::schedule::{Job, merge, parse_command};
 use crate::capture::now_ms;
-use crate::mqtt::Topics;
 use crate::mqtt::client::Publisher;
+use crate::mqtt::client::{Inbound, Outbound, OverflowReply};
 use crate::mqtt::payload::SCHEMA_VERSION;
 pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState};
+use crate::mqtt::{Topic, Topics, topics};
 use crate::registry::ModelPackage;
+use crate::samples::ingest::{self, Ack, Reject, SampleSource};
 use crate::settings::AdaptSettings;
-
-/// Work for the trainer thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Job {
-    /// Learn from the stored samples; `imprint_only`: new labels only, no fine-tune.
-    Adapt {
-        model: String,
-        imprint_only: bool,
-    },
-    Rollback {
-        model: String,
-    },
-    Promote {
-        model: String,
-        version: u32,
-    },
-}
-
-impl Job {
-    fn kind(&self) -> &'static str {
-        match self {
-            Job::Adapt {
-                imprint_only: true, ..
-            } => "imprint",
-            Job::Adapt { .. } => "finetune",
-            Job::Rollback { .. } => "rollback",
-            Job::Promote { .. } => "promote",
-        }
-    }
-
-    fn model(&self) -> &str {
-        match self {
-            Job::Adapt { model, .. } | Job::Rollback { model } | Job::Promote { model, .. } => {
-                model
-            }
-        }
-    }
-}
-
-/// A `model/<m>/cmd` payload: `adapt`, `rollback` or `promote <version>`.
-pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let model = model.to_string();
-    match words.as_slice() {
-        ["adapt"] => Ok(Job::Adapt {
-            model,
-            imprint_only: false,
-        }),
-        ["rollback"] => Ok(Job::Rollback { model }),
-        ["promote", v] => v
-            .parse()
-            .map(|version| Job::Promote { model, version })
-            .map_err(|_| format!("`promote {v}`: not a version number")),
-        _ => Err(format!(
-            "unknown command `{}` (adapt, rollback, promote <version>)",
-            text.chars().take(64).collect::<String>()
-        )),
-    }
-}
 
 /// The card of a package plus the store's sample counts.
 pub fn model_card(pkg: &ModelPackage, slot: &ModelSlot) -> ModelCard {
@@ -95,105 +41,171 @@ pub fn model_card(pkg: &ModelPackage, slot: &ModelSlot) -> ModelCard {
     }
 }
 
-/// Decides when stored samples call for an adaptation (main loop side).
-pub struct Scheduler {
-    cfg: AdaptSettings,
-    since_last: BTreeMap<String, usize>,
-    last_attempt: BTreeMap<String, Instant>,
-    /// (model, label) whose imprint is queued and not yet in the live model.
-    imprint_requested: std::collections::BTreeSet<(String, String)>,
-    jobs: SyncSender<Job>,
-    /// Set when an imprint is queued: a running fine-tune yields to it.
-    imprint_waiting: Arc<AtomicBool>,
+/// Sample ingestion and model commands, on the main loop (the trainer runs the jobs).
+impl Runtime {
+    /// `samples/<model>/add`: every request gets an ack, accepted or refused with a reason.
+    pub(super) fn on_sample(&mut self, model: &str, payload: &[u8]) {
+        let model = model.to_string();
+        // Learning disabled: refused before anything is parsed or stored.
+        let ingested = self
+            .scheduler
+            .is_some()
+            .then(|| self.ingest(&model, payload));
+        let ack = match ingested {
+            None => Ack {
+                id: ingest::peek_id(payload),
+                accepted: false,
+                reason: "learning is disabled on this device (adapt.enabled = false)".into(),
+            },
+            Some(Ok((ack, stored_label))) => {
+                match stored_label {
+                    Some(label) => {
+                        self.samples.stored += 1;
+                        self.after_sample(&model, &label);
+                    }
+                    None => self.samples.duplicates += 1,
+                }
+                ack
+            }
+            Some(Err(reject)) => {
+                tracing::info!(%model, reason = %reject, "sample rejected");
+                Ack {
+                    id: ingest::peek_id(payload),
+                    accepted: false,
+                    reason: reject.to_string(),
+                }
+            }
+        };
+        if !ack.accepted {
+            self.samples.refused += 1;
+        }
+        if let Ok(body) = serde_json::to_vec(&ack) {
+            self.publish(self.topics.samples_ack(&model), body, false);
+        }
+    }
+
+    /// `model/<model>/cmd`: queued for the trainer, or refused with a reason on
+    /// `training/state`.
+    pub(super) fn on_command(&mut self, model: &str, payload: &[u8]) {
+        let text = String::from_utf8_lossy(payload).to_string();
+        let result = if !self.models.contains_key(model) {
+            Err(format!("unknown model `{model}`"))
+        } else {
+            parse_command(model, &text)
+        };
+        let outcome = match (result, self.scheduler.as_mut()) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err("learning is disabled on this device".into()),
+            (Ok(job), Some(s)) => {
+                if s.submit(job) {
+                    Ok(())
+                } else {
+                    Err("the trainer is busy; try again".into())
+                }
+            }
+        };
+        let mut st = TrainingState::new(model, TrainState::Queued);
+        if let Err(reason) = outcome {
+            tracing::warn!(%model, %reason, "model command refused");
+            st.state = TrainState::Failed;
+            st.reason = Some(reason);
+        }
+        if let Ok(body) = serde_json::to_vec(&st) {
+            self.publish(self.topics.training_state(), body, true);
+        }
+    }
+
+    /// Validate and store one sample request; the ack says what happened.
+    fn ingest(&self, model: &str, payload: &[u8]) -> Result<(Ack, Option<String>), Reject> {
+        let slot = self
+            .models
+            .get(model)
+            .ok_or_else(|| Reject::UnknownModel(model.into()))?;
+        let req = ingest::parse(payload, self.settings.adapt.max_payload_bytes)?;
+        let pre = slot.live.load().preprocess.clone();
+        let (bytes, ext, origin) = match req.source {
+            SampleSource::Data { bytes, ext } => {
+                ingest::check_data(&bytes, model, &pre)?;
+                (bytes, ext, "mqtt".to_string())
+            }
+            SampleSource::Capture(id) => {
+                let found = self
+                    .pipelines
+                    .iter()
+                    .filter(|p| p.model == model)
+                    .find_map(|p| {
+                        let ring = p.ring.lock().ok()?;
+                        ring.get(id).map(|c| (p.name.clone(), c.raw.clone()))
+                    });
+                let (pipeline, raw) = found.ok_or(Reject::UnknownCapture(id))?;
+                ingest::check_raw(&raw, &pre)?;
+                let (bytes, ext) = crate::registry::replay::encode(&raw).map_err(Reject::Store)?;
+                (bytes, ext, format!("capture:{pipeline}:{id}"))
+            }
+        };
+        let outcome = slot
+            .store
+            .add(&req.id, &req.label, &bytes, ext, &origin)
+            .map_err(|e| Reject::Store(e.to_string()))?;
+        Ok(match outcome {
+            crate::samples::AddOutcome::Stored { evicted } => {
+                if !evicted.is_empty() {
+                    tracing::info!(%model, evicted = evicted.len(), "sample quota reached; oldest samples evicted");
+                }
+                (
+                    Ack {
+                        id: req.id,
+                        accepted: true,
+                        reason: "stored".into(),
+                    },
+                    Some(req.label),
+                )
+            }
+            crate::samples::AddOutcome::Duplicate => (
+                Ack {
+                    id: req.id,
+                    accepted: true,
+                    reason: "duplicate".into(),
+                },
+                None,
+            ),
+        })
+    }
+
+    fn after_sample(&mut self, model: &str, label: &str) {
+        let Some(slot) = self.models.get(model) else {
+            return;
+        };
+        let count = slot
+            .store
+            .counts()
+            .ok()
+            .and_then(|c| c.get(label).copied())
+            .unwrap_or(0);
+        let known = slot.live.load().classes.clone();
+        if let Some(s) = self.scheduler.as_mut() {
+            s.sample_stored(model, label, count, &known);
+        }
+    }
 }
 
-impl Scheduler {
-    pub fn new(
-        cfg: AdaptSettings,
-        jobs: SyncSender<Job>,
-        imprint_waiting: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
-            cfg,
-            since_last: BTreeMap::new(),
-            last_attempt: BTreeMap::new(),
-            imprint_requested: Default::default(),
-            jobs,
-            imprint_waiting,
-        }
-    }
-
-    /// Queue a job without blocking; `false` when the queue is full (the caller reports it).
-    pub fn submit(&mut self, job: Job) -> bool {
-        if matches!(
-            job,
-            Job::Adapt {
-                imprint_only: false,
-                ..
-            }
-        ) {
-            self.since_last.insert(job.model().to_string(), 0);
-            self.last_attempt
-                .insert(job.model().to_string(), Instant::now());
-        }
-        let imprint = matches!(
-            job,
-            Job::Adapt {
-                imprint_only: true,
-                ..
-            }
-        );
-        match self.jobs.try_send(job) {
-            Ok(()) => {
-                if imprint {
-                    self.imprint_waiting.store(true, Ordering::Relaxed);
-                }
-                true
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-        }
-    }
-
-    /// A new sample of `label` was stored for `model`, which now has `label_count` of them.
-    pub fn sample_stored(
-        &mut self,
-        model: &str,
-        label: &str,
-        label_count: usize,
-        known_classes: &[String],
-    ) {
-        let n = self.since_last.entry(model.to_string()).or_default();
-        *n += 1;
-        let new_samples = *n;
-        let key = (model.to_string(), label.to_string());
-        if known_classes.iter().any(|c| c == label) {
-            self.imprint_requested.remove(&key);
-        } else if label_count >= self.cfg.min_shots
-            && !self.imprint_requested.contains(&key)
-            && self.submit(Job::Adapt {
-                model: model.into(),
-                imprint_only: true,
+/// What the daemon answers on a sample's ack topic when its inbound queue is full.
+pub(super) fn busy_reply(topics: Topics) -> OverflowReply {
+    Box::new(move |msg: &Inbound| match topics::parse(&msg.topic) {
+        Some((_, Topic::SamplesAdd { model })) => {
+            let ack = Ack {
+                id: ingest::peek_id(&msg.payload),
+                accepted: false,
+                reason: "the device is busy (its queue of incoming messages is full); send the sample again".into(),
+            };
+            Some(Outbound {
+                topic: topics.samples_ack(model),
+                payload: serde_json::to_vec(&ack).ok()?,
+                retain: false,
             })
-        {
-            // Asked once; a later sample asks again only if the queue was full.
-            self.imprint_requested.insert(key);
         }
-        if self.cfg.auto_after > 0
-            && should_adapt(
-                new_samples,
-                self.cfg.auto_after,
-                self.last_attempt
-                    .get(model)
-                    .map(|t| t.elapsed().as_millis() as u64),
-                self.cfg.cooldown_secs * 1000,
-            )
-        {
-            self.submit(Job::Adapt {
-                model: model.into(),
-                imprint_only: false,
-            });
-        }
-    }
+        _ => None,
+    })
 }
 
 /// Everything the trainer thread needs.
@@ -437,130 +449,5 @@ impl Trainer {
                 .collect();
             self.state(&st);
         }
-    }
-}
-
-/// Merge queued jobs: per model at most one imprint and one fine-tune, the imprint first
-/// (it is quick and makes new labels usable); commands keep their order.
-pub fn merge(jobs: Vec<Job>) -> Vec<Job> {
-    let mut out: Vec<Job> = Vec::new();
-    for job in jobs {
-        if let Job::Adapt {
-            model,
-            imprint_only,
-        } = &job
-        {
-            let same = |j: &Job, imprint: bool| matches!(j, Job::Adapt { model: m, imprint_only: i } if m == model && *i == imprint);
-            if out.iter().any(|j| same(j, *imprint_only)) {
-                continue;
-            }
-            if *imprint_only && let Some(at) = out.iter().position(|j| same(j, false)) {
-                out.insert(at, job);
-                continue;
-            }
-        }
-        out.push(job);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn adapt(m: &str, imprint_only: bool) -> Job {
-        Job::Adapt {
-            model: m.into(),
-            imprint_only,
-        }
-    }
-
-    #[test]
-    fn commands_parse_with_clear_errors() {
-        assert_eq!(parse_command("vision", "adapt"), Ok(adapt("vision", false)));
-        assert_eq!(
-            parse_command("vision", " promote 3 "),
-            Ok(Job::Promote {
-                model: "vision".into(),
-                version: 3
-            })
-        );
-        assert!(
-            parse_command("vision", "promote x")
-                .unwrap_err()
-                .contains("not a version")
-        );
-        assert!(
-            parse_command("vision", "reboot")
-                .unwrap_err()
-                .contains("unknown command")
-        );
-    }
-
-    #[test]
-    fn queued_adaptations_merge_and_an_imprint_goes_first() {
-        let merged = merge(vec![
-            adapt("vision", false),
-            Job::Rollback {
-                model: "audio".into(),
-            },
-            adapt("vision", true),
-            adapt("vision", false),
-            adapt("vision", true),
-            adapt("audio", true),
-        ]);
-        assert_eq!(
-            merged,
-            vec![
-                adapt("vision", true),
-                adapt("vision", false),
-                Job::Rollback {
-                    model: "audio".into()
-                },
-                adapt("audio", true),
-            ]
-        );
-    }
-
-    #[test]
-    fn scheduler_imprints_at_min_shots_and_finetunes_after_enough_samples() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let cfg = AdaptSettings {
-            enabled: true,
-            max_payload_bytes: 1 << 20,
-            sample_quota: 100,
-            capture_ring: 8,
-            min_shots: 2,
-            auto_after: 4,
-            cooldown_secs: 0,
-            holdout_every: 5,
-            budget_secs: 10,
-            epochs: 1,
-            min_new_accuracy: 0.5,
-            max_old_drop: 0.02,
-            max_class_drop: 0.05,
-            confidence: 0.95,
-            keep_versions: 3,
-        };
-        let waiting = Arc::new(AtomicBool::new(false));
-        let mut s = Scheduler::new(cfg, tx, waiting.clone());
-        let known = vec!["cat".to_string()];
-        s.sample_stored("vision", "dog", 1, &known);
-        assert!(rx.try_recv().is_err());
-        s.sample_stored("vision", "dog", 2, &known);
-        assert_eq!(rx.try_recv(), Ok(adapt("vision", true)));
-        assert!(
-            waiting.load(Ordering::Relaxed),
-            "a running fine-tune yields"
-        );
-        s.sample_stored("vision", "cat", 5, &known);
-        s.sample_stored("vision", "dog", 3, &known);
-        assert_eq!(
-            rx.try_recv(),
-            Ok(adapt("vision", false)),
-            "the imprint of `dog` is not asked for twice"
-        );
-        s.sample_stored("vision", "dog", 4, &known);
-        assert!(rx.try_recv().is_err(), "counter restarts after a fine-tune");
     }
 }

@@ -25,12 +25,13 @@ use tokio::sync::watch;
 pub mod learn;
 pub mod parts;
 
+use crate::adapt::schedule::{Job, Scheduler};
 use crate::capture::ring::CaptureRing;
 use crate::capture::source::{self, SourceHealth, SourceJob};
 use crate::capture::{Capture, now_ms, slot};
 use crate::features::Preprocess;
 use crate::inference::Classifier;
-use crate::mqtt::client::{self, Inbound, LinkConfig, Outbound, Publisher};
+use crate::mqtt::client::{self, Inbound, LinkConfig, Publisher};
 use crate::mqtt::payload::{
     MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Scene, Status,
 };
@@ -39,9 +40,8 @@ use crate::pipeline::worker::{self, LoadedModel, Output, PipelineStats};
 use crate::registry::ModelPackage;
 use crate::registry::versions::Versions;
 use crate::samples::SampleStore;
-use crate::samples::ingest::{self, Ack, Reject, SampleSource};
 use crate::settings::{Settings, SourceSettings};
-use learn::{Job, Scheduler, Trainer};
+use learn::Trainer;
 use parts::{Part, stop_within};
 
 /// Time allowed for an orderly shutdown.
@@ -196,64 +196,8 @@ impl Runtime {
         Some((topic, serde_json::to_vec(&body).ok()?))
     }
 
-    /// Validate and store one sample request; the ack says what happened.
-    fn ingest(&self, model: &str, payload: &[u8]) -> Result<(Ack, Option<String>), Reject> {
-        let slot = self
-            .models
-            .get(model)
-            .ok_or_else(|| Reject::UnknownModel(model.into()))?;
-        let req = ingest::parse(payload, self.settings.adapt.max_payload_bytes)?;
-        let pre = slot.live.load().preprocess.clone();
-        let (bytes, ext, origin) = match req.source {
-            SampleSource::Data { bytes, ext } => {
-                ingest::check_data(&bytes, model, &pre)?;
-                (bytes, ext, "mqtt".to_string())
-            }
-            SampleSource::Capture(id) => {
-                let found = self
-                    .pipelines
-                    .iter()
-                    .filter(|p| p.model == model)
-                    .find_map(|p| {
-                        let ring = p.ring.lock().ok()?;
-                        ring.get(id).map(|c| (p.name.clone(), c.raw.clone()))
-                    });
-                let (pipeline, raw) = found.ok_or(Reject::UnknownCapture(id))?;
-                ingest::check_raw(&raw, &pre)?;
-                let (bytes, ext) = crate::registry::replay::encode(&raw).map_err(Reject::Store)?;
-                (bytes, ext, format!("capture:{pipeline}:{id}"))
-            }
-        };
-        let outcome = slot
-            .store
-            .add(&req.id, &req.label, &bytes, ext, &origin)
-            .map_err(|e| Reject::Store(e.to_string()))?;
-        Ok(match outcome {
-            crate::samples::AddOutcome::Stored { evicted } => {
-                if !evicted.is_empty() {
-                    tracing::info!(%model, evicted = evicted.len(), "sample quota reached; oldest samples evicted");
-                }
-                (
-                    Ack {
-                        id: req.id,
-                        accepted: true,
-                        reason: "stored".into(),
-                    },
-                    Some(req.label),
-                )
-            }
-            crate::samples::AddOutcome::Duplicate => (
-                Ack {
-                    id: req.id,
-                    accepted: true,
-                    reason: "duplicate".into(),
-                },
-                None,
-            ),
-        })
-    }
-
-    /// React to a message on a subscribed topic.
+    /// React to a message on a subscribed topic: Home Assistant's birth message here;
+    /// samples and model commands in [`learn`].
     pub fn handle_inbound(&mut self, msg: Inbound) {
         if self.topics.homeassistant_status().as_deref() == Some(msg.topic.as_str()) {
             if msg.payload == b"online"
@@ -264,91 +208,9 @@ impl Runtime {
             return;
         }
         match topics::parse(&msg.topic) {
-            Some((_, Topic::SamplesAdd { model })) => {
-                let model = model.to_string();
-                // Learning disabled: refused before anything is parsed or stored.
-                let ingested = self
-                    .scheduler
-                    .is_some()
-                    .then(|| self.ingest(&model, &msg.payload));
-                let ack = match ingested {
-                    None => Ack {
-                        id: ingest::peek_id(&msg.payload),
-                        accepted: false,
-                        reason: "learning is disabled on this device (adapt.enabled = false)"
-                            .into(),
-                    },
-                    Some(Ok((ack, stored_label))) => {
-                        match stored_label {
-                            Some(label) => {
-                                self.samples.stored += 1;
-                                self.after_sample(&model, &label);
-                            }
-                            None => self.samples.duplicates += 1,
-                        }
-                        ack
-                    }
-                    Some(Err(reject)) => {
-                        tracing::info!(%model, reason = %reject, "sample rejected");
-                        Ack {
-                            id: ingest::peek_id(&msg.payload),
-                            accepted: false,
-                            reason: reject.to_string(),
-                        }
-                    }
-                };
-                if !ack.accepted {
-                    self.samples.refused += 1;
-                }
-                if let Ok(body) = serde_json::to_vec(&ack) {
-                    self.publish(self.topics.samples_ack(&model), body, false);
-                }
-            }
-            Some((_, Topic::ModelCmd { model })) => {
-                let text = String::from_utf8_lossy(&msg.payload).to_string();
-                let result = if !self.models.contains_key(model) {
-                    Err(format!("unknown model `{model}`"))
-                } else {
-                    learn::parse_command(model, &text)
-                };
-                let outcome = match (result, self.scheduler.as_mut()) {
-                    (Err(e), _) => Err(e),
-                    (Ok(_), None) => Err("learning is disabled on this device".into()),
-                    (Ok(job), Some(s)) => {
-                        if s.submit(job) {
-                            Ok(())
-                        } else {
-                            Err("the trainer is busy; try again".into())
-                        }
-                    }
-                };
-                let mut st = learn::TrainingState::new(model, learn::TrainState::Queued);
-                if let Err(reason) = outcome {
-                    tracing::warn!(%model, %reason, "model command refused");
-                    st.state = learn::TrainState::Failed;
-                    st.reason = Some(reason);
-                }
-                if let Ok(body) = serde_json::to_vec(&st) {
-                    self.publish(self.topics.training_state(), body, true);
-                }
-            }
+            Some((_, Topic::SamplesAdd { model })) => self.on_sample(model, &msg.payload),
+            Some((_, Topic::ModelCmd { model })) => self.on_command(model, &msg.payload),
             _ => tracing::debug!(topic = %msg.topic, "message on an unhandled topic ignored"),
-        }
-    }
-
-    fn after_sample(&mut self, model: &str, label: &str) {
-        let Some(slot) = self.models.get(model) else {
-            return;
-        };
-        let count = slot
-            .store
-            .counts()
-            .ok()
-            .and_then(|c| c.get(label).copied())
-            .unwrap_or(0);
-        let known = slot.live.load().classes.clone();
-        if let Some(s) = self.scheduler.as_mut() {
-            s.sample_stored(model, label, count, &known);
         }
     }
 }
@@ -550,25 +412,6 @@ pub fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-/// What the daemon answers on a sample's ack topic when its inbound queue is full.
-fn busy_reply(topics: Topics) -> client::OverflowReply {
-    Box::new(move |msg: &Inbound| match topics::parse(&msg.topic) {
-        Some((_, Topic::SamplesAdd { model })) => {
-            let ack = Ack {
-                id: ingest::peek_id(&msg.payload),
-                accepted: false,
-                reason: "the device is busy (its queue of incoming messages is full); send the sample again".into(),
-            };
-            Some(Outbound {
-                topic: topics.samples_ack(model),
-                payload: serde_json::to_vec(&ack).ok()?,
-                retain: false,
-            })
-        }
-        _ => None,
-    })
-}
-
 /// Incoming messages waiting for the main loop (ingestion decodes and fsyncs each sample);
 /// beyond this a sample is refused on its ack topic.
 pub const INBOUND_QUEUE: usize = 256;
@@ -610,7 +453,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         subscriptions,
         online: online_rx,
         inbound_capacity: INBOUND_QUEUE,
-        overflow_reply: busy_reply(topics.clone()),
+        overflow_reply: learn::busy_reply(topics.clone()),
     });
     let client::Link {
         publisher,

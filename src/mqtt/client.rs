@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::Topics;
 pub use super::session::{Action, MqttCounters, Outbound, Session};
-use crate::settings::MqttSettings;
+use crate::settings::{MqttSettings, Qos};
 
 /// A message from the broker on a topic the daemon subscribed to.
 #[derive(Debug, Clone)]
@@ -135,11 +135,11 @@ pub fn link(c: LinkConfig) -> (Link, Connection) {
     )
 }
 
-fn qos(level: u8) -> QoS {
+fn qos(level: Qos) -> QoS {
     match level {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+        Qos::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 

@@ -75,13 +75,42 @@ pub struct MqttSettings {
     pub embedded_broker: bool,
     pub username: String,
     pub password: String,
-    pub qos: u8,
+    pub qos: Qos,
     pub topic_prefix: String,
     pub keep_alive_secs: u64,
     pub reconnect_max_secs: u64,
     pub outbox_capacity: usize,
     pub homeassistant_prefix: String,
     pub tls: TlsSettings,
+}
+
+/// MQTT delivery guarantee of what the daemon publishes and subscribes to. Written as 0, 1
+/// or 2 in the file; any other number is refused when the settings load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl TryFrom<u8> for Qos {
+    type Error = String;
+
+    fn try_from(level: u8) -> Result<Self, String> {
+        match level {
+            0 => Ok(Qos::AtMostOnce),
+            1 => Ok(Qos::AtLeastOnce),
+            2 => Ok(Qos::ExactlyOnce),
+            n => Err(format!("qos {n} is not 0, 1 or 2")),
+        }
+    }
+}
+
+impl From<Qos> for u8 {
+    fn from(q: Qos) -> u8 {
+        q as u8
+    }
 }
 
 /// `[mqtt.tls]`.
@@ -429,9 +458,6 @@ impl Settings {
         if m.port == 0 {
             p.push("`mqtt.port`: must be 1..65535".into());
         }
-        if m.qos > 2 {
-            p.push(format!("`mqtt.qos`: {} is not 0, 1 or 2", m.qos));
-        }
         if !is_topic_level(&m.topic_prefix, 64) {
             p.push(format!(
                 "`mqtt.topic_prefix`: `{}` must match [A-Za-z0-9_-]{{1,64}}",
@@ -678,7 +704,7 @@ mod tests {
         );
         let s = s.expect("valid");
         assert_eq!(s.mqtt.port, 18830, "env wins");
-        assert_eq!(s.mqtt.qos, 0, "file wins over defaults");
+        assert_eq!(s.mqtt.qos, Qos::AtMostOnce, "file wins over defaults");
         assert_eq!(s.mqtt.keep_alive_secs, 30, "defaults fill the rest");
     }
 
@@ -688,7 +714,6 @@ mod tests {
 device_id = "bad/id"
 colour = "blue"
 [mqtt]
-qos = 7
 topic_prefix = "a#b"
 [publish]
 min_score = 2.0
@@ -712,7 +737,6 @@ kind = "microphone"
         for needle in [
             "`device_id`",
             "`colour`: unknown setting",
-            "`mqtt.qos`",
             "`mqtt.topic_prefix`",
             "`publish.min_score`",
             "`pipeline[0].model`",
@@ -736,6 +760,18 @@ kind = "microphone"
             text.contains("`mqtt`") && text.contains("`publish`") && text.contains("`pipeline[0]`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_out_of_range_qos_is_refused_not_taken_for_exactly_once() {
+        let (s, _d) = load(Some("[mqtt]\nqos = 7\n"), &[]);
+        let text = s.expect_err("qos 7").to_string();
+        assert!(
+            text.contains("`mqtt`") && text.contains("qos 7 is not 0, 1 or 2"),
+            "{text}"
+        );
+        let (s, _d) = load(Some("[mqtt]\nqos = 2\n"), &[]);
+        assert_eq!(s.expect("qos 2").mqtt.qos, Qos::ExactlyOnce);
     }
 
     #[test]

@@ -66,3 +66,124 @@ fn the_daemon_serves_in_process_and_stops_on_an_injected_shutdown() {
     });
     assert!(offline.is_some(), "retained status after the shutdown");
 }
+
+/// A log writer the test can read back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+    }
+}
+
+/// The daemon on a paused clock: an hour without its broker passes in about a second of
+/// real time. It keeps serving and retrying at the capped backoff (`reconnect_max_secs` =
+/// 2: about one attempt every 2 s — not a busy loop, not given up), its 5 s status tick
+/// keeps running, and when the broker comes back it connects and publishes its retained
+/// status; an injected shutdown then stops it within the grace period.
+#[test]
+fn an_hour_without_the_broker_on_a_paused_clock_then_it_reconnects() {
+    let _cpu = crate::common::cpu_shared();
+    let mut broker = Mosquitto::start();
+    broker.stop();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "state_dir = \"{}\"\n{}",
+            dir.path().join("state").display(),
+            replay_vision_config("door", &samples("vision"), broker.port)
+        ),
+    )
+    .expect("config");
+    let settings = Settings::load(&Sources {
+        file: Some(conf),
+        env: Vec::new(),
+    })
+    .expect("settings");
+    // Every task of a current-thread runtime runs on this thread: the thread's log
+    // subscriber sees the MQTT task.
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("lsskd_edge::mqtt=debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = rt.spawn(lsskd_edge::daemon::run(settings, async {
+        let _ = stop_rx.await;
+    }));
+    let hour = Duration::from_secs(3600);
+    let real = std::time::Instant::now();
+    rt.block_on(async { tokio::time::sleep(hour).await });
+    let real_secs = real.elapsed().as_secs_f64();
+    assert!(!daemon.is_finished(), "an absent broker is not fatal");
+    let attempts = log.text().matches("MQTT broker unreachable").count();
+    // Backoff 1 s, then 2 s (the cap): 1 + 1800 attempts (a refused connection on
+    // loopback takes no virtual time).
+    assert!(
+        (1750..=1805).contains(&attempts),
+        "{attempts} attempts in an hour (real {real_secs:.1} s)"
+    );
+
+    // The broker returns; on a real clock again, the daemon connects within a few
+    // seconds and publishes its retained `online` status.
+    rt.block_on(async { tokio::time::resume() });
+    broker.restart();
+    let port = broker.port;
+    let status = rt
+        .block_on(async {
+            tokio::task::spawn_blocking(move || {
+                let seen = broker.wait_retained("lsskd/it/status", Duration::from_secs(20), |p| {
+                    serde_json::from_str::<serde_json::Value>(p)
+                        .is_ok_and(|s| s["status"] == "online")
+                });
+                (broker, seen)
+            })
+            .await
+        })
+        .expect("waiter");
+    let (broker, seen) = status;
+    let s = json(&seen.unwrap_or_else(|| {
+        panic!(
+            "no online status after the broker came back on {port}:\n{}",
+            log.text()
+        )
+    }));
+    assert!(
+        s["pipelines"][0]["inferences"]
+            .as_u64()
+            .expect("inferences")
+            > 0,
+        "{s}"
+    );
+
+    stop_tx.send(()).expect("daemon waiting");
+    let ended = rt.block_on(async {
+        tokio::time::timeout(lsskd_edge::daemon::GRACE + Duration::from_secs(5), daemon).await
+    });
+    let result = ended
+        .expect("stopped within the grace period")
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+    drop(broker);
+}

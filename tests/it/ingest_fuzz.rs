@@ -89,7 +89,7 @@ proptest! {
         3 => "(adapt|rollback|promote)( [ -~]{0,12}){0,3}",
         1 => "\\PC{0,80}",
     ]) {
-        match lsskd_edge::daemon::learn::parse_command("vision", &text) {
+        match lsskd_edge::adapt::schedule::parse_command("vision", &text) {
             Ok(job) => {
                 let described = format!("{job:?}");
                 prop_assert!(described.contains("vision"), "{}", described);

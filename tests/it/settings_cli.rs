@@ -10,7 +10,7 @@ fn a_bad_config_file_gives_one_error_listing_every_problem_and_exit_2() {
     let f = dir.path().join("bad.toml");
     fs::write(
         &f,
-        "device_id = \"no/slashes\"\n[mqtt]\nqos = 5\n[publish]\ntop_k = 0\n[[pipeline]]\nname = \"a b\"\nmodel = \"nope\"\n[pipeline.source]\nkind = \"microphone\"\nhop_ms = 5000\n",
+        "device_id = \"no/slashes\"\n[mqtt]\ntopic_prefix = \"a#b\"\n[publish]\ntop_k = 0\n[[pipeline]]\nname = \"a b\"\nmodel = \"nope\"\n[pipeline.source]\nkind = \"microphone\"\nhop_ms = 5000\n",
     )
     .expect("write");
     let o = cli(&["validate", "--config", f.to_str().expect("utf-8")]);
@@ -19,7 +19,7 @@ fn a_bad_config_file_gives_one_error_listing_every_problem_and_exit_2() {
     assert_eq!(err.matches("error:").count(), 1, "one message: {err}");
     for key in [
         "`device_id`",
-        "`mqtt.qos`",
+        "`mqtt.topic_prefix`",
         "`publish.top_k`",
         "`pipeline[0].name`",
         "`pipeline[0].model`",
