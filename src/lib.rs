@@ -29,6 +29,7 @@ pub mod features;
 pub mod inference;
 pub mod lsskd;
 pub mod mqtt;
+pub mod parts;
 pub mod pipeline;
 pub mod registry;
 pub mod samples;

@@ -14,8 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,31 +23,24 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub mod learn;
-pub mod parts;
 
 use crate::adapt::schedule::{Job, Scheduler};
-use crate::capture::ring::CaptureRing;
-use crate::capture::source::{self, SourceHealth, SourceJob};
-use crate::capture::{Capture, now_ms, slot};
-use crate::features::Preprocess;
+use crate::capture::now_ms;
 use crate::inference::Classifier;
 use crate::mqtt::client::{self, Inbound, LinkConfig, Publisher};
-use crate::mqtt::payload::{
-    MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Scene, Status,
-};
+use crate::mqtt::payload::{MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Status};
 use crate::mqtt::{Topic, Topics, topics};
-use crate::pipeline::worker::{self, LoadedModel, Output, PipelineStats};
+use crate::parts::{Part, stop_within};
+use crate::pipeline::worker::LoadedModel;
+use crate::pipeline::{self, PipelineHandle};
 use crate::registry::ModelPackage;
 use crate::registry::versions::Versions;
 use crate::samples::SampleStore;
-use crate::settings::{Settings, SourceSettings};
+use crate::settings::Settings;
 use learn::Trainer;
-use parts::{Part, stop_within};
 
 /// Time allowed for an orderly shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
-/// Audio windows waiting for inference before new ones are dropped.
-pub const AUDIO_QUEUE: usize = 8;
 /// A pipeline thread silent for longer than this withholds the watchdog ping.
 pub const STALL_MS: u64 = 10_000;
 
@@ -67,17 +60,6 @@ pub struct ModelSlot {
     pub versions: Versions,
     pub store: SampleStore,
     pub live: Arc<ArcSwap<LoadedModel>>,
-}
-
-/// One running pipeline.
-pub struct PipelineHandle {
-    pub name: String,
-    pub model: String,
-    pub stats: Arc<PipelineStats>,
-    pub source: Arc<SourceHealth>,
-    pub ring: Arc<Mutex<CaptureRing>>,
-    /// A clone of the hand-over sender, for its drop count.
-    input: slot::Sender<Capture>,
 }
 
 /// Handles to the running parts (shared with the inbound-message handlers).
@@ -104,22 +86,8 @@ impl Runtime {
 
     /// The retained `online` status.
     pub fn status(&self) -> Status {
-        let mut pipelines: Vec<PipelineHealth> = self
-            .pipelines
-            .iter()
-            .map(|p| PipelineHealth {
-                name: p.name.clone(),
-                state: p.source.get(),
-                model_version: self
-                    .models
-                    .get(&p.model)
-                    .map_or(0, |m| m.live.load().version),
-                inferences: p.stats.inferences.load(Ordering::Relaxed),
-                dropped: p.input.dropped() + p.source.dropped_blocks.load(Ordering::Relaxed),
-                errors: p.stats.errors.load(Ordering::Relaxed),
-                mean_latency_ms: p.stats.mean_latency_ms(),
-            })
-            .collect();
+        let mut pipelines: Vec<PipelineHealth> =
+            self.pipelines.iter().map(PipelineHandle::health).collect();
         pipelines.extend(self.failed.iter().map(|(name, why)| PipelineHealth {
             name: name.clone(),
             state: format!("failed: {why}"),
@@ -224,13 +192,6 @@ struct Threads {
     workers: Vec<Part>,
 }
 
-fn model_rate(pre: &Preprocess) -> Option<u32> {
-    match pre {
-        Preprocess::Audio(a) => Some(a.sample_rate_hz),
-        Preprocess::Image(_) => None,
-    }
-}
-
 /// Open (or reuse) the live model of a package folder.
 fn open_model(
     models: &mut BTreeMap<String, Arc<ModelSlot>>,
@@ -268,10 +229,7 @@ fn open_model(
 fn start(
     settings: &Settings,
     models: &mut BTreeMap<String, Arc<ModelSlot>>,
-    publisher: &Publisher,
-    topics: &Topics,
-    stop_sources: &Arc<AtomicBool>,
-    stop_workers: &Arc<AtomicBool>,
+    ctx: &pipeline::Context,
 ) -> anyhow::Result<Started> {
     let mut handles = Vec::new();
     let mut failed = Vec::new();
@@ -279,7 +237,6 @@ fn start(
         sources: Vec::new(),
         workers: Vec::new(),
     };
-    let states: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     for p in &settings.pipeline {
         let model_name = match open_model(models, settings, &settings.model_path(p)) {
             Ok(n) => n,
@@ -290,93 +247,10 @@ fn start(
             }
         };
         let live = models[&model_name].live.clone();
-        let pre = live.load().preprocess.clone();
-        let (tx, rx) = match p.source {
-            SourceSettings::Camera { .. } | SourceSettings::ReplayImages { .. } => slot::latest(),
-            _ => slot::bounded(AUDIO_QUEUE),
-        };
-        let health = Arc::new(SourceHealth::default());
-        let job = SourceJob {
-            pipeline: p.name.clone(),
-            // Replay paths were resolved when the settings were loaded.
-            source: p.source.clone(),
-            sample_rate_hz: model_rate(&pre),
-            out: tx.clone(),
-            stop: stop_sources.clone(),
-            health: health.clone(),
-            max_backoff: Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
-        };
-        threads
-            .sources
-            .push(Part::spawn(&format!("src-{}", p.name), move || {
-                source::run(job)
-            })?);
-        let stats = Arc::new(PipelineStats::default());
-        stats.last_progress_ms.store(now_ms(), Ordering::Relaxed);
-        let ring = Arc::new(Mutex::new(CaptureRing::new(settings.adapt.capture_ring)));
-        {
-            let (name, publish, stats, ring, stop) = (
-                p.name.clone(),
-                settings.publish.clone(),
-                stats.clone(),
-                ring.clone(),
-                stop_workers.clone(),
-            );
-            let (publisher, topics, states) = (publisher.clone(), topics.clone(), states.clone());
-            let send = move |topic: String, payload: Vec<u8>, retain: bool| {
-                publisher.send(topic, payload, retain)
-            };
-            threads.workers.push(Part::spawn(
-                    &format!("infer-{}", p.name),
-                    move || {
-                        worker::run(
-                            name.clone(),
-                            rx,
-                            live,
-                            publish,
-                            ring,
-                            stats,
-                            stop,
-                            |o| match o {
-                                Output::Prediction(pred) => {
-                                    tracing::debug!(target: crate::PREDICTIONS_LOG, pipeline = %name, label = %pred.label, score = format!("{:.2}", pred.score), latency_ms = format!("{:.1}", pred.latency_ms), "prediction");
-                                    if let Ok(body) = serde_json::to_vec(&pred) {
-                                        send(topics.prediction(&name), body, false);
-                                    }
-                                }
-                                Output::State(st) => {
-                                    tracing::info!(pipeline = %name, label = %st.label, "stable state");
-                                    let ts = st.ts;
-                                    let label = st.label.clone();
-                                    if let Ok(body) = serde_json::to_vec(&st) {
-                                        send(topics.state(&name), body, true);
-                                    }
-                                    let scene = {
-                                        let mut map = states.lock().unwrap_or_else(|e| e.into_inner());
-                                        map.insert(name.clone(), label);
-                                        Scene {
-                                            v: SCHEMA_VERSION,
-                                            ts,
-                                            states: map.clone(),
-                                        }
-                                    };
-                                    if let Ok(body) = serde_json::to_vec(&scene) {
-                                        send(topics.scene(), body, true);
-                                    }
-                                }
-                            },
-                        )
-                    },
-                )?);
-        }
-        handles.push(PipelineHandle {
-            name: p.name.clone(),
-            model: model_name,
-            stats,
-            source: health,
-            ring,
-            input: tx,
-        });
+        let started = pipeline::start(p, model_name, live, ctx)?;
+        threads.sources.push(started.source);
+        threads.workers.push(started.worker);
+        handles.push(started.handle);
     }
     Ok((handles, failed, threads))
 }
@@ -460,14 +334,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         inbound: mut in_rx,
     } = link;
     let mut models = BTreeMap::new();
-    let (pipelines, failed, threads) = start(
-        &settings,
-        &mut models,
-        &publisher,
-        &topics,
-        &stop_sources,
-        &stop_workers,
-    )?;
+    let ctx = pipeline::Context {
+        publish: settings.publish.clone(),
+        capture_ring: settings.adapt.capture_ring,
+        source_max_backoff: Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
+        publisher: publisher.clone(),
+        topics: topics.clone(),
+        scene: Arc::default(),
+        stop_sources: stop_sources.clone(),
+        stop_workers: stop_workers.clone(),
+    };
+    let (pipelines, failed, threads) = start(&settings, &mut models, &ctx)?;
     // The trainer thread (low priority) and the scheduler that feeds it.
     let (scheduler, mut trainer_thread) = if settings.adapt.enabled {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
