@@ -26,6 +26,17 @@ pub struct GateConfig {
     /// Confidence of the one-sided bounds the thresholds are judged with (0.5..1).
     #[serde(default = "default_confidence")]
     pub confidence: f64,
+    /// A new label at least this typical of a shipped class ([`Lookalike::typicality`]) is
+    /// that class under a new name; 1 turns the check off.
+    #[serde(default = "default_rename_typicality")]
+    pub rename_typicality: f64,
+}
+
+/// `[adapt] rename_typicality` when it is not set.
+pub const DEFAULT_RENAME_TYPICALITY: f64 = 0.3;
+
+fn default_rename_typicality() -> f64 {
+    DEFAULT_RENAME_TYPICALITY
 }
 
 /// `[adapt] confidence` when it is not set.
@@ -50,6 +61,7 @@ impl GateConfig {
             max_old_drop: s.max_old_drop,
             max_class_drop: s.max_class_drop,
             confidence: s.confidence,
+            rename_typicality: s.rename_typicality,
         }
     }
 }
@@ -61,6 +73,7 @@ impl Default for GateConfig {
             max_old_drop: 0.02,
             max_class_drop: DEFAULT_MAX_CLASS_DROP,
             confidence: DEFAULT_CONFIDENCE,
+            rename_typicality: DEFAULT_RENAME_TYPICALITY,
         }
     }
 }
@@ -95,6 +108,84 @@ pub struct Evidence {
     pub new_method: String,
     /// The user's held-back samples of shipped classes, paired: (right before, right after).
     pub labelled: Vec<(bool, bool)>,
+    /// Per new label, the shipped class it is closest to in the live model's embedding
+    /// space ([`lookalikes`]).
+    pub lookalikes: Vec<Lookalike>,
+}
+
+/// Where a new label's samples sit among a shipped class's own images, in the live
+/// model's embedding space: a shipped class sent under a new name sits among them, a new
+/// thing does not, however confidently the live model's softmax names a class for it (the
+/// cosine head saturates; BENCHMARKS.md "Telling a renamed class from a new one").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lookalike {
+    pub label: String,
+    /// The shipped class whose centroid the label's samples are closest to on average.
+    pub class: String,
+    /// Mean cosine similarity of the samples to that centroid.
+    pub similarity: f64,
+    /// Median of the same for the class's own images.
+    pub class_similarity: f64,
+    /// Mean over the samples of the share of the class's own images that are farther from
+    /// the centroid than the sample: 0 when it is unlike all of them, about 0.5 when it is
+    /// a typical member.
+    pub typicality: f64,
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / n).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() as f64
+}
+
+/// [`Lookalike`]s of the labels in `new` (`(label, embedding)` of each sample) against the
+/// shipped classes' images `old` (`(class, embedding)`), both embedded by the live model.
+pub fn lookalikes(old: &[(String, Vec<f32>)], new: &[(String, Vec<f32>)]) -> Vec<Lookalike> {
+    let mut classes: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
+    for (c, e) in old {
+        classes.entry(c).or_default().push(unit(e));
+    }
+    // Each class: its centroid and its own images' similarities to it, ascending.
+    let profiles: Vec<(&str, Vec<f32>, Vec<f64>)> = classes
+        .into_iter()
+        .map(|(c, es)| {
+            let mut sum = vec![0f32; es[0].len()];
+            for e in &es {
+                sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
+            }
+            let centroid = unit(&sum);
+            let mut own: Vec<f64> = es.iter().map(|e| dot(e, &centroid)).collect();
+            own.sort_by(f64::total_cmp);
+            (c, centroid, own)
+        })
+        .collect();
+    let mut labels: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
+    for (l, e) in new {
+        labels.entry(l).or_default().push(unit(e));
+    }
+    let mut out = Vec::new();
+    for (label, es) in labels {
+        let mean_sim =
+            |centroid: &[f32]| es.iter().map(|e| dot(e, centroid)).sum::<f64>() / es.len() as f64;
+        let Some((class, centroid, own)) = profiles
+            .iter()
+            .max_by(|a, b| mean_sim(&a.1).total_cmp(&mean_sim(&b.1)))
+        else {
+            continue;
+        };
+        let below = |s: f64| own.iter().filter(|&&o| o < s).count() as f64 / own.len() as f64;
+        out.push(Lookalike {
+            label: label.to_string(),
+            class: class.to_string(),
+            similarity: mean_sim(centroid),
+            class_similarity: own[own.len() / 2],
+            typicality: es.iter().map(|e| below(dot(e, centroid))).sum::<f64>() / es.len() as f64,
+        });
+    }
+    out
 }
 
 /// The gate's verdict.
@@ -356,6 +447,18 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
             }
         }
     }
+    // A new label that sits among a shipped class's own images is that class renamed,
+    // whatever it does to the gate set (on 4-50 images per class it may take few of them).
+    let mut renamed = Vec::new();
+    for l in &ev.lookalikes {
+        if l.typicality >= cfg.rename_typicality {
+            renamed.push(l.clone());
+            reasons.push(format!(
+                "the new label `{}` looks like the shipped class `{}`: its samples sit among `{}`'s own images (typicality {:.2}, similarity {:.2} vs {:.2} for `{}`'s own)",
+                l.label, l.class, l.class, l.typicality, l.similarity, l.class_similarity, l.class
+            ));
+        }
+    }
     if let Some(b) = new_b {
         let fails = match candidate {
             Candidate::Imprinted => b.upper < cfg.min_new_accuracy,
@@ -403,13 +506,18 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
     let advice = if reasons.is_empty() {
         Vec::new()
     } else {
-        advise(
+        let mut a: Vec<String> = renamed
+            .iter()
+            .map(|l| format!("if `{}` is the same thing as `{}`, send its samples as `{}`; if not, send `forget {}` to `model/<model>/cmd` and samples that show what tells them apart", l.label, l.class, l.class, l.label))
+            .collect();
+        a.extend(advise(
             cfg,
             &labels,
             new_failed,
             old.as_ref().map(|(_, o)| o),
             old_failed,
-        )
+        ));
+        a
     };
     let metrics = GateMetrics {
         old_before: old.as_ref().map_or(1.0, |(p, _)| p.before()),
@@ -541,7 +649,69 @@ mod tests {
             new: new_preds,
             new_method: "test".into(),
             labelled: Vec::new(),
+            lookalikes: Vec::new(),
         }
+    }
+
+    /// Points around `centre` (unit 3-d vectors), spread by `spread`, deterministic.
+    fn cluster(label: &str, centre: [f32; 3], n: usize, spread: f32) -> Vec<(String, Vec<f32>)> {
+        (0..n)
+            .map(|i| {
+                let t = i as f32 * 2.399; // golden angle: spread evenly around the centre
+                let r = spread * ((i % 5) as f32 + 1.0) / 5.0;
+                let v = vec![
+                    centre[0] + r * t.cos(),
+                    centre[1] + r * t.sin(),
+                    centre[2] + r * 0.5,
+                ];
+                (label.to_string(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shipped_class_under_a_new_name_sits_among_its_images_and_a_new_thing_does_not() {
+        let mut old = cluster("sandal", [1.0, 0.0, 0.0], 50, 0.3);
+        old.extend(cluster("bag", [0.0, 1.0, 0.0], 50, 0.3));
+        // `shoe` is more sandals; `digit_1` is near `sandal` too (the softmax would call
+        // it a sandal) but outside the class's own spread.
+        let mut support: Vec<(String, Vec<f32>)> = cluster("shoe", [1.0, 0.0, 0.0], 7, 0.3)
+            .into_iter()
+            .skip(2)
+            .collect();
+        support.extend(cluster("digit_1", [1.0, 0.0, 0.9], 5, 0.05));
+        let looks = lookalikes(&old, &support);
+        let by = |l: &str| looks.iter().find(|x| x.label == l).expect("label").clone();
+        let (shoe, digit) = (by("shoe"), by("digit_1"));
+        assert_eq!(
+            (shoe.class.as_str(), digit.class.as_str()),
+            ("sandal", "sandal")
+        );
+        assert!(shoe.typicality > 0.3, "{shoe:?}");
+        assert!(digit.typicality < 0.05, "{digit:?}");
+        assert!(digit.similarity < digit.class_similarity, "{digit:?}");
+
+        // The gate refuses the renamed label, and says what to do; the new thing passes.
+        let cfg = GateConfig::default();
+        let mut e = ev(Vec::new(), new(&["shoe", "digit_1"], 5, 5, "x"));
+        e.lookalikes = vec![shoe, digit];
+        let (m, v) = judge(&cfg, &e, Candidate::Imprinted);
+        let Verdict::Reject(r) = v else {
+            panic!("renamed class promoted")
+        };
+        assert!(
+            r.contains("`shoe` looks like the shipped class `sandal`"),
+            "{r}"
+        );
+        assert!(!r.contains("`digit_1` looks like"), "{r}");
+        assert!(
+            m.advice
+                .iter()
+                .any(|a| a.contains("send its samples as `sandal`")),
+            "{m:?}"
+        );
+        e.lookalikes.retain(|l| l.label == "digit_1");
+        assert_eq!(judge(&cfg, &e, Candidate::Imprinted).1, Verdict::Promote);
     }
 
     #[test]

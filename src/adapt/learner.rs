@@ -190,6 +190,18 @@ pub fn predict(
         .collect()
 }
 
+/// The live model's embedding of each item, labelled.
+fn embed(
+    model: &Classifier,
+    pre: &Preprocess,
+    items: &[(String, &Raw)],
+) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+    items
+        .iter()
+        .map(|(l, raw)| Ok((l.clone(), model.classify(&pre.tensor(raw)?)?.embedding)))
+        .collect()
+}
+
 /// Labelled inputs by class index.
 type Items = Vec<(usize, Raw)>;
 
@@ -330,6 +342,8 @@ pub struct Judgement {
     /// fine-tune is for: on digits it adds about 25 points to imprinting, and it gives
     /// back shipped classes that imprinting takes), else the imprinted one when it passes.
     pub chosen: Option<Candidate>,
+    /// Per new label, the shipped class it looks most like (the rename check's evidence).
+    pub lookalikes: Vec<crate::adapt::gate::Lookalike>,
 }
 
 impl Judgement {
@@ -368,6 +382,16 @@ pub fn judge_candidates(
     let old_before = predict(live, live_classes, pre, &old_raw)?;
     let known_raw: Vec<&Raw> = data.held_known.iter().map(|(_, r)| *r).collect();
     let known_before = predict(live, live_classes, pre, &known_raw)?;
+    let new_support: Vec<(String, &Raw)> = data
+        .support
+        .iter()
+        .filter(|(l, _)| data.new_labels.contains(l))
+        .cloned()
+        .collect();
+    let lookalikes = crate::adapt::gate::lookalikes(
+        &embed(live, pre, &data.old)?,
+        &embed(live, pre, &new_support)?,
+    );
     let new = imprint_loo(
         live,
         live_classes,
@@ -421,6 +445,7 @@ pub fn judge_candidates(
                 .zip(known_before.iter().zip(known_after))
                 .map(|((l, _), (b, a))| (b == l, &a == l))
                 .collect(),
+            lookalikes: lookalikes.clone(),
         };
         let (gate, verdict) = judge(cfg, &ev, candidate);
         Ok(Judged {
@@ -455,6 +480,7 @@ pub fn judge_candidates(
         imprinted,
         finetuned,
         chosen,
+        lookalikes,
     })
 }
 

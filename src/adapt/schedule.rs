@@ -28,6 +28,12 @@ pub enum Job {
         model: String,
         version: u32,
     },
+    /// Delete the stored samples of `label` (a label sent by mistake, or a shipped class
+    /// under a new name); a label the live model already has stays until a rollback.
+    Forget {
+        model: String,
+        label: String,
+    },
 }
 
 impl Job {
@@ -39,19 +45,22 @@ impl Job {
             Job::Adapt { .. } => "finetune",
             Job::Rollback { .. } => "rollback",
             Job::Promote { .. } => "promote",
+            Job::Forget { .. } => "forget",
         }
     }
 
     pub fn model(&self) -> &str {
         match self {
-            Job::Adapt { model, .. } | Job::Rollback { model } | Job::Promote { model, .. } => {
-                model
-            }
+            Job::Adapt { model, .. }
+            | Job::Rollback { model }
+            | Job::Promote { model, .. }
+            | Job::Forget { model, .. } => model,
         }
     }
 }
 
-/// A `model/<m>/cmd` payload: `adapt`, `rollback` or `promote <version>`.
+/// A `model/<m>/cmd` payload: `adapt`, `rollback`, `promote <version>` or
+/// `forget <label>`.
 pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let model = model.to_string();
@@ -65,8 +74,16 @@ pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
             .parse()
             .map(|version| Job::Promote { model, version })
             .map_err(|_| format!("`promote {v}`: not a version number")),
+        ["forget", label] if crate::samples::valid_name(label) => Ok(Job::Forget {
+            model,
+            label: label.to_string(),
+        }),
+        ["forget", label] => Err(format!(
+            "`forget {}`: not a label ([A-Za-z0-9_.-], 1-64 characters)",
+            label.chars().take(64).collect::<String>()
+        )),
         _ => Err(format!(
-            "unknown command `{}` (adapt, rollback, promote <version>)",
+            "unknown command `{}` (adapt, rollback, promote <version>, forget <label>)",
             text.chars().take(64).collect::<String>()
         )),
     }
@@ -227,6 +244,14 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown command")
         );
+        assert_eq!(
+            parse_command("vision", "forget digit_3"),
+            Ok(Job::Forget {
+                model: "vision".into(),
+                label: "digit_3".into()
+            })
+        );
+        assert!(parse_command("vision", "forget ../x").is_err());
     }
 
     #[test]
@@ -271,6 +296,7 @@ mod tests {
             min_new_accuracy: 0.5,
             max_old_drop: 0.02,
             max_class_drop: 0.05,
+            rename_typicality: 0.3,
             confidence: 0.95,
             keep_versions: 3,
         };

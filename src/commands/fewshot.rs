@@ -23,8 +23,8 @@ use crate::adapt::job::{AdaptConfig, adapt};
 use crate::adapt::learner::{CV_FOLDS, GateData, accuracy, finetune_cv, judge_candidates};
 use crate::adapt::{Candidate, GateConfig, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
-use crate::features::{Preprocess, Raw};
-use crate::inference::{Classifier, argmax, softmax, write_onnx};
+use crate::features::Raw;
+use crate::inference::{Classifier, write_onnx};
 use crate::lsskd::{self, TrainNet, export};
 use crate::registry::{ModelPackage, replay};
 use crate::settings::AdaptSettings;
@@ -129,74 +129,12 @@ pub struct Episode {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_old_class: Option<crate::registry::card::ClassChange>,
     /// Per new label, the shipped class the live model sees most in its samples.
-    pub lookalikes: Vec<Lookalike>,
+    pub lookalikes: Vec<crate::adapt::gate::Lookalike>,
     /// How the reported candidate's new-class estimate was obtained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate_method: Option<String>,
     /// Promote, or the reported candidate's rejection.
     pub gate: String,
-}
-
-/// What the live model makes of one new label's samples (a diagnostic for telling a
-/// shipped class sent under a new name from a new thing).
-#[derive(Debug, Clone, Serialize)]
-pub struct Lookalike {
-    pub label: String,
-    /// The shipped class most of its samples are predicted as.
-    pub class: String,
-    /// Share of its samples predicted as `class`.
-    pub share: f64,
-    /// Mean softmax of `class` over those samples.
-    pub confidence: f64,
-    /// Mean softmax of `class` over the gate images of `class` it gets right.
-    pub class_confidence: f64,
-}
-
-fn lookalikes(
-    live: &Classifier,
-    classes: &[String],
-    pre: &Preprocess,
-    support: &[(String, Raw)],
-    old_items: &[(usize, Raw)],
-) -> anyhow::Result<Vec<Lookalike>> {
-    let probs = |raw: &Raw| -> anyhow::Result<Vec<f32>> {
-        Ok(softmax(&live.classify(&pre.tensor(raw)?)?.logits))
-    };
-    let labels: BTreeSet<&String> = support.iter().map(|(l, _)| l).collect();
-    let mut out = Vec::new();
-    for label in labels {
-        let ps: Vec<Vec<f32>> = support
-            .iter()
-            .filter(|(l, _)| l == label)
-            .map(|(_, r)| probs(r))
-            .collect::<anyhow::Result<_>>()?;
-        let mut votes = vec![0usize; classes.len()];
-        for p in &ps {
-            votes[argmax(p)] += 1;
-        }
-        let c = argmax(&votes.iter().map(|&v| v as f32).collect::<Vec<_>>());
-        let picked: Vec<f64> = ps
-            .iter()
-            .filter(|p| argmax(p) == c)
-            .map(|p| p[c] as f64)
-            .collect();
-        let mut own = Vec::new();
-        for (l, raw) in old_items.iter().filter(|(l, _)| *l == c) {
-            let p = probs(raw)?;
-            if argmax(&p) == *l {
-                own.push(p[c] as f64);
-            }
-        }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        out.push(Lookalike {
-            label: label.clone(),
-            class: classes[c].clone(),
-            share: picked.len() as f64 / ps.len().max(1) as f64,
-            confidence: mean(&picked),
-            class_confidence: mean(&own),
-        });
-    }
-    Ok(out)
 }
 
 /// The `--json` report.
@@ -299,6 +237,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         min_new_accuracy: args.min_new_accuracy.unwrap_or(defaults.min_new_accuracy),
         max_old_drop: args.max_old_drop.unwrap_or(defaults.max_old_drop),
         max_class_drop: args.max_class_drop.unwrap_or(defaults.max_class_drop),
+        rename_typicality: defaults.rename_typicality,
         confidence: args.confidence.unwrap_or(defaults.confidence),
     };
     let replay_all = replay::load(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?;
@@ -474,7 +413,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             None
         };
         let live = Classifier::load(&pkg.onnx_path())?;
-        let lookalikes = lookalikes(&live, &m.classes, pre, &support, &old_items)?;
         let new_labels: BTreeSet<String> = classes.iter().cloned().collect();
         let cv = || {
             finetune_cv(
@@ -555,7 +493,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 .as_ref()
                 .and_then(|o| o.worst.first().cloned()),
             estimate_method: reported.gate.new_method.clone(),
-            lookalikes,
+            lookalikes: judgement.lookalikes.clone(),
             gate: match &reported.verdict {
                 Verdict::Promote => "promote".into(),
                 Verdict::Reject(r) => r.clone(),

@@ -368,6 +368,25 @@ impl Trainer {
                 st.version = Some(pkg.manifest.version);
                 Ok(Ran::Done(Box::new(st)))
             }
+            Job::Forget { label, .. } => {
+                let mut n = 0;
+                for meta in slot.store.list()?.iter().filter(|m| &m.label == label) {
+                    slot.store.remove(&meta.id)?;
+                    n += 1;
+                }
+                tracing::info!(%model, %label, samples = n, "label forgotten");
+                let mut st = TrainingState::new(model, TrainState::Idle);
+                st.kind = Some("forget".into());
+                st.reason = Some(if slot.live.load().classes.contains(label) {
+                    format!(
+                        "{n} samples of `{label}` deleted; the live model keeps `{label}` until a rollback"
+                    )
+                } else {
+                    format!("{n} samples of `{label}` deleted")
+                });
+                self.publish_card(slot);
+                Ok(Ran::Done(Box::new(st)))
+            }
             Job::Promote { version, .. } => {
                 let pkg = slot.versions.promote(*version)?;
                 self.swap(slot, &pkg)?;

@@ -137,30 +137,12 @@ impl Runtime {
         })
     }
 
-    /// Home Assistant device discovery: one sensor per pipeline showing its stable label.
+    /// Home Assistant device discovery (`mqtt::discovery`), `None` when it is off.
     pub fn homeassistant_discovery(&self) -> Option<(String, Vec<u8>)> {
-        let topic = self.topics.homeassistant_config()?;
-        let mut cmps = serde_json::Map::new();
-        for p in &self.pipelines {
-            cmps.insert(
-                format!("{}_{}", self.device, p.name),
-                serde_json::json!({
-                    "p": "sensor",
-                    "name": p.name,
-                    "unique_id": format!("lsskd_{}_{}", self.device, p.name),
-                    "state_topic": self.topics.state(&p.name),
-                    "value_template": "{{ value_json.label }}",
-                    "json_attributes_topic": self.topics.prediction(&p.name),
-                }),
-            );
-        }
-        let body = serde_json::json!({
-            "dev": {"ids": [format!("lsskd_{}", self.device)], "name": format!("lsskd-edge {}", self.device), "sw": env!("CARGO_PKG_VERSION")},
-            "o": {"name": "lsskd-edge", "sw": env!("CARGO_PKG_VERSION")},
-            "availability_topic": self.topics.status(),
-            "availability_template": "{{ 'offline' if value == 'offline' else 'online' }}",
-            "cmps": cmps,
-        });
+        let pipelines: Vec<&str> = self.pipelines.iter().map(|p| p.name.as_str()).collect();
+        let models: Vec<&str> = self.models.keys().map(String::as_str).collect();
+        let (topic, body) =
+            crate::mqtt::discovery::payload(&self.topics, &self.device, &pipelines, &models)?;
         Some((topic, serde_json::to_vec(&body).ok()?))
     }
 

@@ -47,6 +47,7 @@ pub struct AdaptSettings {
     pub max_old_drop: f64,
     /// The largest accuracy drop of any one shipped class whose losses go to a new label.
     pub max_class_drop: f64,
+    pub rename_typicality: f64,
     /// Confidence of the gate's one-sided bounds (`adapt::gate::judge`).
     pub confidence: f64,
     pub keep_versions: usize,
@@ -440,6 +441,7 @@ impl Settings {
             ("min_new_accuracy", a.min_new_accuracy),
             ("max_old_drop", a.max_old_drop),
             ("max_class_drop", a.max_class_drop),
+            ("rename_typicality", a.rename_typicality),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 p.push(format!("`adapt.{key}`: {value} is not within 0..1"));

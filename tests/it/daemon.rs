@@ -5,7 +5,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Daemon, Mosquitto, collect, json, model, mqtt_section, samples};
+use crate::harness::{
+    Daemon, Mosquitto, collect, json, model, mqtt_section, publish, publish_with, samples,
+};
 
 const CLASSES: [&str; 10] = [
     "t-shirt_top",
@@ -358,4 +360,97 @@ fn demo_config_publishes_both_pipelines_through_the_embedded_broker() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("lsskd/demo/camera/prediction"), "{text}");
     assert!(text.contains("lsskd/demo/microphone/prediction"), "{text}");
+}
+
+/// Home Assistant discovery on mosquitto: one retained device message whose components all
+/// have unique ids and the daemon's own state and command topics; a button press over MQTT
+/// makes the daemon act; the message is re-announced after `homeassistant/status online`.
+#[test]
+fn home_assistant_discovery_is_valid_its_buttons_work_and_it_is_reannounced() {
+    let _cpu = crate::common::cpu_shared();
+    let broker = Mosquitto::start();
+    let config = format!(
+        "{}\n[adapt]\nauto_after = 0\n",
+        vision_pipelines(broker.port)
+    );
+    let daemon = Daemon::start(
+        &config,
+        &[("LSSKD_EDGE__MQTT__HOMEASSISTANT_PREFIX", "homeassistant")],
+    );
+    let topic = "homeassistant/device/it/config";
+    let found = broker
+        .wait_retained(topic, Duration::from_secs(20), |p| !p.is_empty())
+        .unwrap_or_else(|| panic!("no discovery message; log:\n{}", daemon.log()));
+    let d = json(&found);
+    assert_eq!(d["availability_topic"], "lsskd/it/status");
+    let cmps = d["cmps"].as_object().expect("cmps");
+    let mut ids: Vec<&str> = cmps
+        .values()
+        .map(|c| c["unique_id"].as_str().expect("unique_id"))
+        .collect();
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "unique ids repeat: {d}");
+    // Two pipelines (label, prediction event, last seen), one model (version, two buttons).
+    assert_eq!(n, 2 * 3 + 3, "{d}");
+    for (key, field, want) in [
+        ("door_label", "state_topic", "lsskd/it/door/state"),
+        (
+            "porch_prediction",
+            "state_topic",
+            "lsskd/it/porch/prediction",
+        ),
+        (
+            "vision_version",
+            "state_topic",
+            "lsskd/it/model/vision/info",
+        ),
+        ("vision_adapt", "command_topic", "lsskd/it/model/vision/cmd"),
+        (
+            "vision_rollback",
+            "command_topic",
+            "lsskd/it/model/vision/cmd",
+        ),
+    ] {
+        assert_eq!(cmps[key][field], want, "{key}: {d}");
+    }
+    // The state topics carry what the templates read.
+    let state = broker
+        .wait_retained("lsskd/it/door/state", Duration::from_secs(20), |p| {
+            !p.is_empty()
+        })
+        .expect("door state");
+    assert!(json(&state)["label"].is_string() && json(&state)["score"].is_number());
+    let info = broker
+        .wait_retained("lsskd/it/model/vision/info", Duration::from_secs(10), |p| {
+            !p.is_empty()
+        })
+        .expect("model card");
+    assert_eq!(json(&info)["version"], 0);
+
+    // Pressing `rollback`: the daemon acts on it (version 0 has no parent: refused, with
+    // the reason on training/state).
+    let button = &cmps["vision_rollback"];
+    assert!(publish(
+        broker.port,
+        button["command_topic"].as_str().expect("topic"),
+        button["payload_press"].as_str().expect("payload")
+    ));
+    let st = broker
+        .wait_retained("lsskd/it/training/state", Duration::from_secs(15), |p| {
+            p.contains("\"failed\"") || p.contains("rolled_back")
+        })
+        .unwrap_or_else(|| panic!("the button did nothing; log:\n{}", daemon.log()));
+    assert_eq!(json(&st)["model"], "vision", "{st}");
+
+    // Home Assistant restarts: its birth message brings the discovery back.
+    assert!(publish_with(broker.port, topic, "", &["-r"]));
+    assert!(
+        broker.sub(topic, 1, Duration::from_secs(1)).is_empty(),
+        "cleared"
+    );
+    assert!(publish(broker.port, "homeassistant/status", "online"));
+    let again = broker.wait_retained(topic, Duration::from_secs(10), |p| !p.is_empty());
+    assert_eq!(again.map(|p| json(&p)), Some(d), "log:\n{}", daemon.log());
 }

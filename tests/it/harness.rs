@@ -290,11 +290,21 @@ impl Drop for Daemon {
 
 /// `mosquitto_pub` one message (QoS 1).
 pub fn publish(port: u16, topic: &str, payload: &str) -> bool {
-    std::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-u", USER, "-P", PASSWORD, "-q", "1", "-t", topic, "-m", payload,
-        ])
+    publish_with(port, topic, payload, &[])
+}
+
+/// `mosquitto_pub` one message (QoS 1) with extra flags (`-r`: retained; an empty retained
+/// message clears the topic).
+pub fn publish_with(port: u16, topic: &str, payload: &str, flags: &[&str]) -> bool {
+    let mut cmd = std::process::Command::new("mosquitto_pub");
+    if payload.is_empty() {
+        cmd.arg("-n");
+    } else {
+        cmd.args(["-m", payload]);
+    }
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-u", USER, "-P", PASSWORD, "-q", "1", "-t", topic])
+        .args(flags)
         .status()
         .expect("mosquitto_pub (apt package mosquitto-clients)")
         .success()

@@ -86,7 +86,7 @@ proptest! {
 
     #[test]
     fn arbitrary_model_commands_never_panic(text in prop_oneof![
-        3 => "(adapt|rollback|promote)( [ -~]{0,12}){0,3}",
+        3 => "(adapt|rollback|promote|forget)( [ -~]{0,12}){0,3}",
         1 => "\\PC{0,80}",
     ]) {
         match lsskd_edge::adapt::schedule::parse_command("vision", &text) {
@@ -95,7 +95,7 @@ proptest! {
                 prop_assert!(described.contains("vision"), "{}", described);
             }
             Err(e) => prop_assert!(
-                e.contains("unknown command") || e.contains("not a version number"),
+                e.contains("unknown command") || e.contains("not a version number") || e.contains("not a label"),
                 "{e}"
             ),
         }

@@ -1,10 +1,11 @@
 //! The shipped systemd unit passes `systemd-analyze verify` (with ExecStart pointed at the
-//! freshly built binary, and any warning on stderr counted as a failure).
+//! freshly built binary, and any warning on stderr counted as a failure), and
+//! `systemd-analyze security --offline=yes` rates its exposure at most 4.0.
 
 #[test]
 fn systemd_unit_verifies_cleanly() {
-    let unit = std::fs::read_to_string(crate::common::repo().join("packaging/lsskd-edge.service"))
-        .expect("packaging/lsskd-edge.service");
+    let unit = std::fs::read_to_string(crate::common::repo().join("systemd/lsskd-edge.service"))
+        .expect("systemd/lsskd-edge.service");
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("lsskd-edge.service");
@@ -20,4 +21,38 @@ fn systemd_unit_verifies_cleanly() {
         .expect("systemd-analyze (apt package systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for lsskd-edge.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(exposure <= 4.0, "exposure {exposure}:\n{text}");
+    for hardening in [
+        "CapabilityBoundingSet=\n",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictRealtime=yes",
+        "MemoryDenyWriteExecute=yes",
+        "DeviceAllow=char-video4linux rw",
+        "DeviceAllow=char-alsa rw",
+        "SystemCallFilter=@system-service",
+        "UMask=",
+        "ExecStartPre=/usr/bin/lsskd-edge validate",
+        "StartLimitBurst=",
+    ] {
+        let wanted = hardening.replace("/usr/bin/lsskd-edge", env!("CARGO_BIN_EXE_lsskd-edge"));
+        assert!(
+            unit.replace("/usr/bin/lsskd-edge", env!("CARGO_BIN_EXE_lsskd-edge"))
+                .contains(&wanted),
+            "{hardening} missing"
+        );
+    }
 }

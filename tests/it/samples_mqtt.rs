@@ -146,6 +146,36 @@ auto_after = 0
     ]);
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
     assert!(export.join("train/parcel/cap.png").is_file());
+
+    // `forget <label>` deletes the label's samples (a label sent by mistake); a bad label
+    // is refused with a reason.
+    assert!(publish(
+        broker.port,
+        "lsskd/it/model/vision/cmd",
+        "forget ../x"
+    ));
+    let refused = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(10), |p| {
+        p.contains("not a label")
+    });
+    assert!(refused.is_some(), "log:\n{}", daemon.log());
+    assert!(publish(
+        broker.port,
+        "lsskd/it/model/vision/cmd",
+        "forget parcel"
+    ));
+    let forgot = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(10), |p| {
+        p.contains("1 samples of `parcel` deleted")
+    });
+    assert!(forgot.is_some(), "log:\n{}", daemon.log());
+    let out = crate::common::cli(&[
+        "samples",
+        "list",
+        "--json",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+    ]);
+    let listed = json(&crate::common::stdout(&out));
+    assert!(listed["vision"].get("parcel").is_none(), "{listed}");
 }
 
 /// With learning disabled a sample is refused, and nothing is stored (issue 11: it used to
