@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
+use super::metrics::AdaptCounters;
 use super::{ModelSlot, Runtime, load_model};
 use crate::adapt::learner::{self, Outcome, Phase};
 use crate::adapt::schedule::{Job, merge, parse_command};
@@ -217,6 +218,8 @@ pub struct Trainer {
     pub stop: Arc<AtomicBool>,
     /// Shared with the [`Scheduler`]: an imprint is waiting.
     pub imprint_waiting: Arc<AtomicBool>,
+    /// Adaptation outcomes, for the metrics.
+    pub counters: Arc<AdaptCounters>,
 }
 
 /// How a job ended.
@@ -459,6 +462,16 @@ impl Trainer {
                     st
                 }
             };
+            if matches!(job, Job::Adapt { .. }) && st.state != TrainState::Queued {
+                let c = &self.counters;
+                c.run.fetch_add(1, Ordering::Relaxed);
+                match st.state {
+                    TrainState::Promoted => c.promoted.fetch_add(1, Ordering::Relaxed),
+                    TrainState::Rejected => c.rejected.fetch_add(1, Ordering::Relaxed),
+                    TrainState::Failed => c.failed.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+            }
             queue.extend(jobs.try_iter());
             queue = merge(std::mem::take(&mut queue));
             st.queued = queue

@@ -23,6 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub mod learn;
+pub mod metrics;
 
 use crate::adapt::schedule::{Job, Scheduler};
 use crate::capture::now_ms;
@@ -76,6 +77,8 @@ pub struct Runtime {
     pub scheduler: Option<Scheduler>,
     /// Sample requests answered so far.
     pub samples: SampleTraffic,
+    /// Adaptation outcomes (counted by the trainer thread).
+    pub adapt_counters: Arc<metrics::AdaptCounters>,
 }
 
 impl Runtime {
@@ -328,6 +331,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     };
     let (pipelines, failed, threads) = start(&settings, &mut models, &ctx)?;
     // The trainer thread (low priority) and the scheduler that feeds it.
+    let adapt_counters = Arc::new(metrics::AdaptCounters::default());
     let (scheduler, mut trainer_thread) = if settings.adapt.enabled {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
         let imprint_waiting = Arc::new(AtomicBool::new(false));
@@ -338,6 +342,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             publish: publisher.clone(),
             stop: stop_trainer.clone(),
             imprint_waiting: imprint_waiting.clone(),
+            counters: adapt_counters.clone(),
         };
         let part = Part::spawn("trainer", move || trainer.run(jobs_rx))?;
         (
@@ -361,6 +366,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         publisher,
         scheduler,
         samples: SampleTraffic::default(),
+        adapt_counters,
     };
     online_tx.send_replace(serde_json::to_vec(&rt.status())?);
     if let Some((topic, body)) = rt.homeassistant_discovery() {
@@ -376,6 +382,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .map(|d| (d / 2).min(Duration::from_secs(5)))
         .unwrap_or(Duration::from_secs(5));
     let mut tick = tokio::time::interval(tick_every);
+    // Metrics (off: an interval that never fires in practice, and is not polled).
+    let metrics_every = settings.publish.metrics_interval_secs;
+    let mut metrics_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(metrics_every.max(1)),
+        Duration::from_secs(metrics_every.max(1)),
+    );
+    let mut probe = metrics::MetricsProbe::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut mqtt_ended = false;
     let fatal: Option<anyhow::Error> = loop {
@@ -390,6 +403,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                     Ok(Err(e)) => e.context("the MQTT connection failed"),
                     Err(e) => anyhow::anyhow!("the MQTT connection task panicked: {e}"),
                 });
+            }
+            _ = metrics_tick.tick(), if metrics_every > 0 => {
+                let m = probe.sample(&rt.pipelines, &rt.adapt_counters);
+                rt.publish(topics.metrics(), serde_json::to_vec(&m)?, false);
             }
             _ = tick.tick() => {
                 if let Some(how) = trainer_thread.as_mut().and_then(Part::ended) {

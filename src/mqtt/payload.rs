@@ -214,3 +214,39 @@ pub struct ModelCard {
     pub adaptation: Option<AdaptationInfo>,
     pub samples_per_class: std::collections::BTreeMap<String, usize>,
 }
+
+/// `<p>/<dev>/metrics` (every `publish.metrics_interval_secs`, not retained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub v: u32,
+    pub ts: u64,
+    /// Seconds the CPU figure is measured over (since the previous message).
+    pub interval_secs: f64,
+    pub pipelines: Vec<PipelineMetrics>,
+    pub adaptations: AdaptationCounts,
+    /// Resident memory of the process, MiB.
+    pub rss_mib: f64,
+    /// CPU time of the process over the interval, in % of one core.
+    pub cpu_percent: f64,
+}
+
+/// One pipeline's line in [`Metrics`]; counters since the daemon started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineMetrics {
+    pub name: String,
+    pub frames: u64,
+    pub dropped: u64,
+    pub errors: u64,
+    /// Features + inference over the latest 512 frames, milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+}
+
+/// Adaptations since the daemon started (imprints and fine-tunes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdaptationCounts {
+    pub run: u64,
+    pub promoted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}

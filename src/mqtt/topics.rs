@@ -60,6 +60,10 @@ impl Topics {
         self.at("label_request")
     }
 
+    pub fn metrics(&self) -> String {
+        self.at("metrics")
+    }
+
     pub fn training_state(&self) -> String {
         self.at("training/state")
     }

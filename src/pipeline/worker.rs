@@ -36,6 +36,46 @@ pub struct PipelineStats {
     pub latency_us_sum: AtomicU64,
     /// Milliseconds since the Unix epoch of the last processed capture or idle tick.
     pub last_progress_ms: AtomicU64,
+    /// The latest features + inference times, microseconds (for percentiles).
+    pub recent_latency_us: Mutex<LatencyWindow>,
+}
+
+/// The last [`LatencyWindow::SIZE`] latencies, oldest overwritten first.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    values: Vec<u32>,
+    next: usize,
+}
+
+impl LatencyWindow {
+    pub const SIZE: usize = 512;
+
+    pub fn push(&mut self, us: u32) {
+        if self.values.len() < Self::SIZE {
+            self.values.push(us);
+        } else {
+            self.values[self.next] = us;
+        }
+        self.next = (self.next + 1) % Self::SIZE;
+    }
+
+    /// The `q`-quantiles (0..=1, nearest rank) of the window, milliseconds; `None` when
+    /// it is empty.
+    pub fn quantiles_ms(&self, qs: &[f64]) -> Option<Vec<f64>> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let mut v = self.values.clone();
+        v.sort_unstable();
+        Some(
+            qs.iter()
+                .map(|q| {
+                    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+                    v[rank - 1] as f64 / 1000.0
+                })
+                .collect(),
+        )
+    }
 }
 
 impl PipelineStats {
@@ -104,6 +144,9 @@ pub fn run(
         stats
             .latency_us_sum
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        if let Ok(mut w) = stats.recent_latency_us.lock() {
+            w.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+        }
         let top = top_k(&out.logits, &m.classes, publish.top_k);
         let best = top[0].clone();
         if gate.admit(capture.ts_ms, &best.label) {
@@ -138,5 +181,25 @@ pub fn run(
         if let Ok(mut r) = ring.lock() {
             r.push(capture);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatencyWindow;
+
+    #[test]
+    fn latency_percentiles_by_nearest_rank_over_the_latest_window() {
+        let mut w = LatencyWindow::default();
+        assert_eq!(w.quantiles_ms(&[0.5]), None);
+        for us in 1..=100 {
+            w.push(us * 1000);
+        }
+        assert_eq!(w.quantiles_ms(&[0.5, 0.95]), Some(vec![50.0, 95.0]));
+        // Older values leave the window.
+        for _ in 0..LatencyWindow::SIZE {
+            w.push(7000);
+        }
+        assert_eq!(w.quantiles_ms(&[0.5, 0.95]), Some(vec![7.0, 7.0]));
     }
 }

@@ -156,6 +156,7 @@ pub struct PublishSettings {
     pub debounce_count: usize,
     pub min_score: f32,
     pub top_k: usize,
+    pub metrics_interval_secs: u64,
 }
 
 /// One `[[pipeline]]`.

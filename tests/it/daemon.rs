@@ -375,7 +375,10 @@ fn home_assistant_discovery_is_valid_its_buttons_work_and_it_is_reannounced() {
     );
     let daemon = Daemon::start(
         &config,
-        &[("LSSKD_EDGE__MQTT__HOMEASSISTANT_PREFIX", "homeassistant")],
+        &[
+            ("LSSKD_EDGE__MQTT__HOMEASSISTANT_PREFIX", "homeassistant"),
+            ("LSSKD_EDGE__PUBLISH__METRICS_INTERVAL_SECS", "1"),
+        ],
     );
     let topic = "homeassistant/device/it/config";
     let found = broker
@@ -453,4 +456,24 @@ fn home_assistant_discovery_is_valid_its_buttons_work_and_it_is_reannounced() {
     assert!(publish(broker.port, "homeassistant/status", "online"));
     let again = broker.wait_retained(topic, Duration::from_secs(10), |p| !p.is_empty());
     assert_eq!(again.map(|p| json(&p)), Some(d), "log:\n{}", daemon.log());
+
+    // Metrics, every second here: per pipeline frames, drops, errors and latency
+    // percentiles; adaptations; RSS and CPU.
+    let m = broker.sub("lsskd/it/metrics", 2, Duration::from_secs(10));
+    assert_eq!(m.len(), 2, "log:\n{}", daemon.log());
+    let m = json(&m[1].1);
+    let door = &m["pipelines"][0];
+    assert_eq!(door["name"], "door", "{m}");
+    assert!(door["frames"].as_u64().expect("frames") > 0, "{m}");
+    let (p50, p95) = (
+        door["latency_p50_ms"].as_f64().expect("p50"),
+        door["latency_p95_ms"].as_f64().expect("p95"),
+    );
+    assert!(p50 > 0.0 && p95 >= p50, "{m}");
+    assert_eq!(m["pipelines"][1]["frames"], 0, "the camera is missing: {m}");
+    assert!(m["pipelines"][1]["latency_p50_ms"].is_null(), "{m}");
+    assert!(m["rss_mib"].as_f64().expect("rss") > 5.0, "{m}");
+    let cpu = m["cpu_percent"].as_f64().expect("cpu");
+    assert!(cpu > 0.0 && cpu < 250.0, "{m}");
+    assert!(m["adaptations"]["run"].is_u64(), "{m}");
 }
