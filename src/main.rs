@@ -206,14 +206,19 @@ enum SamplesCommand {
 
 #[derive(Subcommand)]
 enum SampleCommand {
-    /// Publish files as labelled samples of a model and print the device's acks.
+    /// Publish files (or captures the device holds, e.g. the one a label request asked
+    /// about) as labelled samples of a model and print the device's acks.
     Send {
         #[arg(long)]
         model: String,
         #[arg(long)]
         label: String,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "capture_id")]
         files: Vec<PathBuf>,
+        /// A capture the device still holds, by id (the `capture_id` of a prediction or of
+        /// a label request); repeatable.
+        #[arg(long)]
+        capture_id: Vec<u64>,
         #[command(flatten)]
         broker: BrokerArgs,
         /// Target device id (default: the settings' device id).
@@ -398,12 +403,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     model,
                     label,
                     files,
+                    capture_id,
                     broker,
                     device,
                     timeout_secs,
                     wait,
                 },
         } => {
+            let items: Vec<samples::SendItem> = files
+                .into_iter()
+                .map(samples::SendItem::File)
+                .chain(capture_id.into_iter().map(samples::SendItem::Capture))
+                .collect();
             let (settings, mqtt) = broker.load()?;
             let device = device.unwrap_or_else(|| settings.device_id());
             let sent = samples::send(
@@ -412,16 +423,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &device,
                 &model,
                 &label,
-                &files,
+                &items,
                 std::time::Duration::from_secs(timeout_secs),
                 wait.then(|| std::time::Duration::from_secs(5)),
             )?;
             let mut refused = 0;
-            for (file, ack) in files.iter().zip(&sent.acks) {
+            for (item, ack) in items.iter().zip(&sent.acks) {
                 refused += usize::from(!ack.accepted);
                 println!(
                     "{}: {} ({})",
-                    file.display(),
+                    item,
                     if ack.accepted { "accepted" } else { "REJECTED" },
                     ack.reason
                 );

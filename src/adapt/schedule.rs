@@ -299,6 +299,10 @@ mod tests {
             rename_typicality: 0.3,
             confidence: 0.95,
             keep_versions: 3,
+            request_margin: 0.1,
+            request_entropy: 0.8,
+            requests_per_hour: 6,
+            request_ttl_secs: 3600,
         };
         let waiting = Arc::new(AtomicBool::new(false));
         let mut s = Scheduler::new(cfg, tx, waiting.clone());

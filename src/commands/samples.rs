@@ -124,28 +124,56 @@ pub fn describe_state(st: &serde_json::Value) -> String {
 /// `training/state` with nothing queued, or `quiet` without any once acked). `timeout`
 /// bounds the whole.
 #[allow(clippy::too_many_arguments)]
+/// What one sample is made of: a file, or a capture the device still holds (a recent one,
+/// or one a label request asked about).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendItem {
+    File(PathBuf),
+    Capture(u64),
+}
+
+impl std::fmt::Display for SendItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendItem::File(p) => write!(f, "{}", p.display()),
+            SendItem::Capture(id) => write!(f, "capture {id}"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn send(
     mqtt: &MqttSettings,
     prefix: &str,
     device: &str,
     model: &str,
     label: &str,
-    files: &[PathBuf],
+    items: &[SendItem],
     timeout: Duration,
     wait: Option<Duration>,
 ) -> anyhow::Result<Sent> {
     let topics = Topics::new(prefix, device, "");
     let mut requests = Vec::new();
     let mut ids = Vec::new();
-    for f in files {
-        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        let id = sample_id(f, &bytes);
-        let req = AddRequest {
-            id: id.clone(),
-            label: label.to_string(),
-            data: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
-            capture_id: None,
+    for item in items {
+        let req = match item {
+            SendItem::File(f) => {
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                AddRequest {
+                    id: sample_id(f, &bytes),
+                    label: label.to_string(),
+                    data: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                    capture_id: None,
+                }
+            }
+            SendItem::Capture(c) => AddRequest {
+                id: format!("capture-{c}-{label}").chars().take(64).collect(),
+                label: label.to_string(),
+                data: None,
+                capture_id: Some(*c),
+            },
         };
+        let id = req.id.clone();
         requests.push(Outbound {
             topic: topics.samples_add(model),
             payload: serde_json::to_vec(&req)?,

@@ -124,6 +124,10 @@ impl Runtime {
             .ok_or_else(|| Reject::UnknownModel(model.into()))?;
         let req = ingest::parse(payload, self.settings.adapt.max_payload_bytes)?;
         let pre = slot.live.load().preprocess.clone();
+        let capture_id = match req.source {
+            SampleSource::Capture(id) => Some(id),
+            SampleSource::Data { .. } => None,
+        };
         let (bytes, ext, origin) = match req.source {
             SampleSource::Data { bytes, ext } => {
                 ingest::check_data(&bytes, model, &pre)?;
@@ -138,6 +142,14 @@ impl Runtime {
                         let ring = p.ring.lock().ok()?;
                         ring.get(id).map(|c| (p.name.clone(), c.raw.clone()))
                     });
+                // Not in a ring any more: a capture a label request pinned.
+                let found = found.or_else(|| {
+                    self.requests
+                        .lock()
+                        .ok()?
+                        .get(model, id, now_ms())
+                        .map(|raw| ("request".to_string(), raw))
+                });
                 let (pipeline, raw) = found.ok_or(Reject::UnknownCapture(id))?;
                 ingest::check_raw(&raw, &pre)?;
                 let (bytes, ext) = crate::registry::replay::encode(&raw).map_err(Reject::Store)?;
@@ -148,6 +160,12 @@ impl Runtime {
             .store
             .add(&req.id, &req.label, &bytes, ext, &origin)
             .map_err(|e| Reject::Store(e.to_string()))?;
+        // An answered label request lets its capture go.
+        if let Some(id) = capture_id
+            && let Ok(mut r) = self.requests.lock()
+        {
+            r.answered(model, id);
+        }
         Ok(match outcome {
             crate::samples::AddOutcome::Stored { evicted } => {
                 if !evicted.is_empty() {

@@ -79,6 +79,8 @@ pub struct Runtime {
     pub samples: SampleTraffic,
     /// Adaptation outcomes (counted by the trainer thread).
     pub adapt_counters: Arc<metrics::AdaptCounters>,
+    /// Open label requests and their pinned captures.
+    pub requests: Arc<std::sync::Mutex<pipeline::requests::LabelRequests>>,
 }
 
 impl Runtime {
@@ -319,6 +321,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         inbound: mut in_rx,
     } = link;
     let mut models = BTreeMap::new();
+    let request_policy = pipeline::requests::RequestPolicy {
+        margin: settings.adapt.request_margin,
+        entropy: settings.adapt.request_entropy,
+        per_hour: settings.adapt.requests_per_hour,
+        ttl_ms: settings.adapt.request_ttl_secs * 1000,
+    };
     let ctx = pipeline::Context {
         publish: settings.publish.clone(),
         capture_ring: settings.adapt.capture_ring,
@@ -328,6 +336,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         scene: Arc::default(),
         stop_sources: stop_sources.clone(),
         stop_workers: stop_workers.clone(),
+        request_policy: (settings.adapt.enabled && settings.adapt.requests_per_hour > 0)
+            .then(|| request_policy.clone()),
+        requests: Arc::new(std::sync::Mutex::new(
+            pipeline::requests::LabelRequests::new(&device, request_policy),
+        )),
     };
     let (pipelines, failed, threads) = start(&settings, &mut models, &ctx)?;
     // The trainer thread (low priority) and the scheduler that feeds it.
@@ -367,6 +380,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         scheduler,
         samples: SampleTraffic::default(),
         adapt_counters,
+        requests: ctx.requests.clone(),
     };
     online_tx.send_replace(serde_json::to_vec(&rt.status())?);
     if let Some((topic, body)) = rt.homeassistant_discovery() {

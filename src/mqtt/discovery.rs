@@ -2,7 +2,8 @@
 //! message for the whole device): per pipeline a sensor with the stable label (its score
 //! as an attribute), an event entity fired by each prediction and a "last seen" timestamp;
 //! per model a sensor with the live version (its classes as an attribute) and buttons for
-//! `adapt` and `rollback`, which publish on the model's command topic. Availability comes
+//! `adapt` and `rollback`, which publish on the model's command topic; per device the
+//! latest label request and its thumbnail (an image entity). Availability comes
 //! from the retained status topic (the Last Will says `offline`). Unique ids are built from
 //! the device id and the pipeline or model name only, so they are stable across restarts
 //! and versions. Re-sent when Home Assistant's birth message (`<ha>/status` = `online`)
@@ -88,6 +89,32 @@ pub fn payload(
             );
         }
     }
+    // The device's label requests: the latest one (its guesses and capture id as
+    // attributes) and its thumbnail.
+    cmps.insert(
+        "label_request".into(),
+        json!({
+            "p": "sensor",
+            "name": "label request",
+            "unique_id": id("label_request"),
+            "state_topic": topics.label_request(),
+            "value_template": "{{ value_json.candidates[0].label if value_json.candidates else 'unknown' }}",
+            "json_attributes_topic": topics.label_request(),
+            "json_attributes_template": "{{ {'request_id': value_json.request_id, 'pipeline': value_json.pipeline, 'model': value_json.model, 'capture_id': value_json.capture_id, 'candidates': value_json.candidates, 'expires': value_json.expires} | tojson }}",
+            "icon": "mdi:help-circle-outline",
+        }),
+    );
+    cmps.insert(
+        "label_request_image".into(),
+        json!({
+            "p": "image",
+            "name": "label request image",
+            "unique_id": id("label_request_image"),
+            "image_topic": topics.label_request_thumbnail(),
+            "image_encoding": "b64",
+            "content_type": "image/png",
+        }),
+    );
     let body = json!({
         "dev": {
             "ids": [format!("lsskd_{device}")],
@@ -114,7 +141,7 @@ mod tests {
             payload(&t, "pi4", &["door", "kitchen"], &["vision", "audio"]).expect("on");
         assert_eq!(topic, "homeassistant/device/pi4/config");
         let cmps = body["cmps"].as_object().expect("cmps");
-        assert_eq!(cmps.len(), 2 * 3 + 2 * 3);
+        assert_eq!(cmps.len(), 2 * 3 + 2 * 3 + 2);
         let mut ids: Vec<&str> = cmps
             .values()
             .map(|c| c["unique_id"].as_str().expect("id"))

@@ -250,3 +250,25 @@ pub struct AdaptationCounts {
     pub rejected: u64,
     pub failed: u64,
 }
+
+/// `<p>/<dev>/label_request`: the device asks for the label of an uncertain capture. The
+/// answer is a `samples/<model>/add` with this `capture_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRequest {
+    pub v: u32,
+    pub ts: u64,
+    pub request_id: String,
+    pub pipeline: String,
+    pub model: String,
+    pub capture_id: u64,
+    /// The model's best guesses.
+    pub candidates: Vec<LabelScore>,
+    /// Milliseconds since the Unix epoch after which the capture is let go.
+    pub expires: u64,
+    /// Images: a PNG thumbnail (at most 160×160), base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+    /// Audio: the clip as a WAV file, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
+}

@@ -60,6 +60,11 @@ impl Topics {
         self.at("label_request")
     }
 
+    /// Retained: the latest request's thumbnail, base64 PNG.
+    pub fn label_request_thumbnail(&self) -> String {
+        self.at("label_request/thumbnail")
+    }
+
     pub fn metrics(&self) -> String {
         self.at("metrics")
     }

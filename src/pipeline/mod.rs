@@ -4,6 +4,7 @@
 //! outputs go.
 
 pub mod decide;
+pub mod requests;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,9 @@ pub struct Context {
     pub scene: Arc<Mutex<BTreeMap<String, String>>>,
     pub stop_sources: Arc<AtomicBool>,
     pub stop_workers: Arc<AtomicBool>,
+    /// When to ask for labels (`None`: never), and the open requests.
+    pub request_policy: Option<requests::RequestPolicy>,
+    pub requests: Arc<Mutex<requests::LabelRequests>>,
 }
 
 /// One running pipeline, as the rest of the daemon sees it.
@@ -123,6 +127,7 @@ pub fn start(
     );
     let (stats_w, ring_w, live_w) = (stats.clone(), ring.clone(), live.clone());
     let (publisher, topics, scene) = (ctx.publisher.clone(), ctx.topics.clone(), ctx.scene.clone());
+    let (policy, requests) = (ctx.request_policy.clone(), ctx.requests.clone());
     let worker = Part::spawn(&format!("infer-{}", p.name), move || {
         worker::run(
             name.clone(),
@@ -132,7 +137,8 @@ pub fn start(
             ring_w,
             stats_w,
             stop,
-            |o| route(o, &name, &publisher, &topics, &scene),
+            policy,
+            |o| route(o, &name, &publisher, &topics, &scene, &requests),
         )
     })?;
     Ok(Started {
@@ -151,15 +157,43 @@ pub fn start(
 }
 
 /// Where a pipeline's outputs go: predictions (not retained), its stable state and the
-/// scene of all pipelines (both retained).
+/// scene of all pipelines (both retained), label requests (within their budget; the
+/// thumbnail also retained on its own topic, for Home Assistant's image entity).
 fn route(
     o: Output,
     name: &str,
     publisher: &Publisher,
     topics: &Topics,
     scene: &Mutex<BTreeMap<String, String>>,
+    requests: &Mutex<requests::LabelRequests>,
 ) {
     match o {
+        Output::Uncertain {
+            model,
+            capture,
+            candidates,
+        } => {
+            let asked = requests.lock().unwrap_or_else(|e| e.into_inner()).request(
+                name,
+                &model,
+                &capture,
+                &candidates,
+                now_ms(),
+            );
+            if let Some(r) = asked {
+                tracing::info!(pipeline = %name, capture_id = r.capture_id, guess = %r.candidates.first().map_or("", |c| c.label.as_str()), "label requested");
+                if let Some(t) = &r.thumbnail {
+                    publisher.send(
+                        topics.label_request_thumbnail(),
+                        t.clone().into_bytes(),
+                        true,
+                    );
+                }
+                if let Ok(body) = serde_json::to_vec(&r) {
+                    publisher.send(topics.label_request(), body, false);
+                }
+            }
+        }
         Output::Prediction(pred) => {
             tracing::debug!(target: crate::PREDICTIONS_LOG, pipeline = %name, label = %pred.label, score = format!("{:.2}", pred.score), latency_ms = format!("{:.1}", pred.latency_ms), "prediction");
             if let Ok(body) = serde_json::to_vec(&pred) {

@@ -94,6 +94,13 @@ impl PipelineStats {
 pub enum Output {
     Prediction(Prediction),
     State(StableState),
+    /// An uncertain prediction ([`super::requests::RequestPolicy::uncertain`]): its capture
+    /// and the best guesses, for a label request.
+    Uncertain {
+        model: String,
+        capture: Capture,
+        candidates: Vec<crate::inference::Scored>,
+    },
 }
 
 /// Run until `stop`; `emit` must not block (the daemon's `mqtt::client::Publisher` queues
@@ -107,6 +114,7 @@ pub fn run(
     ring: Arc<Mutex<CaptureRing>>,
     stats: Arc<PipelineStats>,
     stop: Arc<AtomicBool>,
+    requests: Option<super::requests::RequestPolicy>,
     mut emit: impl FnMut(Output),
 ) {
     let mut gate = PublishGate::new(publish.min_interval_ms, publish.on_change_only);
@@ -177,6 +185,15 @@ pub fn run(
                 label,
                 score: best.score,
             }));
+        }
+        if let Some(policy) = &requests
+            && policy.uncertain(&crate::inference::softmax(&out.logits))
+        {
+            emit(Output::Uncertain {
+                model: m.name.clone(),
+                capture: capture.clone(),
+                candidates: top.clone(),
+            });
         }
         if let Ok(mut r) = ring.lock() {
             r.push(capture);

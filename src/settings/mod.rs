@@ -51,6 +51,14 @@ pub struct AdaptSettings {
     /// Confidence of the gate's one-sided bounds (`adapt::gate::judge`).
     pub confidence: f64,
     pub keep_versions: usize,
+    /// Label requests: a prediction is uncertain when the best class leads the second by
+    /// less than `request_margin`, or its normalised entropy is above `request_entropy`.
+    pub request_margin: f32,
+    pub request_entropy: f32,
+    /// At most this many requests an hour (0: none).
+    pub requests_per_hour: usize,
+    /// A request's capture is kept this long for the answer.
+    pub request_ttl_secs: u64,
 }
 
 impl AdaptSettings {
@@ -443,6 +451,8 @@ impl Settings {
             ("max_old_drop", a.max_old_drop),
             ("max_class_drop", a.max_class_drop),
             ("rename_typicality", a.rename_typicality),
+            ("request_margin", a.request_margin as f64),
+            ("request_entropy", a.request_entropy as f64),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 p.push(format!("`adapt.{key}`: {value} is not within 0..1"));

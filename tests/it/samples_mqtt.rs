@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::harness::{Daemon, Mosquitto, collect, json, publish, replay_vision_config, samples};
+use crate::harness::{
+    Daemon, Mosquitto, PASSWORD, USER, collect, json, publish, replay_vision_config, samples,
+};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -235,4 +237,82 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Label requests: every prediction is uncertain here (`request_margin = 1`), so the
+/// device asks, within its hourly budget (2), with a PNG thumbnail. The answer, a sample
+/// naming the request's `capture_id`, is stored although the pipeline's capture ring (1
+/// capture) has long moved on: the request kept its capture.
+#[test]
+fn an_uncertain_capture_is_asked_about_with_a_thumbnail_and_the_answer_is_stored() {
+    let _cpu = crate::common::cpu_shared();
+    let broker = Mosquitto::start();
+    let config = format!(
+        "{}\n{}",
+        replay_vision_config("door", &samples("vision"), broker.port),
+        "[adapt]\nauto_after = 0\ncapture_ring = 1\nrequest_margin = 1.0\nrequests_per_hour = 2\n"
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let asked = broker.sub("lsskd/it/label_request", 2, Duration::from_secs(30));
+    assert_eq!(asked.len(), 2, "log:\n{}", daemon.log());
+    let r = json(&asked[0].1);
+    assert_eq!(
+        (r["pipeline"].as_str(), r["model"].as_str()),
+        (Some("door"), Some("vision"))
+    );
+    assert!(
+        r["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{r}"
+    );
+    assert!(r["candidates"][0]["label"].is_string(), "{r}");
+    assert!(r["expires"].as_u64().expect("expires") > r["ts"].as_u64().expect("ts"));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(r["thumbnail"].as_str().expect("thumbnail"))
+        .expect("base64");
+    let thumb = image::load_from_memory(&png).expect("a PNG thumbnail");
+    assert!(thumb.width() <= 160 && thumb.height() <= 160);
+    // The budget: no third request within the hour.
+    let more = broker.sub("lsskd/it/label_request", 1, Duration::from_secs(3));
+    assert!(more.is_empty(), "over budget: {more:?}");
+
+    // Answered from the command line after the ring (one capture, replaced every 100 ms)
+    // has moved on.
+    let id = r["capture_id"].as_u64().expect("capture_id").to_string();
+    let port = broker.port.to_string();
+    let out = crate::common::cli(&[
+        "sample",
+        "send",
+        "--model",
+        "vision",
+        "--label",
+        "parcel",
+        "--device",
+        "it",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--username",
+        USER,
+        "--password",
+        PASSWORD,
+        "--capture-id",
+        &id,
+    ]);
+    let text = crate::common::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        crate::common::stderr(&out)
+    );
+    assert!(
+        text.contains(&format!("capture {id}: accepted (stored)")),
+        "{text}\nlog:\n{}",
+        daemon.log()
+    );
+    let stored = std::fs::read_dir(daemon.state_dir().join("samples/vision"))
+        .expect("sample store")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("capture-"));
+    assert!(stored, "the answer is in the sample store");
 }
