@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,13 +42,18 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Start with `allow_anonymous false` and one user ([`USER`] / [`PASSWORD`]).
     pub fn start() -> Mosquitto {
-        Self::start_with(false)
+        Self::start_with(false, None, &[])
+    }
+
+    /// Like [`Mosquitto::start`], with the ACL file `acl` and more users (name, password).
+    pub fn start_with_acl(acl: &Path, users: &[(&str, &str)]) -> Mosquitto {
+        Self::start_with(false, Some(acl), users)
     }
 
     /// Like [`Mosquitto::start`], with a TLS listener whose certificate (for `localhost`
     /// and 127.0.0.1) is signed by a fresh CA at [`Mosquitto::ca_file`].
     pub fn start_tls() -> Mosquitto {
-        Self::start_with(true)
+        Self::start_with(true, None, &[])
     }
 
     /// The CA that signs the TLS listener's certificate.
@@ -56,7 +61,7 @@ impl Mosquitto {
         self.tls.then(|| self._dir.path().join("ca.pem"))
     }
 
-    fn start_with(tls: bool) -> Mosquitto {
+    fn start_with(tls: bool, acl: Option<&Path>, users: &[(&str, &str)]) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let pw = dir.path().join("passwd");
@@ -67,12 +72,24 @@ impl Mosquitto {
             .status()
             .expect("mosquitto_passwd (apt package mosquitto; scripts/setup.sh installs it)");
         assert!(made.success());
+        for (user, password) in users {
+            let added = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&pw)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd");
+            assert!(added.success());
+        }
         let conf = dir.path().join("mosquitto.conf");
         let mut text = format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest file {}\n",
             pw.display(),
             dir.path().join("mosquitto.log").display()
         );
+        if let Some(acl) = acl {
+            text.push_str(&format!("acl_file {}\n", acl.display()));
+        }
         if tls {
             // Started as root, mosquitto would switch to its own user, which cannot read
             // the key in this private temporary folder (no effect when not root).

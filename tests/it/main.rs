@@ -1,6 +1,7 @@
 //! Integration tests: one binary, shared helpers in `common`.
 
 mod adaptation;
+mod broker_acl;
 mod camera;
 mod common;
 mod core_cli;

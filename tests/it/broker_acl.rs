@@ -1,0 +1,135 @@
+//! The example locked-down broker (`config/mosquitto/lsskd-edge.acl`) on mosquitto: the
+//! device (user = its id) publishes its predictions; a user without the trainer role can
+//! neither teach it (its sample never reaches the device, nothing is stored) nor forge its
+//! predictions; the `trainer` user can teach it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::repo;
+use crate::harness::{Daemon, Mosquitto, json, model, samples};
+
+const DEVICE_PW: &str = "device-pw";
+const TRAINER_PW: &str = "trainer-pw";
+const VIEWER_PW: &str = "viewer-pw";
+
+fn pub_as(port: u16, user: &str, password: &str, topic: &str, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-u", user, "-P", password, "-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub")
+        .success();
+    assert!(ok, "mosquitto_pub as {user}");
+}
+
+fn sample(id: &str) -> String {
+    let png = std::fs::read_dir(samples("vision"))
+        .expect("vision samples")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "png"))
+        .expect("a PNG");
+    let bytes = std::fs::read(png).expect("png");
+    use base64::Engine;
+    format!(
+        r#"{{"id":"{id}","label":"parcel","data":"{}"}}"#,
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn stored(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("samples/vision"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
+    let _cpu = crate::common::cpu_shared();
+    let acl = repo().join("config/mosquitto/lsskd-edge.acl");
+    let broker = Mosquitto::start_with_acl(
+        &acl,
+        &[
+            ("it", DEVICE_PW),
+            ("trainer", TRAINER_PW),
+            ("viewer", VIEWER_PW),
+        ],
+    );
+    let config = format!(
+        "device_id = \"it\"\n[[pipeline]]\nname = \"door\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{}\"\ninterval_ms = 100\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"it\"\npassword = \"{DEVICE_PW}\"\nreconnect_max_secs = 2\nhomeassistant_prefix = \"\"\n[adapt]\nauto_after = 0\n",
+        model("vision"),
+        samples("vision"),
+        broker.port
+    );
+    let daemon = Daemon::start(&config, &[]);
+    // The device may publish its predictions (anyone may read them).
+    let preds = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
+    assert_eq!(preds.len(), 1, "log:\n{}", daemon.log());
+
+    // A viewer cannot teach: mosquitto drops the sample, the device never sees it.
+    let acks = broker.sub_background("lsskd/it/samples/vision/ack", 1, Duration::from_secs(4));
+    pub_as(
+        broker.port,
+        "viewer",
+        VIEWER_PW,
+        "lsskd/it/samples/vision/add",
+        &sample("from-viewer"),
+    );
+    pub_as(
+        broker.port,
+        "viewer",
+        VIEWER_PW,
+        "lsskd/it/model/vision/cmd",
+        "rollback",
+    );
+    let got = crate::harness::collect(acks);
+    assert!(
+        got.is_empty(),
+        "the viewer's sample reached the device: {got:?}"
+    );
+    assert!(
+        stored(&daemon.state_dir()).is_empty(),
+        "stored: {:?}",
+        stored(&daemon.state_dir())
+    );
+    // Nor forge the device's predictions.
+    let forged = broker.sub_background("lsskd/it/door/prediction", 50, Duration::from_secs(2));
+    pub_as(
+        broker.port,
+        "viewer",
+        VIEWER_PW,
+        "lsskd/it/door/prediction",
+        "{\"label\":\"forged\"}",
+    );
+    let seen = crate::harness::collect(forged);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(_, p)| !p.contains("forged")),
+        "{seen:?}"
+    );
+
+    // The trainer can.
+    let acks = broker.sub_background("lsskd/it/samples/vision/ack", 1, Duration::from_secs(15));
+    pub_as(
+        broker.port,
+        "trainer",
+        TRAINER_PW,
+        "lsskd/it/samples/vision/add",
+        &sample("from-trainer"),
+    );
+    let got = crate::harness::collect(acks);
+    assert_eq!(got.len(), 1, "log:\n{}", daemon.log());
+    let ack = json(&got[0].1);
+    assert_eq!(
+        (ack["id"].as_str(), ack["accepted"].as_bool()),
+        (Some("from-trainer"), Some(true)),
+        "{ack}"
+    );
+    assert_eq!(stored(&daemon.state_dir()).len(), 1);
+}
