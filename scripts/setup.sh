@@ -5,9 +5,10 @@ set -euo pipefail
 
 # Build: pkg-config, ALSA headers (cpal), libudev + clang/libclang (nokhwa's V4L2 bindings).
 # Tests and demo tooling: mosquitto (+ clients), ALSA utilities and sox (audio fixtures),
-# systemd (systemd-analyze verifies the unit).
+# systemd (systemd-analyze verifies the unit), systemd-container (the package test boots
+# systemd in systemd-nspawn).
 APT_PACKAGES=(pkg-config libasound2-dev libudev-dev clang libclang-dev
-  mosquitto mosquitto-clients alsa-utils sox systemd)
+  mosquitto mosquitto-clients alsa-utils sox systemd systemd-container)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -56,3 +56,36 @@ fn systemd_unit_verifies_cleanly() {
         );
     }
 }
+
+/// The conffile the .deb installs (`config/board.toml` → /etc/lsskd-edge/config.toml) is
+/// valid as shipped, with its models where the package puts them (here: the repository's).
+#[test]
+fn the_board_config_the_package_installs_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
+        .args(["validate", "--config"])
+        .arg(crate::common::repo().join("config/board.toml"))
+        .env(
+            "LSSKD_EDGE__MODELS_DIR",
+            crate::common::repo().join("models"),
+        )
+        .env("LSSKD_EDGE__STATE_DIR", dir.path())
+        .output()
+        .expect("validate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2 pipeline(s), broker localhost:1883"),
+        "{text}"
+    );
+    let cargo =
+        std::fs::read_to_string(crate::common::repo().join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        cargo.contains(r#"["config/board.toml", "etc/lsskd-edge/config.toml", "644"]"#),
+        "the package installs config/board.toml as /etc/lsskd-edge/config.toml"
+    );
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The amd64 .deb in a real systemd: boots systemd in systemd-nspawn over an overlay of this
+# machine's root (nothing on the host changes), installs the package, and checks that
+#   1. the service is enabled and becomes active (running), serving the shipped models on
+#      replay sources (a replay config dropped into /etc/lsskd-edge/config.toml);
+#   2. when the daemon hangs (SIGSTOP), the watchdog kills it and systemd restarts it;
+#   3. `dpkg --purge` removes it cleanly: unit, binary, conffile and state gone.
+# Root and systemd-nspawn (package systemd-container) are needed; without them it says so
+# and exits 0. Usage: scripts/test-package.sh PATH/TO/lsskd-edge_*_amd64.deb
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deb=$(realpath "$1")
+if [ "$(id -u)" -ne 0 ] || ! command -v systemd-nspawn >/dev/null; then
+  echo "SKIP package test: needs root and systemd-nspawn (apt package systemd-container)"
+  exit 0
+fi
+if [ -z "${LSSKD_IN_NS:-}" ]; then
+  # A private mount namespace: the overlay disappears with it.
+  exec env LSSKD_IN_NS=1 unshare -m --propagation private "$0" "$@"
+fi
+
+work=$(mktemp -d /tmp/lsskd-pkg.XXXXXX)
+mount -t tmpfs tmpfs "$work"
+mkdir -p "$work/upper" "$work/work" "$work/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$work/root"
+root=$work/root
+# Inside the overlay only: let maintainer scripts start services, and use a hostname of
+# its own.
+rm -f "$root/usr/sbin/policy-rc.d"
+mkdir -p "$root/opt/lsskd-pkg" && cp "$deb" "$root/opt/lsskd-pkg/lsskd-edge.deb"
+mkdir -p "$root/opt/lsskd-replay"
+cp -r demo/samples/vision demo/samples/audio "$root/opt/lsskd-replay/"
+
+systemd-nspawn -D "$root" -b --register=no --keep-unit --console=pipe \
+  --machine=lsskd-pkg-test </dev/null >"$work/console.log" 2>&1 &
+nspawn=$!
+cleanup() {
+  kill "$nspawn" 2>/dev/null || true
+  wait "$nspawn" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The container's PID 1 is nspawn's child.
+pid1=""
+for _ in $(seq 100); do
+  pid1=$(pgrep -P "$nspawn" | head -1 || true)
+  [ -n "$pid1" ] && break
+  sleep 0.1
+done
+[ -n "$pid1" ] || { echo "FAIL: systemd-nspawn did not start a container"; cat "$work/console.log"; exit 1; }
+in_c() { nsenter -t "$pid1" -a -- "$@"; }
+for _ in $(seq 120); do
+  state=$(in_c systemctl is-system-running 2>/dev/null || true)
+  case "$state" in running|degraded) break ;; esac
+  sleep 0.5
+done
+echo "container systemd: $state"
+
+fail() {
+  echo "FAIL: $*"
+  in_c systemctl status lsskd-edge --no-pager || true
+  in_c journalctl -u lsskd-edge --no-pager -n 60 || true
+  exit 1
+}
+
+# 1. Install: enabled and started by the maintainer scripts.
+in_c dpkg -i /opt/lsskd-pkg/lsskd-edge.deb
+in_c systemctl is-enabled lsskd-edge | grep -qx enabled || fail "not enabled on install"
+in_c test -f /usr/share/lsskd-edge/models/vision/model.onnx || fail "models missing"
+in_c test -f /usr/share/lsskd-edge/models/vision/gate/manifest.json ||
+  in_c ls /usr/share/lsskd-edge/models/vision/gate >/dev/null || fail "gate set missing"
+cat >"$root/etc/lsskd-edge/config.toml" <<'TOML'
+device_id = "pkgtest"
+state_dir = "/var/lib/lsskd-edge"
+models_dir = "/usr/share/lsskd-edge/models"
+[[pipeline]]
+name = "camera"
+model = "vision"
+[pipeline.source]
+kind = "replay_images"
+path = "/opt/lsskd-replay/vision"
+interval_ms = 200
+[[pipeline]]
+name = "microphone"
+model = "audio"
+[pipeline.source]
+kind = "replay_audio"
+path = "/opt/lsskd-replay/audio"
+[mqtt]
+host = "127.0.0.1"
+port = 1
+TOML
+in_c systemctl restart lsskd-edge
+for _ in $(seq 60); do
+  status=$(in_c systemctl show lsskd-edge -p StatusText --value || true)
+  case "$status" in *camera*inferences*) [ "${status#*(0 inferences}" = "$status" ] && break ;; esac
+  sleep 1
+done
+in_c systemctl is-active lsskd-edge | grep -qx active || fail "not active"
+in_c systemctl status lsskd-edge --no-pager | grep -q "active (running)" || fail "not running"
+echo "running: $status"
+case "$status" in *"camera running ("[1-9]*) ;; *) fail "no inferences: $status" ;; esac
+
+# 2. A hung daemon: no more WATCHDOG=1, so systemd kills it and starts it again.
+main=$(in_c systemctl show lsskd-edge -p MainPID --value)
+restarts0=$(in_c systemctl show lsskd-edge -p NRestarts --value)
+in_c kill -STOP "$main"
+for _ in $(seq 90); do
+  restarts=$(in_c systemctl show lsskd-edge -p NRestarts --value)
+  [ "$restarts" -gt "$restarts0" ] && break
+  sleep 1
+done
+[ "$restarts" -gt "$restarts0" ] || fail "not restarted after hanging"
+in_c journalctl -u lsskd-edge --no-pager | grep -qi "watchdog timeout" || fail "no watchdog timeout in the journal"
+for _ in $(seq 30); do
+  in_c systemctl is-active lsskd-edge | grep -qx active && break
+  sleep 1
+done
+in_c systemctl is-active lsskd-edge | grep -qx active || fail "not active after the watchdog restart"
+echo "watchdog restart: NRestarts $restarts0 -> $restarts, active again"
+
+# 3. Purge: everything of it gone.
+in_c test -d /var/lib/private/lsskd-edge -o -d /var/lib/lsskd-edge || fail "no state directory while running"
+in_c dpkg --purge lsskd-edge
+for f in /usr/bin/lsskd-edge /etc/lsskd-edge/config.toml /var/lib/lsskd-edge \
+  /var/lib/private/lsskd-edge /usr/share/lsskd-edge; do
+  in_c test -e "$f" && fail "$f left after purge"
+done
+in_c systemctl cat lsskd-edge >/dev/null 2>&1 && fail "unit left after purge"
+echo "PASS package test: installed, running, restarted by the watchdog, purged"
