@@ -403,6 +403,20 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         Duration::from_secs(metrics_every.max(1)),
     );
     let mut probe = metrics::MetricsProbe::new();
+    // Prometheus scrapes: the HTTP task asks this loop for fresh figures.
+    let (scrape_tx, mut scrape_rx) =
+        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<String>>(4);
+    let mut scrape_probe = metrics::MetricsProbe::new();
+    let prometheus = if settings.publish.prometheus_listen.is_empty() {
+        None
+    } else {
+        let addr = &settings.publish.prometheus_listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("`publish.prometheus_listen` {addr}: {e}"))?;
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        Some(tokio::spawn(metrics::serve_prometheus(listener, scrape_tx)))
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut mqtt_ended = false;
     let fatal: Option<anyhow::Error> = loop {
@@ -417,6 +431,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                     Ok(Err(e)) => e.context("the MQTT connection failed"),
                     Err(e) => anyhow::anyhow!("the MQTT connection task panicked: {e}"),
                 });
+            }
+            Some(reply) = scrape_rx.recv() => {
+                let m = scrape_probe.sample(&rt.pipelines, &rt.adapt_counters);
+                let _ = reply.send(metrics::prometheus_text(&m, &rt.device));
             }
             _ = metrics_tick.tick(), if metrics_every > 0 => {
                 let m = probe.sample(&rt.pipelines, &rt.adapt_counters);
@@ -445,6 +463,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         Some(e) => tracing::error!(error = %format!("{e:#}"), "stopping after a fatal error"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(p) = &prometheus {
+        p.abort();
+    }
     let deadline = tokio::time::Instant::now() + GRACE;
     // Order: sources, workers, trainer, MQTT. A fine-tune in progress is cancelled (it is
     // polled between steps); nothing of it is kept, the live version is untouched.

@@ -165,6 +165,9 @@ pub struct PublishSettings {
     pub min_score: f32,
     pub top_k: usize,
     pub metrics_interval_secs: u64,
+    /// A loopback address to serve the metrics on in Prometheus' text format (`GET
+    /// /metrics`); empty: off.
+    pub prometheus_listen: String,
 }
 
 /// One `[[pipeline]]`.
@@ -462,6 +465,16 @@ impl Settings {
             p.push(format!(
                 "`adapt.confidence`: {} is not within 0.5..1 (e.g. 0.95)",
                 a.confidence
+            ));
+        }
+        let pl = &self.publish.prometheus_listen;
+        if !pl.is_empty()
+            && !pl
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())
+        {
+            p.push(format!(
+                "`publish.prometheus_listen`: `{pl}` is not a loopback address and port (e.g. 127.0.0.1:9464)"
             ));
         }
         let m = &self.mqtt;
@@ -772,6 +785,24 @@ kind = "microphone"
         assert!(
             text.contains("`mqtt`") && text.contains("`publish`") && text.contains("`pipeline[0]`"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_prometheus_endpoint_is_loopback_only() {
+        let (s, _d) = load(
+            Some("[publish]\nprometheus_listen = \"0.0.0.0:9464\"\n"),
+            &[],
+        );
+        let text = s.expect_err("not loopback").to_string();
+        assert!(text.contains("`publish.prometheus_listen`"), "{text}");
+        let (s, _d) = load(
+            Some("[publish]\nprometheus_listen = \"127.0.0.1:9464\"\n"),
+            &[],
+        );
+        assert_eq!(
+            s.expect("loopback").publish.prometheus_listen,
+            "127.0.0.1:9464"
         );
     }
 

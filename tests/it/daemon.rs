@@ -373,11 +373,13 @@ fn home_assistant_discovery_is_valid_its_buttons_work_and_it_is_reannounced() {
         "{}\n[adapt]\nauto_after = 0\n",
         vision_pipelines(broker.port)
     );
+    let prometheus = format!("127.0.0.1:{}", crate::harness::free_port());
     let daemon = Daemon::start(
         &config,
         &[
             ("LSSKD_EDGE__MQTT__HOMEASSISTANT_PREFIX", "homeassistant"),
             ("LSSKD_EDGE__PUBLISH__METRICS_INTERVAL_SECS", "1"),
+            ("LSSKD_EDGE__PUBLISH__PROMETHEUS_LISTEN", &prometheus),
         ],
     );
     let topic = "homeassistant/device/it/config";
@@ -477,4 +479,29 @@ fn home_assistant_discovery_is_valid_its_buttons_work_and_it_is_reannounced() {
     let cpu = m["cpu_percent"].as_f64().expect("cpu");
     assert!(cpu > 0.0 && cpu < 250.0, "{m}");
     assert!(m["adaptations"]["run"].is_u64(), "{m}");
+
+    // The same figures for Prometheus, on the loopback address.
+    let text = http_get(&prometheus, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("# TYPE lsskd_frames_total counter")
+            && text.contains("lsskd_frames_total{device=\"it\",pipeline=\"door\"}")
+            && text.contains("quantile=\"0.95\"")
+            && text.contains("lsskd_resident_memory_bytes{device=\"it\"}"),
+        "{text}"
+    );
+    assert!(http_get(&prometheus, "/nope").starts_with("HTTP/1.1 404"));
+}
+
+/// A plain HTTP/1.1 GET; the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
 }
