@@ -2,11 +2,17 @@
 # Per-frame / per-window latency of both shipped models (features + tract inference, one
 # thread), side by side with onnxruntime on the same model.onnx (inference only).
 # Usage: scripts/bench-latency.sh [ITERATIONS]   (onnxruntime goes into target/ort-venv)
+# PROFILE=release measures the profile the package ships (default: dev, what tests and
+# `cargo run` use); LSSKD_EDGE_BIN=<binary> measures a binary built before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
-cargo build --bin lsskd-edge
-bin=target/debug/lsskd-edge
+profile=${PROFILE:-dev}
+bin=${LSSKD_EDGE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --profile "$profile" --bin lsskd-edge
+  if [ "$profile" = dev ]; then bin=target/debug/lsskd-edge; else bin=target/$profile/lsskd-edge; fi
+fi
 venv=target/ort-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

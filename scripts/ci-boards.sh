@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ] && command -v systemd-nspawn >/dev/null; then
   command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --locked
   rm -rf target/debian-ci
-  cargo deb --profile dev --no-build --strip --output target/debian-ci/ 2>&1 |
-    grep -v "dev profile is not supported\|To enable debug symbols" || true
+  # (cargo-deb warns that the dev profile is not for releases: this one is for the test.)
+  cargo deb --profile dev --no-build --strip --output target/debian-ci/
   scripts/test-package.sh target/debian-ci/lsskd-edge_*_amd64.deb
 else
   echo "SKIP package test: needs root and systemd-nspawn (apt package systemd-container)"

@@ -15,8 +15,11 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-st
 fi
 # shellcheck source=/dev/null
 source scripts/cross-env.sh
-cargo test --lib --target "$target"
-cargo build --bin lsskd-edge --target "$target"
+# One build for the library's tests and the binary (`--test it` makes cargo build the
+# binary with the tests' features, so the dependencies build once), then the tests run
+# under qemu.
+cargo test --target "$target" --lib --test it --no-run
+cargo test --target "$target" --lib
 cargo build --bin lsskd-edge
 arm=target/$target/debug/lsskd-edge
 native=target/debug/lsskd-edge
