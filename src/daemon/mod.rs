@@ -45,6 +45,15 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// A pipeline thread silent for longer than this withholds the watchdog ping.
 pub const STALL_MS: u64 = 10_000;
 
+/// Names of the pipelines (name, last progress in ms since the epoch) silent for
+/// [`STALL_MS`] or more at `now_ms`.
+fn stalled<'a>(progress: impl Iterator<Item = (&'a str, u64)>, now_ms: u64) -> Vec<String> {
+    progress
+        .filter(|(_, last)| now_ms.saturating_sub(*last) >= STALL_MS)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 /// Build a ready-to-run model from a package.
 pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
     Ok(LoadedModel {
@@ -134,12 +143,18 @@ impl Runtime {
         }
     }
 
-    /// True while every inference thread is making progress.
-    pub fn healthy(&self) -> bool {
-        let now = now_ms();
-        self.pipelines.iter().all(|p| {
-            now.saturating_sub(p.stats.last_progress_ms.load(Ordering::Relaxed)) < STALL_MS
-        })
+    /// The pipelines whose inference thread has made no progress for [`STALL_MS`]; while
+    /// any is stalled, the watchdog ping is withheld (systemd restarts the service).
+    pub fn stalled(&self) -> Vec<String> {
+        stalled(
+            self.pipelines.iter().map(|p| {
+                (
+                    p.name.as_str(),
+                    p.stats.last_progress_ms.load(Ordering::Relaxed),
+                )
+            }),
+            now_ms(),
+        )
     }
 
     /// Home Assistant device discovery (`mqtt::discovery`), `None` when it is off.
@@ -446,10 +461,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 }
                 let status = rt.status();
                 let line = Runtime::status_line(&status);
-                if rt.healthy() {
+                let stalled = rt.stalled();
+                if stalled.is_empty() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&line)]);
                 } else {
-                    tracing::warn!("a pipeline thread is stalled; withholding the watchdog ping");
+                    tracing::warn!(pipelines = ?stalled, "a pipeline thread is stalled; withholding the watchdog ping");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("stalled: {line}"))]);
                 }
                 let status = serde_json::to_vec(&status)?;
@@ -486,4 +502,20 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     tracing::info!("stopped");
     fatal.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_silent_for_the_stall_time_withholds_the_watchdog() {
+        let now = 1_000_000;
+        let quiet = [("camera", now - 200), ("microphone", now - STALL_MS + 1)];
+        assert!(stalled(quiet.into_iter(), now).is_empty());
+        let hung = [("camera", now - 200), ("microphone", now - STALL_MS)];
+        assert_eq!(stalled(hung.into_iter(), now), ["microphone"]);
+        // A clock that went backwards is not a stall.
+        assert!(stalled([("camera", now + 5_000)].into_iter(), now).is_empty());
+    }
 }
