@@ -192,11 +192,29 @@ pub fn prometheus_text(m: &Metrics, device: &str) -> String {
     out
 }
 
+/// A request for fresh figures in Prometheus' text format, answered by the main loop.
+pub type Scrape = tokio::sync::oneshot::Sender<String>;
+
+/// Bind `addr` (empty: off) and serve it ([`serve_prometheus`]) on a task of its own.
+pub async fn start_prometheus(
+    addr: &str,
+    scrape: tokio::sync::mpsc::Sender<Scrape>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("`publish.prometheus_listen` {addr}: {e}"))?;
+    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+    Ok(Some(tokio::spawn(serve_prometheus(listener, scrape))))
+}
+
 /// Serve `GET /metrics` on `addr` (loopback, checked by the settings): each request asks
 /// the main loop for fresh figures through `scrape` and answers with them.
 pub async fn serve_prometheus(
     listener: tokio::net::TcpListener,
-    scrape: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<String>>,
+    scrape: tokio::sync::mpsc::Sender<Scrape>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {

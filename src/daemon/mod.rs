@@ -419,19 +419,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     );
     let mut probe = metrics::MetricsProbe::new();
     // Prometheus scrapes: the HTTP task asks this loop for fresh figures.
-    let (scrape_tx, mut scrape_rx) =
-        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<String>>(4);
+    let (scrape_tx, mut scrape_rx) = tokio::sync::mpsc::channel(4);
     let mut scrape_probe = metrics::MetricsProbe::new();
-    let prometheus = if settings.publish.prometheus_listen.is_empty() {
-        None
-    } else {
-        let addr = &settings.publish.prometheus_listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("`publish.prometheus_listen` {addr}: {e}"))?;
-        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
-        Some(tokio::spawn(metrics::serve_prometheus(listener, scrape_tx)))
-    };
+    let prometheus =
+        metrics::start_prometheus(&settings.publish.prometheus_listen, scrape_tx).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut mqtt_ended = false;
     let fatal: Option<anyhow::Error> = loop {
