@@ -21,14 +21,15 @@ source scripts/cross-env.sh
 cargo test --target "$target" --lib --test it --no-run
 cargo test --target "$target" --lib
 cargo build --bin lsskd-edge
-arm=target/$target/debug/lsskd-edge
-native=target/debug/lsskd-edge
+tdir=${CARGO_TARGET_DIR:-target}
+arm=$tdir/$target/debug/lsskd-edge
+native=$tdir/debug/lsskd-edge
 python3 -c 'import sys; h = open(sys.argv[1], "rb").read(20); sys.exit(h[:4] != b"\x7fELF" or int.from_bytes(h[18:20], "little") != 183)' "$arm" ||
   { echo "FAIL: $arm is not an aarch64 ELF binary"; exit 1; }
 for m in vision audio; do
-  "$native" eval --model "models/$m" --data "models/$m" --split gate --json >"target/eval-$m-amd64.json"
-  qemu-aarch64-static "$arm" eval --model "models/$m" --data "models/$m" --split gate --json >"target/eval-$m-arm64.json"
-  python3 - "$m" "target/eval-$m-amd64.json" "target/eval-$m-arm64.json" <<'PY'
+  "$native" eval --model "models/$m" --data "models/$m" --split gate --json >"$tdir/eval-$m-amd64.json"
+  qemu-aarch64-static "$arm" eval --model "models/$m" --data "models/$m" --split gate --json >"$tdir/eval-$m-arm64.json"
+  python3 - "$m" "$tdir/eval-$m-amd64.json" "$tdir/eval-$m-arm64.json" <<'PY'
 import json, sys
 m, a, b = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
 for k in ("accuracy", "confusion", "n"):
