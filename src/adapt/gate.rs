@@ -132,8 +132,9 @@ pub struct Lookalike {
     pub typicality: f64,
 }
 
-fn unit(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+/// `v` scaled to length 1 (a zero vector stays zero).
+pub(super) fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
     v.iter().map(|x| x / n).collect()
 }
 

@@ -25,7 +25,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::gate::{
-    Candidate, Evidence, GateConfig, GateMetrics, OldItem, Verdict, judge, split_holdout,
+    Candidate, Evidence, GateConfig, GateMetrics, OldItem, Verdict, judge, split_holdout, unit,
 };
 use super::job::{AdaptConfig, Adapted, Snapshot, adapt};
 use super::stats::wilson;
@@ -178,27 +178,29 @@ pub fn predict(
     pre: &Preprocess,
     items: &[&Raw],
 ) -> anyhow::Result<Vec<String>> {
+    Ok(predict_and_embed(model, classes, pre, items)?
+        .into_iter()
+        .map(|(label, _)| label)
+        .collect())
+}
+
+/// Predicted class name and embedding of each item, from one pass of the model.
+fn predict_and_embed(
+    model: &Classifier,
+    classes: &[String],
+    pre: &Preprocess,
+    items: &[&Raw],
+) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
     items
         .iter()
         .map(|raw| {
             let out = model.classify(&pre.tensor(raw)?)?;
-            Ok(classes
+            let label = classes
                 .get(argmax(&out.logits))
                 .cloned()
-                .unwrap_or_default())
+                .unwrap_or_default();
+            Ok((label, out.embedding))
         })
-        .collect()
-}
-
-/// The live model's embedding of each item, labelled.
-fn embed(
-    model: &Classifier,
-    pre: &Preprocess,
-    items: &[(String, &Raw)],
-) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
-    items
-        .iter()
-        .map(|(l, raw)| Ok((l.clone(), model.classify(&pre.tensor(raw)?)?.embedding)))
         .collect()
 }
 
@@ -221,11 +223,6 @@ fn split_replay(items: Items) -> (Items, Items) {
     (train, held)
 }
 
-fn normalised(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-    v.iter().map(|x| x / n).collect()
-}
-
 /// Leave-one-out predictions of imprinting, for the samples of `cv_labels`: each sample is
 /// classified by the live model's rows for the other classes and, for every label of
 /// `cv_labels`, by a row imprinted from that label's *other* samples exactly as
@@ -244,7 +241,7 @@ pub fn imprint_loo(
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut centre: Option<Vec<f32>> = None;
     for raw in reference {
-        let e = normalised(&live.classify(&pre.tensor(raw)?)?.embedding);
+        let e = unit(&live.classify(&pre.tensor(raw)?)?.embedding);
         match &mut centre {
             None => centre = Some(e),
             Some(c) => c.iter_mut().zip(&e).for_each(|(a, b)| *a += b),
@@ -256,7 +253,7 @@ pub fn imprint_loo(
     let mut outs = Vec::new();
     for (label, raw) in support.iter().filter(|(l, _)| cv_labels.contains(l)) {
         let out = live.classify(&pre.tensor(raw)?)?;
-        outs.push((label.as_str(), out.logits, normalised(&out.embedding)));
+        outs.push((label.as_str(), out.logits, unit(&out.embedding)));
     }
     let labels: Vec<&String> = cv_labels.iter().collect();
     let dim = outs.first().map_or(0, |o| o.2.len());
@@ -292,7 +289,7 @@ pub fn imprint_loo(
             if let Some(c) = &centre {
                 p.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
             }
-            let p = normalised(&p);
+            let p = unit(&p);
             let logit = scale * p.iter().zip(e).map(|(a, b)| a * b).sum::<f32>();
             if logit > best.1 {
                 best = ((*l).clone(), logit);
@@ -379,19 +376,29 @@ pub fn judge_candidates(
 ) -> anyhow::Result<Judgement> {
     let shape = pre.input_shape();
     let old_raw: Vec<&Raw> = data.old.iter().map(|(_, r)| *r).collect();
-    let old_before = predict(live, live_classes, pre, &old_raw)?;
+    // One pass of the live model over the gate set: its predictions (the "before") and
+    // embeddings (the rename check).
+    let (old_before, old_embedded): (Vec<String>, Vec<Vec<f32>>) =
+        predict_and_embed(live, live_classes, pre, &old_raw)?
+            .into_iter()
+            .unzip();
     let known_raw: Vec<&Raw> = data.held_known.iter().map(|(_, r)| *r).collect();
     let known_before = predict(live, live_classes, pre, &known_raw)?;
-    let new_support: Vec<(String, &Raw)> = data
+    // The rename check: the gate set's and the new labels' samples, embedded by the live
+    // model, each with its class.
+    let old_embedded: Vec<(String, Vec<f32>)> = data
+        .old
+        .iter()
+        .map(|(c, _)| c.clone())
+        .zip(old_embedded)
+        .collect();
+    let new_embedded = data
         .support
         .iter()
         .filter(|(l, _)| data.new_labels.contains(l))
-        .cloned()
-        .collect();
-    let lookalikes = crate::adapt::gate::lookalikes(
-        &embed(live, pre, &data.old)?,
-        &embed(live, pre, &new_support)?,
-    );
+        .map(|(l, raw)| Ok((l.clone(), live.classify(&pre.tensor(raw)?)?.embedding)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let lookalikes = super::gate::lookalikes(&old_embedded, &new_embedded);
     let new = imprint_loo(
         live,
         live_classes,
