@@ -20,4 +20,4 @@ pub use error::InferenceError;
 pub use graph::*;
 pub use inspect::{GraphSummary, ModelSource, inspect};
 pub use onnx::{save_onnx, write_onnx};
-pub use scores::{Scored, argmax, softmax, top_k};
+pub use scores::{Scored, argmax, softmax, top_k, top_k_of};

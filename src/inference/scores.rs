@@ -11,8 +11,14 @@ pub struct Scored {
 
 /// Softmax of logits, sorted descending, first `k`.
 pub fn top_k(logits: &[f32], classes: &[String], k: usize) -> Vec<Scored> {
-    let mut scored: Vec<Scored> = softmax(logits)
-        .into_iter()
+    top_k_of(&softmax(logits), classes, k)
+}
+
+/// The `k` largest of the probabilities `probs` (a softmax already taken), descending.
+pub fn top_k_of(probs: &[f32], classes: &[String], k: usize) -> Vec<Scored> {
+    let mut scored: Vec<Scored> = probs
+        .iter()
+        .copied()
         .zip(classes)
         .map(|(score, c)| Scored {
             label: c.clone(),

@@ -14,7 +14,7 @@ use crate::capture::ring::CaptureRing;
 use crate::capture::{Capture, slot};
 use crate::features::Preprocess;
 use crate::inference::Classifier;
-use crate::inference::top_k;
+use crate::inference::{softmax, top_k_of};
 use crate::mqtt::payload::{LabelScore, Prediction, SCHEMA_VERSION, StableState};
 use crate::settings::PublishSettings;
 
@@ -155,7 +155,8 @@ pub fn run(
         if let Ok(mut w) = stats.recent_latency_us.lock() {
             w.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
         }
-        let top = top_k(&out.logits, &m.classes, publish.top_k);
+        let probs = softmax(&out.logits);
+        let top = top_k_of(&probs, &m.classes, publish.top_k);
         let best = top[0].clone();
         if gate.admit(capture.ts_ms, &best.label) {
             emit(Output::Prediction(Prediction {
@@ -187,7 +188,7 @@ pub fn run(
             }));
         }
         if let Some(policy) = &requests
-            && policy.uncertain(&crate::inference::softmax(&out.logits))
+            && policy.uncertain(&probs)
         {
             emit(Output::Uncertain {
                 model: m.name.clone(),
