@@ -128,7 +128,8 @@ pub struct Episode {
     /// The shipped class the reported candidate hurt most on the gate's set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_old_class: Option<crate::registry::card::ClassChange>,
-    /// Per new label, the shipped class the live model sees most in its samples.
+    /// Per new label, the shipped class its samples are closest to in the live model's
+    /// embedding space (the rename check's evidence).
     pub lookalikes: Vec<crate::adapt::gate::Lookalike>,
     /// How the reported candidate's new-class estimate was obtained.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -124,14 +124,10 @@ impl Runtime {
             .ok_or_else(|| Reject::UnknownModel(model.into()))?;
         let req = ingest::parse(payload, self.settings.adapt.max_payload_bytes)?;
         let pre = slot.live.load().preprocess.clone();
-        let capture_id = match req.source {
-            SampleSource::Capture(id) => Some(id),
-            SampleSource::Data { .. } => None,
-        };
-        let (bytes, ext, origin) = match req.source {
+        let (bytes, ext, origin, capture_id) = match req.source {
             SampleSource::Data { bytes, ext } => {
                 ingest::check_data(&bytes, model, &pre)?;
-                (bytes, ext, "mqtt".to_string())
+                (bytes, ext, "mqtt".to_string(), None)
             }
             SampleSource::Capture(id) => {
                 let found = self
@@ -153,7 +149,7 @@ impl Runtime {
                 let (pipeline, raw) = found.ok_or(Reject::UnknownCapture(id))?;
                 ingest::check_raw(&raw, &pre)?;
                 let (bytes, ext) = crate::registry::replay::encode(&raw).map_err(Reject::Store)?;
-                (bytes, ext, format!("capture:{pipeline}:{id}"))
+                (bytes, ext, format!("capture:{pipeline}:{id}"), Some(id))
             }
         };
         let outcome = slot

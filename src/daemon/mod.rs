@@ -351,8 +351,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         scene: Arc::default(),
         stop_sources: stop_sources.clone(),
         stop_workers: stop_workers.clone(),
-        request_policy: (settings.adapt.enabled && settings.adapt.requests_per_hour > 0)
-            .then(|| request_policy.clone()),
+        // (`requests_per_hour = 0` is checked by the policy itself.)
+        request_policy: settings.adapt.enabled.then(|| request_policy.clone()),
         requests: Arc::new(std::sync::Mutex::new(
             pipeline::requests::LabelRequests::new(&device, request_policy),
         )),
