@@ -8,26 +8,31 @@ use lsskd_edge::settings::{Settings, Sources};
 
 use crate::harness::{Mosquitto, json, replay_vision_config, samples};
 
+/// Settings of device `it` with the `door` replay pipeline on `port`, state under `dir`.
+fn door_settings(dir: &std::path::Path, port: u16) -> Settings {
+    let conf = dir.join("config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "state_dir = \"{}\"\n{}",
+            dir.join("state").display(),
+            replay_vision_config("door", &samples("vision"), port)
+        ),
+    )
+    .expect("config");
+    Settings::load(&Sources {
+        file: Some(conf),
+        env: Vec::new(),
+    })
+    .expect("settings")
+}
+
 #[test]
 fn the_daemon_serves_in_process_and_stops_on_an_injected_shutdown() {
     let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("config.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "state_dir = \"{}\"\n{}",
-            dir.path().join("state").display(),
-            replay_vision_config("door", &samples("vision"), broker.port)
-        ),
-    )
-    .expect("config");
-    let settings = Settings::load(&Sources {
-        file: Some(conf),
-        env: Vec::new(),
-    })
-    .expect("settings");
+    let settings = door_settings(dir.path(), broker.port);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -98,21 +103,7 @@ fn an_hour_without_the_broker_on_a_paused_clock_then_it_reconnects() {
     let mut broker = Mosquitto::start();
     broker.stop();
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("config.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "state_dir = \"{}\"\n{}",
-            dir.path().join("state").display(),
-            replay_vision_config("door", &samples("vision"), broker.port)
-        ),
-    )
-    .expect("config");
-    let settings = Settings::load(&Sources {
-        file: Some(conf),
-        env: Vec::new(),
-    })
-    .expect("settings");
+    let settings = door_settings(dir.path(), broker.port);
     // Every task of a current-thread runtime runs on this thread: the thread's log
     // subscriber sees the MQTT task.
     let log = Captured::default();

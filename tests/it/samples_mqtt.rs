@@ -126,15 +126,18 @@ auto_after = 0
         format!("state_dir = \"{}\"\n", daemon.state_dir().display()),
     )
     .expect("cfg");
-    let out = crate::common::cli(&[
-        "samples",
-        "list",
-        "--json",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}", crate::common::stderr(&out));
-    let listed = json(&crate::common::stdout(&out));
+    let list = || {
+        let out = crate::common::cli(&[
+            "samples",
+            "list",
+            "--json",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        json(&crate::common::stdout(&out))
+    };
+    let listed = list();
     assert_eq!(listed["vision"]["parcel"], 1, "{listed}");
     let export = dir.path().join("export");
     let out = crate::common::cli(&[
@@ -151,32 +154,21 @@ auto_after = 0
 
     // `forget <label>` deletes the label's samples (a label sent by mistake); a bad label
     // is refused with a reason.
-    assert!(publish(
-        broker.port,
-        "lsskd/it/model/vision/cmd",
-        "forget ../x"
-    ));
-    let refused = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(10), |p| {
-        p.contains("not a label")
-    });
-    assert!(refused.is_some(), "log:\n{}", daemon.log());
-    assert!(publish(
-        broker.port,
-        "lsskd/it/model/vision/cmd",
-        "forget parcel"
-    ));
-    let forgot = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(10), |p| {
-        p.contains("1 samples of `parcel` deleted")
-    });
-    assert!(forgot.is_some(), "log:\n{}", daemon.log());
-    let out = crate::common::cli(&[
-        "samples",
-        "list",
-        "--json",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-    ]);
-    let listed = json(&crate::common::stdout(&out));
+    for (command, answer) in [
+        ("forget ../x", "not a label"),
+        ("forget parcel", "1 samples of `parcel` deleted"),
+    ] {
+        assert!(publish(broker.port, "lsskd/it/model/vision/cmd", command));
+        let state = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(10), |p| {
+            p.contains(answer)
+        });
+        assert!(
+            state.is_some(),
+            "`{command}`: no `{answer}`; log:\n{}",
+            daemon.log()
+        );
+    }
+    let listed = list();
     assert!(listed["vision"].get("parcel").is_none(), "{listed}");
 }
 
