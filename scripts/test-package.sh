@@ -67,8 +67,7 @@ fail() {
 in_c dpkg -i /opt/lsskd-pkg/lsskd-edge.deb
 in_c systemctl is-enabled lsskd-edge | grep -qx enabled || fail "not enabled on install"
 in_c test -f /usr/share/lsskd-edge/models/vision/model.onnx || fail "models missing"
-in_c test -f /usr/share/lsskd-edge/models/vision/gate/manifest.json ||
-  in_c ls /usr/share/lsskd-edge/models/vision/gate >/dev/null || fail "gate set missing"
+in_c test -d /usr/share/lsskd-edge/models/vision/gate || fail "gate set missing"
 cat >"$root/etc/lsskd-edge/config.toml" <<'TOML'
 device_id = "pkgtest"
 state_dir = "/var/lib/lsskd-edge"
