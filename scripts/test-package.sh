@@ -40,20 +40,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The container's PID 1 is nspawn's child.
+# The container's PID 1 is the child of nspawn that runs systemd. (nspawn first forks a
+# short-lived helper, so its first child is not necessarily PID 1: wait for `systemd`.)
 pid1=""
-for _ in $(seq 100); do
-  pid1=$(pgrep -P "$nspawn" | head -1 || true)
+for _ in $(seq 300); do
+  for c in $(pgrep -P "$nspawn" || true); do
+    [ "$(cat "/proc/$c/comm" 2>/dev/null)" = systemd ] && pid1=$c
+  done
   [ -n "$pid1" ] && break
+  kill -0 "$nspawn" 2>/dev/null || break
   sleep 0.1
 done
-[ -n "$pid1" ] || { echo "FAIL: systemd-nspawn did not start a container"; cat "$work/console.log"; exit 1; }
+[ -n "$pid1" ] || { echo "FAIL: systemd-nspawn did not start systemd"; cat "$work/console.log"; exit 1; }
 in_c() { nsenter -t "$pid1" -a -- "$@"; }
+state=""
 for _ in $(seq 120); do
   state=$(in_c systemctl is-system-running 2>/dev/null || true)
   case "$state" in running|degraded) break ;; esac
   sleep 0.5
 done
+case "$state" in
+  running|degraded) ;;
+  *) echo "FAIL: the container's systemd did not come up (state '$state')"; cat "$work/console.log"; exit 1 ;;
+esac
 echo "container systemd: $state"
 
 fail() {
