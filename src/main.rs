@@ -105,6 +105,10 @@ enum Command {
         iterations: usize,
         #[arg(long, default_value_t = 20)]
         warmup: usize,
+        /// Then time tract's plan node by node (grouped by ONNX node, with GFLOP/s of the
+        /// convolutions against a single-thread matrix product's).
+        #[arg(long)]
+        profile: bool,
         /// One JSON object per model, one per line.
         #[arg(long)]
         json: bool,
@@ -455,10 +459,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             models,
             iterations,
             warmup,
+            profile,
             json,
         } => {
             for m in &models {
-                let r = bench::run(m, iterations, warmup)?;
+                let r = bench::run(m, iterations, warmup, profile)?;
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
@@ -481,6 +486,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         r.throughput_per_s,
                         r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
                     );
+                    if let Some(p) = &r.profile {
+                        bench::print_profile(p);
+                    }
                 }
             }
             Ok(())

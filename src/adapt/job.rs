@@ -45,10 +45,6 @@ pub struct AdaptConfig {
     pub anchor_embedding_weight: f32,
     /// Augmentation of the user's image samples (the replay keeps the package's).
     pub sample_augment: ImageAugment,
-    /// Augmented views of each item whose frozen-prefix activations are computed once and
-    /// reused ([`TrainConfig::prefix_cache_views`]); 0 runs the whole network every step.
-    #[serde(default)]
-    pub prefix_cache_views: usize,
     pub seed: u64,
 }
 
@@ -69,7 +65,6 @@ impl Default for AdaptConfig {
                 rotate_deg: 12.0,
                 scale: 0.1,
             },
-            prefix_cache_views: 8,
             seed: 0,
         }
     }
@@ -118,9 +113,49 @@ pub struct Adapted {
     pub new_classes: Vec<String>,
 }
 
+/// The replay exemplars of an adaptation, (class index, raw), with what the network before
+/// it makes of them: the centres of imprinting ([`imprint::Centres`]) and each exemplar's
+/// anchor (its softmax over the old classes and its embedding). Computed once per
+/// adaptation and shared by all its fine-tunes, the gate's cross-validation folds included.
+pub struct Replay<'a> {
+    pub items: &'a [(usize, Raw)],
+    centres: imprint::Centres,
+    /// Per exemplar: (softmax over the old classes, embedding).
+    anchors: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl<'a> Replay<'a> {
+    /// `net` is the network the adaptation starts from (the live model's training state).
+    pub fn new(
+        net: &TrainNet,
+        preprocess: &Preprocess,
+        set: TransformSet,
+        items: &'a [(usize, Raw)],
+    ) -> anyhow::Result<Replay<'a>> {
+        let shape = preprocess.input_shape();
+        let inputs = items
+            .iter()
+            .map(|(_, raw)| preprocess.tensor(raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let centres = imprint::Centres::of(net, &inputs, set, shape)?;
+        let before = infer::forward_batch(&net.student, &inputs, shape)?;
+        let anchors = before
+            .logits
+            .iter()
+            .map(|l| softmax(l))
+            .zip(before.embeddings)
+            .collect();
+        Ok(Replay {
+            items,
+            centres,
+            anchors,
+        })
+    }
+}
+
 /// Imprint then fine-tune. `support` holds (label name, raw) — labels not in `classes` are
-/// new classes, appended in order of first appearance; `replay` holds (class index, raw)
-/// exemplars of the existing classes.
+/// new classes, appended in order of first appearance; `replay` holds exemplars of the
+/// existing classes, prepared from `net` ([`Replay::new`]).
 #[allow(clippy::too_many_arguments)]
 pub fn adapt(
     net: TrainNet,
@@ -128,7 +163,7 @@ pub fn adapt(
     preprocess: &Preprocess,
     set: TransformSet,
     support: &[(String, Raw)],
-    replay: &[(usize, Raw)],
+    replay: &Replay<'_>,
     cfg: &AdaptConfig,
     cancel: &dyn Fn() -> bool,
     on_progress: &mut dyn FnMut(f64),
@@ -156,10 +191,6 @@ pub fn adapt(
         inputs.push(preprocess.tensor(raw)?);
         labels.push(index(label) - classes.len());
     }
-    let reference = replay
-        .iter()
-        .map(|(_, raw)| preprocess.tensor(raw))
-        .collect::<Result<Vec<_>, _>>()?;
     let imprinted = if new_classes.is_empty() {
         net
     } else {
@@ -168,7 +199,7 @@ pub fn adapt(
             &inputs,
             &labels,
             new_classes.len(),
-            &reference,
+            &replay.centres,
             set,
             shape,
         )?
@@ -193,7 +224,7 @@ pub fn adapt(
     for (l, _) in support {
         *shots.entry(l.as_str()).or_default() += 1;
     }
-    let per_replay_class = replay.len() as f64 / classes.len().max(1) as f64;
+    let per_replay_class = replay.items.len() as f64 / classes.len().max(1) as f64;
     let mut items: Vec<(usize, &Raw)> = Vec::new();
     for (l, r) in support {
         let reps = (per_replay_class / shots[l.as_str()] as f64)
@@ -202,20 +233,14 @@ pub fn adapt(
         items.extend(std::iter::repeat_n((index(l), r), reps));
     }
     let first_replay = items.len();
-    items.extend(replay.iter().map(|(i, r)| (*i, r)));
+    items.extend(replay.items.iter().map(|(i, r)| (*i, r)));
     let mut data = FeatureData::new(items, preprocess, true)?;
     for i in 0..first_replay {
         data.set_image_augment(i, cfg.sample_augment.clone());
     }
-    // Anchors: the replay exemplars as the model saw them before adapting (new rows do not
-    // change the old classes' logits, so the imprinted model speaks for the live one).
-    let before = infer::forward_batch(&imprinted.student, &reference, shape)?;
-    for (k, (logits, embedding)) in before.logits.iter().zip(before.embeddings).enumerate() {
-        data.set_anchor(
-            first_replay + k,
-            softmax(&logits[..classes.len()]),
-            embedding,
-        );
+    // Anchors: the replay exemplars as the model saw them before adapting.
+    for (k, (probs, embedding)) in replay.anchors.iter().enumerate() {
+        data.set_anchor(first_replay + k, probs.clone(), embedding.clone());
     }
     let mut tc = TrainConfig::new(Method::Lsskd, set);
     tc.epochs = cfg.epochs;
@@ -231,7 +256,6 @@ pub fn adapt(
     tc.anchor_weight = cfg.anchor_weight;
     tc.anchor_embedding_weight = cfg.anchor_embedding_weight;
     tc.transform_mode = cfg.transform_mode;
-    tc.prefix_cache_views = cfg.prefix_cache_views;
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;
     let mut trainer = Trainer::new(imprinted, tc, shape);

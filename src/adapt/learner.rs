@@ -27,7 +27,7 @@ use anyhow::Context;
 use super::gate::{
     Candidate, Evidence, GateConfig, GateMetrics, OldItem, Verdict, judge, split_holdout, unit,
 };
-use super::job::{AdaptConfig, Adapted, Snapshot, adapt};
+use super::job::{AdaptConfig, Adapted, Replay, Snapshot, adapt};
 use super::stats::wilson;
 use crate::features::{Preprocess, Raw};
 use crate::inference::{Classifier, argmax};
@@ -63,7 +63,7 @@ pub fn finetune_cv(
     pkg: &ModelPackage,
     device: &lsskd::Device,
     support: &[(String, Raw)],
-    replay: &[(usize, Raw)],
+    replay: &Replay<'_>,
     new_labels: &BTreeSet<String>,
     cfg: &AdaptConfig,
     folds: usize,
@@ -112,6 +112,7 @@ pub fn finetune_cv(
             .filter(|(_, k)| **k != Some(f))
             .map(|(s, _)| s.clone())
             .collect();
+        let t0 = std::time::Instant::now();
         let adapted = adapt(
             pkg.load_train_net(device)?,
             &m.classes,
@@ -126,9 +127,17 @@ pub fn finetune_cv(
             cancel,
             &mut |_| {},
         )?;
+        let t1 = std::time::Instant::now();
         let model = Classifier::from_bytes(&Snapshot::of(&adapted.tuned, shape)?.onnx)?;
         let raws: Vec<&Raw> = held.iter().map(|(_, r)| r).collect();
         let predicted = predict(&model, &adapted.classes, pre, &raws)?;
+        tracing::debug!(
+            fold = f,
+            steps = adapted.steps,
+            adapt_secs = (t1 - t0).as_secs_f64(),
+            predict_secs = t1.elapsed().as_secs_f64(),
+            "fine-tune cross-validation fold"
+        );
         out.extend(held.iter().map(|(l, _)| l.clone()).zip(predicted));
     }
     Ok(out)
@@ -596,6 +605,7 @@ pub fn run(
     let device = lsskd::training_device(seed);
     let set = m.train_state.transforms;
     let net = pkg.load_train_net(&device)?;
+    let replay = Replay::new(&net, pre, set, &replay_train)?;
     let acfg = AdaptConfig {
         epochs: if imprint_only { 0 } else { cfg.epochs },
         budget_secs: Some(cfg.budget_secs),
@@ -609,7 +619,7 @@ pub fn run(
         pre,
         set,
         &support,
-        &replay_train,
+        &replay,
         &acfg,
         cancel,
         &mut |f| progress(Phase::Training(f)),
@@ -623,7 +633,7 @@ pub fn run(
             pkg,
             &device,
             &support,
-            &replay_train,
+            &replay,
             &new_labels,
             &acfg,
             CV_FOLDS,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::features::Raw;
-use crate::inference::Classifier;
+use crate::inference::{Classifier, fma_per_node};
 use crate::registry::{ModelPackage, replay};
 
 /// Latency distribution of one stage, milliseconds.
@@ -48,10 +48,44 @@ pub struct BenchReport {
     /// Frames or windows per second one pipeline thread sustains (1 / mean total).
     pub throughput_per_s: f64,
     pub peak_rss_mb: Option<f64>,
+    /// Per-node profile (`bench --profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
-/// Time `iterations` inputs (cycling over the replay exemplars) after `warmup` untimed ones.
-pub fn run(model: &Path, iterations: usize, warmup: usize) -> anyhow::Result<BenchReport> {
+/// Where one inference spends its time: tract's optimized plan node by node, grouped by
+/// the ONNX node each plan node was lowered from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// Sum of the nodes' mean times (the evaluation loop's own overhead is not in it).
+    pub nodes_ms: f64,
+    /// GFLOP/s of one large single-thread matrix product (512³, `gemm`) on this machine:
+    /// the practical peak the convolutions are compared with.
+    pub peak_gflops: f64,
+    pub rows: Vec<ProfileRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileRow {
+    /// The ONNX node (or the plan node, when it matches none).
+    pub node: String,
+    /// tract's operators that ran for it, in plan order, with their mean milliseconds.
+    pub ops: Vec<(String, f64)>,
+    pub ms: f64,
+    /// Multiply-adds of the ONNX node (convolutions and matrix products).
+    pub fma: Option<u64>,
+    /// 2·fma / time, for the nodes with a multiply-add count.
+    pub gflops: Option<f64>,
+}
+
+/// Time `iterations` inputs (cycling over the replay exemplars) after `warmup` untimed ones;
+/// with `profile`, then time tract's plan node by node over `iterations` more runs.
+pub fn run(
+    model: &Path,
+    iterations: usize,
+    warmup: usize,
+    profile: bool,
+) -> anyhow::Result<BenchReport> {
     let pkg = ModelPackage::load(model)?;
     let classifier = Classifier::load(&pkg.onnx_path())?;
     let inputs: Vec<Raw> = replay::load(&pkg.dir, &pkg.manifest.classes)
@@ -92,7 +126,109 @@ pub fn run(model: &Path, iterations: usize, warmup: usize) -> anyhow::Result<Ben
         throughput_per_s: 1e3 / total.mean_ms,
         total,
         peak_rss_mb: super::fewshot::peak_rss_mb(),
+        profile: if profile {
+            let x = pre.tensor(&inputs[0])?;
+            Some(profile_of(&pkg.onnx_path(), &classifier, &x, iterations)?)
+        } else {
+            None
+        },
     })
+}
+
+fn profile_of(
+    onnx: &Path,
+    classifier: &Classifier,
+    x: &[f32],
+    iterations: usize,
+) -> anyhow::Result<Profile> {
+    let fmas = fma_per_node(onnx)?;
+    let times = classifier.profile(x, iterations)?;
+    // A plan node belongs to the ONNX node whose name is its name or a dotted prefix of it
+    // (tract's lowering suffixes names); the longest such name wins.
+    let onnx_names = crate::inference::inspect(onnx)?.node_names;
+    let owner = |plan: &str| -> String {
+        onnx_names
+            .iter()
+            .filter(|n| plan == n.as_str() || plan.starts_with(&format!("{n}.")))
+            .max_by_key(|n| n.len())
+            .cloned()
+            .unwrap_or_else(|| plan.to_string())
+    };
+    let mut rows: Vec<ProfileRow> = Vec::new();
+    for t in &times {
+        let node = owner(&t.node);
+        let row = match rows.iter_mut().position(|r| r.node == node) {
+            Some(i) => &mut rows[i],
+            None => {
+                let fma = fmas.iter().find(|(n, _)| *n == node).map(|&(_, f)| f);
+                rows.push(ProfileRow {
+                    node,
+                    ops: Vec::new(),
+                    ms: 0.0,
+                    fma,
+                    gflops: None,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        row.ms += t.ms;
+        row.ops.push((t.op.clone(), t.ms));
+    }
+    for r in &mut rows {
+        r.gflops = r
+            .fma
+            .filter(|_| r.ms > 0.0)
+            .map(|f| 2.0 * f as f64 / (r.ms * 1e-3) / 1e9);
+    }
+    Ok(Profile {
+        nodes_ms: rows.iter().map(|r| r.ms).sum(),
+        peak_gflops: peak_gflops(),
+        rows,
+    })
+}
+
+/// The profile as a table on stdout.
+pub fn print_profile(p: &Profile) {
+    println!(
+        "  per node ({:.3} ms in nodes; single-thread matmul peak {:.1} GFLOP/s):",
+        p.nodes_ms, p.peak_gflops
+    );
+    for r in &p.rows {
+        let rate = match (r.fma, r.gflops) {
+            (Some(f), Some(g)) => format!(
+                "{:>6.2} MFMA {:>6.1} GFLOP/s ({:>3.0}% of peak)",
+                f as f64 / 1e6,
+                g,
+                100.0 * g / p.peak_gflops
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "    {:<28} {:>7.4} ms {:>5.1}%  {rate}  [{}]",
+            r.node,
+            r.ms,
+            100.0 * r.ms / p.nodes_ms,
+            r.ops
+                .iter()
+                .map(|(op, ms)| format!("{op} {ms:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+/// Best of five 512³ single-thread matrix products, GFLOP/s.
+fn peak_gflops() -> f64 {
+    let n = 512;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b = a.clone();
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(lsskd_kernels::matmul(&a, &b, n, n, n));
+            2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]

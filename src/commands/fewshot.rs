@@ -19,7 +19,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::adapt::job::{AdaptConfig, adapt};
+use crate::adapt::job::{AdaptConfig, Replay, adapt};
 use crate::adapt::learner::{CV_FOLDS, GateData, accuracy, finetune_cv, judge_candidates};
 use crate::adapt::{Candidate, GateConfig, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
@@ -81,10 +81,6 @@ pub struct FewshotArgs {
     /// Fine-tune wall-clock budget per episode, seconds.
     #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
     pub budget_secs: u64,
-    /// Augmented views per item whose frozen-prefix activations are cached (0: none, every
-    /// step runs the whole network).
-    #[arg(long, default_value_t = AdaptConfig::default().prefix_cache_views)]
-    pub cache_views: usize,
     #[arg(long, value_enum, default_value = "good")]
     pub kind: EpisodeKind,
     /// Gate thresholds (default: the daemon's defaults, config/default.toml `[adapt]`).
@@ -371,11 +367,11 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
         let net = pkg.load_train_net(&device)?;
+        let prepared = Replay::new(&net, pre, set, &replay)?;
         let imprint_only = args.epochs == 0;
         let cfg = AdaptConfig {
             epochs: args.epochs,
             budget_secs: Some(args.budget_secs),
-            prefix_cache_views: args.cache_views,
             seed: args.seed + e as u64,
             ..AdaptConfig::default()
         };
@@ -385,7 +381,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             pre,
             set,
             &support,
-            &replay,
+            &prepared,
             &cfg,
             &|| false,
             &mut |_| {},
@@ -420,7 +416,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 &pkg,
                 &device,
                 &support,
-                &replay,
+                &prepared,
                 &new_labels,
                 &cfg,
                 CV_FOLDS,

@@ -178,6 +178,98 @@ impl Classifier {
     }
 }
 
+/// Time one node of the optimized plan took per run, for [`Classifier::profile`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeTime {
+    /// The plan's node name (tract's lowering adds suffixes to the ONNX node's name).
+    pub node: String,
+    /// tract's operator name.
+    pub op: String,
+    /// Mean milliseconds per run.
+    pub ms: f64,
+}
+
+impl Classifier {
+    /// Mean time per node of the optimized plan over `iterations` runs on `input` (after one
+    /// untimed run), in plan order: tract's own evaluation, one node at a time.
+    pub fn profile(
+        &self,
+        input: &[f32],
+        iterations: usize,
+    ) -> Result<Vec<NodeTime>, InferenceError> {
+        let [c, h, w] = self.input_shape;
+        let runs = iterations.max(1);
+        let run = || -> TractResult<Vec<NodeTime>> {
+            let model = self.plan.model();
+            let mut secs = vec![0f64; model.nodes().len()];
+            let mut state = tract_onnx::tract_core::plan::SimpleState::new(&self.plan)?;
+            for it in 0..=runs {
+                let tensor = Tensor::from_shape(&[1, c, h, w], input)?;
+                state.run_plan_with_eval(tvec!(tensor.into()), |ctx, op_state, node, inputs| {
+                    let t0 = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    if it > 0 {
+                        secs[node.id] += t0.elapsed().as_secs_f64();
+                    }
+                    out
+                })?;
+            }
+            Ok(self
+                .plan
+                .order_without_consts()
+                .iter()
+                .map(|&id| {
+                    let node = model.node(id);
+                    NodeTime {
+                        node: node.name.clone(),
+                        op: node.op().name().to_string(),
+                        ms: secs[id] * 1e3 / runs as f64,
+                    }
+                })
+                .collect())
+        };
+        catch_unwind(AssertUnwindSafe(run))
+            .map_err(|_| InferenceError::Run(format!("{}: tract panicked", self.source.display())))?
+            .map_err(|e| InferenceError::Run(format!("{}: {e:#}", self.source.display())))
+    }
+}
+
+/// Multiply-adds per node of the model at `path` before tract lowers it (decluttered: one
+/// node per ONNX operator, named as in the file), for the nodes that report them
+/// (convolutions, matrix products). Pairs of node name and count.
+pub fn fma_per_node(path: &Path) -> Result<Vec<(String, u64)>, InferenceError> {
+    let bytes = std::fs::read(path).map_err(|source| InferenceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let proto = decode_model(&bytes, path)?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| parse_err(path, "model has no graph"))?;
+    let [c, h, w] = input_chw(&value_dims(graph_input(graph, path)?), path)?;
+    guard(path, || {
+        let mut model = tract_onnx::onnx().model_for_proto_model(&proto)?;
+        model.set_input_fact(0, f32::fact([1, c, h, w]).into())?;
+        let model = model.into_typed()?.into_decluttered()?;
+        let mut out = Vec::new();
+        for node in model.nodes() {
+            let facts = model.node_input_facts(node.id)?;
+            let fma: i64 = node
+                .op
+                .cost(&facts)?
+                .iter()
+                .filter(|(cost, _)| matches!(cost, tract_onnx::tract_core::ops::Cost::FMA(_)))
+                .map(|(_, n)| n.to_i64().unwrap_or(0))
+                .sum();
+            if fma > 0 {
+                out.push((node.name.clone(), fma as u64));
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// `[C, H, W]` from the input dims `[1 or symbolic, C, H, W]`.
 fn input_chw(dims: &[i64], path: &Path) -> Result<[usize; 3], InferenceError> {
     let fixed = |d: i64| usize::try_from(d).ok().filter(|&d| d > 0);

@@ -91,22 +91,63 @@ fn append_rows(c: &mut Classifier, new_rows: Vec<Vec<f32>>) {
     c.weight = Param::from_tensor(Tensor::cat(vec![old, new], 0).detach());
 }
 
+/// *(choice)* The centres of centred imprinting: the mean normalised pooled feature of the
+/// existing classes' exemplars (the package's replay), per head and, for auxiliary heads,
+/// per transform. Post-ReLU pooled features all lie near one common direction, so a plain
+/// centroid scores high against *every* input and takes over the predictions of the old
+/// classes; a prototype minus the centre is a discriminative direction, like the trained
+/// rows. They depend only on the network before imprinting and the exemplars, so one
+/// adaptation computes them once for all its fine-tunes. [`Centres::default`] (no
+/// exemplars) gives plain imprinting.
+#[derive(Debug, Clone, Default)]
+pub struct Centres {
+    student: Option<Vec<f32>>,
+    /// `aux[l][j]`: auxiliary head `l`, transform `j`.
+    aux: Vec<Vec<Option<Vec<f32>>>>,
+}
+
+impl Centres {
+    /// The centres of `reference` (inputs `[C, H, W]` = `shape`) under `net`.
+    pub fn of(
+        net: &TrainNet,
+        reference: &[Vec<f32>],
+        set: TransformSet,
+        shape: [usize; 3],
+    ) -> Result<Centres, LsskdError> {
+        let m = set.len();
+        let f = features(&net.valid(), reference, set, shape)?;
+        Ok(Centres {
+            student: mean_direction(f.student.iter()),
+            aux: f
+                .aux
+                .iter()
+                .map(|rows| {
+                    (0..m)
+                        .map(|j| mean_direction(rows.iter().skip(j).step_by(m)))
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+
+    fn aux(&self, l: usize, j: usize) -> Option<&Vec<f32>> {
+        self.aux
+            .get(l)
+            .and_then(|h| h.get(j))
+            .and_then(Option::as_ref)
+    }
+}
+
 /// Add `new_classes` classes to `net`. `labels[i] ∈ 0..new_classes` is the new class of
 /// support input `inputs[i]` (each `[C, H, W]` = `shape`); every new class needs at least
-/// one sample. Old rows are untouched, so old-class logits do not change.
-///
-/// *(choice)* Centred imprinting: `reference` holds inputs of the existing classes (the
-/// package's replay exemplars); their mean normalised feature is subtracted from each
-/// prototype before normalising. Post-ReLU pooled features all lie near one common
-/// direction, so a plain centroid scores high against *every* input and takes over the
-/// predictions of the old classes; the centred prototype is a discriminative direction,
-/// like the trained rows. With an empty `reference` this is plain imprinting.
+/// one sample. Old rows are untouched, so old-class logits do not change. Each prototype
+/// has `centres` (of the same `net`) subtracted before it is normalised.
 pub fn imprint(
     mut net: TrainNet,
     inputs: &[Vec<f32>],
     labels: &[usize],
     new_classes: usize,
-    reference: &[Vec<f32>],
+    centres: &Centres,
     set: TransformSet,
     shape: [usize; 3],
 ) -> Result<TrainNet, LsskdError> {
@@ -126,14 +167,6 @@ pub fn imprint(
         student: student_rows,
         aux: aux_rows,
     } = features(&valid, inputs, set, shape)?;
-    // Centres: the mean normalised feature of the reference exemplars (per head and, for
-    // auxiliary heads, per transform).
-    let Features {
-        student: ref_student,
-        aux: ref_aux,
-    } = features(&valid, reference, set, shape)?;
-    let student_centre = mean_direction(ref_student.iter());
-    let aux_centre = |l: usize, j: usize| mean_direction(ref_aux[l].iter().skip(j).step_by(m));
     let protos: Vec<Vec<f32>> = (0..new_classes)
         .map(|c| {
             prototype(
@@ -142,7 +175,7 @@ pub fn imprint(
                     .zip(labels)
                     .filter(|(_, y)| **y == c)
                     .map(|(f, _)| f),
-                student_centre.as_ref(),
+                centres.student.as_ref(),
             )
             .expect("every class has support (checked above)")
         })
@@ -160,7 +193,7 @@ pub fn imprint(
                     .filter(|(_, y)| **y == c)
                     .map(|(i, _)| &feats[i * m + j]);
                 new_rows.push(
-                    prototype(group, aux_centre(l, j).as_ref())
+                    prototype(group, centres.aux(l, j))
                         .expect("every class has support (checked above)"),
                 );
             }

@@ -10,7 +10,6 @@
 //! target for a transform not drawn last epoch falls back to the last recorded one, or to
 //! one-hot if it was never drawn.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::optim::decay::WeightDecayConfig;
@@ -18,9 +17,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::loss::{
@@ -115,13 +114,6 @@ pub struct TrainConfig {
     /// Items with an [`Anchor`]: weight of `‖ĥ − ĥ_anchor‖²` (unit-normalised embeddings).
     #[serde(default)]
     pub anchor_embedding_weight: f32,
-    /// *(choice, few-shot fine-tuning)* With `freeze_early`: the frozen stem and stages run
-    /// once per (item, augmented view, transform), in inference mode, and their output is
-    /// kept; each step draws one of `prefix_cache_views` views per item and trains only the
-    /// rest of the network (and the auxiliary heads of the trained stages). 0: off, every
-    /// step runs the whole network on a fresh augmentation.
-    #[serde(default)]
-    pub prefix_cache_views: usize,
 }
 
 fn one() -> usize {
@@ -150,7 +142,6 @@ impl TrainConfig {
             frozen_stages: 1,
             anchor_weight: 0.0,
             anchor_embedding_weight: 0.0,
-            prefix_cache_views: 0,
         }
     }
 
@@ -256,107 +247,11 @@ impl SoftStore {
     }
 }
 
-/// The outputs of the frozen stem and first stages, per (item, view, transform): what
-/// they compute does not change while the rest trains (see
-/// [`TrainConfig::prefix_cache_views`]).
-struct PrefixCache {
-    /// Inference-mode copy of the student (BatchNorm on running statistics); only its
-    /// frozen prefix runs.
-    student: Student,
-    /// Frozen stages after the stem.
-    stages: usize,
-    views: usize,
-    seed: u64,
-    maps: HashMap<(usize, usize, usize), Vec<f32>>,
-    /// `[C, H, W]` of one cached map.
-    map_shape: [usize; 3],
-}
-
-impl PrefixCache {
-    fn new(net: &TrainNet, cfg: &TrainConfig, input_shape: [usize; 3]) -> Self {
-        let student = net.student.valid();
-        let stages = cfg
-            .frozen_stages
-            .min(student.stages.len().saturating_sub(1));
-        let probe = Tensor::<4>::zeros(
-            [1, input_shape[0], input_shape[1], input_shape[2]],
-            &device_of(&student),
-        );
-        let [_, c, h, w] = student.forward_prefix(probe, stages).dims();
-        Self {
-            student,
-            stages,
-            views: cfg.prefix_cache_views,
-            seed: cfg.seed,
-            maps: HashMap::new(),
-            map_shape: [c, h, w],
-        }
-    }
-
-    /// The rows `(item, view, transform)` as one `[rows, C, H, W]` tensor on `device`,
-    /// running the prefix for those not seen yet.
-    fn rows(
-        &mut self,
-        keys: &[(usize, usize, usize)],
-        data: &dyn TrainData,
-        set: TransformSet,
-        input_shape: [usize; 3],
-        device: &Device,
-    ) -> Result<Tensor<4>, LsskdError> {
-        let mut missing: Vec<(usize, usize, usize)> = keys
-            .iter()
-            .filter(|k| !self.maps.contains_key(k))
-            .copied()
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        let [c, h, w] = input_shape;
-        let prefix_device = device_of(&self.student);
-        for chunk in missing.chunks(256) {
-            let mut views: HashMap<(usize, usize), Vec<f32>> = HashMap::new();
-            let mut flat = Vec::with_capacity(chunk.len() * c * h * w);
-            for &(i, v, j) in chunk {
-                let x = views.entry((i, v)).or_insert_with(|| {
-                    let mut rng = StdRng::seed_from_u64(view_seed(self.seed, i, v));
-                    data.input(i, Some(&mut rng))
-                });
-                if j == 0 {
-                    flat.extend_from_slice(x);
-                } else {
-                    flat.extend(set.apply(x, input_shape, j));
-                }
-            }
-            let x = Tensor::<4>::from_data(
-                TensorData::new(flat, [chunk.len(), c, h, w]),
-                &prefix_device,
-            );
-            let out = values(self.student.forward_prefix(x, self.stages))?;
-            let n = out.len() / chunk.len();
-            for (k, map) in chunk.iter().zip(out.chunks(n)) {
-                self.maps.insert(*k, map.to_vec());
-            }
-        }
-        let n: usize = self.map_shape.iter().product();
-        let mut flat = Vec::with_capacity(keys.len() * n);
-        for k in keys {
-            flat.extend_from_slice(&self.maps[k]);
-        }
-        let [mc, mh, mw] = self.map_shape;
-        Ok(Tensor::<4>::from_data(
-            TensorData::new(flat, [keys.len(), mc, mh, mw]),
-            device,
-        ))
-    }
-}
-
-/// The seed of augmented view `v` of item `i` (SplitMix64 of the three).
-fn view_seed(seed: u64, i: usize, v: usize) -> u64 {
-    let mut z = seed
-        ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (v as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// How many stages after the stem a fine-tune with `freeze_early` keeps frozen (at least
+/// one stage always trains).
+fn frozen_prefix_stages(cfg: &TrainConfig, student: &Student) -> usize {
+    cfg.frozen_stages
+        .min(student.stages.len().saturating_sub(1))
 }
 
 /// Owns the training model and optimizer state.
@@ -366,7 +261,6 @@ pub struct Trainer {
     cfg: TrainConfig,
     device: Device,
     input_shape: [usize; 3],
-    cache: Option<PrefixCache>,
 }
 
 impl Trainer {
@@ -386,15 +280,12 @@ impl Trainer {
         } else {
             net
         };
-        let cache = (cfg.freeze_early && cfg.prefix_cache_views > 0)
-            .then(|| PrefixCache::new(&net, &cfg, input_shape));
         Self {
             net: Some(net),
             optim,
             cfg,
             device,
             input_shape,
-            cache,
         }
     }
 
@@ -539,48 +430,33 @@ impl Trainer {
         let b = batch.len();
         let labels: Vec<usize> = batch.iter().map(|&i| data.label(i)).collect();
         let m = cfg.transforms.len();
-        let (out, per_sample, transform, joint, net) = if let Some(cache) = self.cache.as_mut() {
-            // Rows as `expand` lays them out, from one cached view per sample.
-            let mut keys = Vec::new();
-            let (mut transform, mut joint) = (Vec::new(), Vec::new());
-            for (&i, &y) in batch.iter().zip(&labels) {
-                let v = rng.random_range(0..cache.views);
-                let js: Vec<usize> = match (cfg.method.aux_heads(), cfg.transform_mode) {
-                    (false, _) => vec![0],
-                    (true, TransformMode::All) => (0..m).collect(),
-                    (true, TransformMode::Sampled) => vec![0, rng.random_range(1..m)],
-                };
-                for j in js {
-                    keys.push((i, v, j));
-                    transform.push(j);
-                    joint.push(y * m + j);
-                }
-            }
-            let x = cache.rows(&keys, data, cfg.transforms, self.input_shape, &self.device)?;
-            let net = self.net.take().expect("net present between steps");
-            let out = net.forward_from(x, cache.stages);
-            (out, keys.len() / b, transform, joint, net)
-        } else {
-            let inputs: Vec<Vec<f32>> = batch.iter().map(|&i| data.input(i, Some(rng))).collect();
-            let (flat, per_sample, transform, joint) = if cfg.method.aux_heads() {
-                let e = expand(
-                    &inputs,
-                    &labels,
-                    [c, h, w],
-                    cfg.transforms,
-                    cfg.transform_mode,
-                    rng,
-                );
-                (e.inputs, e.per_sample, e.transform, e.joint)
-            } else {
-                (inputs.concat(), 1, vec![0; b], labels.clone())
-            };
-            let x = Tensor::<4>::from_data(
-                TensorData::new(flat, [b * per_sample, c, h, w]),
-                &self.device,
+        let inputs: Vec<Vec<f32>> = batch.iter().map(|&i| data.input(i, Some(rng))).collect();
+        let (flat, per_sample, transform, joint) = if cfg.method.aux_heads() {
+            let e = expand(
+                &inputs,
+                &labels,
+                [c, h, w],
+                cfg.transforms,
+                cfg.transform_mode,
+                rng,
             );
-            let net = self.net.take().expect("net present between steps");
-            (net.forward(x), per_sample, transform, joint, net)
+            (e.inputs, e.per_sample, e.transform, e.joint)
+        } else {
+            (inputs.concat(), 1, vec![0; b], labels.clone())
+        };
+        let x = Tensor::<4>::from_data(
+            TensorData::new(flat, [b * per_sample, c, h, w]),
+            &self.device,
+        );
+        let net = self.net.take().expect("net present between steps");
+        let out = if cfg.freeze_early {
+            // The frozen stem and stages in inference mode, then the rest; the auxiliary
+            // heads of frozen stages cannot move the student and are skipped.
+            let start = frozen_prefix_stages(cfg, &net.student);
+            let f = net.student.forward_prefix(x, start).detach();
+            net.forward_from(f, start)
+        } else {
+            net.forward(x)
         };
         let classes = net.classes();
         let rows = b * per_sample;
@@ -729,8 +605,8 @@ pub struct StepStats {
 }
 
 /// Freeze the stem and the first `stages` stages: their weights and BatchNorm statistics
-/// stay fixed.
-fn freeze_early(net: TrainNet, stages: usize) -> TrainNet {
+/// stay fixed. (What [`TrainConfig::freeze_early`] does before training.)
+pub fn freeze_early(net: TrainNet, stages: usize) -> TrainNet {
     let TrainNet { mut student, aux } = net;
     student.stem = student.stem.freeze();
     for stage in student.stages.iter_mut().take(stages) {

@@ -5,7 +5,7 @@ use lsskd_edge::dataset::{self, Dataset, LoadOptions};
 use lsskd_edge::inference::{Classifier, inspect, write_onnx};
 use lsskd_edge::lsskd::{
     self, ArchConfig, Method, SoftStore, TrainConfig, TrainData, TrainNet, Trainer, TransformMode,
-    checkpoint, export, infer,
+    checkpoint, export, imprint::Centres, infer,
 };
 use lsskd_edge::trainset::FeatureData;
 use rand::SeedableRng;
@@ -183,15 +183,23 @@ fn imprinting_adds_usable_classes_without_touching_old_logits() {
             .filter(|(i, l)| lsskd_edge::inference::argmax(l) == base_data.label(*i))
             .count()
     };
-    let plain =
-        lsskd::imprint::imprint(trainer.net().clone(), &inputs, &labels, 5, &[], set, shape)
-            .expect("imprint");
+    let plain = lsskd::imprint::imprint(
+        trainer.net().clone(),
+        &inputs,
+        &labels,
+        5,
+        &Centres::default(),
+        set,
+        shape,
+    )
+    .expect("imprint");
+    let centres = Centres::of(trainer.net(), &reference, set, shape).expect("centres");
     let net = lsskd::imprint::imprint(
         trainer.into_net(),
         &inputs,
         &labels,
         5,
-        &reference,
+        &centres,
         set,
         shape,
     )
@@ -303,11 +311,11 @@ fn fine_tune_freezes_early_stages_and_anchored_items_keep_their_embedding() {
     );
 }
 
-/// With the stem and the first stages frozen, training from their cached outputs (and
-/// without the auxiliary heads of the frozen stages) moves the trained part of the student
-/// exactly as training the whole network does.
+/// A fine-tune runs the frozen stem and first stages as a plain forward pass and trains the
+/// rest without the auxiliary heads of the frozen stages: that moves the trained part of the
+/// student exactly as training the whole (frozen-early) network does.
 #[test]
-fn prefix_cached_fine_tune_trains_the_student_as_the_full_network_does() {
+fn prefix_split_fine_tune_trains_the_student_as_the_full_network_does() {
     let _cpu = crate::common::cpu_shared();
     let ds = slice(&fashion(), "val", None, 3);
     let (pre, set) = preprocess_for(&ds).expect("preprocessing");
@@ -327,15 +335,20 @@ fn prefix_cached_fine_tune_trains_the_student_as_the_full_network_does() {
         &lsskd::training_device(11),
     );
     checkpoint::save(&init, &path).expect("save");
-    let run = |views: usize| {
+    let run = |split: bool| {
         let device = lsskd::training_device(11);
         let net = checkpoint::load(&arch, ds.classes.len(), set.len(), true, &path, &device)
             .expect("load");
         let mut cfg = TrainConfig::new(Method::Lsskd, set);
         cfg.transform_mode = TransformMode::All;
-        cfg.freeze_early = true;
-        cfg.frozen_stages = 2;
-        cfg.prefix_cache_views = views;
+        // The reference freezes the same layers itself and runs the whole network.
+        let net = if split {
+            cfg.freeze_early = true;
+            cfg.frozen_stages = 2;
+            net
+        } else {
+            lsskd::train::freeze_early(net, 2)
+        };
         let start = net.student.stages[2][0].c1.conv.weight.val().into_data();
         let mut trainer = Trainer::new(net, cfg, shape);
         let mut store = SoftStore::new(data.len(), ds.classes.len(), 3, set.len());
@@ -363,15 +376,12 @@ fn prefix_cached_fine_tune_trains_the_student_as_the_full_network_does() {
             n.student.stem.conv.weight.val().into_data(),
         )
     };
-    let full = run(0);
-    let cached = run(1);
-    assert_eq!(
-        full.2, cached.2,
-        "same initial network, stem frozen in both"
-    );
+    let full = run(false);
+    let split = run(true);
+    assert_eq!(full.2, split.2, "same initial network, stem frozen in both");
     for (a, b, what) in [
-        (&full.0, &cached.0, "last stage"),
-        (&full.1, &cached.1, "classifier"),
+        (&full.0, &split.0, "last stage"),
+        (&full.1, &split.1, "classifier"),
     ] {
         let a = a.try_to_vec::<f32>().expect("f32");
         let b = b.try_to_vec::<f32>().expect("f32");

@@ -287,6 +287,16 @@ fn gemm_f32(
     }
 }
 
+/// `a[m×k] · b[k×n]`, row-major, on the calling thread (what the inference profile
+/// measures as this machine's practical single-core peak).
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    assert_eq!(a.len(), m * k, "lhs is m×k");
+    assert_eq!(b.len(), k * n, "rhs is k×n");
+    let mut out = vec![0.0; m * n];
+    gemm_f32(m, n, k, &mut out, false, a, (k, 1), b, (n, 1));
+    out
+}
+
 /// [`gemm_raw`] into storage not initialised yet: writes all `m·n` elements.
 #[allow(clippy::too_many_arguments)]
 fn gemm_into(
