@@ -11,31 +11,13 @@ cargo build --bin lsskd-edge
 bin=$PWD/target/debug/lsskd-edge
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-cat > "$work/config.toml" <<TOML
-device_id = "bench"
-state_dir = "$work/state"
-[[pipeline]]
-name = "camera"
-model = "$PWD/models/vision"
-[pipeline.source]
-kind = "replay_images"
-path = "$PWD/demo/samples/vision"
-interval_ms = 50
-[[pipeline]]
-name = "microphone"
-model = "$PWD/models/audio"
-[pipeline.source]
-kind = "replay_audio"
-path = "$PWD/demo/samples/audio"
-window_ms = 1000
-hop_ms = 250
+source scripts/replay-config.sh
+replay_config "$work/config.toml" "$work/state" 50
+cat >> "$work/config.toml" <<TOML
 [mqtt]
 port = $port
 embedded_broker = true
 homeassistant_prefix = ""
-[adapt]
-auto_after = 15
-cooldown_secs = 0
 TOML
 RUST_LOG=warn "$bin" run --config "$work/config.toml" &
 sleep 3

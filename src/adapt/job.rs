@@ -25,6 +25,10 @@ use crate::lsskd::{
 };
 use crate::trainset::FeatureData;
 
+fn one() -> f32 {
+    1.0
+}
+
 /// Settings of a fine-tune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +49,11 @@ pub struct AdaptConfig {
     pub anchor_embedding_weight: f32,
     /// Augmentation of the user's image samples (the replay keeps the package's).
     pub sample_augment: ImageAugment,
+    /// Weight of the fine-tuned parameters in the result; the rest is the imprinted
+    /// model's (weight-space interpolation of the two, as WiSE-FT does for zero-shot and
+    /// fine-tuned models). 1: the fine-tune as trained.
+    #[serde(default = "one")]
+    pub mix: f32,
     pub seed: u64,
 }
 
@@ -65,6 +74,7 @@ impl Default for AdaptConfig {
                 rotate_deg: 12.0,
                 scale: 0.1,
             },
+            mix: 1.0,
             seed: 0,
         }
     }
@@ -258,6 +268,7 @@ pub fn adapt(
     tc.transform_mode = cfg.transform_mode;
     tc.seed = cfg.seed;
     tc.warmup_fraction = 0.1;
+    let start = (cfg.mix < 1.0).then(|| imprinted.float_values());
     let mut trainer = Trainer::new(imprinted, tc, shape);
     let mut total = 1usize;
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
@@ -272,9 +283,13 @@ pub fn adapt(
         Err(LsskdError::Cancelled) => anyhow::bail!("adaptation cancelled"),
         Err(e) => return Err(e.into()),
     };
+    let tuned = match start {
+        Some(start) => trainer.into_net().interpolate(&start, cfg.mix),
+        None => trainer.into_net(),
+    };
     Ok(Adapted {
         imprinted: snapshot,
-        tuned: trainer.into_net(),
+        tuned,
         steps,
         classes: all,
         new_classes,

@@ -287,6 +287,7 @@ mod tests {
             max_payload_bytes: 1 << 20,
             sample_quota: 100,
             capture_ring: 8,
+            capture_ring_mb: 1,
             min_shots: 2,
             auto_after: 4,
             cooldown_secs: 0,

@@ -4,26 +4,41 @@ use std::collections::VecDeque;
 
 use super::Capture;
 
-/// Bounded history of captures; the oldest leaves when full.
+/// Bounded history of captures: at most `capacity` of them and `max_bytes` of pixels or
+/// samples (a camera's native frames are large: 64 frames of 1080p RGB would be 400 MB);
+/// the oldest leave first, and the newest capture always stays.
 #[derive(Debug)]
 pub struct CaptureRing {
     items: VecDeque<Capture>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
 }
 
 impl CaptureRing {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
-            items: VecDeque::with_capacity(capacity.max(1)),
+            items: VecDeque::new(),
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
         }
     }
 
     pub fn push(&mut self, capture: Capture) {
-        if self.items.len() == self.capacity {
-            self.items.pop_front();
-        }
+        self.bytes += capture.raw.bytes();
         self.items.push_back(capture);
+        while self.items.len() > 1
+            && (self.items.len() > self.capacity || self.bytes > self.max_bytes)
+        {
+            let old = self.items.pop_front().expect("more than one item");
+            self.bytes -= old.raw.bytes();
+        }
+    }
+
+    /// Bytes of pixels or samples held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// A capture still held, by id.
@@ -60,7 +75,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_n_captures_by_id() {
-        let mut ring = CaptureRing::new(3);
+        let mut ring = CaptureRing::new(3, usize::MAX);
         for id in 1..=5 {
             ring.push(cap(id));
         }
@@ -68,5 +83,24 @@ mod tests {
         assert!(ring.get(2).is_none(), "evicted");
         assert_eq!(ring.get(4).map(|c| c.id), Some(4));
         assert!(ring.get(9).is_none());
+    }
+
+    #[test]
+    fn memory_bounds_the_ring_before_the_count_does() {
+        // Each capture holds one f32: 4 bytes; 10 bytes fit two.
+        let mut ring = CaptureRing::new(64, 10);
+        for id in 1..=5 {
+            ring.push(cap(id));
+        }
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.bytes(), 8);
+        assert!(ring.get(3).is_none(), "evicted for memory");
+        assert_eq!(ring.get(5).map(|c| c.id), Some(5));
+        // A capture larger than the budget is still kept, alone.
+        let mut ring = CaptureRing::new(64, 2);
+        ring.push(cap(1));
+        ring.push(cap(2));
+        assert_eq!(ring.len(), 1);
+        assert_eq!(ring.get(2).map(|c| c.id), Some(2));
     }
 }

@@ -83,6 +83,16 @@ pub struct FewshotArgs {
     pub budget_secs: u64,
     #[arg(long, value_enum, default_value = "good")]
     pub kind: EpisodeKind,
+    /// Split each class's support and queries by this column of the data sets'
+    /// `manifest-<split>.csv` (e.g. `accent` of espeak-kws, `kit` of drum-hits): the support
+    /// comes from as few values as give `--shot` samples, drawn at random, and the queries
+    /// only from the other values — speakers or kits the support never had.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// Weight of the fine-tuned parameters against the imprinted ones (1: the fine-tune as
+    /// trained; see `AdaptConfig::mix`).
+    #[arg(long, default_value_t = AdaptConfig::default().mix)]
+    pub mix: f32,
     /// Gate thresholds (default: the daemon's defaults, config/default.toml `[adapt]`).
     #[arg(long)]
     pub min_new_accuracy: Option<f64>,
@@ -149,6 +159,9 @@ pub struct FewshotReport {
     pub base_accuracy_after: Option<f64>,
     pub seconds_per_episode: f64,
     pub kind: EpisodeKind,
+    /// The manifest column support and queries were split by (`--group-by`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
     pub gate: GateConfig,
     pub promoted_episodes: usize,
     pub finetune_promoted_episodes: usize,
@@ -178,6 +191,42 @@ fn deployed_classifier(net: &TrainNet, shape: [usize; 3]) -> anyhow::Result<Clas
     )?))?)
 }
 
+/// The group values (`--group-by`) a class's support comes from: values in random order
+/// until their support items number `shot`, such that a query item of another value is
+/// left. `None` when 64 orders give no such split.
+fn split_groups(
+    support: &[usize],
+    support_groups: &[String],
+    queries: &[usize],
+    query_groups: &[String],
+    shot: usize,
+    rng: &mut StdRng,
+) -> Option<BTreeSet<String>> {
+    let mut values: Vec<&String> = support.iter().map(|&i| &support_groups[i]).collect();
+    values.sort();
+    values.dedup();
+    for _ in 0..64 {
+        values.shuffle(rng);
+        let mut taken = BTreeSet::new();
+        let mut n = 0;
+        for v in &values {
+            if n >= shot {
+                break;
+            }
+            taken.insert((*v).clone());
+            n += support
+                .iter()
+                .filter(|&&i| support_groups[i] == **v)
+                .count();
+        }
+        let query_left = queries.iter().any(|&i| !taken.contains(&query_groups[i]));
+        if n >= shot && query_left {
+            return Some(taken);
+        }
+    }
+    None
+}
+
 /// Run the benchmark.
 pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
     let pkg = ModelPackage::load(&args.model)?;
@@ -200,6 +249,14 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             dataset::load(&args.query_data, &args.query_split, &LoadOptions::default())
                 .with_context(|| format!("loading query split `{}`", args.query_split))?;
         &query_ds_owned
+    };
+    // The `--group-by` value of every support and query item.
+    let groups = match &args.group_by {
+        Some(col) => Some((
+            dataset::manifest::column(&args.support_data, &args.support_split, &support_ds, col)?,
+            dataset::manifest::column(&args.query_data, &args.query_split, query_ds, col)?,
+        )),
+        None => None,
     };
     let novel_pool: Vec<String> = support_ds
         .classes
@@ -303,6 +360,29 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             let mut pool: Vec<usize> = (0..support_ds.len())
                 .filter(|&i| support_ds.items[i].label == ci)
                 .collect();
+            let qi = query_ds.classes.iter().position(|x| x == c);
+            let mut q: Vec<usize> = (0..query_ds.len())
+                .filter(|&i| Some(query_ds.items[i].label) == qi)
+                .collect();
+            if let Some((support_groups, query_groups)) = &groups {
+                let taken = split_groups(
+                    &pool,
+                    support_groups,
+                    &q,
+                    query_groups,
+                    args.shot,
+                    &mut rng,
+                )
+                .with_context(|| {
+                    format!(
+                        "class `{c}`: no split of its `{}` values gives {} support samples and a query",
+                        args.group_by.as_deref().unwrap_or_default(),
+                        args.shot
+                    )
+                })?;
+                pool.retain(|&i| taken.contains(&support_groups[i]));
+                q.retain(|&i| !taken.contains(&query_groups[i]));
+            }
             pool.shuffle(&mut rng);
             anyhow::ensure!(
                 pool.len() >= args.shot,
@@ -313,12 +393,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 support.push((c.clone(), support_ds.items[i].raw.clone()));
                 used.insert(support_ds.items[i].source.clone());
             }
-            let qi = query_ds.classes.iter().position(|x| x == c);
-            let mut q: Vec<usize> = (0..query_ds.len())
-                .filter(|&i| {
-                    Some(query_ds.items[i].label) == qi && !used.contains(&query_ds.items[i].source)
-                })
-                .collect();
+            q.retain(|&i| !used.contains(&query_ds.items[i].source));
             q.shuffle(&mut rng);
             q.truncate(args.queries_per_class);
             anyhow::ensure!(!q.is_empty(), "class `{c}` has no query samples left");
@@ -372,6 +447,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let cfg = AdaptConfig {
             epochs: args.epochs,
             budget_secs: Some(args.budget_secs),
+            mix: args.mix,
             seed: args.seed + e as u64,
             ..AdaptConfig::default()
         };
@@ -522,6 +598,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         seconds_per_episode: episodes.iter().map(|e| e.seconds).sum::<f64>()
             / episodes.len().max(1) as f64,
         kind: args.kind,
+        group_by: args.group_by.clone(),
         gate: gate_cfg,
         promoted_episodes: episodes.iter().filter(|e| e.promoted).count(),
         finetune_promoted_episodes: episodes

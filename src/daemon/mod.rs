@@ -345,6 +345,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let ctx = pipeline::Context {
         publish: settings.publish.clone(),
         capture_ring: settings.adapt.capture_ring,
+        capture_ring_bytes: settings.adapt.capture_ring_mb << 20,
         source_max_backoff: Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
         publisher: publisher.clone(),
         topics: topics.clone(),

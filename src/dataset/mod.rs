@@ -11,6 +11,7 @@
 
 mod folder;
 mod idx;
+pub mod manifest;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;

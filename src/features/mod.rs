@@ -103,6 +103,14 @@ pub enum Raw {
 }
 
 impl Raw {
+    /// Bytes its pixels or samples take in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Raw::Image(img) => img.as_bytes().len(),
+            Raw::Audio(c) => std::mem::size_of_val(c.samples.as_slice()),
+        }
+    }
+
     /// The modality of this input.
     pub fn modality(&self) -> Modality {
         match self {

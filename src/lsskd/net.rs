@@ -444,6 +444,62 @@ pub struct TrainNet {
     pub aux: Vec<AuxHead>,
 }
 
+/// The values of every float tensor of a module (parameters and running statistics), in
+/// the order burn visits them.
+struct FloatValues(Vec<TensorData>);
+
+impl burn::module::ModuleVisitor for FloatValues {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(param.val().into_data());
+    }
+}
+
+/// `w·x + (1 − w)·y` for every float tensor `x` of a module, `y` the same tensor of another
+/// module of the same structure (its [`FloatValues`]).
+struct Interpolate<'a> {
+    others: std::slice::Iter<'a, TensorData>,
+    weight: f32,
+}
+
+impl burn::module::ModuleMapper for Interpolate<'_> {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let other = self
+            .others
+            .next()
+            .expect("both modules have the same structure");
+        let w = self.weight;
+        param.map(|x| {
+            let y = Tensor::<D>::from_data(other.clone(), &x.device());
+            let grad = x.is_require_grad();
+            let mixed = x.detach().mul_scalar(w).add(y.mul_scalar(1.0 - w)).detach();
+            if grad { mixed.require_grad() } else { mixed }
+        })
+    }
+}
+
+impl TrainNet {
+    /// A copy of every float tensor's values (for [`TrainNet::interpolate`]).
+    pub fn float_values(&self) -> Vec<TensorData> {
+        let mut v = FloatValues(Vec::new());
+        self.visit(&mut v);
+        v.0
+    }
+
+    /// `weight·self + (1 − weight)·other` for every parameter and running statistic;
+    /// `other` is [`TrainNet::float_values`] of a network of the same shape (the same
+    /// classes).
+    pub fn interpolate(self, other: &[TensorData], weight: f32) -> TrainNet {
+        let mut m = Interpolate {
+            others: other.iter(),
+            weight,
+        };
+        self.map(&mut m)
+    }
+}
+
 /// Outputs of a training forward pass.
 pub struct TrainOut {
     pub student: StudentOut,
@@ -536,6 +592,34 @@ mod tests {
     use burn::tensor::Distribution;
 
     use crate::lsskd::kernels::tests::rel_err;
+
+    /// Weight 1 keeps a network, 0 gives the other's values, ½ the mean of the two — for
+    /// every parameter and running statistic — and trainable parameters stay trainable.
+    #[test]
+    fn interpolation_mixes_every_float_tensor() {
+        let arch = ArchConfig::preset("resnet-xs", 1).expect("preset");
+        let device = crate::lsskd::training_device(3);
+        let a = TrainNet::new(&arch, 4, 4, true, &device);
+        let b = TrainNet::new(&arch, 4, 4, true, &device);
+        let (va, vb) = (a.float_values(), b.float_values());
+        assert_eq!(va.len(), vb.len());
+        let flat = |v: &[TensorData]| -> Vec<f32> {
+            v.iter()
+                .flat_map(|d| d.clone().try_into_vec::<f32>().expect("f32"))
+                .collect()
+        };
+        let (fa, fb) = (flat(&va), flat(&vb));
+        assert_ne!(fa, fb, "two initialisations differ");
+        let same = a.clone().interpolate(&vb, 1.0);
+        assert_eq!(flat(&same.float_values()), fa);
+        let other = a.clone().interpolate(&vb, 0.0);
+        assert_eq!(flat(&other.float_values()), fb);
+        let half = a.interpolate(&vb, 0.5);
+        for (m, (x, y)) in flat(&half.float_values()).iter().zip(fa.iter().zip(&fb)) {
+            assert!((m - (x + y) / 2.0).abs() <= 1e-6 * (1.0 + x.abs() + y.abs()));
+        }
+        assert!(half.student.classifier.weight.is_require_grad());
+    }
 
     /// ConvBn in training through the kernels against the plain burn modules: output,
     /// gradients of input, weight, γ, β, and the running statistics, at strides 1 and 2,

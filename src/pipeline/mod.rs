@@ -33,8 +33,9 @@ pub const AUDIO_QUEUE: usize = 8;
 /// What every pipeline of a daemon shares.
 pub struct Context {
     pub publish: PublishSettings,
-    /// Captures kept per pipeline for `capture_id` samples.
+    /// Captures kept per pipeline for `capture_id` samples, and the bytes they may hold.
     pub capture_ring: usize,
+    pub capture_ring_bytes: usize,
     /// Longest wait between two attempts to reopen a device.
     pub source_max_backoff: Duration,
     pub publisher: Publisher,
@@ -119,7 +120,10 @@ pub fn start(
     let source = Part::spawn(&format!("src-{}", p.name), move || source::run(job))?;
     let stats = Arc::new(PipelineStats::default());
     stats.last_progress_ms.store(now_ms(), Ordering::Relaxed);
-    let ring = Arc::new(Mutex::new(CaptureRing::new(ctx.capture_ring)));
+    let ring = Arc::new(Mutex::new(CaptureRing::new(
+        ctx.capture_ring,
+        ctx.capture_ring_bytes,
+    )));
     let (name, publish, stop) = (
         p.name.clone(),
         ctx.publish.clone(),

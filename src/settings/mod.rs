@@ -37,6 +37,9 @@ pub struct AdaptSettings {
     pub max_payload_bytes: usize,
     pub sample_quota: usize,
     pub capture_ring: usize,
+    /// Memory the capture ring of one pipeline may hold, MiB (native camera frames are
+    /// large); the oldest captures leave first.
+    pub capture_ring_mb: usize,
     pub min_shots: usize,
     pub auto_after: usize,
     pub cooldown_secs: u64,
@@ -435,6 +438,7 @@ impl Settings {
             ("max_payload_bytes", a.max_payload_bytes),
             ("sample_quota", a.sample_quota),
             ("capture_ring", a.capture_ring),
+            ("capture_ring_mb", a.capture_ring_mb),
             ("min_shots", a.min_shots),
             ("epochs", a.epochs),
             ("keep_versions", a.keep_versions),
