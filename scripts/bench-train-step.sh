@@ -24,17 +24,20 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import torch, numpy' 
   "$venv/bin/pip" install -q torch numpy
 fi
 echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $threads threads; $steps steps after $warmup warm-up"
-for cfg in "ce sampled" "lsskd sampled" "lsskd all"; do
+# The last row is the adaptation's fine-tune step (batch 16 as `[adapt]`; frozen prefix).
+for cfg in "ce sampled 64" "lsskd sampled 64" "lsskd all 64" "lsskd sampled 16 --finetune"; do
   set -- $cfg
-  ours=$("$bin" bench-train --method "$1" --transforms "$2" --batch 64 --arch resnet-s \
-    --steps "$steps" --warmup "$warmup" --threads "$threads" --json ${PROFILE:+--profile} ${PLAIN:+--plain})
+  ours=$("$bin" bench-train --method "$1" --transforms "$2" --batch "$3" --arch resnet-s \
+    --steps "$steps" --warmup "$warmup" --threads "$threads" --json ${4:-} ${PROFILE:+--profile} ${PLAIN:+--plain})
   peer=$("$venv/bin/python" scripts/torch_train_bench.py --method "$1" --transforms "$2" \
-    --batch 64 --steps "$steps" --warmup "$warmup" --threads "$threads")
+    --batch "$3" --steps "$steps" --warmup "$warmup" --threads "$threads" ${4:-})
   python3 - "$ours" "$peer" <<'PY'
 import json, sys
 o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 s = o["step"]
 name = o["method"] if o["method"] == "ce" else f"{o['method']} {o['transforms']}"
+if o.get("finetune"):
+    name = f"fine-tune b{o['batch']}"
 print(f"{name:<14} {o['rows']:>3} rows  lsskd-edge {s['mean_ms']:7.1f} ms/step (p50 {s['p50_ms']:.1f})  "
       f"PyTorch {p['torch']} {p['mean_ms']:6.1f} ms/step (p50 {p['p50_ms']:.1f})  "
       f"ours/PyTorch {s['mean_ms'] / p['mean_ms']:.2f}x  "

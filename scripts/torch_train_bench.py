@@ -18,8 +18,13 @@ transforms.rs, train.rs; ARCHITECTURE.md "LSSKD"):
 Same fixed synthetic batch shape (B x 1 x 28 x 28, 10 classes), torch.set_num_threads.
 Prints one JSON line.
 
+--finetune: the adaptation's step (src/adapt/job.rs): the stem and the first two stages
+frozen (no gradient, BatchNorm on running statistics, run under no_grad), only the last
+stage, the classifier and the last stage's auxiliary head train (the heads of frozen
+stages cannot move the student and are skipped, as in lsskd-edge).
+
 Usage: torch_train_bench.py --method ce|lsskd [--transforms sampled|all] [--batch 64]
-       [--steps 20] [--warmup 3] [--threads 2]
+       [--steps 20] [--warmup 3] [--threads 2] [--finetune]
 """
 import argparse
 import json
@@ -169,6 +174,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--finetune", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -179,7 +185,14 @@ def main():
     params = sum(p.numel() for p in net.parameters()) + sum(
         m.running_mean.numel() + m.running_var.numel()
         for m in net.modules() if isinstance(m, nn.BatchNorm2d))
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, dampening=0.0,
+    frozen = len(WIDTHS) - 1 if a.finetune else 0
+    if a.finetune:
+        for part in [net.student.stem, *net.student.stages[:frozen], *net.aux[:frozen]]:
+            part.eval()
+            for p in part.parameters():
+                p.requires_grad_(False)
+    trained = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trained, lr=0.01, momentum=0.9, dampening=0.0,
                           nesterov=True, weight_decay=5e-4)
     x = torch.rand(b, 1, 28, 28) * 2 - 1
     y = torch.arange(b) % CLASSES
@@ -210,7 +223,19 @@ def main():
             joint = y[sample] * M + js
         else:
             inp = x
-        logits, stages, aux = net(inp)
+        if a.finetune:
+            with torch.no_grad():
+                f = F.relu(net.student.stem(inp))
+                for st in net.student.stages[:frozen]:
+                    f = st(f)
+            stages = []
+            for st in net.student.stages[frozen:]:
+                f = st(f)
+                stages.append(f)
+            logits = net.student.classifier(gap(f))
+            aux = [head(g) for head, g in zip(net.aux[frozen:], stages)]
+        else:
+            logits, stages, aux = net(inp)
         z = logits[::per_sample]
         if lsskd:
             target = progressive(onehot_final, alpha, final_prev)
@@ -253,6 +278,7 @@ def main():
         "rows": rows,
         "params": params,
         "threads": a.threads,
+        "finetune": a.finetune,
         "steps": n,
         "mean_ms": sum(times) / n,
         "p50_ms": times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2]),

@@ -80,6 +80,11 @@ pub struct BenchTrainArgs {
     /// kernels, step and profile).
     #[arg(long)]
     pub plain: bool,
+    /// The adaptation's fine-tune step: the stem and all stages but the last frozen, run
+    /// as a plain forward pass, only the last stage, the classifier and the last stage's
+    /// auxiliary head train (as `adapt::job::adapt` runs it; no replay anchors).
+    #[arg(long)]
+    pub finetune: bool,
 }
 
 /// Distribution of the step time, milliseconds.
@@ -132,6 +137,8 @@ pub struct BenchTrainReport {
     pub threads: usize,
     /// Convolution and batch norm through `lsskd::kernels` (false: `--plain`).
     pub kernels: bool,
+    /// The adaptation's fine-tune step (`--finetune`).
+    pub finetune: bool,
     pub steps: usize,
     pub warmup: usize,
     pub step: StepTimes,
@@ -241,6 +248,10 @@ fn run_in_pool(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
     cfg.transform_mode = args.transforms;
     cfg.batch_size = args.batch;
     cfg.seed = args.seed;
+    if args.finetune {
+        cfg.freeze_early = true;
+        cfg.frozen_stages = arch.widths.len().saturating_sub(1);
+    }
     let per_sample = match (args.method.aux_heads(), args.transforms) {
         (false, _) => 1,
         (true, TransformMode::Sampled) => 2,
@@ -283,6 +294,7 @@ fn run_in_pool(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
     };
     Ok(BenchTrainReport {
         kernels: lsskd::kernels::enabled(),
+        finetune: args.finetune,
         method: args.method.name().into(),
         transforms: match (args.method.aux_heads(), args.transforms) {
             (false, _) => "-",
