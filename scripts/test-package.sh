@@ -3,7 +3,8 @@
 # machine's root (nothing on the host changes), installs the package, and checks that
 #   1. the service is enabled and becomes active (running), serving the shipped models on
 #      replay sources (a replay config dropped into /etc/lsskd-edge/config.toml);
-#   2. when the daemon hangs (SIGSTOP), the watchdog kills it and systemd restarts it;
+#   2. when a pipeline hangs (its camera source blocked in a read), the daemon withholds
+#      the watchdog ping, and systemd kills and restarts it;
 #   3. `dpkg --purge` removes it cleanly: unit, binary, conffile and state gone.
 # Root and systemd-nspawn (package systemd-container) are needed; without them it says so
 # and exits 0. Usage: scripts/test-package.sh PATH/TO/lsskd-edge_*_amd64.deb
@@ -109,23 +110,35 @@ in_c systemctl status lsskd-edge --no-pager | grep -q "active (running)" || fail
 echo "running: $status"
 case "$status" in *"camera running ("[1-9]*) ;; *) fail "no inferences: $status" ;; esac
 
-# 2. A hung daemon: no more WATCHDOG=1, so systemd kills it and starts it again.
-main=$(in_c systemctl show lsskd-edge -p MainPID --value)
+# 2. A hung pipeline: the camera's source blocks in a read that never returns (a FIFO
+#    without a writer among the replay images, like a camera stuck in a device call); the
+#    daemon sees it stalled and withholds WATCHDOG=1, so systemd kills it and starts it
+#    again. The FIFO goes once the stall is reported, so the restarted daemon serves.
 restarts0=$(in_c systemctl show lsskd-edge -p NRestarts --value)
-in_c kill -STOP "$main"
+mkfifo "$root/opt/lsskd-replay/vision/zz-hang.png"
+in_c systemctl restart lsskd-edge
+for _ in $(seq 30); do
+  in_c journalctl -u lsskd-edge --no-pager | grep -q "withholding the watchdog ping" && break
+  sleep 1
+done
+in_c journalctl -u lsskd-edge --no-pager | grep -q "withholding the watchdog ping" ||
+  fail "the hung camera pipeline was not reported as stalled"
+rm "$root/opt/lsskd-replay/vision/zz-hang.png"
 for _ in $(seq 90); do
   restarts=$(in_c systemctl show lsskd-edge -p NRestarts --value)
   [ "$restarts" -gt "$restarts0" ] && break
   sleep 1
 done
-[ "$restarts" -gt "$restarts0" ] || fail "not restarted after hanging"
+[ "$restarts" -gt "$restarts0" ] || fail "not restarted after its pipeline hung"
 in_c journalctl -u lsskd-edge --no-pager | grep -qi "watchdog timeout" || fail "no watchdog timeout in the journal"
 for _ in $(seq 30); do
-  in_c systemctl is-active lsskd-edge | grep -qx active && break
+  status=$(in_c systemctl show lsskd-edge -p StatusText --value || true)
+  case "$status" in *"camera running ("[1-9]*) break ;; esac
   sleep 1
 done
 in_c systemctl is-active lsskd-edge | grep -qx active || fail "not active after the watchdog restart"
-echo "watchdog restart: NRestarts $restarts0 -> $restarts, active again"
+case "$status" in *"camera running ("[1-9]*) ;; *) fail "not serving after the watchdog restart: $status" ;; esac
+echo "watchdog restart of a hung pipeline: NRestarts $restarts0 -> $restarts, serving again ($status)"
 
 # 3. Purge: everything of it gone.
 in_c test -d /var/lib/private/lsskd-edge -o -d /var/lib/lsskd-edge || fail "no state directory while running"

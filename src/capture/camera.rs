@@ -135,6 +135,7 @@ pub fn run(
     req: &CameraRequest,
     out: &slot::Sender<Capture>,
     next_id: &AtomicU64,
+    health: &super::health::SourceHealth,
     stop: &Arc<AtomicBool>,
 ) -> Result<(), CaptureError> {
     let mut camera = open(req)?;
@@ -147,6 +148,7 @@ pub fn run(
             source_name: format!("camera `{}`", req.device),
             message: e.to_string(),
         })?;
+        health.alive();
         if last.is_some_and(|t| t.elapsed() < interval) {
             continue;
         }

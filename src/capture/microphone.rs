@@ -151,6 +151,7 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) && !closed {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(block) => windows.push(&block, |w| {
+                health.alive();
                 let samples = if rate == req.model_rate_hz {
                     w
                 } else {

@@ -28,14 +28,17 @@ pub struct SourceJob {
     pub max_backoff: Duration,
 }
 
-fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
+/// Sleep `d` in small steps until `stop`; the source is alive meanwhile.
+fn sleep_unless_stopped(stop: &AtomicBool, d: Duration, health: &SourceHealth) {
     let step = Duration::from_millis(50);
     let mut left = d;
     while !stop.load(Ordering::Relaxed) && !left.is_zero() {
+        health.alive();
         let s = left.min(step);
         std::thread::sleep(s);
         left -= s;
     }
+    health.alive();
 }
 
 fn replay_images(
@@ -57,7 +60,7 @@ fn replay_images(
         if job.out.send(capture).is_err() {
             break;
         }
-        sleep_unless_stopped(&job.stop, Duration::from_millis(interval_ms));
+        sleep_unless_stopped(&job.stop, Duration::from_millis(interval_ms), &job.health);
     }
     Ok(())
 }
@@ -93,7 +96,7 @@ fn replay_audio(
             break;
         }
         // Real-time pacing: one hop of audio per hop of wall clock.
-        sleep_unless_stopped(&job.stop, Duration::from_millis(hop_ms));
+        sleep_unless_stopped(&job.stop, Duration::from_millis(hop_ms), &job.health);
     }
     Ok(())
 }
@@ -128,7 +131,7 @@ fn run_once(job: &SourceJob, next_id: &Arc<AtomicU64>) -> Result<(), CaptureErro
                 interval_ms: *interval_ms,
             };
             job.health.set("running");
-            camera::run(&req, &job.out, next_id, &job.stop)
+            camera::run(&req, &job.out, next_id, &job.health, &job.stop)
         }
         SourceSettings::Microphone {
             device,
@@ -155,6 +158,7 @@ pub fn run(job: SourceJob) {
     let next_id = Arc::new(AtomicU64::new(now_ms()));
     let mut backoff = Duration::from_millis(500);
     job.health.set("starting");
+    job.health.alive();
     while !job.stop.load(Ordering::Relaxed) {
         match run_once(&job, &next_id) {
             Ok(()) => break,
@@ -162,11 +166,12 @@ pub fn run(job: SourceJob) {
                 job.health.restarts.fetch_add(1, Ordering::Relaxed);
                 job.health.set(format!("retrying: {e}"));
                 tracing::warn!(pipeline = %job.pipeline, error = %e, retry_in = ?backoff, "source failed; retrying");
-                sleep_unless_stopped(&job.stop, backoff);
+                sleep_unless_stopped(&job.stop, backoff, &job.health);
                 backoff = (backoff * 2).min(job.max_backoff);
             }
         }
     }
     job.health.set("stopped");
+    job.health.ended();
     job.out.close();
 }

@@ -143,15 +143,19 @@ impl Runtime {
         }
     }
 
-    /// The pipelines whose inference thread has made no progress for [`STALL_MS`]; while
-    /// any is stalled, the watchdog ping is withheld (systemd restarts the service).
+    /// The pipelines whose inference thread, or whose running source (stuck in a device
+    /// call, e.g. a camera read that never returns), has made no progress for
+    /// [`STALL_MS`]; while any is stalled, the watchdog ping is withheld (systemd restarts
+    /// the service).
     pub fn stalled(&self) -> Vec<String> {
         stalled(
             self.pipelines.iter().map(|p| {
-                (
-                    p.name.as_str(),
-                    p.stats.last_progress_ms.load(Ordering::Relaxed),
-                )
+                let inference = p.stats.last_progress_ms.load(Ordering::Relaxed);
+                let last = match p.source.alive_at() {
+                    Some(source) => inference.min(source),
+                    None => inference,
+                };
+                (p.name.as_str(), last)
             }),
             now_ms(),
         )
