@@ -202,7 +202,8 @@ mod tests {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, _rx) = slot::latest();
-        let e = run(&req, &tx, &AtomicU64::new(0), &stop).unwrap_err();
+        let health = crate::capture::health::SourceHealth::default();
+        let e = run(&req, &tx, &AtomicU64::new(0), &health, &stop).unwrap_err();
         assert!(e.to_string().contains("/dev/video97"), "{e}");
     }
 }

@@ -832,11 +832,20 @@ mod tests {
             profile: true,
             profile_reps: 1,
             plain: false,
+            finetune: false,
         };
         let r = run(&args).unwrap();
         assert_eq!(r.rows, 4);
         let p = r.profile.unwrap();
         assert!(p.total_ms > 0.0 && p.ops.iter().all(|o| o.total_ms >= 0.0));
         assert!(p.kinds.iter().any(|k| k.kind == "conv"));
+        // The adaptation's step: a frozen prefix, the same rows.
+        let ft = run(&BenchTrainArgs {
+            finetune: true,
+            profile: false,
+            ..args
+        })
+        .unwrap();
+        assert!(ft.finetune && ft.rows == 4 && ft.step.mean_ms > 0.0);
     }
 }
