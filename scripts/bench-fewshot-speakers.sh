@@ -8,7 +8,7 @@
 #   - drum-hits (real recordings): each class's support from some kits, queries from the
 #     others;
 #   - the cross-accent rows again with the fine-tune interpolated towards the imprint
-#     (`--mix`).
+#     (`--mix`), with the samples' mel axis warped (`--sample-freq-warp`), and stopped early.
 # Usage: scripts/bench-fewshot-speakers.sh [EPISODES] [SEED]   (LSSKD_EDGE_BIN as the others)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +41,5 @@ row "espeak-kws, cross-accent" "${kws[@]}" --group-by accent
 row "drum-hits, kit-disjoint" "${drums[@]}"
 row "espeak-kws, cross-accent, mix 0.8" "${kws[@]}" --group-by accent --mix 0.8
 row "espeak-kws, cross-accent, mix 0.5" "${kws[@]}" --group-by accent --mix 0.5
+row "espeak-kws, cross-accent, frequency warp 0.15" "${kws[@]}" --group-by accent --sample-freq-warp 0.15
+row "espeak-kws, cross-accent, 4 epochs" "${kws[@]}" --group-by accent --epochs 4

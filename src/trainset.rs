@@ -32,6 +32,8 @@ enum Kind<'a> {
         clips: Vec<&'a crate::features::Clip>,
         spec: AudioSpec,
         augment: Option<AudioAugment>,
+        /// Per-item replacement of `augment` (see [`FeatureData::set_audio_augment`]).
+        item_augment: Vec<Option<AudioAugment>>,
     },
 }
 
@@ -71,6 +73,7 @@ impl<'a> FeatureData<'a> {
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Kind::Audio {
+                    item_augment: vec![None; clips.len()],
                     clips,
                     spec: spec.clone(),
                     augment: augment.then(AudioAugment::default),
@@ -108,6 +111,14 @@ impl FeatureData<'_> {
     /// no effect on audio.
     pub fn set_image_augment(&mut self, i: usize, a: ImageAugment) {
         if let Kind::Image { item_augment, .. } = &mut self.kind {
+            item_augment[i] = Some(a);
+        }
+    }
+
+    /// Augment audio item `i` with `a` instead of the default (when augmentation is on);
+    /// no effect on images.
+    pub fn set_audio_augment(&mut self, i: usize, a: AudioAugment) {
+        if let Kind::Audio { item_augment, .. } = &mut self.kind {
             item_augment[i] = Some(a);
         }
     }
@@ -149,10 +160,14 @@ impl TrainData for FeatureData<'_> {
                     clips,
                     spec,
                     augment,
+                    item_augment,
                 },
                 rng,
             ) => {
                 let clip = clips[i];
+                let augment = augment
+                    .as_ref()
+                    .map(|a| item_augment[i].as_ref().unwrap_or(a));
                 match (augment, rng) {
                     (Some(a), Some(rng)) => {
                         let mut aug = clip.clone();
@@ -160,6 +175,7 @@ impl TrainData for FeatureData<'_> {
                         let mut x = spec
                             .tensor(&aug)
                             .unwrap_or_else(|_| vec![0.0; spec.frames() * spec.n_mels]);
+                        a.warp_frequencies(&mut x, spec.frames(), spec.n_mels, rng);
                         a.spec_masks(&mut x, spec.frames(), spec.n_mels, 0.0, rng);
                         x
                     }

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::augment::ImageAugment;
+use crate::augment::{AudioAugment, ImageAugment};
 use crate::features::{Preprocess, Raw};
 use crate::inference::scores::softmax;
 use crate::inference::write_onnx;
@@ -49,6 +49,9 @@ pub struct AdaptConfig {
     pub anchor_embedding_weight: f32,
     /// Augmentation of the user's image samples (the replay keeps the package's).
     pub sample_augment: ImageAugment,
+    /// Augmentation of the user's audio samples (the replay keeps the package's).
+    #[serde(default)]
+    pub sample_audio_augment: AudioAugment,
     /// Weight of the fine-tuned parameters in the result; the rest is the imprinted
     /// model's (weight-space interpolation of the two, as WiSE-FT does for zero-shot and
     /// fine-tuned models). 1: the fine-tune as trained.
@@ -74,6 +77,7 @@ impl Default for AdaptConfig {
                 rotate_deg: 12.0,
                 scale: 0.1,
             },
+            sample_audio_augment: AudioAugment::default(),
             mix: 1.0,
             seed: 0,
         }
@@ -247,6 +251,7 @@ pub fn adapt(
     let mut data = FeatureData::new(items, preprocess, true)?;
     for i in 0..first_replay {
         data.set_image_augment(i, cfg.sample_augment.clone());
+        data.set_audio_augment(i, cfg.sample_audio_augment.clone());
     }
     // Anchors: the replay exemplars as the model saw them before adapting.
     for (k, (probs, embedding)) in replay.anchors.iter().enumerate() {

@@ -78,6 +78,9 @@ pub struct FewshotArgs {
     /// Fine-tune epochs per episode (0: imprint only).
     #[arg(long, default_value_t = AdaptConfig::default().epochs)]
     pub epochs: usize,
+    /// Fine-tune peak learning rate.
+    #[arg(long, default_value_t = AdaptConfig::default().lr)]
+    pub lr: f64,
     /// Fine-tune wall-clock budget per episode, seconds.
     #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
     pub budget_secs: u64,
@@ -93,6 +96,10 @@ pub struct FewshotArgs {
     /// trained; see `AdaptConfig::mix`).
     #[arg(long, default_value_t = AdaptConfig::default().mix)]
     pub mix: f32,
+    /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
+    /// adaptation's).
+    #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
+    pub sample_freq_warp: f32,
     /// Gate thresholds (default: the daemon's defaults, config/default.toml `[adapt]`).
     #[arg(long)]
     pub min_new_accuracy: Option<f64>,
@@ -446,8 +453,13 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let imprint_only = args.epochs == 0;
         let cfg = AdaptConfig {
             epochs: args.epochs,
+            lr: args.lr,
             budget_secs: Some(args.budget_secs),
             mix: args.mix,
+            sample_audio_augment: crate::augment::AudioAugment {
+                freq_warp: args.sample_freq_warp,
+                ..AdaptConfig::default().sample_audio_augment
+            },
             seed: args.seed + e as u64,
             ..AdaptConfig::default()
         };
