@@ -7,8 +7,9 @@
 #     from the other accents (val voices) — one voice teaches, the household is heard;
 #   - drum-hits (real recordings): each class's support from some kits, queries from the
 #     others;
-#   - the cross-accent rows again with the fine-tune interpolated towards the imprint
-#     (`--mix`), with the samples' mel axis warped (`--sample-freq-warp`), and stopped early.
+#   - the recipe before (lr 0.02, no interpolation) on the same episodes, and the
+#     ablation that chose today's audio recipe (interpolation towards the imprint `--mix`,
+#     the samples' mel axis warped, early stop, learning rate).
 # Usage: scripts/bench-fewshot-speakers.sh [EPISODES] [SEED]   (LSSKD_EDGE_BIN as the others)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +37,19 @@ print("| %s | %.3f ± %.3f | %.3f ± %.3f | %.3f → %.3f | %d/%d | %.1f |" % (
     r["finetune_promoted_episodes"], len(eps), r["seconds_per_episode"]))
 ' "$name"
 }
-row "espeak-kws, val voices (as before)" "${kws[@]}"
+# The default recipe (audio: `AdaptConfig::for_modality`, lr 0.1, mix 0.7).
+row "espeak-kws, val voices" "${kws[@]}"
 row "espeak-kws, cross-accent" "${kws[@]}" --group-by accent
 row "drum-hits, kit-disjoint" "${drums[@]}"
-row "espeak-kws, cross-accent, mix 0.8" "${kws[@]}" --group-by accent --mix 0.8
-row "espeak-kws, cross-accent, mix 0.5" "${kws[@]}" --group-by accent --mix 0.5
-row "espeak-kws, cross-accent, frequency warp 0.15" "${kws[@]}" --group-by accent --sample-freq-warp 0.15
-row "espeak-kws, cross-accent, 4 epochs" "${kws[@]}" --group-by accent --epochs 4
+# The recipe before (the image one: lr 0.02, the fine-tune as trained) and the ablation.
+plain=(--lr 0.02 --mix 1)
+row "espeak-kws, val voices, recipe before" "${kws[@]}" "${plain[@]}"
+row "espeak-kws, cross-accent, recipe before" "${kws[@]}" --group-by accent "${plain[@]}"
+row "drum-hits, kit-disjoint, recipe before" "${drums[@]}" "${plain[@]}"
+row "cross-accent, mix 0.8" "${kws[@]}" --group-by accent --lr 0.02 --mix 0.8
+row "cross-accent, mix 0.5" "${kws[@]}" --group-by accent --lr 0.02 --mix 0.5
+row "cross-accent, frequency warp 0.15" "${kws[@]}" --group-by accent "${plain[@]}" --sample-freq-warp 0.15
+row "cross-accent, 4 epochs" "${kws[@]}" --group-by accent "${plain[@]}" --epochs 4
+row "cross-accent, lr 0.005" "${kws[@]}" --group-by accent --lr 0.005 --mix 1
+row "cross-accent, lr 0.05" "${kws[@]}" --group-by accent --lr 0.05 --mix 1
+row "cross-accent, lr 0.1" "${kws[@]}" --group-by accent --lr 0.1 --mix 1

@@ -610,7 +610,7 @@ pub fn run(
         epochs: if imprint_only { 0 } else { cfg.epochs },
         budget_secs: Some(cfg.budget_secs),
         seed,
-        ..AdaptConfig::default()
+        ..AdaptConfig::for_modality(pre.modality())
     };
     progress(Phase::Training(0.0));
     let adapted = adapt(

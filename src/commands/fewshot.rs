@@ -78,9 +78,10 @@ pub struct FewshotArgs {
     /// Fine-tune epochs per episode (0: imprint only).
     #[arg(long, default_value_t = AdaptConfig::default().epochs)]
     pub epochs: usize,
-    /// Fine-tune peak learning rate.
-    #[arg(long, default_value_t = AdaptConfig::default().lr)]
-    pub lr: f64,
+    /// Fine-tune peak learning rate (default: the recipe for the model's modality,
+    /// `AdaptConfig::for_modality`).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Fine-tune wall-clock budget per episode, seconds.
     #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
     pub budget_secs: u64,
@@ -93,9 +94,9 @@ pub struct FewshotArgs {
     #[arg(long)]
     pub group_by: Option<String>,
     /// Weight of the fine-tuned parameters against the imprinted ones (1: the fine-tune as
-    /// trained; see `AdaptConfig::mix`).
-    #[arg(long, default_value_t = AdaptConfig::default().mix)]
-    pub mix: f32,
+    /// trained; see `AdaptConfig::mix`; default: the modality's recipe).
+    #[arg(long)]
+    pub mix: Option<f32>,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -451,17 +452,18 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let net = pkg.load_train_net(&device)?;
         let prepared = Replay::new(&net, pre, set, &replay)?;
         let imprint_only = args.epochs == 0;
+        let recipe = AdaptConfig::for_modality(pre.modality());
         let cfg = AdaptConfig {
             epochs: args.epochs,
-            lr: args.lr,
+            lr: args.lr.unwrap_or(recipe.lr),
             budget_secs: Some(args.budget_secs),
-            mix: args.mix,
+            mix: args.mix.unwrap_or(recipe.mix),
             sample_audio_augment: crate::augment::AudioAugment {
                 freq_warp: args.sample_freq_warp,
-                ..AdaptConfig::default().sample_audio_augment
+                ..recipe.sample_audio_augment.clone()
             },
             seed: args.seed + e as u64,
-            ..AdaptConfig::default()
+            ..recipe
         };
         let adapted = adapt(
             net,
