@@ -54,6 +54,14 @@ for _ in $(seq 300); do
 done
 [ -n "$pid1" ] || { echo "FAIL: systemd-nspawn did not start systemd"; cat "$work/console.log"; exit 1; }
 in_c() { nsenter -t "$pid1" -a -- "$@"; }
+# Whether the output of a command in the container matches a pattern. (Not `cmd | grep -q`:
+# grep stops at the first match, the command gets SIGPIPE, and with pipefail a long
+# journal then reads as no match.)
+in_c_has() {
+  local pattern=$1; shift
+  in_c "$@" > "$work/out.txt" 2>&1 || true
+  grep -qi -- "$pattern" "$work/out.txt"
+}
 state=""
 for _ in $(seq 120); do
   state=$(in_c systemctl is-system-running 2>/dev/null || true)
@@ -75,7 +83,7 @@ fail() {
 
 # 1. Install: enabled and started by the maintainer scripts.
 in_c dpkg -i /opt/lsskd-pkg/lsskd-edge.deb
-in_c systemctl is-enabled lsskd-edge | grep -qx enabled || fail "not enabled on install"
+in_c_has '^enabled$' systemctl is-enabled lsskd-edge || fail "not enabled on install"
 in_c test -f /usr/share/lsskd-edge/models/vision/model.onnx || fail "models missing"
 in_c test -d /usr/share/lsskd-edge/models/vision/gate || fail "gate set missing"
 cat >"$root/etc/lsskd-edge/config.toml" <<'TOML'
@@ -105,8 +113,8 @@ for _ in $(seq 60); do
   case "$status" in *camera*inferences*) [ "${status#*(0 inferences}" = "$status" ] && break ;; esac
   sleep 1
 done
-in_c systemctl is-active lsskd-edge | grep -qx active || fail "not active"
-in_c systemctl status lsskd-edge --no-pager | grep -q "active (running)" || fail "not running"
+in_c_has '^active$' systemctl is-active lsskd-edge || fail "not active"
+in_c_has "active (running)" systemctl status lsskd-edge --no-pager || fail "not running"
 echo "running: $status"
 case "$status" in *"camera running ("[1-9]*) ;; *) fail "no inferences: $status" ;; esac
 
@@ -118,10 +126,10 @@ restarts0=$(in_c systemctl show lsskd-edge -p NRestarts --value)
 mkfifo "$root/opt/lsskd-replay/vision/zz-hang.png"
 in_c systemctl restart lsskd-edge
 for _ in $(seq 30); do
-  in_c journalctl -u lsskd-edge --no-pager | grep -q "withholding the watchdog ping" && break
+  in_c_has "withholding the watchdog ping" journalctl -u lsskd-edge --no-pager && break
   sleep 1
 done
-in_c journalctl -u lsskd-edge --no-pager | grep -q "withholding the watchdog ping" ||
+in_c_has "withholding the watchdog ping" journalctl -u lsskd-edge --no-pager ||
   fail "the hung camera pipeline was not reported as stalled"
 rm "$root/opt/lsskd-replay/vision/zz-hang.png"
 for _ in $(seq 90); do
@@ -130,13 +138,13 @@ for _ in $(seq 90); do
   sleep 1
 done
 [ "$restarts" -gt "$restarts0" ] || fail "not restarted after its pipeline hung"
-in_c journalctl -u lsskd-edge --no-pager | grep -qi "watchdog timeout" || fail "no watchdog timeout in the journal"
+in_c_has "watchdog timeout" journalctl -u lsskd-edge --no-pager || fail "no watchdog timeout in the journal"
 for _ in $(seq 30); do
   status=$(in_c systemctl show lsskd-edge -p StatusText --value || true)
   case "$status" in *"camera running ("[1-9]*) break ;; esac
   sleep 1
 done
-in_c systemctl is-active lsskd-edge | grep -qx active || fail "not active after the watchdog restart"
+in_c_has '^active$' systemctl is-active lsskd-edge || fail "not active after the watchdog restart"
 case "$status" in *"camera running ("[1-9]*) ;; *) fail "not serving after the watchdog restart: $status" ;; esac
 echo "watchdog restart of a hung pipeline: NRestarts $restarts0 -> $restarts, serving again ($status)"
 
