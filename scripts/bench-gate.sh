@@ -4,7 +4,7 @@
 # samples mislabelled, a shipped class under a new name — adapted with the default budget
 # and judged by the daemon's gate with its default settings. Prints how many episodes were
 # promoted, and as what (the fine-tune or the imprint).
-# Usage: scripts/bench-gate.sh [EPISODES] [SEED]
+# Usage: scripts/bench-gate.sh [EPISODES] [SEED]   (MODELS="audio" for one model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 episodes=${1:-10}
@@ -12,7 +12,7 @@ seed=${2:-1}
 source scripts/fewshot-args.sh
 echo "| model | episodes | promoted (any) | promoted as fine-tune | promoted as imprint | novel acc. of the fine-tune | base after |"
 echo "|---|---|---|---|---|---|---|"
-for m in vision audio; do
+for m in ${MODELS:-vision audio}; do
   for kind in good shuffled mislabelled renamed; do
     if [ "$m" = vision ]; then args=("${vision[@]}"); else args=("${audio[@]}"); fi
     "$bin" fewshot-bench "${args[@]}" --way 5 --shot 5 --episodes "$episodes" --seed "$seed" \
