@@ -21,7 +21,7 @@ use crate::inference::scores::softmax;
 use crate::inference::write_onnx;
 use crate::lsskd::{
     LsskdError, Method, TrainConfig, TrainNet, Trainer, TransformMode, TransformSet, checkpoint,
-    export, imprint, infer,
+    export, imprint,
 };
 use crate::trainset::FeatureData;
 
@@ -170,8 +170,8 @@ impl<'a> Replay<'a> {
             .iter()
             .map(|(_, raw)| preprocess.tensor(raw))
             .collect::<Result<Vec<_>, _>>()?;
-        let centres = imprint::Centres::of(net, &inputs, set, shape)?;
-        let before = infer::forward_batch(&net.student, &inputs, shape)?;
+        // One pass of the network over the exemplars gives both.
+        let (centres, before) = imprint::Centres::of(net, &inputs, set, shape)?;
         let anchors = before
             .logits
             .iter()

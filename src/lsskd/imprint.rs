@@ -6,6 +6,7 @@
 use burn::module::{Module, Param};
 use burn::prelude::*;
 
+use super::infer::BatchOutput;
 use super::net::{Classifier, TrainNet};
 use super::transforms::TransformSet;
 use super::{LsskdError, device_of, rows};
@@ -46,6 +47,8 @@ fn prototype<'a>(
 struct Features {
     /// The student's embedding of each untransformed input.
     student: Vec<Vec<f32>>,
+    /// The student's logits of each untransformed input.
+    logits: Vec<Vec<f32>>,
     /// Per auxiliary head, the pooled feature of every row `input · M + j`.
     aux: Vec<Vec<Vec<f32>>>,
 }
@@ -61,6 +64,7 @@ fn features(
     let [ch, h, w] = shape;
     let device = device_of(valid);
     let mut student_rows = Vec::with_capacity(inputs.len());
+    let mut logit_rows = Vec::with_capacity(inputs.len());
     let mut aux_rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.aux.len()];
     for chunk in inputs.chunks(32) {
         let flat: Vec<f32> = chunk
@@ -71,12 +75,14 @@ fn features(
         let out = valid.forward(x);
         // The student head only ever sees untransformed inputs: rows i·M.
         student_rows.extend(rows(out.student.embedding)?.into_iter().step_by(m));
+        logit_rows.extend(rows(out.student.logits)?.into_iter().step_by(m));
         for (l, a) in out.aux.into_iter().enumerate() {
             aux_rows[l].extend(rows(a.pooled)?);
         }
     }
     Ok(Features {
         student: student_rows,
+        logits: logit_rows,
         aux: aux_rows,
     })
 }
@@ -107,16 +113,17 @@ pub struct Centres {
 }
 
 impl Centres {
-    /// The centres of `reference` (inputs `[C, H, W]` = `shape`) under `net`.
+    /// The centres of `reference` (inputs `[C, H, W]` = `shape`) under `net`, with the
+    /// student's logits and embedding of each untransformed input from the same pass.
     pub fn of(
         net: &TrainNet,
         reference: &[Vec<f32>],
         set: TransformSet,
         shape: [usize; 3],
-    ) -> Result<Centres, LsskdError> {
+    ) -> Result<(Centres, BatchOutput), LsskdError> {
         let m = set.len();
         let f = features(&net.valid(), reference, set, shape)?;
-        Ok(Centres {
+        let centres = Centres {
             student: mean_direction(f.student.iter()),
             aux: f
                 .aux
@@ -127,7 +134,12 @@ impl Centres {
                         .collect()
                 })
                 .collect(),
-        })
+        };
+        let outputs = BatchOutput {
+            logits: f.logits,
+            embeddings: f.student,
+        };
+        Ok((centres, outputs))
     }
 
     fn aux(&self, l: usize, j: usize) -> Option<&Vec<f32>> {
@@ -166,6 +178,7 @@ pub fn imprint(
     let Features {
         student: student_rows,
         aux: aux_rows,
+        ..
     } = features(&valid, inputs, set, shape)?;
     let protos: Vec<Vec<f32>> = (0..new_classes)
         .map(|c| {

@@ -474,7 +474,7 @@ impl burn::module::ModuleMapper for Interpolate<'_> {
         param.map(|x| {
             let y = Tensor::<D>::from_data(other.clone(), &x.device());
             let grad = x.is_require_grad();
-            let mixed = x.detach().mul_scalar(w).add(y.mul_scalar(1.0 - w)).detach();
+            let mixed = x.mul_scalar(w).add(y.mul_scalar(1.0 - w)).detach();
             if grad { mixed.require_grad() } else { mixed }
         })
     }

@@ -193,7 +193,7 @@ fn imprinting_adds_usable_classes_without_touching_old_logits() {
         shape,
     )
     .expect("imprint");
-    let centres = Centres::of(trainer.net(), &reference, set, shape).expect("centres");
+    let (centres, _) = Centres::of(trainer.net(), &reference, set, shape).expect("centres");
     let net = lsskd::imprint::imprint(
         trainer.into_net(),
         &inputs,
