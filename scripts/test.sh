@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --all-targets "$@"
+# The kernels crate (a path dependency, not a workspace member) has its own tests.
+cargo test -p lsskd-kernels "$@"

@@ -20,6 +20,12 @@ use super::error::{IN_MEMORY, InferenceError};
 use super::inspect::{decode_model, graph_input, parse_err, value_dims};
 use super::onnx::{EMBEDDING_NAME, LOGITS_NAME};
 
+/// Whether loading swaps tract's 3×3 convolutions for ours ([`super::direct`]): yes,
+/// unless `LSSKD_EDGE_DIRECT_CONV=0` (to measure tract's own, `scripts/bench-latency.sh`).
+fn direct_convolutions() -> bool {
+    std::env::var_os("LSSKD_EDGE_DIRECT_CONV").is_none_or(|v| v != "0")
+}
+
 /// The runnable tract plan type the classifier holds.
 type Plan = Arc<TypedRunnableModel>;
 
@@ -42,6 +48,8 @@ pub struct Classifier {
     logits_ix: usize,
     embedding_ix: usize,
     source: PathBuf,
+    /// How many convolutions run as [`super::direct::DirectConv`].
+    direct: usize,
 }
 
 impl Classifier {
@@ -51,15 +59,25 @@ impl Classifier {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_bytes_at(&bytes, path)
+        Self::from_bytes_at(&bytes, path, direct_convolutions())
     }
 
     /// Loads an ONNX model from memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Classifier, InferenceError> {
-        Self::from_bytes_at(bytes, Path::new(IN_MEMORY))
+        Self::from_bytes_at(bytes, Path::new(IN_MEMORY), direct_convolutions())
     }
 
-    fn from_bytes_at(bytes: &[u8], path: &Path) -> Result<Classifier, InferenceError> {
+    /// Loads an ONNX model from memory with tract's own convolutions only.
+    #[cfg(test)]
+    pub(crate) fn from_bytes_tract_only(bytes: &[u8]) -> Result<Classifier, InferenceError> {
+        Self::from_bytes_at(bytes, Path::new(IN_MEMORY), false)
+    }
+
+    fn from_bytes_at(
+        bytes: &[u8],
+        path: &Path,
+        direct: bool,
+    ) -> Result<Classifier, InferenceError> {
         let proto = decode_model(bytes, path)?;
         let graph = proto
             .graph
@@ -76,9 +94,14 @@ impl Classifier {
         let (logits_ix, embedding_ix) = (output_ix(LOGITS_NAME)?, output_ix(EMBEDDING_NAME)?);
 
         let [c, h, w] = input_shape;
+        let mut replaced = 0;
         let plan = guard(path, || {
             let mut model = tract_onnx::onnx().model_for_proto_model(&proto)?;
             model.set_input_fact(0, f32::fact([1, c, h, w]).into())?;
+            let mut model = model.into_typed()?.into_decluttered()?;
+            if direct {
+                replaced = super::direct::use_direct_convolutions(&mut model)?;
+            }
             model.into_optimized()?.into_runnable()
         })?;
 
@@ -108,6 +131,7 @@ impl Classifier {
             ?input_shape,
             num_classes,
             embedding_dim,
+            direct_convolutions = replaced,
             "loaded ONNX classifier"
         );
         Ok(Classifier {
@@ -118,6 +142,7 @@ impl Classifier {
             logits_ix,
             embedding_ix,
             source: path.to_path_buf(),
+            direct: replaced,
         })
     }
 
@@ -134,6 +159,12 @@ impl Classifier {
     /// Length of the embedding.
     pub fn embedding_dim(&self) -> usize {
         self.embedding_dim
+    }
+
+    /// How many of the model's convolutions run as our direct kernel
+    /// ([`super::direct`]), the others through tract's own lowering.
+    pub fn direct_convolutions(&self) -> usize {
+        self.direct
     }
 
     /// The file the model was loaded from, or `<in-memory ONNX>`.

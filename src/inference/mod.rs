@@ -7,6 +7,7 @@
 //! into logits and an embedding. All failures are [`InferenceError`]s.
 
 pub mod classifier;
+pub mod direct;
 pub mod error;
 pub mod graph;
 pub mod inspect;

@@ -7,6 +7,8 @@
 //! builds at opt level 1, where they run several times slower. Plain slices, float32,
 //! NCHW; no burn types.
 
+pub mod direct;
+
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
