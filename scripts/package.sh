@@ -25,7 +25,7 @@ command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.8.0 --loc
 
 if [ "$which" = amd64 ] || [ "$which" = all ]; then
   cargo deb --profile release --dbgsym >&2
-  ls target/debian/lsskd-edge_*_amd64.deb
+  ls "${CARGO_TARGET_DIR:-target}"/debian/lsskd-edge_*_amd64.deb
 fi
 
 if [ "$which" = arm64 ] || [ "$which" = all ]; then
@@ -33,5 +33,5 @@ if [ "$which" = arm64 ] || [ "$which" = all ]; then
   # shellcheck source=/dev/null
   source scripts/cross-env.sh
   cargo deb --profile release --dbgsym --target aarch64-unknown-linux-gnu >&2
-  ls target/aarch64-unknown-linux-gnu/debian/lsskd-edge_*_arm64.deb
+  ls "${CARGO_TARGET_DIR:-target}"/aarch64-unknown-linux-gnu/debian/lsskd-edge_*_arm64.deb
 fi

@@ -1,5 +1,6 @@
 //! Hot loops of lsskd-edge's training kernels (see `src/lsskd/kernels.rs` for the burn
-//! autodiff glue and the gradient tests): convolution forward and backward through im2col /
+//! autodiff glue and the gradient tests), and in [`direct`] the inference convolution that
+//! runs inside tract's plan. Training: convolution forward and backward through im2col /
 //! GEMM / col2im, parallel over the batch, and batch-norm (+ReLU) training forward and backward.
 //!
 //! A crate of its own so that the dev profile's `[profile.dev.package."*"]` settings (opt
