@@ -218,9 +218,17 @@ impl DirectConv {
                     dst.fill(0.0);
                     for y in 0..h {
                         let py = y + 1;
-                        for (xx, &v) in src[y * w..(y + 1) * w].iter().enumerate() {
-                            let px = xx + 1;
-                            dst[((py % 2) * 2 + px % 2) * hq * wq + (py / 2) * wq + px / 2] = v;
+                        let at = (py % 2) * 2 * hq * wq + (py / 2) * wq;
+                        // Even x has odd px = x + 1 (column x / 2 of the odd parity), odd x
+                        // has even px (column (x + 1) / 2 of the even parity).
+                        let (even, odd) = dst[at..at + hq * wq + wq].split_at_mut(hq * wq);
+                        let srow = &src[y * w..(y + 1) * w];
+                        for (j, pair) in srow.chunks_exact(2).enumerate() {
+                            odd[j] = pair[0];
+                            even[j + 1] = pair[1];
+                        }
+                        if w % 2 == 1 {
+                            odd[w / 2] = srow[w - 1];
                         }
                     }
                 }
