@@ -43,6 +43,35 @@ pub enum EpisodeKind {
     Renamed,
 }
 
+/// Which part of the novel-class data the episodes draw from. A quarter of every class
+/// (every fourth item, in file order) is kept out of recipe tuning and reported on only
+/// at the end of a tuning round (BENCHMARKS.md, "Few-shot adaptation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolPart {
+    /// Every item.
+    All,
+    /// The three quarters for tuning.
+    Tune,
+    /// The held-out quarter.
+    Final,
+}
+
+impl PoolPart {
+    /// Keeps the items of `ds` in this part: by position within their class.
+    pub fn select(self, ds: &mut Dataset) {
+        if self == PoolPart::All {
+            return;
+        }
+        let mut seen = vec![0usize; ds.classes.len()];
+        ds.items.retain(|it| {
+            let n = seen[it.label];
+            seen[it.label] += 1;
+            (n % 4 == 3) == (self == PoolPart::Final)
+        });
+    }
+}
+
 /// Arguments of `fewshot-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FewshotArgs {
@@ -93,6 +122,10 @@ pub struct FewshotArgs {
     /// only from the other values — speakers or kits the support never had.
     #[arg(long)]
     pub group_by: Option<String>,
+    /// The part of the support and query data the episodes draw from (`final`: the quarter
+    /// held out of recipe tuning).
+    #[arg(long, value_enum, default_value = "all")]
+    pub pool_part: PoolPart,
     /// Weight of the fine-tuned parameters against the imprinted ones (1: the fine-tune as
     /// trained; see `AdaptConfig::mix`; default: the modality's recipe).
     #[arg(long)]
@@ -170,6 +203,7 @@ pub struct FewshotReport {
     /// The manifest column support and queries were split by (`--group-by`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_by: Option<String>,
+    pub pool_part: PoolPart,
     pub gate: GateConfig,
     pub promoted_episodes: usize,
     pub finetune_promoted_episodes: usize,
@@ -242,20 +276,22 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
     let pre = &m.preprocess;
     let shape = pre.input_shape();
     let set = m.train_state.transforms;
-    let support_ds = dataset::load(
+    let mut support_ds = dataset::load(
         &args.support_data,
         &args.support_split,
         &LoadOptions::default(),
     )
     .with_context(|| format!("loading support split `{}`", args.support_split))?;
+    args.pool_part.select(&mut support_ds);
     let same_split = args.support_data == args.query_data && args.support_split == args.query_split;
     let query_ds_owned;
     let query_ds: &Dataset = if same_split {
         &support_ds
     } else {
-        query_ds_owned =
-            dataset::load(&args.query_data, &args.query_split, &LoadOptions::default())
-                .with_context(|| format!("loading query split `{}`", args.query_split))?;
+        let mut q = dataset::load(&args.query_data, &args.query_split, &LoadOptions::default())
+            .with_context(|| format!("loading query split `{}`", args.query_split))?;
+        args.pool_part.select(&mut q);
+        query_ds_owned = q;
         &query_ds_owned
     };
     // The `--group-by` value of every support and query item.
@@ -613,6 +649,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             / episodes.len().max(1) as f64,
         kind: args.kind,
         group_by: args.group_by.clone(),
+        pool_part: args.pool_part,
         gate: gate_cfg,
         promoted_episodes: episodes.iter().filter(|e| e.promoted).count(),
         finetune_promoted_episodes: episodes
@@ -622,4 +659,47 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         peak_rss_mb: peak_rss_mb(),
         per_episode: episodes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Item;
+    use crate::features::Raw;
+
+    fn dataset(per_class: &[usize]) -> Dataset {
+        let mut items = Vec::new();
+        for (label, &n) in per_class.iter().enumerate() {
+            for i in 0..n {
+                items.push(Item {
+                    label,
+                    raw: Raw::Image(::image::DynamicImage::new_luma8(1, 1)),
+                    source: format!("c{label}/{i}"),
+                });
+            }
+        }
+        Dataset {
+            classes: (0..per_class.len()).map(|c| format!("c{c}")).collect(),
+            items,
+            skipped_bad: 0,
+        }
+    }
+
+    #[test]
+    fn tune_and_final_split_every_class_three_to_one_without_overlap() {
+        let sources = |part: PoolPart| {
+            let mut ds = dataset(&[8, 5]);
+            part.select(&mut ds);
+            ds.items.into_iter().map(|i| i.source).collect::<Vec<_>>()
+        };
+        let (all, tune, fin) = (
+            sources(PoolPart::All),
+            sources(PoolPart::Tune),
+            sources(PoolPart::Final),
+        );
+        assert_eq!(all.len(), 13);
+        assert_eq!(fin, vec!["c0/3", "c0/7", "c1/3"]);
+        assert_eq!(tune.len(), 10);
+        assert!(tune.iter().all(|s| !fin.contains(s)));
+    }
 }
