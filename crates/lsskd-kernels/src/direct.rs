@@ -142,7 +142,7 @@ impl DirectConv {
             assert_eq!(r.len(), out.len(), "residual of {}×{ho}×{wo}", self.c_out);
         }
         PREPARED.with_borrow_mut(|buf| {
-            let (xp, layout) = self.prepare(buf, h, w, x);
+            let (xp, layout) = self.prepare(buf, (h, w), (ho, wo), x);
             let args = Args {
                 k: self,
                 layout: &layout,
@@ -164,12 +164,11 @@ impl DirectConv {
     fn prepare<'a>(
         &self,
         buf: &'a mut Vec<f32>,
-        h: usize,
-        w: usize,
+        (h, w): (usize, usize),
+        (ho, wo): (usize, usize),
         x: &[f32],
     ) -> (&'a [f32], Layout) {
         let c = self.c_in;
-        let (ho, wo) = self.output_hw(h, w);
         let mut taps = [0usize; 9];
         let (channel, row) = match (self.kernel, self.stride) {
             (3, 1) => {
@@ -283,51 +282,52 @@ trait Lanes: Copy {
 mod x86 {
     use std::arch::x86_64::*;
 
-    #[derive(Clone, Copy)]
-    pub struct Avx512(__m512);
+    /// A [`super::Lanes`] of one x86 register type and its four intrinsics.
+    macro_rules! lanes {
+        ($name:ident, $reg:ty, $n:literal, $splat:ident, $load:ident, $fma:ident, $store:ident) => {
+            #[derive(Clone, Copy)]
+            pub struct $name($reg);
 
-    impl super::Lanes for Avx512 {
-        const N: usize = 16;
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            unsafe { Avx512(_mm512_set1_ps(x)) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            unsafe { Avx512(_mm512_loadu_ps(p)) }
-        }
-        #[inline(always)]
-        unsafe fn fma(self, v: Self, w: Self) -> Self {
-            unsafe { Avx512(_mm512_fmadd_ps(v.0, w.0, self.0)) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm512_storeu_ps(p, self.0) }
-        }
+            impl super::Lanes for $name {
+                const N: usize = $n;
+                #[inline(always)]
+                unsafe fn splat(x: f32) -> Self {
+                    unsafe { $name($splat(x)) }
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> Self {
+                    unsafe { $name($load(p)) }
+                }
+                #[inline(always)]
+                unsafe fn fma(self, v: Self, w: Self) -> Self {
+                    unsafe { $name($fma(v.0, w.0, self.0)) }
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32) {
+                    unsafe { $store(p, self.0) }
+                }
+            }
+        };
     }
 
-    #[derive(Clone, Copy)]
-    pub struct Avx2(__m256);
-
-    impl super::Lanes for Avx2 {
-        const N: usize = 8;
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            unsafe { Avx2(_mm256_set1_ps(x)) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            unsafe { Avx2(_mm256_loadu_ps(p)) }
-        }
-        #[inline(always)]
-        unsafe fn fma(self, v: Self, w: Self) -> Self {
-            unsafe { Avx2(_mm256_fmadd_ps(v.0, w.0, self.0)) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm256_storeu_ps(p, self.0) }
-        }
-    }
+    lanes!(
+        Avx512,
+        __m512,
+        16,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    lanes!(
+        Avx2,
+        __m256,
+        8,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -449,10 +449,7 @@ unsafe fn run_body<S: Lanes, const T: usize>(a: &Args<'_>, out: &mut [f32]) {
             // the weights hold c_in · T · OB floats per block); the instruction set is the
             // caller's promise.
             unsafe {
-                let mut acc = [S::splat(0.0); OB];
-                for (o, acc) in acc.iter_mut().enumerate() {
-                    *acc = S::splat(k.bias[b * OB + o]);
-                }
+                let mut acc: [S; OB] = std::array::from_fn(|o| S::splat(k.bias[b * OB + o]));
                 for ci in 0..k.c_in {
                     let x = xp.as_ptr().add(ci * l.channel + p0);
                     let wc = wb.as_ptr().add(ci * T * OB);
