@@ -45,7 +45,8 @@ pub enum EpisodeKind {
 
 /// Which part of the novel-class data the episodes draw from. A quarter of every class
 /// (every fourth item, in file order) is kept out of recipe tuning and reported on only
-/// at the end of a tuning round (BENCHMARKS.md, "Few-shot adaptation").
+/// at the end of a tuning round (BENCHMARKS.md, "Few-shot vision on a held-out quarter of
+/// the digits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolPart {

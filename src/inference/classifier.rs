@@ -20,7 +20,7 @@ use super::error::{IN_MEMORY, InferenceError};
 use super::inspect::{decode_model, graph_input, parse_err, value_dims};
 use super::onnx::{EMBEDDING_NAME, LOGITS_NAME};
 
-/// Whether loading swaps tract's 3×3 convolutions for ours ([`super::direct`]): yes,
+/// Whether loading swaps tract's convolutions for ours ([`super::direct`]): yes,
 /// unless `LSSKD_EDGE_DIRECT_CONV=0` (to measure tract's own, `scripts/bench-latency.sh`).
 fn direct_convolutions() -> bool {
     std::env::var_os("LSSKD_EDGE_DIRECT_CONV").is_none_or(|v| v != "0")

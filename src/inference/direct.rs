@@ -11,10 +11,9 @@
 //!
 //! Taken: float32 `Conv` nodes with one group, a 3×3 kernel with padding 1 or a 1×1 kernel
 //! without, stride 1 or 2, dilation 1, a batch of one in NCHW or CHW, constant weights and
-//! bias. A
-//! following `Max(x, 0)` (ONNX `Relu`) is fused when the convolution is its only input, and
-//! so is an `Add` of another tensor of the same shape between the two (a ResNet block's
-//! residual).
+//! bias. A following `Max(x, 0)` (ONNX `Relu`) is fused when the convolution is its only
+//! input, and so is an `Add` of another tensor of the same shape between the two (a ResNet
+//! block's residual).
 
 use std::sync::Arc;
 
@@ -150,18 +149,7 @@ fn is_relu_of(model: &TypedModel, node: &TypedNode, x: OutletId) -> bool {
 }
 
 fn is_zeros(model: &TypedModel, outlet: OutletId) -> bool {
-    model
-        .outlet_fact(outlet)
-        .ok()
-        .and_then(|f| f.konst.clone())
-        .and_then(|t| {
-            t.try_as_plain_ram().ok().and_then(|v| {
-                v.as_slice::<f32>()
-                    .ok()
-                    .map(|s| s.iter().all(|&z| z == 0.0))
-            })
-        })
-        .unwrap_or(false)
+    const_f32(model, outlet).is_some_and(|v| v.iter().all(|&z| z == 0.0))
 }
 
 fn const_f32(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
@@ -230,13 +218,6 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
         ) else {
             continue;
         };
-        let kernel = |weights: &[f32], bias: &[f32]| {
-            Kernel::new(c_in, c_out, k, stride, weights, Some(bias))
-        };
-        let out_len = |n: usize| (n + 2 * pad - k) / stride + 1;
-        if (out_len(h), out_len(w)) != (ho, wo) {
-            continue;
-        }
         // Weights `[c_out][c_in][k][k]` (OIHW) and a bias per channel or a scalar.
         let Some(weights) = const_f32(model, node.inputs[1]) else {
             continue;
@@ -254,6 +235,10 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
             n if n == c_out => bias,
             _ => continue,
         };
+        let kernel = Kernel::new(c_in, c_out, k, stride, &weights, Some(&bias));
+        if kernel.output_hw(h, w) != (ho, wo) {
+            continue;
+        }
 
         // What follows: Add(conv, residual) then Max(·, 0), or Max(conv, 0) alone.
         let conv_out = OutletId::new(id, 0);
@@ -284,7 +269,7 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
         }
 
         let op = DirectConv {
-            kernel: Arc::new(kernel(&weights, &bias)),
+            kernel: Arc::new(kernel),
             in_hw: (h, w),
             shape: out_shape.into(),
             residual: residual.is_some(),
