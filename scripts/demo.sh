@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --bin lsskd-edge "$@"
 # The default log is quiet (events only); the demo also shows every prediction.
-export RUST_LOG=${RUST_LOG:-info,lsskd_edge::predictions=debug,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off}
+export RUST_LOG=${RUST_LOG:-info,lsskd_edge::predictions=debug}
 exec "${CARGO_TARGET_DIR:-target}/debug/lsskd-edge" run --config config/demo.toml

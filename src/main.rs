@@ -241,8 +241,13 @@ enum SampleCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| lsskd_edge::DEFAULT_LOG_FILTER.into()),
+            tracing_subscriber::EnvFilter::try_new(lsskd_edge::log_filter(
+                std::env::var("RUST_LOG").ok().as_deref(),
+            ))
+            .unwrap_or_else(|e| {
+                eprintln!("RUST_LOG: {e}; logging at info");
+                tracing_subscriber::EnvFilter::new(lsskd_edge::log_filter(None))
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -29,6 +29,10 @@ fn one() -> f32 {
     1.0
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// Settings of a fine-tune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +61,10 @@ pub struct AdaptConfig {
     /// fine-tuned models). 1: the fine-tune as trained.
     #[serde(default = "one")]
     pub mix: f32,
+    /// With `mix < 1`: whether the classifier head is interpolated too (`false`: the
+    /// fine-tuned head is kept whole and only the layers below it are interpolated).
+    #[serde(default = "yes")]
+    pub mix_head: bool,
     pub seed: u64,
 }
 
@@ -79,6 +87,7 @@ impl Default for AdaptConfig {
             },
             sample_audio_augment: AudioAugment::default(),
             mix: 1.0,
+            mix_head: true,
             seed: 0,
         }
     }
@@ -308,7 +317,15 @@ pub fn adapt(
         Err(e) => return Err(e.into()),
     };
     let tuned = match start {
-        Some(start) => trainer.into_net().interpolate(&start, cfg.mix),
+        Some(start) => {
+            let net = trainer.into_net();
+            let head = (!cfg.mix_head).then(|| net.student.classifier.clone());
+            let mut mixed = net.interpolate(&start, cfg.mix);
+            if let Some(head) = head {
+                mixed.student.classifier = head;
+            }
+            mixed
+        }
         None => trainer.into_net(),
     };
     Ok(Adapted {

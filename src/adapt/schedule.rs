@@ -101,6 +101,16 @@ pub struct Scheduler {
     imprint_waiting: Arc<AtomicBool>,
 }
 
+/// Why [`Scheduler::submit`] did not queue a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the trainer is busy; try again")]
+    Busy,
+    /// The trainer thread has ended (it panicked or is stopping): nothing will run the job.
+    #[error("the trainer has stopped; the daemon is restarting it")]
+    TrainerStopped,
+}
+
 impl Scheduler {
     pub fn new(
         cfg: AdaptSettings,
@@ -117,8 +127,8 @@ impl Scheduler {
         }
     }
 
-    /// Queue a job without blocking; `false` when the queue is full (the caller reports it).
-    pub fn submit(&mut self, job: Job) -> bool {
+    /// Queue a job without blocking; `Err` says why it was not (the caller reports it).
+    pub fn submit(&mut self, job: Job) -> Result<(), Refused> {
         if matches!(
             job,
             Job::Adapt {
@@ -142,9 +152,10 @@ impl Scheduler {
                 if imprint {
                     self.imprint_waiting.store(true, Ordering::Relaxed);
                 }
-                true
+                Ok(())
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_)) => Err(Refused::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::TrainerStopped),
         }
     }
 
@@ -164,10 +175,12 @@ impl Scheduler {
             self.imprint_requested.remove(&key);
         } else if label_count >= self.cfg.min_shots
             && !self.imprint_requested.contains(&key)
-            && self.submit(Job::Adapt {
-                model: model.into(),
-                imprint_only: true,
-            })
+            && self
+                .submit(Job::Adapt {
+                    model: model.into(),
+                    imprint_only: true,
+                })
+                .is_ok()
         {
             // Asked once; a later sample asks again only if the queue was full.
             self.imprint_requested.insert(key);
@@ -182,7 +195,8 @@ impl Scheduler {
                 self.cfg.cooldown_secs * 1000,
             )
         {
-            self.submit(Job::Adapt {
+            // A full queue or a stopped trainer: the next sample asks again.
+            let _ = self.submit(Job::Adapt {
                 model: model.into(),
                 imprint_only: false,
             });
@@ -325,5 +339,17 @@ mod tests {
         );
         s.sample_stored("vision", "dog", 4, &known);
         assert!(rx.try_recv().is_err(), "counter restarts after a fine-tune");
+
+        // A full queue is "busy"; a trainer whose end of the queue is gone (its thread
+        // died) is "stopped", not "busy" forever.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut s = Scheduler::new(s.cfg.clone(), tx, waiting);
+        assert_eq!(s.submit(adapt("vision", false)), Ok(()));
+        assert_eq!(s.submit(adapt("vision", false)), Err(Refused::Busy));
+        drop(rx);
+        assert_eq!(
+            s.submit(adapt("vision", false)),
+            Err(Refused::TrainerStopped)
+        );
     }
 }

@@ -131,6 +131,10 @@ pub struct FewshotArgs {
     /// trained; see `AdaptConfig::mix`; default: the modality's recipe).
     #[arg(long)]
     pub mix: Option<f32>,
+    /// With `--mix` below 1: interpolate the classifier head too (`false`: keep the
+    /// fine-tuned head; see `AdaptConfig::mix_head`; default: the modality's recipe).
+    #[arg(long)]
+    pub mix_head: Option<bool>,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -495,6 +499,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             lr: args.lr.unwrap_or(recipe.lr),
             budget_secs: Some(args.budget_secs),
             mix: args.mix.unwrap_or(recipe.mix),
+            mix_head: args.mix_head.unwrap_or(recipe.mix_head),
             sample_audio_augment: crate::augment::AudioAugment {
                 freq_warp: args.sample_freq_warp,
                 ..recipe.sample_audio_augment.clone()

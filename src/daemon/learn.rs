@@ -1,51 +1,102 @@
-//! On-device learning in the daemon, main loop and trainer thread:
-//! - sample ingestion (`samples/<m>/add`: validate, store, ack; the busy reply when the
-//!   inbound queue is full) and model commands (`model/<m>/cmd`), which feed the
-//!   scheduler (`adapt::schedule`);
+//! On-device learning in the daemon, the inbound thread and the trainer thread:
+//! - [`Inbox`], on the inbound thread: sample ingestion (`samples/<m>/add`: validate,
+//!   store, ack; the busy reply when the inbound queue is full) and model commands
+//!   (`model/<m>/cmd`), which feed the scheduler (`adapt::schedule`);
 //! - the trainer thread: imprint / fine-tune / gate / promote (`adapt::learner`),
 //!   rollback, promote-to-version, hot swaps of the live model;
 //! - what is published about it (`training/state`, `model/<m>/info`; the payload types
 //!   live in `mqtt::payload`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::metrics::AdaptCounters;
-use super::{ModelSlot, Runtime, load_model};
+use super::{ModelSlot, load_model};
 use crate::adapt::learner::{self, Outcome, Phase};
-use crate::adapt::schedule::{Job, merge, parse_command};
+use crate::adapt::schedule::{Job, Scheduler, merge, parse_command};
 use crate::capture::now_ms;
+use crate::capture::ring::CaptureRing;
 use crate::mqtt::client::Publisher;
 use crate::mqtt::client::{Inbound, Outbound, OverflowReply};
-use crate::mqtt::payload::SCHEMA_VERSION;
+use crate::mqtt::payload::SampleTraffic;
 pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState};
 use crate::mqtt::{Topic, Topics, topics};
+use crate::pipeline::requests::LabelRequests;
 use crate::registry::ModelPackage;
 use crate::samples::ingest::{self, Ack, Reject, SampleSource};
 use crate::settings::AdaptSettings;
 
-/// The card of a package plus the store's sample counts.
-pub fn model_card(pkg: &ModelPackage, slot: &ModelSlot) -> ModelCard {
-    let m = &pkg.manifest;
-    ModelCard {
-        v: SCHEMA_VERSION,
-        model: m.name.clone(),
-        version: m.version,
-        parent: m.parent,
-        created_at: m.created_at.clone(),
-        classes: m.classes.clone(),
-        adaptation: m.adaptation.clone(),
-        samples_per_class: slot.store.counts().unwrap_or_default(),
-    }
+/// Sample ingestion and model commands, on their own thread (`inbound`): decoding a
+/// sample and the sample store's fsync never hold up the main loop. Fed by the MQTT
+/// connection's inbound queue (full: the connection answers [`busy_reply`] itself); the
+/// trainer runs the jobs.
+pub struct Inbox {
+    pub adapt: AdaptSettings,
+    pub topics: Topics,
+    pub models: BTreeMap<String, Arc<ModelSlot>>,
+    /// Capture rings of the running pipelines: (pipeline, model, ring).
+    pub rings: Vec<(String, String, Arc<Mutex<CaptureRing>>)>,
+    /// Open label requests and their pinned captures.
+    pub requests: Arc<Mutex<LabelRequests>>,
+    pub publisher: Publisher,
+    /// `None` when `adapt.enabled = false`.
+    pub scheduler: Option<Scheduler>,
+    /// Sample requests answered so far (read by the status).
+    pub samples: Arc<Mutex<SampleTraffic>>,
+    /// Home Assistant discovery, published again when Home Assistant comes online.
+    pub discovery: Option<(String, Vec<u8>)>,
 }
 
-/// Sample ingestion and model commands, on the main loop (the trainer runs the jobs).
-impl Runtime {
+impl Inbox {
+    /// Handle messages until `stop` is set or the connection's end of the queue is gone;
+    /// then refuse what is still queued (each sample gets its ack).
+    pub fn run(mut self, rx: Receiver<Inbound>, stop: Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(msg) => self.handle(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let refuse = refusal(self.topics.clone(), STOPPING);
+        for msg in rx.try_iter() {
+            if let Some(r) = refuse(&msg) {
+                self.count(|t| t.refused += 1);
+                self.publisher.send(r.topic, r.payload, r.retain);
+            }
+        }
+    }
+
+    /// React to a message on a subscribed topic.
+    pub fn handle(&mut self, msg: Inbound) {
+        if self.topics.homeassistant_status().as_deref() == Some(msg.topic.as_str()) {
+            if msg.payload == b"online"
+                && let Some((topic, body)) = &self.discovery
+            {
+                self.publisher.send(topic.clone(), body.clone(), true);
+            }
+            return;
+        }
+        match topics::parse(&msg.topic) {
+            Some((_, Topic::SamplesAdd { model })) => self.on_sample(model, &msg.payload),
+            Some((_, Topic::ModelCmd { model })) => self.on_command(model, &msg.payload),
+            _ => tracing::debug!(topic = %msg.topic, "message on an unhandled topic ignored"),
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut SampleTraffic)) {
+        f(&mut self.samples.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.publisher.send(topic, payload, retain);
+    }
+
     /// `samples/<model>/add`: every request gets an ack, accepted or refused with a reason.
-    pub(super) fn on_sample(&mut self, model: &str, payload: &[u8]) {
+    fn on_sample(&mut self, model: &str, payload: &[u8]) {
         let model = model.to_string();
         // Learning disabled: refused before anything is parsed or stored.
         let ingested = self
@@ -61,10 +112,10 @@ impl Runtime {
             Some(Ok((ack, stored_label))) => {
                 match stored_label {
                     Some(label) => {
-                        self.samples.stored += 1;
+                        self.count(|t| t.stored += 1);
                         self.after_sample(&model, &label);
                     }
-                    None => self.samples.duplicates += 1,
+                    None => self.count(|t| t.duplicates += 1),
                 }
                 ack
             }
@@ -78,7 +129,7 @@ impl Runtime {
             }
         };
         if !ack.accepted {
-            self.samples.refused += 1;
+            self.count(|t| t.refused += 1);
         }
         if let Ok(body) = serde_json::to_vec(&ack) {
             self.publish(self.topics.samples_ack(&model), body, false);
@@ -87,7 +138,7 @@ impl Runtime {
 
     /// `model/<model>/cmd`: queued for the trainer, or refused with a reason on
     /// `training/state`.
-    pub(super) fn on_command(&mut self, model: &str, payload: &[u8]) {
+    fn on_command(&mut self, model: &str, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload).to_string();
         let result = if !self.models.contains_key(model) {
             Err(format!("unknown model `{model}`"))
@@ -97,13 +148,7 @@ impl Runtime {
         let outcome = match (result, self.scheduler.as_mut()) {
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err("learning is disabled on this device".into()),
-            (Ok(job), Some(s)) => {
-                if s.submit(job) {
-                    Ok(())
-                } else {
-                    Err("the trainer is busy; try again".into())
-                }
-            }
+            (Ok(job), Some(s)) => s.submit(job).map_err(|r| r.to_string()),
         };
         let mut st = TrainingState::new(model, TrainState::Queued);
         if let Err(reason) = outcome {
@@ -122,7 +167,7 @@ impl Runtime {
             .models
             .get(model)
             .ok_or_else(|| Reject::UnknownModel(model.into()))?;
-        let req = ingest::parse(payload, self.settings.adapt.max_payload_bytes)?;
+        let req = ingest::parse(payload, self.adapt.max_payload_bytes)?;
         let pre = slot.live.load().preprocess.clone();
         let (bytes, ext, origin, capture_id) = match req.source {
             SampleSource::Data { bytes, ext } => {
@@ -130,14 +175,12 @@ impl Runtime {
                 (bytes, ext, "mqtt".to_string(), None)
             }
             SampleSource::Capture(id) => {
-                let found = self
-                    .pipelines
-                    .iter()
-                    .filter(|p| p.model == model)
-                    .find_map(|p| {
-                        let ring = p.ring.lock().ok()?;
-                        ring.get(id).map(|c| (p.name.clone(), c.raw.clone()))
-                    });
+                let found = self.rings.iter().filter(|(_, m, _)| m == model).find_map(
+                    |(pipeline, _, ring)| {
+                        let ring = ring.lock().ok()?;
+                        ring.get(id).map(|c| (pipeline.clone(), c.raw.clone()))
+                    },
+                );
                 // Not in a ring any more: a capture a label request pinned.
                 let found = found.or_else(|| {
                     self.requests
@@ -204,14 +247,26 @@ impl Runtime {
     }
 }
 
+/// Why a sample that found the inbound queue full is refused.
+pub const BUSY: &str =
+    "the device is busy (its queue of incoming messages is full); send the sample again";
+
+/// Why a sample still queued at shutdown is refused.
+pub const STOPPING: &str = "the device is shutting down; send the sample again";
+
 /// What the daemon answers on a sample's ack topic when its inbound queue is full.
 pub(super) fn busy_reply(topics: Topics) -> OverflowReply {
+    refusal(topics, BUSY)
+}
+
+/// A refusal with `reason` on the ack topic of a sample request (other messages: none).
+fn refusal(topics: Topics, reason: &'static str) -> OverflowReply {
     Box::new(move |msg: &Inbound| match topics::parse(&msg.topic) {
         Some((_, Topic::SamplesAdd { model })) => {
             let ack = Ack {
                 id: ingest::peek_id(&msg.payload),
                 accepted: false,
-                reason: "the device is busy (its queue of incoming messages is full); send the sample again".into(),
+                reason: reason.into(),
             };
             Some(Outbound {
                 topic: topics.samples_ack(model),
@@ -278,7 +333,7 @@ impl Trainer {
     pub fn publish_card(&self, slot: &ModelSlot) {
         match slot.versions.open_current() {
             Ok(current) => {
-                let card = model_card(&current.package, slot);
+                let card = ModelCard::of(&current.package, slot.store.counts().unwrap_or_default());
                 if let Ok(body) = serde_json::to_vec(&card) {
                     self.publish
                         .send(self.topics.model_info(&card.model), body, true);

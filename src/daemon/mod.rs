@@ -5,11 +5,15 @@
 //! - one OS thread per source (`src-<pipeline>`: camera, microphone or replay) → hand-over
 //!   slot (camera/images: keep newest; audio: bounded, drop new, both counted);
 //! - one OS thread per pipeline running tract (`infer-<pipeline>`), never a tokio worker;
+//! - one OS thread for inbound messages (`inbound`: samples and model commands, which
+//!   decode and fsync; [`learn::Inbox`]) and one for training (`trainer`, low priority);
 //! - tokio tasks: the MQTT connection (owns the rumqttc event loop), and this main loop
-//!   (signals, status/watchdog tick, inbound messages).
+//!   (status/watchdog tick, metrics, supervision of every part, the shutdown future).
 //!
-//! Shutdown order on SIGTERM/SIGINT: stop sources → inference threads drain and stop →
-//! `offline` published and the connection closed → exit. Everything within
+//! Shutdown order (when the `shutdown` future given to [`run`] completes; in production
+//! SIGTERM/SIGINT, see [`run_until_signal`]): stop sources → inference threads drain and
+//! stop → the inbound thread refuses what is queued → the trainer (a fine-tune is
+//! cancelled) → `offline` published and the connection closed → exit. Everything within
 //! [`GRACE`]; a second signal exits at once.
 
 use std::collections::BTreeMap;
@@ -28,9 +32,9 @@ pub mod metrics;
 use crate::adapt::schedule::{Job, Scheduler};
 use crate::capture::now_ms;
 use crate::inference::Classifier;
-use crate::mqtt::client::{self, Inbound, LinkConfig, Publisher};
+use crate::mqtt::Topics;
+use crate::mqtt::client::{self, LinkConfig, Publisher};
 use crate::mqtt::payload::{MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Status};
-use crate::mqtt::{Topic, Topics, topics};
 use crate::parts::{Part, stop_within};
 use crate::pipeline::worker::LoadedModel;
 use crate::pipeline::{self, PipelineHandle};
@@ -72,24 +76,22 @@ pub struct ModelSlot {
     pub live: Arc<ArcSwap<LoadedModel>>,
 }
 
-/// Handles to the running parts (shared with the inbound-message handlers).
+/// What the main loop reports on: the running pipelines and the counters of the other
+/// parts.
 pub struct Runtime {
-    pub settings: Settings,
     pub device: String,
     pub topics: Topics,
     pub models: BTreeMap<String, Arc<ModelSlot>>,
     pub pipelines: Vec<PipelineHandle>,
     /// Pipelines that could not start (bad model package …), with the reason.
     pub failed: Vec<(String, String)>,
+    /// Pipelines whose thread ended while the daemon ran (a panic), with how.
+    pub dead: BTreeMap<String, String>,
     pub publisher: Publisher,
-    /// `None` when `adapt.enabled = false`.
-    pub scheduler: Option<Scheduler>,
-    /// Sample requests answered so far.
-    pub samples: SampleTraffic,
+    /// Sample requests answered so far (counted by the inbound thread).
+    pub samples: Arc<std::sync::Mutex<SampleTraffic>>,
     /// Adaptation outcomes (counted by the trainer thread).
     pub adapt_counters: Arc<metrics::AdaptCounters>,
-    /// Open label requests and their pinned captures.
-    pub requests: Arc<std::sync::Mutex<pipeline::requests::LabelRequests>>,
 }
 
 impl Runtime {
@@ -100,8 +102,17 @@ impl Runtime {
 
     /// The retained `online` status.
     pub fn status(&self) -> Status {
-        let mut pipelines: Vec<PipelineHealth> =
-            self.pipelines.iter().map(PipelineHandle::health).collect();
+        let mut pipelines: Vec<PipelineHealth> = self
+            .pipelines
+            .iter()
+            .map(|p| {
+                let mut h = p.health();
+                if let Some(how) = self.dead.get(&p.name) {
+                    h.state = format!("failed: {how}");
+                }
+                h
+            })
+            .collect();
         pipelines.extend(self.failed.iter().map(|(name, why)| PipelineHealth {
             name: name.clone(),
             state: format!("failed: {why}"),
@@ -125,7 +136,12 @@ impl Runtime {
                 dropped_inbound: n(&c.dropped_inbound),
                 reconnects: n(&c.reconnects),
             }),
-            samples: Some(self.samples.clone()),
+            samples: Some(
+                self.samples
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
         }
     }
 
@@ -161,6 +177,17 @@ impl Runtime {
         )
     }
 
+    /// Pipelines whose source or inference thread panicked since the last look: logged
+    /// once, and reported as failed in the status from then on (the watchdog, withheld
+    /// for a stalled pipeline, has systemd restart the service).
+    fn note_dead_pipelines(&mut self, threads: &mut Threads) {
+        let parts = threads.sources.iter_mut().chain(threads.workers.iter_mut());
+        for (pipeline, how) in panicked(parts) {
+            tracing::error!(%pipeline, "{how}");
+            self.dead.entry(pipeline).or_insert(how);
+        }
+    }
+
     /// Home Assistant device discovery (`mqtt::discovery`), `None` when it is off.
     pub fn homeassistant_discovery(&self) -> Option<(String, Vec<u8>)> {
         let pipelines: Vec<&str> = self.pipelines.iter().map(|p| p.name.as_str()).collect();
@@ -169,24 +196,24 @@ impl Runtime {
             crate::mqtt::discovery::payload(&self.topics, &self.device, &pipelines, &models)?;
         Some((topic, serde_json::to_vec(&body).ok()?))
     }
+}
 
-    /// React to a message on a subscribed topic: Home Assistant's birth message here;
-    /// samples and model commands in [`learn`].
-    pub fn handle_inbound(&mut self, msg: Inbound) {
-        if self.topics.homeassistant_status().as_deref() == Some(msg.topic.as_str()) {
-            if msg.payload == b"online"
-                && let Some((topic, body)) = self.homeassistant_discovery()
-            {
-                self.publish(topic, body, true);
-            }
-            return;
-        }
-        match topics::parse(&msg.topic) {
-            Some((_, Topic::SamplesAdd { model })) => self.on_sample(model, &msg.payload),
-            Some((_, Topic::ModelCmd { model })) => self.on_command(model, &msg.payload),
-            _ => tracing::debug!(topic = %msg.topic, "message on an unhandled topic ignored"),
-        }
-    }
+/// Pipeline threads (`src-<pipeline>`, `infer-<pipeline>`) that panicked since the last
+/// look: (pipeline, what happened). A thread that ended normally (a replay that ran out)
+/// is not one.
+fn panicked<'a>(parts: impl Iterator<Item = &'a mut Part>) -> Vec<(String, String)> {
+    parts
+        .filter_map(|part| {
+            let how = part.ended()?;
+            let pipeline = part.name().split_once('-').map_or("", |(_, n)| n);
+            how.starts_with("panicked").then(|| {
+                (
+                    pipeline.to_string(),
+                    format!("thread `{}` {how}", part.name()),
+                )
+            })
+        })
+        .collect()
 }
 
 /// What [`start`] built: running pipelines, pipelines that failed (name, reason), threads.
@@ -292,10 +319,6 @@ pub fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-/// Incoming messages waiting for the main loop (ingestion decodes and fsyncs each sample);
-/// beyond this a sample is refused on its ack topic.
-pub const INBOUND_QUEUE: usize = 256;
-
 /// The daemon: every part started, serving until `shutdown` completes, then stopped in the
 /// documented order within [`GRACE`]. A part that dies (the MQTT task, the trainer thread)
 /// is fatal: everything is stopped and the error returned (systemd restarts the service).
@@ -332,12 +355,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         topics: topics.clone(),
         subscriptions,
         online: online_rx,
-        inbound_capacity: INBOUND_QUEUE,
+        inbound_capacity: settings.mqtt.inbound_queue,
         overflow_reply: learn::busy_reply(topics.clone()),
     });
     let client::Link {
         publisher,
-        inbound: mut in_rx,
+        inbound: in_rx,
     } = link;
     let mut models = BTreeMap::new();
     let request_policy = pipeline::requests::RequestPolicy {
@@ -362,7 +385,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             pipeline::requests::LabelRequests::new(&device, request_policy),
         )),
     };
-    let (pipelines, failed, threads) = start(&settings, &mut models, &ctx)?;
+    let (pipelines, failed, mut threads) = start(&settings, &mut models, &ctx)?;
     // The trainer thread (low priority) and the scheduler that feeds it.
     let adapt_counters = Arc::new(metrics::AdaptCounters::default());
     let (scheduler, mut trainer_thread) = if settings.adapt.enabled {
@@ -389,19 +412,39 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     } else {
         (None, None)
     };
-    let mut rt = Runtime {
-        settings: settings.clone(),
+    let rt = Runtime {
         device: device.clone(),
         topics: topics.clone(),
         models,
         pipelines,
         failed,
+        dead: BTreeMap::new(),
         publisher,
-        scheduler,
-        samples: SampleTraffic::default(),
+        samples: Arc::default(),
         adapt_counters,
-        requests: ctx.requests.clone(),
     };
+    // The inbound thread: samples and model commands.
+    let inbox = learn::Inbox {
+        adapt: settings.adapt.clone(),
+        topics: topics.clone(),
+        models: rt.models.clone(),
+        rings: rt
+            .pipelines
+            .iter()
+            .map(|p| (p.name.clone(), p.model.clone(), p.ring.clone()))
+            .collect(),
+        requests: ctx.requests.clone(),
+        publisher: rt.publisher.clone(),
+        scheduler,
+        samples: rt.samples.clone(),
+        discovery: rt.homeassistant_discovery(),
+    };
+    let stop_inbound = Arc::new(AtomicBool::new(false));
+    let mut inbound_thread = {
+        let stop = stop_inbound.clone();
+        Part::spawn("inbound", move || inbox.run(in_rx, stop))?
+    };
+    let mut rt = rt;
     online_tx.send_replace(serde_json::to_vec(&rt.status())?);
     if let Some((topic, body)) = rt.homeassistant_discovery() {
         rt.publish(topic, body, true);
@@ -433,8 +476,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let fatal: Option<anyhow::Error> = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
-            // Ingestion fsyncs the sample store: off the async worker, on this thread.
-            Some(msg) = in_rx.recv() => tokio::task::block_in_place(|| rt.handle_inbound(msg)),
             ended = &mut mqtt, if !mqtt_ended => {
                 mqtt_ended = true;
                 break Some(match ended {
@@ -455,6 +496,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 if let Some(how) = trainer_thread.as_mut().and_then(Part::ended) {
                     break Some(anyhow::anyhow!("the trainer thread {how}"));
                 }
+                if let Some(how) = inbound_thread.ended() {
+                    break Some(anyhow::anyhow!("the inbound thread {how}"));
+                }
+                rt.note_dead_pipelines(&mut threads);
                 let status = rt.status();
                 let line = Runtime::status_line(&status);
                 let stalled = rt.stalled();
@@ -487,7 +532,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     // Sources closed their slots; workers drain what is left, then stop.
     stop_workers.store(true, Ordering::Relaxed);
     left.extend(stop_within(threads.workers, deadline).await);
-    rt.scheduler = None;
+    // The inbound thread answers what is queued and ends; the scheduler goes with it.
+    stop_inbound.store(true, Ordering::Relaxed);
+    left.extend(stop_within(vec![inbound_thread], deadline).await);
     left.extend(stop_within(trainer_thread.into_iter().collect(), deadline).await);
     if !left.is_empty() {
         tracing::warn!(threads = ?left, "threads did not stop within the grace period; left behind");
@@ -513,5 +560,30 @@ mod tests {
         assert_eq!(stalled(hung.into_iter(), now), ["microphone"]);
         // A clock that went backwards is not a stall.
         assert!(stalled([("camera", now + 5_000)].into_iter(), now).is_empty());
+    }
+
+    #[test]
+    fn a_panicked_pipeline_thread_is_reported_once_with_its_message() {
+        let mut parts = [
+            Part::spawn("src-door", || {}).expect("spawn"),
+            Part::spawn("infer-door", || panic!("bad tensor")).expect("spawn"),
+        ];
+        // Polled as the main loop does, until the panicking thread has ended.
+        let mut seen = Vec::new();
+        for _ in 0..500 {
+            seen.extend(panicked(parts.iter_mut()));
+            if !seen.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            seen,
+            [(
+                "door".to_string(),
+                "thread `infer-door` panicked: bad tensor".to_string()
+            )]
+        );
+        assert!(panicked(parts.iter_mut()).is_empty(), "reported once");
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+use tokio::sync::{Notify, watch};
 
 use super::Topics;
 pub use super::session::{Action, MqttCounters, Outbound, Session};
@@ -71,7 +73,8 @@ impl Publisher {
 /// The daemon's side of the connection.
 pub struct Link {
     pub publisher: Publisher,
-    pub inbound: mpsc::Receiver<Inbound>,
+    /// Read by a thread of the daemon (ingestion blocks on decoding and fsync).
+    pub inbound: Receiver<Inbound>,
 }
 
 /// The connection task's side (given to [`run`]).
@@ -82,7 +85,7 @@ pub struct Connection {
     /// The current `online` status payload (published retained after every connect).
     online: watch::Receiver<Vec<u8>>,
     shared: Shared,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: SyncSender<Inbound>,
     overflow_reply: OverflowReply,
 }
 
@@ -114,7 +117,7 @@ pub fn link(c: LinkConfig) -> (Link, Connection) {
         session: Arc::new(Mutex::new(session)),
         wake: Arc::new(Notify::new()),
     };
-    let (in_tx, in_rx) = mpsc::channel(c.inbound_capacity.max(1));
+    let (in_tx, in_rx) = std::sync::mpsc::sync_channel(c.inbound_capacity.max(1));
     (
         Link {
             publisher: Publisher {
@@ -196,9 +199,16 @@ fn perform(client: &AsyncClient, q: QoS, a: &Action) -> bool {
     }
 }
 
-/// Queued messages to the client until its request queue is full.
+/// Subscriptions still owed, then queued messages, to the client until its request queue
+/// is full.
 fn flush(client: &AsyncClient, q: QoS, shared: &Shared) {
     let mut s = shared.lock();
+    while let Some(t) = s.next_subscription() {
+        if client.try_subscribe(&t, QoS::AtLeastOnce).is_err() {
+            s.subscription_not_taken(t);
+            return;
+        }
+    }
     while let Some(m) = s.next_to_send() {
         if client
             .try_publish(&m.topic, q, m.retain, m.payload.clone())
@@ -245,13 +255,16 @@ pub async fn run(conn: Connection, mut shutdown: watch::Receiver<bool>) -> anyho
                     }
                     let online = conn.online.borrow().clone();
                     let actions = shared.lock().on_connack(accepted, online);
-                    for a in &actions {
-                        perform(&client, q, a);
+                    for a in actions {
+                        if !perform(&client, q, &a) {
+                            shared.lock().not_taken(a);
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg = Inbound { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
-                    if let Err(mpsc::error::TrySendError::Full(msg)) = conn.inbound.try_send(msg) {
+                    // Full, or the daemon's reader is gone (stopping): refused, not lost.
+                    if let Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) = conn.inbound.try_send(msg) {
                         let reply = (conn.overflow_reply)(&msg);
                         let mut session = shared.lock();
                         session.on_inbound_overflow();
@@ -279,8 +292,10 @@ pub async fn run(conn: Connection, mut shutdown: watch::Receiver<bool>) -> anyho
     }
     let actions = shared.lock().on_shutdown();
     if !actions.is_empty() {
-        for a in &actions {
-            perform(&client, q, a);
+        for a in actions {
+            if !perform(&client, q, &a) {
+                shared.lock().not_taken(a);
+            }
         }
         // Let the event loop send the last packets.
         let _ = tokio::time::timeout(Duration::from_secs(3), async {

@@ -215,6 +215,26 @@ pub struct ModelCard {
     pub samples_per_class: std::collections::BTreeMap<String, usize>,
 }
 
+impl ModelCard {
+    /// The card of a package, with the sample store's counts per label.
+    pub fn of(
+        pkg: &crate::registry::ModelPackage,
+        samples_per_class: std::collections::BTreeMap<String, usize>,
+    ) -> ModelCard {
+        let m = &pkg.manifest;
+        ModelCard {
+            v: SCHEMA_VERSION,
+            model: m.name.clone(),
+            version: m.version,
+            parent: m.parent,
+            created_at: m.created_at.clone(),
+            classes: m.classes.clone(),
+            adaptation: m.adaptation.clone(),
+            samples_per_class,
+        }
+    }
+}
+
 /// `<p>/<dev>/metrics` (every `publish.metrics_interval_secs`, not retained).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {

@@ -58,6 +58,9 @@ pub struct Session {
     /// restarted without persistence has forgotten them).
     retained: BTreeMap<String, Vec<u8>>,
     subscriptions: Vec<String>,
+    /// Subscriptions the client could not take after a connect, tried again on the next
+    /// flush.
+    resubscribe: Vec<String>,
     status_topic: String,
     counters: Arc<MqttCounters>,
 }
@@ -78,6 +81,7 @@ impl Session {
             capacity: capacity.max(1),
             retained: BTreeMap::new(),
             subscriptions,
+            resubscribe: Vec::new(),
             status_topic,
             counters,
         }
@@ -113,6 +117,7 @@ impl Session {
         }
         self.connected = true;
         self.backoff = MIN_BACKOFF;
+        self.resubscribe.clear();
         for (topic, payload) in self.retained.iter().rev() {
             if topic != &self.status_topic && !self.pending.iter().any(|m| &m.topic == topic) {
                 self.pending.push_front(Outbound {
@@ -147,6 +152,38 @@ impl Session {
     /// The client could not take `m` (its queue is full): first in line again.
     pub fn unsent(&mut self, m: Outbound) {
         self.pending.push_front(m);
+    }
+
+    /// The client could not take `a` (its request queue is full): a message is first in
+    /// line again, a subscription is asked for again by [`Session::next_subscription`];
+    /// at shutdown (disconnected by then) a message is dropped and counted.
+    pub fn not_taken(&mut self, a: Action) {
+        match a {
+            Action::Publish(m) if self.connected => self.unsent(m),
+            Action::Publish(_) => {
+                self.counters.dropped_outbox.fetch_add(1, Ordering::Relaxed);
+            }
+            Action::Subscribe(t) if self.connected => {
+                if !self.resubscribe.contains(&t) {
+                    self.resubscribe.push(t);
+                }
+            }
+            Action::Subscribe(_) | Action::Disconnect => {}
+        }
+    }
+
+    /// A subscription still to send after a connect (see [`Session::not_taken`]); none
+    /// while disconnected.
+    pub fn next_subscription(&mut self) -> Option<String> {
+        if !self.connected {
+            return None;
+        }
+        self.resubscribe.pop()
+    }
+
+    /// The client could not take the subscription [`Session::next_subscription`] gave.
+    pub fn subscription_not_taken(&mut self, topic: String) {
+        self.resubscribe.push(topic);
     }
 
     /// The connection failed or was lost: how long to wait before the next attempt.
@@ -307,5 +344,37 @@ mod tests {
         s.on_inbound_overflow();
         s.on_inbound_overflow();
         assert_eq!(s.counters.dropped_inbound.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn what_the_client_cannot_take_after_a_connect_is_retried_and_at_shutdown_counted() {
+        let mut s = session(10);
+        s.queue(msg("a", false));
+        let acts = s.on_connack(true, b"online".to_vec());
+        // The client's request queue is full: the `online` status and the subscription
+        // are not lost, they come again on the next flush, the status first.
+        for a in acts {
+            s.not_taken(a);
+        }
+        assert_eq!(
+            s.next_subscription().as_deref(),
+            Some("p/d/samples/+/add"),
+            "subscription asked for again"
+        );
+        s.subscription_not_taken("p/d/samples/+/add".into());
+        assert_eq!(s.next_subscription().as_deref(), Some("p/d/samples/+/add"));
+        assert_eq!(s.next_subscription(), None);
+        assert_eq!(drain(&mut s), ["p/d/status", "a"]);
+        // At shutdown the session is closed: what the client cannot take is counted.
+        s.queue(msg("b", false));
+        let acts = s.on_shutdown();
+        assert_eq!(acts.len(), 3);
+        for a in acts {
+            s.not_taken(a);
+        }
+        assert_eq!(s.counters.dropped_outbox.load(Ordering::Relaxed), 2);
+        // A reconnect asks for every subscription again, not twice.
+        s.on_connack(true, b"online".to_vec());
+        assert_eq!(s.next_subscription(), None);
     }
 }

@@ -205,7 +205,7 @@ fn route(
             }
         }
         Output::State(st) => {
-            tracing::info!(pipeline = %name, label = %st.label, "stable state");
+            tracing::debug!(target: crate::PREDICTIONS_LOG, pipeline = %name, label = %st.label, "stable state");
             let ts = st.ts;
             let label = st.label.clone();
             if let Ok(body) = serde_json::to_vec(&st) {

@@ -92,6 +92,9 @@ pub struct MqttSettings {
     pub keep_alive_secs: u64,
     pub reconnect_max_secs: u64,
     pub outbox_capacity: usize,
+    /// Messages from the broker (samples, commands) waiting for the daemon; beyond this a
+    /// sample is refused on its ack topic ("busy") and counted.
+    pub inbound_queue: usize,
     pub homeassistant_prefix: String,
     pub tls: TlsSettings,
 }
@@ -505,6 +508,9 @@ impl Settings {
         }
         if m.outbox_capacity == 0 {
             p.push("`mqtt.outbox_capacity`: must be at least 1".into());
+        }
+        if m.inbound_queue == 0 {
+            p.push("`mqtt.inbound_queue`: must be at least 1".into());
         }
         if m.password.is_empty() != m.username.is_empty() && !m.password.is_empty() {
             p.push("`mqtt.password`: set without `mqtt.username`".into());

@@ -326,40 +326,66 @@ fn publishes_over_tls_with_a_private_ca() {
     );
 }
 
+/// The README's demo: both pipelines publish through the embedded broker, and the log at
+/// the default level stays quiet while clients come and go (no line per prediction, no
+/// broker chatter: rumqttd logs an ERROR each time a client leaves unless filtered).
 #[test]
-fn demo_config_publishes_both_pipelines_through_the_embedded_broker() {
+fn demo_config_publishes_both_pipelines_through_the_embedded_broker_with_a_quiet_log() {
     let _cpu = crate::common::cpu_shared();
     let port = crate::harness::free_port();
     let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("daemon.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
         .args(["run", "--config"])
         .arg(crate::common::repo().join("config/demo.toml"))
         .env("LSSKD_EDGE__MQTT__PORT", port.to_string())
-        .env("LSSKD_EDGE__STATE_DIR", dir.path())
-        .env("RUST_LOG", "warn")
+        .env("LSSKD_EDGE__STATE_DIR", dir.path().join("state"))
+        // As the systemd unit sets it.
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("spawn demo");
     assert!(crate::harness::wait_for_port(port, Duration::from_secs(20)));
-    let out = std::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-t",
-            "lsskd/demo/+/prediction",
-            "-v",
-            "-C",
-            "12",
-            "-W",
-            "10",
-        ])
-        .output()
-        .expect("mosquitto_sub");
+    let sub = |count: &str| {
+        std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-t",
+                "lsskd/demo/+/prediction",
+                "-v",
+                "-C",
+                count,
+                "-W",
+                "10",
+            ])
+            .output()
+            .expect("mosquitto_sub")
+    };
+    let out = sub("12");
+    // Two more clients come and go.
+    sub("1");
+    sub("1");
+    std::thread::sleep(Duration::from_millis(500));
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("lsskd/demo/camera/prediction"), "{text}");
     assert!(text.contains("lsskd/demo/microphone/prediction"), "{text}");
+    let log = std::fs::read_to_string(&log).expect("log");
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("prediction"))
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a healthy demo logged:\n{}",
+        loud.join("\n")
+    );
+    assert!(
+        log.lines().count() <= 12,
+        "more than a dozen lines for a start and three clients:\n{log}"
+    );
 }
 
 /// Home Assistant discovery on mosquitto: one retained device message whose components all

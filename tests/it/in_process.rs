@@ -178,3 +178,70 @@ fn an_hour_without_the_broker_on_a_paused_clock_then_it_reconnects() {
     assert!(result.is_ok(), "{result:?}");
     drop(broker);
 }
+
+/// A source stuck in a device call (here: opening a FIFO nobody writes, as a camera stuck
+/// in `frame()`) does not hold the shutdown past its deadline (issue 11: threads were
+/// joined inside `spawn_blocking`, and the runtime's drop waited for them forever). `run`
+/// returns within the grace period, and the other pipeline served until then.
+#[test]
+fn a_source_stuck_in_a_device_call_does_not_hold_the_shutdown() {
+    let _cpu = crate::common::cpu_shared();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("stuck.wav");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let conf = dir.path().join("config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "state_dir = \"{}\"\n{}\n[[pipeline]]\nname = \"stuck\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_audio\"\npath = \"{}\"\n",
+            dir.path().join("state").display(),
+            replay_vision_config("door", &samples("vision"), broker.port),
+            crate::harness::model("audio"),
+            fifo.display()
+        ),
+    )
+    .expect("config");
+    let settings = Settings::load(&Sources {
+        file: Some(conf),
+        env: Vec::new(),
+    })
+    .expect("settings");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = rt.spawn(lsskd_edge::daemon::run(settings, async {
+        let _ = stop_rx.await;
+    }));
+    let preds = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
+    assert_eq!(preds.len(), 1, "the other pipeline serves");
+    let asked = std::time::Instant::now();
+    stop_tx.send(()).expect("daemon waiting");
+    let ended = rt.block_on(async {
+        tokio::time::timeout(lsskd_edge::daemon::GRACE + Duration::from_secs(3), daemon).await
+    });
+    let took = asked.elapsed();
+    let result = ended
+        .unwrap_or_else(|_| panic!("still stopping after {took:?}"))
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+    let offline = broker.wait_retained("lsskd/it/status", Duration::from_secs(10), |p| {
+        p == "offline"
+    });
+    assert!(
+        offline.is_some(),
+        "offline published although a thread was left behind"
+    );
+    rt.shutdown_timeout(Duration::from_millis(200));
+    // Let the stuck thread go: a writer opens the FIFO and closes it (end of file).
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+}
