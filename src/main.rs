@@ -303,14 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&preds)?);
             } else {
-                for p in preds {
-                    let labels: Vec<String> = p
-                        .top_k
-                        .iter()
-                        .map(|s| format!("{} {:.3}", s.label, s.score))
-                        .collect();
-                    println!("{}: {}", p.file.display(), labels.join(", "));
-                }
+                print!("{}", predict::render(&preds));
             }
             Ok(())
         }
@@ -319,25 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!(
-                    "{}-way {}-shot, {} episodes: novel accuracy {:.4} ± {:.4} (imprint only {:.4} ± {:.4}); base {} → {}; {:.1} s per adaptation; {} promoted; peak RSS {} MiB",
-                    report.way,
-                    report.shot,
-                    report.episodes,
-                    report.novel_accuracy,
-                    report.novel_ci95,
-                    report.imprint_only_novel_accuracy,
-                    report.imprint_only_novel_ci95,
-                    report
-                        .base_accuracy_before
-                        .map_or("-".into(), |v| format!("{v:.4}")),
-                    report
-                        .base_accuracy_after
-                        .map_or("-".into(), |v| format!("{v:.4}")),
-                    report.seconds_per_episode,
-                    report.promoted_episodes,
-                    report.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0}")),
-                );
+                print!("{}", fewshot::render(&report));
             }
             Ok(())
         }
@@ -376,16 +351,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let lists = samples::list(&settings, model.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string(&lists)?);
-            } else if lists.is_empty() {
-                println!("no samples under {}", settings.state_dir.display());
             } else {
-                for (model, counts) in lists {
-                    let total: usize = counts.values().sum();
-                    println!("{model}: {total} sample(s)");
-                    for (label, n) in counts {
-                        println!("  {label:<24} {n}");
-                    }
-                }
+                print!("{}", samples::render_list(&lists, &settings.state_dir));
             }
             Ok(())
         }
@@ -436,27 +403,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(timeout_secs),
                 wait.then(|| std::time::Duration::from_secs(5)),
             )?;
-            let mut refused = 0;
-            for (item, ack) in items.iter().zip(&sent.acks) {
-                refused += usize::from(!ack.accepted);
-                println!(
-                    "{}: {} ({})",
-                    item,
-                    if ack.accepted { "accepted" } else { "REJECTED" },
-                    ack.reason
-                );
-            }
-            for st in &sent.states {
-                println!("{}", samples::describe_state(st));
-            }
-            if wait && sent.states.is_empty() {
-                println!(
-                    "no training started: a new label is imprinted at {} samples, a fine-tune follows {} new samples",
-                    settings.adapt.min_shots, settings.adapt.auto_after
-                );
-            } else if !sent.settled {
-                println!("training still running after {timeout_secs} s (see `lsskd-edge watch`)");
-            }
+            let (text, refused) =
+                samples::render_sent(&items, &sent, wait, &settings.adapt, timeout_secs);
+            print!("{text}");
             anyhow::ensure!(refused == 0, "{refused} sample(s) rejected");
             Ok(())
         }
@@ -472,28 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
-                    println!(
-                        "{} ({}, input {:?}), {} inputs, one thread:",
-                        r.model, r.modality, r.input_shape, r.iterations
-                    );
-                    for (name, s) in [
-                        ("features", &r.features),
-                        ("inference", &r.inference),
-                        ("total", &r.total),
-                    ] {
-                        println!(
-                            "  {name:<10} mean {:>7.3} ms  p50 {:>7.3}  p95 {:>7.3}  max {:>7.3}",
-                            s.mean_ms, s.p50_ms, s.p95_ms, s.max_ms
-                        );
-                    }
-                    println!(
-                        "  throughput {:.0}/s, peak RSS {}",
-                        r.throughput_per_s,
-                        r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
-                    );
-                    if let Some(p) = &r.profile {
-                        bench::print_profile(p);
-                    }
+                    print!("{}", bench::render(&r));
                 }
             }
             Ok(())
@@ -503,23 +431,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                bench_train::print(&report);
+                print!("{}", bench_train::render(&report));
             }
             Ok(())
         }
         Command::Validate { config } => {
             let settings = validate::run(&Sources::from_process(config))?;
-            println!(
-                "settings OK: {} pipeline(s), broker {}:{}{}",
-                settings.pipeline.len(),
-                settings.mqtt.host,
-                settings.mqtt.port,
-                if settings.mqtt.embedded_broker {
-                    " (embedded)"
-                } else {
-                    ""
-                }
-            );
+            print!("{}", validate::render(&settings));
             Ok(())
         }
         Command::PrintConfig { config } => {
@@ -544,16 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     per_class: gate_per_class,
                 },
             )?;
-            let prefix = format!("{}/", lsskd_edge::registry::package::GATE_DIR);
-            println!(
-                "{}: gate set of {} exemplars",
-                pkg.dir.display(),
-                pkg.manifest
-                    .files
-                    .keys()
-                    .filter(|k| k.starts_with(&prefix))
-                    .count()
-            );
+            print!("{}", export::render_gate(&pkg));
             Ok(())
         }
         Command::Export {
@@ -565,11 +474,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => {
             let pkg = export::run(&model, replay_per_class)?;
-            println!(
-                "re-exported {} ({} parameters)",
-                pkg.onnx_path().display(),
-                pkg.manifest.deployed.param_count
-            );
+            print!("{}", export::render(&pkg));
             Ok(())
         }
     }

@@ -3,6 +3,7 @@
 //! package's `model.onnx`) — on the package's replay exemplars, one input at a time on
 //! one thread, as the inference thread runs them.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
@@ -187,9 +188,11 @@ fn profile_of(
     })
 }
 
-/// The profile as a table on stdout.
-pub fn print_profile(p: &Profile) {
-    println!(
+/// The profile as a table.
+pub fn render_profile(p: &Profile) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "  per node ({:.3} ms in nodes; single-thread matmul peak {:.1} GFLOP/s):",
         p.nodes_ms, p.peak_gflops
     );
@@ -203,7 +206,8 @@ pub fn print_profile(p: &Profile) {
             ),
             _ => String::new(),
         };
-        println!(
+        let _ = writeln!(
+            out,
             "    {:<28} {:>7.4} ms {:>5.1}%  {rate}  [{}]",
             r.node,
             r.ms,
@@ -215,6 +219,36 @@ pub fn print_profile(p: &Profile) {
                 .join(", ")
         );
     }
+    out
+}
+
+/// The human-readable report: timings, throughput, memory and the profile when taken.
+pub fn render(r: &BenchReport) -> String {
+    let mut out = format!(
+        "{} ({}, input {:?}), {} inputs, one thread:\n",
+        r.model, r.modality, r.input_shape, r.iterations
+    );
+    for (name, s) in [
+        ("features", &r.features),
+        ("inference", &r.inference),
+        ("total", &r.total),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {name:<10} mean {:>7.3} ms  p50 {:>7.3}  p95 {:>7.3}  max {:>7.3}",
+            s.mean_ms, s.p50_ms, s.p95_ms, s.max_ms
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  throughput {:.0}/s, peak RSS {}",
+        r.throughput_per_s,
+        r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
+    );
+    if let Some(p) = &r.profile {
+        out.push_str(&render_profile(p));
+    }
+    out
 }
 
 /// Best of five 512³ single-thread matrix products, GFLOP/s.

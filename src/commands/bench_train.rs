@@ -18,6 +18,7 @@
 //! the isolated ops do not cover (batch expansion and targets on the CPU, read-backs, graph
 //! bookkeeping, caches and allocation in a whole graph).
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -695,12 +696,14 @@ fn time_optimizer(net: &TrainNet, reps: usize, device: &Device) -> f64 {
 }
 
 /// The human-readable report.
-pub fn print(r: &BenchTrainReport) {
+pub fn render(r: &BenchTrainReport) -> String {
+    let mut out = String::new();
     let name = match r.transforms.as_str() {
         "-" => r.method.clone(),
         t => format!("{} {t}", r.method),
     };
-    println!(
+    let _ = writeln!(
+        out,
         "bench-train: {name}, batch {} → {} rows, {} ({} parameters) {}×{}×{}, {} classes, {} threads",
         r.batch,
         r.rows,
@@ -713,7 +716,8 @@ pub fn print(r: &BenchTrainReport) {
         r.threads
     );
     let s = &r.step;
-    println!(
+    let _ = writeln!(
+        out,
         "  step mean {:.1} ms  p50 {:.1}  min {:.1}  max {:.1}  ({} steps after {} warm-up); {:.2} cores busy; peak RSS {}",
         s.mean_ms,
         s.p50_ms,
@@ -724,17 +728,20 @@ pub fn print(r: &BenchTrainReport) {
         r.cores_busy,
         r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
     );
-    let Some(p) = &r.profile else { return };
-    println!(
+    let Some(p) = &r.profile else { return out };
+    let _ = writeln!(
+        out,
         "  profile: each op alone on the autodiff device, median of {} runs, × its count in the step",
         p.reps
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  {:<16} {:<48} {:>5} {:>9} {:>9} {:>9} {:>6}",
         "kind", "op", "count", "fwd ms", "bwd ms", "total ms", "share"
     );
     for o in &p.ops {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<16} {:<48} {:>5} {:>9.2} {:>9.2} {:>9.1} {:>5.1}%",
             o.kind,
             o.op,
@@ -745,9 +752,13 @@ pub fn print(r: &BenchTrainReport) {
             100.0 * o.total_ms / p.step_mean_ms
         );
     }
-    println!("  by kind (fwd + bwd = total ms, share of the measured step):");
+    let _ = writeln!(
+        out,
+        "  by kind (fwd + bwd = total ms, share of the measured step):"
+    );
     for k in &p.kinds {
-        println!(
+        let _ = writeln!(
+            out,
             "    {:<16} {:>8.1} + {:>8.1} = {:>8.1}  {:>5.1}%",
             k.kind,
             k.forward_ms,
@@ -756,12 +767,14 @@ pub fn print(r: &BenchTrainReport) {
             100.0 * k.total_ms / p.step_mean_ms
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "  sum of ops {:.1} ms vs measured step {:.1} ms: coverage {:.0}% (rest: expansion, targets and read-backs on the CPU, graph bookkeeping, allocation)",
         p.total_ms,
         p.step_mean_ms,
         100.0 * p.coverage
     );
+    out
 }
 
 #[cfg(test)]

@@ -146,6 +146,29 @@ pub fn add_gate(model: &Path, src: &GateSource) -> anyhow::Result<ModelPackage> 
     Ok(ModelPackage::load(model)?)
 }
 
+/// What `export` prints after a re-export.
+pub fn render(pkg: &ModelPackage) -> String {
+    format!(
+        "re-exported {} ({} parameters)\n",
+        pkg.onnx_path().display(),
+        pkg.manifest.deployed.param_count
+    )
+}
+
+/// What `export --gate-data` prints.
+pub fn render_gate(pkg: &ModelPackage) -> String {
+    let prefix = format!("{}/", crate::registry::package::GATE_DIR);
+    format!(
+        "{}: gate set of {} exemplars\n",
+        pkg.dir.display(),
+        pkg.manifest
+            .files
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .count()
+    )
+}
+
 /// Rebuild the student from `train-state`, write a new `model.onnx` and, with
 /// `replay_per_class`, keep only the first that many exemplars of each class; then rewrite
 /// the manifest's file hashes. Each file is replaced atomically (write, fsync, rename).

@@ -275,6 +275,26 @@ fn split_groups(
 }
 
 /// Run the benchmark.
+/// The one-line summary.
+pub fn render(r: &FewshotReport) -> String {
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
+    format!(
+        "{}-way {}-shot, {} episodes: novel accuracy {:.4} ± {:.4} (imprint only {:.4} ± {:.4}); base {} → {}; {:.1} s per adaptation; {} promoted; peak RSS {} MiB\n",
+        r.way,
+        r.shot,
+        r.episodes,
+        r.novel_accuracy,
+        r.novel_ci95,
+        r.imprint_only_novel_accuracy,
+        r.imprint_only_novel_ci95,
+        opt(r.base_accuracy_before, &|v| format!("{v:.4}")),
+        opt(r.base_accuracy_after, &|v| format!("{v:.4}")),
+        r.seconds_per_episode,
+        r.promoted_episodes,
+        opt(r.peak_rss_mb, &|v| format!("{v:.0}")),
+    )
+}
+
 pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
     let pkg = ModelPackage::load(&args.model)?;
     let m = &pkg.manifest;

@@ -37,3 +37,18 @@ pub fn run(model: &Path, files: &[PathBuf], k: usize) -> anyhow::Result<Vec<File
         })
         .collect()
 }
+
+/// One line per file: its top-k labels with scores.
+pub fn render(preds: &[FilePrediction]) -> String {
+    preds
+        .iter()
+        .map(|p| {
+            let labels: Vec<String> = p
+                .top_k
+                .iter()
+                .map(|s| format!("{} {:.3}", s.label, s.score))
+                .collect();
+            format!("{}: {}\n", p.file.display(), labels.join(", "))
+        })
+        .collect()
+}

@@ -85,6 +85,59 @@ pub struct Sent {
     pub settled: bool,
 }
 
+/// What `samples list` prints: per model, its total and its labels' counts.
+pub fn render_list(lists: &BTreeMap<String, BTreeMap<String, usize>>, state_dir: &Path) -> String {
+    if lists.is_empty() {
+        return format!("no samples under {}\n", state_dir.display());
+    }
+    let mut out = String::new();
+    for (model, counts) in lists {
+        let total: usize = counts.values().sum();
+        out.push_str(&format!("{model}: {total} sample(s)\n"));
+        for (label, n) in counts {
+            out.push_str(&format!("  {label:<24} {n}\n"));
+        }
+    }
+    out
+}
+
+/// What `sample send` prints, and how many samples were refused: each item's ack, then
+/// (with `--wait`) what training did with them and what to do next.
+pub fn render_sent(
+    items: &[SendItem],
+    sent: &Sent,
+    waited: bool,
+    adapt: &crate::settings::AdaptSettings,
+    timeout_secs: u64,
+) -> (String, usize) {
+    let mut out = String::new();
+    let mut refused = 0;
+    for (item, ack) in items.iter().zip(&sent.acks) {
+        refused += usize::from(!ack.accepted);
+        out.push_str(&format!(
+            "{}: {} ({})\n",
+            item,
+            if ack.accepted { "accepted" } else { "REJECTED" },
+            ack.reason
+        ));
+    }
+    for st in &sent.states {
+        out.push_str(&describe_state(st));
+        out.push('\n');
+    }
+    if waited && sent.states.is_empty() {
+        out.push_str(&format!(
+            "no training started: a new label is imprinted at {} samples, a fine-tune follows {} new samples\n",
+            adapt.min_shots, adapt.auto_after
+        ));
+    } else if !sent.settled {
+        out.push_str(&format!(
+            "training still running after {timeout_secs} s (see `lsskd-edge watch`)\n"
+        ));
+    }
+    (out, refused)
+}
+
 /// A `training/state` that ends a job (as opposed to `queued`, `training`, `gating`).
 fn is_final(state: &serde_json::Value) -> bool {
     matches!(

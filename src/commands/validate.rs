@@ -4,6 +4,21 @@
 use crate::registry::ModelPackage;
 use crate::settings::{Settings, SettingsError, Sources};
 
+/// The line `validate` prints for settings that passed.
+pub fn render(settings: &Settings) -> String {
+    format!(
+        "settings OK: {} pipeline(s), broker {}:{}{}\n",
+        settings.pipeline.len(),
+        settings.mqtt.host,
+        settings.mqtt.port,
+        if settings.mqtt.embedded_broker {
+            " (embedded)"
+        } else {
+            ""
+        }
+    )
+}
+
 /// Load settings and verify each pipeline's model package (hashes, graph vs manifest).
 pub fn run(sources: &Sources) -> Result<Settings, SettingsError> {
     let settings = Settings::load(sources)?;

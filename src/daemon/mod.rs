@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 pub mod learn;
 pub mod metrics;
+mod running;
 
 use crate::adapt::schedule::{Job, Scheduler};
 use crate::capture::now_ms;
@@ -35,7 +36,7 @@ use crate::inference::Classifier;
 use crate::mqtt::Topics;
 use crate::mqtt::client::{self, LinkConfig, Publisher};
 use crate::mqtt::payload::{MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Status};
-use crate::parts::{Part, stop_within};
+use crate::parts::Part;
 use crate::pipeline::worker::LoadedModel;
 use crate::pipeline::{self, PipelineHandle};
 use crate::registry::ModelPackage;
@@ -177,17 +178,6 @@ impl Runtime {
         )
     }
 
-    /// Pipelines whose source or inference thread panicked since the last look: logged
-    /// once, and reported as failed in the status from then on (the watchdog, withheld
-    /// for a stalled pipeline, has systemd restart the service).
-    fn note_dead_pipelines(&mut self, threads: &mut Threads) {
-        let parts = threads.sources.iter_mut().chain(threads.workers.iter_mut());
-        for (pipeline, how) in panicked(parts) {
-            tracing::error!(%pipeline, "{how}");
-            self.dead.entry(pipeline).or_insert(how);
-        }
-    }
-
     /// Home Assistant device discovery (`mqtt::discovery`), `None` when it is off.
     pub fn homeassistant_discovery(&self) -> Option<(String, Vec<u8>)> {
         let pipelines: Vec<&str> = self.pipelines.iter().map(|p| p.name.as_str()).collect();
@@ -196,24 +186,6 @@ impl Runtime {
             crate::mqtt::discovery::payload(&self.topics, &self.device, &pipelines, &models)?;
         Some((topic, serde_json::to_vec(&body).ok()?))
     }
-}
-
-/// Pipeline threads (`src-<pipeline>`, `infer-<pipeline>`) that panicked since the last
-/// look: (pipeline, what happened). A thread that ended normally (a replay that ran out)
-/// is not one.
-fn panicked<'a>(parts: impl Iterator<Item = &'a mut Part>) -> Vec<(String, String)> {
-    parts
-        .filter_map(|part| {
-            let how = part.ended()?;
-            let pipeline = part.name().split_once('-').map_or("", |(_, n)| n);
-            how.starts_with("panicked").then(|| {
-                (
-                    pipeline.to_string(),
-                    format!("thread `{}` {how}", part.name()),
-                )
-            })
-        })
-        .collect()
 }
 
 /// What [`start`] built: running pipelines, pipelines that failed (name, reason), threads.
@@ -339,10 +311,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             "`mqtt.embedded_broker = true` needs a build with the `embedded-broker` feature"
         );
     }
-    let stop_sources = Arc::new(AtomicBool::new(false));
-    let stop_workers = Arc::new(AtomicBool::new(false));
-    let stop_trainer = Arc::new(AtomicBool::new(false));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stops, mqtt_stop) = running::Stops::new();
     let mut subscriptions = vec![
         format!("{}/{}/model/+/cmd", settings.mqtt.topic_prefix, device),
         format!("{}/{}/samples/+/add", settings.mqtt.topic_prefix, device),
@@ -377,18 +346,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         publisher: publisher.clone(),
         topics: topics.clone(),
         scene: Arc::default(),
-        stop_sources: stop_sources.clone(),
-        stop_workers: stop_workers.clone(),
+        stop_sources: stops.sources.clone(),
+        stop_workers: stops.workers.clone(),
         // (`requests_per_hour = 0` is checked by the policy itself.)
         request_policy: settings.adapt.enabled.then(|| request_policy.clone()),
         requests: Arc::new(std::sync::Mutex::new(
             pipeline::requests::LabelRequests::new(&device, request_policy),
         )),
     };
-    let (pipelines, failed, mut threads) = start(&settings, &mut models, &ctx)?;
+    let (pipelines, failed, threads) = start(&settings, &mut models, &ctx)?;
     // The trainer thread (low priority) and the scheduler that feeds it.
     let adapt_counters = Arc::new(metrics::AdaptCounters::default());
-    let (scheduler, mut trainer_thread) = if settings.adapt.enabled {
+    let (scheduler, trainer_thread) = if settings.adapt.enabled {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
         let imprint_waiting = Arc::new(AtomicBool::new(false));
         let trainer = Trainer {
@@ -396,7 +365,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             cfg: settings.adapt.clone(),
             topics: topics.clone(),
             publish: publisher.clone(),
-            stop: stop_trainer.clone(),
+            stop: stops.trainer.clone(),
             imprint_waiting: imprint_waiting.clone(),
             counters: adapt_counters.clone(),
         };
@@ -439,9 +408,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         samples: rt.samples.clone(),
         discovery: rt.homeassistant_discovery(),
     };
-    let stop_inbound = Arc::new(AtomicBool::new(false));
-    let mut inbound_thread = {
-        let stop = stop_inbound.clone();
+    let inbound_thread = {
+        let stop = stops.inbound.clone();
         Part::spawn("inbound", move || inbox.run(in_rx, stop))?
     };
     let mut rt = rt;
@@ -449,7 +417,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     if let Some((topic, body)) = rt.homeassistant_discovery() {
         rt.publish(topic, body, true);
     }
-    let mut mqtt = tokio::spawn(client::run(connection, shutdown_rx));
+    let mqtt = tokio::spawn(client::run(connection, mqtt_stop));
     tracing::info!(%device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -471,19 +439,20 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let mut scrape_probe = metrics::MetricsProbe::new();
     let prometheus =
         metrics::start_prometheus(&settings.publish.prometheus_listen, scrape_tx).await?;
+    let mut running = running::Running {
+        sources: threads.sources,
+        workers: threads.workers,
+        inbound: inbound_thread,
+        trainer: trainer_thread,
+        mqtt: Some(mqtt),
+        prometheus,
+        stops,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut mqtt_ended = false;
     let fatal: Option<anyhow::Error> = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
-            ended = &mut mqtt, if !mqtt_ended => {
-                mqtt_ended = true;
-                break Some(match ended {
-                    Ok(Ok(())) => anyhow::anyhow!("the MQTT connection task ended"),
-                    Ok(Err(e)) => e.context("the MQTT connection failed"),
-                    Err(e) => anyhow::anyhow!("the MQTT connection task panicked: {e}"),
-                });
-            }
+            e = running.mqtt_ended() => break Some(e),
             Some(reply) = scrape_rx.recv() => {
                 let m = scrape_probe.sample(&rt.pipelines, &rt.adapt_counters);
                 let _ = reply.send(metrics::prometheus_text(&m, &rt.device));
@@ -493,13 +462,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 rt.publish(topics.metrics(), serde_json::to_vec(&m)?, false);
             }
             _ = tick.tick() => {
-                if let Some(how) = trainer_thread.as_mut().and_then(Part::ended) {
-                    break Some(anyhow::anyhow!("the trainer thread {how}"));
+                if let Some(e) = running.fatal() {
+                    break Some(e);
                 }
-                if let Some(how) = inbound_thread.ended() {
-                    break Some(anyhow::anyhow!("the inbound thread {how}"));
+                // A panicked pipeline thread: logged once, `failed: …` in the status from
+                // then on (its pipeline stalls, so the watchdog is withheld).
+                for (pipeline, how) in running.panicked_pipelines() {
+                    tracing::error!(%pipeline, "{how}");
+                    rt.dead.entry(pipeline).or_insert(how);
                 }
-                rt.note_dead_pipelines(&mut threads);
                 let status = rt.status();
                 let line = Runtime::status_line(&status);
                 let stalled = rt.stalled();
@@ -520,29 +491,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         Some(e) => tracing::error!(error = %format!("{e:#}"), "stopping after a fatal error"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    if let Some(p) = &prometheus {
-        p.abort();
-    }
-    let deadline = tokio::time::Instant::now() + GRACE;
-    // Order: sources, workers, trainer, MQTT. A fine-tune in progress is cancelled (it is
-    // polled between steps); nothing of it is kept, the live version is untouched.
-    stop_trainer.store(true, Ordering::Relaxed);
-    stop_sources.store(true, Ordering::Relaxed);
-    let mut left = stop_within(threads.sources, deadline).await;
-    // Sources closed their slots; workers drain what is left, then stop.
-    stop_workers.store(true, Ordering::Relaxed);
-    left.extend(stop_within(threads.workers, deadline).await);
-    // The inbound thread answers what is queued and ends; the scheduler goes with it.
-    stop_inbound.store(true, Ordering::Relaxed);
-    left.extend(stop_within(vec![inbound_thread], deadline).await);
-    left.extend(stop_within(trainer_thread.into_iter().collect(), deadline).await);
-    if !left.is_empty() {
-        tracing::warn!(threads = ?left, "threads did not stop within the grace period; left behind");
-    }
-    let _ = shutdown_tx.send(true);
-    if !mqtt_ended && tokio::time::timeout_at(deadline, &mut mqtt).await.is_err() {
-        tracing::warn!("MQTT connection did not close within the grace period");
-    }
+    running.stop(GRACE).await;
     tracing::info!("stopped");
     fatal.map_or(Ok(()), Err)
 }
@@ -560,30 +509,5 @@ mod tests {
         assert_eq!(stalled(hung.into_iter(), now), ["microphone"]);
         // A clock that went backwards is not a stall.
         assert!(stalled([("camera", now + 5_000)].into_iter(), now).is_empty());
-    }
-
-    #[test]
-    fn a_panicked_pipeline_thread_is_reported_once_with_its_message() {
-        let mut parts = [
-            Part::spawn("src-door", || {}).expect("spawn"),
-            Part::spawn("infer-door", || panic!("bad tensor")).expect("spawn"),
-        ];
-        // Polled as the main loop does, until the panicking thread has ended.
-        let mut seen = Vec::new();
-        for _ in 0..500 {
-            seen.extend(panicked(parts.iter_mut()));
-            if !seen.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert_eq!(
-            seen,
-            [(
-                "door".to_string(),
-                "thread `infer-door` panicked: bad tensor".to_string()
-            )]
-        );
-        assert!(panicked(parts.iter_mut()).is_empty(), "reported once");
     }
 }
