@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::metrics::AdaptCounters;
-use super::{ModelSlot, load_model};
+use super::models::{ModelSlot, load_model};
 use crate::adapt::learner::{self, Outcome, Phase};
 use crate::adapt::schedule::{Job, Scheduler, merge, parse_command};
 use crate::capture::now_ms;

@@ -1,5 +1,7 @@
-//! The daemon (`lsskd-edge run`): wires sources, inference threads and the MQTT task;
-//! stops in a fixed order; talks to systemd (sd_notify READY / WATCHDOG / STATUS).
+//! The daemon (`lsskd-edge run`): wiring. [`run`] opens the models ([`models`]), starts
+//! the pipelines, the inbound and trainer threads ([`learn`]) and the MQTT task, hands them
+//! to one owner ([`running`]), then loops: status and watchdog ([`status`]), metrics
+//! ([`metrics`]), supervision, until the shutdown future completes.
 //!
 //! Threads and tasks (ARCHITECTURE.md has the full picture):
 //! - one OS thread per source (`src-<pipeline>`: camera, microphone or replay) → hand-over
@@ -19,175 +21,32 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub mod learn;
 pub mod metrics;
-mod running;
+pub mod models;
+pub mod running;
+pub mod status;
+
+pub use models::{ModelSlot, load_model};
+pub use status::{Runtime, STALL_MS};
 
 use crate::adapt::schedule::{Job, Scheduler};
-use crate::capture::now_ms;
-use crate::inference::Classifier;
 use crate::mqtt::Topics;
-use crate::mqtt::client::{self, LinkConfig, Publisher};
-use crate::mqtt::payload::{MqttHealth, PipelineHealth, SCHEMA_VERSION, SampleTraffic, Status};
+use crate::mqtt::client::{self, LinkConfig};
 use crate::parts::Part;
-use crate::pipeline::worker::LoadedModel;
 use crate::pipeline::{self, PipelineHandle};
-use crate::registry::ModelPackage;
-use crate::registry::versions::Versions;
-use crate::samples::SampleStore;
 use crate::settings::Settings;
 use learn::Trainer;
+use models::open_model;
 
 /// Time allowed for an orderly shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
-/// A pipeline thread silent for longer than this withholds the watchdog ping.
-pub const STALL_MS: u64 = 10_000;
-
-/// Names of the pipelines (name, last progress in ms since the epoch) silent for
-/// [`STALL_MS`] or more at `now_ms`.
-fn stalled<'a>(progress: impl Iterator<Item = (&'a str, u64)>, now_ms: u64) -> Vec<String> {
-    progress
-        .filter(|(_, last)| now_ms.saturating_sub(*last) >= STALL_MS)
-        .map(|(name, _)| name.to_string())
-        .collect()
-}
-
-/// Build a ready-to-run model from a package.
-pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
-    Ok(LoadedModel {
-        name: pkg.manifest.name.clone(),
-        version: pkg.manifest.version,
-        classes: pkg.manifest.classes.clone(),
-        preprocess: pkg.manifest.preprocess.clone(),
-        classifier: Classifier::load(&pkg.onnx_path())?,
-    })
-}
-
-/// One live model: its version store, its samples, and the slot its pipelines read from.
-pub struct ModelSlot {
-    pub versions: Versions,
-    pub store: SampleStore,
-    pub live: Arc<ArcSwap<LoadedModel>>,
-}
-
-/// What the main loop reports on: the running pipelines and the counters of the other
-/// parts.
-pub struct Runtime {
-    pub device: String,
-    pub topics: Topics,
-    pub models: BTreeMap<String, Arc<ModelSlot>>,
-    pub pipelines: Vec<PipelineHandle>,
-    /// Pipelines that could not start (bad model package …), with the reason.
-    pub failed: Vec<(String, String)>,
-    /// Pipelines whose thread ended while the daemon ran (a panic), with how.
-    pub dead: BTreeMap<String, String>,
-    pub publisher: Publisher,
-    /// Sample requests answered so far (counted by the inbound thread).
-    pub samples: Arc<std::sync::Mutex<SampleTraffic>>,
-    /// Adaptation outcomes (counted by the trainer thread).
-    pub adapt_counters: Arc<metrics::AdaptCounters>,
-}
-
-impl Runtime {
-    /// Queue a message for the broker without blocking (full: dropped and counted).
-    pub fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) {
-        self.publisher.send(topic, payload, retain);
-    }
-
-    /// The retained `online` status.
-    pub fn status(&self) -> Status {
-        let mut pipelines: Vec<PipelineHealth> = self
-            .pipelines
-            .iter()
-            .map(|p| {
-                let mut h = p.health();
-                if let Some(how) = self.dead.get(&p.name) {
-                    h.state = format!("failed: {how}");
-                }
-                h
-            })
-            .collect();
-        pipelines.extend(self.failed.iter().map(|(name, why)| PipelineHealth {
-            name: name.clone(),
-            state: format!("failed: {why}"),
-            model_version: 0,
-            inferences: 0,
-            dropped: 0,
-            errors: 0,
-            mean_latency_ms: 0.0,
-        }));
-        let c = self.publisher.counters();
-        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        Status {
-            v: SCHEMA_VERSION,
-            status: "online".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            device: self.device.clone(),
-            pipelines,
-            mqtt: Some(MqttHealth {
-                published: n(&c.published),
-                dropped_outbox: n(&c.dropped_outbox),
-                dropped_inbound: n(&c.dropped_inbound),
-                reconnects: n(&c.reconnects),
-            }),
-            samples: Some(
-                self.samples
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
-        }
-    }
-
-    /// One line for systemd's `STATUS=`.
-    pub fn status_line(status: &Status) -> String {
-        let parts: Vec<String> = status
-            .pipelines
-            .iter()
-            .map(|p| format!("{} {} ({} inferences)", p.name, p.state, p.inferences))
-            .collect();
-        if parts.is_empty() {
-            "no pipelines".into()
-        } else {
-            parts.join("; ")
-        }
-    }
-
-    /// The pipelines whose inference thread, or whose running source (stuck in a device
-    /// call, e.g. a camera read that never returns), has made no progress for
-    /// [`STALL_MS`]; while any is stalled, the watchdog ping is withheld (systemd restarts
-    /// the service).
-    pub fn stalled(&self) -> Vec<String> {
-        stalled(
-            self.pipelines.iter().map(|p| {
-                let inference = p.stats.last_progress_ms.load(Ordering::Relaxed);
-                let last = match p.source.alive_at() {
-                    Some(source) => inference.min(source),
-                    None => inference,
-                };
-                (p.name.as_str(), last)
-            }),
-            now_ms(),
-        )
-    }
-
-    /// Home Assistant device discovery (`mqtt::discovery`), `None` when it is off.
-    pub fn homeassistant_discovery(&self) -> Option<(String, Vec<u8>)> {
-        let pipelines: Vec<&str> = self.pipelines.iter().map(|p| p.name.as_str()).collect();
-        let models: Vec<&str> = self.models.keys().map(String::as_str).collect();
-        let (topic, body) =
-            crate::mqtt::discovery::payload(&self.topics, &self.device, &pipelines, &models)?;
-        Some((topic, serde_json::to_vec(&body).ok()?))
-    }
-}
-
 /// What [`start`] built: running pipelines, pipelines that failed (name, reason), threads.
 type Started = (Vec<PipelineHandle>, Vec<(String, String)>, Threads);
 
@@ -195,40 +54,6 @@ type Started = (Vec<PipelineHandle>, Vec<(String, String)>, Threads);
 struct Threads {
     sources: Vec<Part>,
     workers: Vec<Part>,
-}
-
-/// Open (or reuse) the live model of a package folder.
-fn open_model(
-    models: &mut BTreeMap<String, Arc<ModelSlot>>,
-    settings: &Settings,
-    shipped: &std::path::Path,
-) -> anyhow::Result<String> {
-    let pkg = ModelPackage::load(shipped)?;
-    let name = pkg.manifest.name.clone();
-    if !models.contains_key(&name) {
-        let versions = Versions::new(
-            &settings.state_dir,
-            &name,
-            shipped,
-            settings.adapt.keep_versions,
-        )?;
-        let current = versions.open_current()?;
-        if let Some(w) = &current.warning {
-            tracing::error!(model = %name, "{w}");
-        }
-        let live = Arc::new(ArcSwap::from_pointee(load_model(&current.package)?));
-        let store = SampleStore::open(&settings.state_dir, &name, settings.adapt.sample_quota)?;
-        tracing::info!(model = %name, version = current.version, classes = current.package.manifest.classes.len(), "model loaded");
-        models.insert(
-            name.clone(),
-            Arc::new(ModelSlot {
-                versions,
-                store,
-                live,
-            }),
-        );
-    }
-    Ok(name)
 }
 
 fn start(
@@ -494,20 +319,4 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     running.stop(GRACE).await;
     tracing::info!("stopped");
     fatal.map_or(Ok(()), Err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pipeline_silent_for_the_stall_time_withholds_the_watchdog() {
-        let now = 1_000_000;
-        let quiet = [("camera", now - 200), ("microphone", now - STALL_MS + 1)];
-        assert!(stalled(quiet.into_iter(), now).is_empty());
-        let hung = [("camera", now - 200), ("microphone", now - STALL_MS)];
-        assert_eq!(stalled(hung.into_iter(), now), ["microphone"]);
-        // A clock that went backwards is not a stall.
-        assert!(stalled([("camera", now + 5_000)].into_iter(), now).is_empty());
-    }
 }

@@ -1,0 +1,66 @@
+//! The daemon's live models: per model its version store, its sample store and the slot
+//! its pipelines read from (swapped by the trainer).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::inference::Classifier;
+use crate::pipeline::worker::LoadedModel;
+use crate::registry::ModelPackage;
+use crate::registry::versions::Versions;
+use crate::samples::SampleStore;
+use crate::settings::Settings;
+
+/// Build a ready-to-run model from a package.
+pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
+    Ok(LoadedModel {
+        name: pkg.manifest.name.clone(),
+        version: pkg.manifest.version,
+        classes: pkg.manifest.classes.clone(),
+        preprocess: pkg.manifest.preprocess.clone(),
+        classifier: Classifier::load(&pkg.onnx_path())?,
+    })
+}
+
+/// One live model: its version store, its samples, and the slot its pipelines read from.
+pub struct ModelSlot {
+    pub versions: Versions,
+    pub store: SampleStore,
+    pub live: Arc<ArcSwap<LoadedModel>>,
+}
+
+/// Open (or reuse) the live model of a package folder.
+pub fn open_model(
+    models: &mut BTreeMap<String, Arc<ModelSlot>>,
+    settings: &Settings,
+    shipped: &std::path::Path,
+) -> anyhow::Result<String> {
+    let pkg = ModelPackage::load(shipped)?;
+    let name = pkg.manifest.name.clone();
+    if !models.contains_key(&name) {
+        let versions = Versions::new(
+            &settings.state_dir,
+            &name,
+            shipped,
+            settings.adapt.keep_versions,
+        )?;
+        let current = versions.open_current()?;
+        if let Some(w) = &current.warning {
+            tracing::error!(model = %name, "{w}");
+        }
+        let live = Arc::new(ArcSwap::from_pointee(load_model(&current.package)?));
+        let store = SampleStore::open(&settings.state_dir, &name, settings.adapt.sample_quota)?;
+        tracing::info!(model = %name, version = current.version, classes = current.package.manifest.classes.len(), "model loaded");
+        models.insert(
+            name.clone(),
+            Arc::new(ModelSlot {
+                versions,
+                store,
+                live,
+            }),
+        );
+    }
+    Ok(name)
+}
