@@ -115,6 +115,10 @@ pub struct FewshotArgs {
     /// Fine-tune wall-clock budget per episode, seconds.
     #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
     pub budget_secs: u64,
+    /// Stages the fine-tune trains, counted from the output side (0: the head only;
+    /// default: the modality's recipe, see `AdaptConfig::trained_stages`).
+    #[arg(long)]
+    pub trained_stages: Option<usize>,
     #[arg(long, value_enum, default_value = "good")]
     pub kind: EpisodeKind,
     /// Split each class's support and queries by this column of the data sets'
@@ -518,6 +522,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             epochs: args.epochs,
             lr: args.lr.unwrap_or(recipe.lr),
             budget_secs: Some(args.budget_secs),
+            trained_stages: args.trained_stages.unwrap_or(recipe.trained_stages),
             mix: args.mix.unwrap_or(recipe.mix),
             mix_head: args.mix_head.unwrap_or(recipe.mix_head),
             sample_audio_augment: crate::augment::AudioAugment {
