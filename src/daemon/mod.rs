@@ -117,8 +117,9 @@ pub fn run_until_signal(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The daemon: every part started, serving until `shutdown` completes, then stopped in the
-/// documented order within [`GRACE`]. A part that dies (the MQTT task, the trainer thread)
-/// is fatal: everything is stopped and the error returned (systemd restarts the service).
+/// documented order within [`GRACE`]. A part that dies (the MQTT task, the trainer or the
+/// inbound thread) is fatal: everything is stopped and the error returned (systemd
+/// restarts the service).
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let device = settings.device_id();
     let topics = Topics::new(
@@ -206,7 +207,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     } else {
         (None, None)
     };
-    let rt = Runtime {
+    let mut rt = Runtime {
         device: device.clone(),
         topics: topics.clone(),
         models,
@@ -237,7 +238,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         let stop = stops.inbound.clone();
         Part::spawn("inbound", move || inbox.run(in_rx, stop))?
     };
-    let mut rt = rt;
     online_tx.send_replace(serde_json::to_vec(&rt.status())?);
     if let Some((topic, body)) = rt.homeassistant_discovery() {
         rt.publish(topic, body, true);
@@ -262,17 +262,23 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     // Prometheus scrapes: the HTTP task asks this loop for fresh figures.
     let (scrape_tx, mut scrape_rx) = tokio::sync::mpsc::channel(4);
     let mut scrape_probe = metrics::MetricsProbe::new();
-    let prometheus =
-        metrics::start_prometheus(&settings.publish.prometheus_listen, scrape_tx).await?;
     let mut running = running::Running {
         sources: threads.sources,
         workers: threads.workers,
         inbound: inbound_thread,
         trainer: trainer_thread,
         mqtt: Some(mqtt),
-        prometheus,
+        prometheus: None,
         stops,
     };
+    // From here on every error stops the running parts before it is returned.
+    match metrics::start_prometheus(&settings.publish.prometheus_listen, scrape_tx).await {
+        Ok(p) => running.prometheus = p,
+        Err(e) => {
+            running.stop(GRACE).await;
+            return Err(e);
+        }
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     let fatal: Option<anyhow::Error> = loop {
         tokio::select! {
@@ -284,7 +290,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             }
             _ = metrics_tick.tick(), if metrics_every > 0 => {
                 let m = probe.sample(&rt.pipelines, &rt.adapt_counters);
-                rt.publish(topics.metrics(), serde_json::to_vec(&m)?, false);
+                match serde_json::to_vec(&m) {
+                    Ok(body) => rt.publish(topics.metrics(), body, false),
+                    Err(e) => break Some(e.into()),
+                }
             }
             _ = tick.tick() => {
                 if let Some(e) = running.fatal() {
@@ -305,9 +314,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                     tracing::warn!(pipelines = ?stalled, "a pipeline thread is stalled; withholding the watchdog ping");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("stalled: {line}"))]);
                 }
-                let status = serde_json::to_vec(&status)?;
-                online_tx.send_replace(status.clone());
-                rt.publish(topics.status(), status, true);
+                match serde_json::to_vec(&status) {
+                    Ok(status) => {
+                        online_tx.send_replace(status.clone());
+                        rt.publish(topics.status(), status, true);
+                    }
+                    Err(e) => break Some(e.into()),
+                }
             }
         }
     };
