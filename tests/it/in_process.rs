@@ -243,5 +243,12 @@ fn a_source_stuck_in_a_device_call_does_not_hold_the_shutdown() {
     );
     rt.shutdown_timeout(Duration::from_millis(200));
     // Let the stuck thread go: a writer opens the FIFO and closes it (end of file).
-    drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+    // Non-blocking: with no reader left the open fails instead of waiting for one.
+    use std::os::unix::fs::OpenOptionsExt;
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo),
+    );
 }
