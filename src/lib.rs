@@ -45,8 +45,8 @@ pub mod samples;
 pub mod settings;
 pub mod trainset;
 
-/// The `tracing` target of per-prediction and per-state-change log lines (at DEBUG, so that a healthy daemon's
-/// log stays quiet; the demo turns it on to show predictions).
+/// The `tracing` target of per-prediction and per-state-change log lines (at DEBUG, so
+/// that a healthy daemon's log stays quiet; the demo turns it on to show predictions).
 pub const PREDICTIONS_LOG: &str = "lsskd_edge::predictions";
 
 /// The log level when `RUST_LOG` is not set: our INFO events (see [`log_filter`] for the

@@ -65,7 +65,7 @@ impl Inbox {
         for msg in rx.try_iter() {
             if let Some(r) = refuse(&msg) {
                 self.count(|t| t.refused += 1);
-                self.publisher.send(r.topic, r.payload, r.retain);
+                self.publish(r.topic, r.payload, r.retain);
             }
         }
     }

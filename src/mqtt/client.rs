@@ -204,8 +204,9 @@ fn perform(client: &AsyncClient, q: QoS, a: &Action) -> bool {
 fn flush(client: &AsyncClient, q: QoS, shared: &Shared) {
     let mut s = shared.lock();
     while let Some(t) = s.next_subscription() {
-        if client.try_subscribe(&t, QoS::AtLeastOnce).is_err() {
-            s.subscription_not_taken(t);
+        let a = Action::Subscribe(t);
+        if !perform(client, q, &a) {
+            s.not_taken(a);
             return;
         }
     }

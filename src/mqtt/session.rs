@@ -181,11 +181,6 @@ impl Session {
         self.resubscribe.pop()
     }
 
-    /// The client could not take the subscription [`Session::next_subscription`] gave.
-    pub fn subscription_not_taken(&mut self, topic: String) {
-        self.resubscribe.push(topic);
-    }
-
     /// The connection failed or was lost: how long to wait before the next attempt.
     pub fn on_error(&mut self) -> Duration {
         self.connected = false;
@@ -361,7 +356,7 @@ mod tests {
             Some("p/d/samples/+/add"),
             "subscription asked for again"
         );
-        s.subscription_not_taken("p/d/samples/+/add".into());
+        s.not_taken(Action::Subscribe("p/d/samples/+/add".into()));
         assert_eq!(s.next_subscription().as_deref(), Some("p/d/samples/+/add"));
         assert_eq!(s.next_subscription(), None);
         assert_eq!(drain(&mut s), ["p/d/status", "a"]);

@@ -10,11 +10,16 @@ use crate::harness::{Mosquitto, json, replay_vision_config, samples};
 
 /// Settings of device `it` with the `door` replay pipeline on `port`, state under `dir`.
 fn door_settings(dir: &std::path::Path, port: u16) -> Settings {
+    door_settings_and(dir, port, "")
+}
+
+/// [`door_settings`] plus `more` (TOML appended to the file).
+fn door_settings_and(dir: &std::path::Path, port: u16, more: &str) -> Settings {
     let conf = dir.join("config.toml");
     std::fs::write(
         &conf,
         format!(
-            "state_dir = \"{}\"\n{}",
+            "state_dir = \"{}\"\n{}\n{more}",
             dir.join("state").display(),
             replay_vision_config("door", &samples("vision"), port)
         ),
@@ -27,12 +32,14 @@ fn door_settings(dir: &std::path::Path, port: u16) -> Settings {
     .expect("settings")
 }
 
-#[test]
-fn the_daemon_serves_in_process_and_stops_on_an_injected_shutdown() {
-    let _cpu = crate::common::cpu_shared();
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let settings = door_settings(dir.path(), broker.port);
+/// `daemon::run` on a 2-worker runtime of its own, until the returned sender is used.
+fn spawn_daemon(
+    settings: Settings,
+) -> (
+    tokio::runtime::Runtime,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -42,6 +49,15 @@ fn the_daemon_serves_in_process_and_stops_on_an_injected_shutdown() {
     let daemon = rt.spawn(lsskd_edge::daemon::run(settings, async {
         let _ = stop_rx.await;
     }));
+    (rt, stop_tx, daemon)
+}
+
+#[test]
+fn the_daemon_serves_in_process_and_stops_on_an_injected_shutdown() {
+    let _cpu = crate::common::cpu_shared();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, stop_tx, daemon) = spawn_daemon(door_settings(dir.path(), broker.port));
     let preds = broker.sub("lsskd/it/door/prediction", 2, Duration::from_secs(30));
     assert_eq!(preds.len(), 2, "no predictions from the in-process daemon");
     assert_eq!(json(&preds[0].1)["pipeline"], "door");
@@ -196,32 +212,16 @@ fn a_source_stuck_in_a_device_call_does_not_hold_the_shutdown() {
             .expect("mkfifo")
             .success()
     );
-    let conf = dir.path().join("config.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "state_dir = \"{}\"\n{}\n[[pipeline]]\nname = \"stuck\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_audio\"\npath = \"{}\"\n",
-            dir.path().join("state").display(),
-            replay_vision_config("door", &samples("vision"), broker.port),
+    let settings = door_settings_and(
+        dir.path(),
+        broker.port,
+        &format!(
+            "[[pipeline]]\nname = \"stuck\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_audio\"\npath = \"{}\"\n",
             crate::harness::model("audio"),
             fifo.display()
         ),
-    )
-    .expect("config");
-    let settings = Settings::load(&Sources {
-        file: Some(conf),
-        env: Vec::new(),
-    })
-    .expect("settings");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(lsskd_edge::daemon::run(settings, async {
-        let _ = stop_rx.await;
-    }));
+    );
+    let (rt, stop_tx, daemon) = spawn_daemon(settings);
     let preds = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
     assert_eq!(preds.len(), 1, "the other pipeline serves");
     let asked = std::time::Instant::now();
