@@ -729,6 +729,7 @@ pub fn run(
     manifest.classes = adapted.classes.clone();
     manifest.created_at = crate::registry::package::now_rfc3339();
     manifest.deployed.param_count = snapshot.param_count;
+    manifest.train_state.logit_offset = snapshot.logit_offset.clone();
     manifest.training_seconds = info.seconds;
     manifest.adaptation = Some(info.clone());
     let staged = versions.stage(manifest, current.version, files)?;

@@ -23,8 +23,8 @@ use crate::adapt::job::{AdaptConfig, Replay, adapt};
 use crate::adapt::learner::{CV_FOLDS, GateData, accuracy, finetune_cv, judge_candidates};
 use crate::adapt::{Candidate, GateConfig, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
-use crate::features::Raw;
-use crate::inference::{Classifier, write_onnx};
+use crate::features::{Preprocess, Raw};
+use crate::inference::{Classifier, argmax, write_onnx};
 use crate::lsskd::{self, TrainNet, export};
 use crate::registry::{ModelPackage, replay};
 use crate::settings::AdaptSettings;
@@ -139,6 +139,14 @@ pub struct FewshotArgs {
     /// fine-tuned head; see `AdaptConfig::mix_head`; default: the modality's recipe).
     #[arg(long)]
     pub mix_head: Option<bool>,
+    /// Pull of the new labels' rows towards their imprinted prototypes while fine-tuning
+    /// (`AdaptConfig::row_anchor`; default: the modality's recipe).
+    #[arg(long)]
+    pub row_anchor: Option<f32>,
+    /// Offset of the new labels' logits in the fine-tuned model
+    /// (`AdaptConfig::new_label_offset`; default: the modality's recipe).
+    #[arg(long)]
+    pub new_label_offset: Option<f32>,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -160,6 +168,10 @@ pub struct Episode {
     pub classes: Vec<String>,
     pub imprint_only_novel_accuracy: f64,
     pub novel_accuracy: f64,
+    /// Share of the novel queries classified as a shipped class (the rest of the errors
+    /// are confusions among the new labels), imprinted and fine-tuned.
+    pub imprint_only_novel_to_shipped: f64,
+    pub novel_to_shipped: f64,
     /// Base accuracy with the imprinted (not fine-tuned) model.
     pub imprint_only_base_accuracy: Option<f64>,
     pub base_accuracy_after: Option<f64>,
@@ -218,6 +230,24 @@ pub struct FewshotReport {
     pub finetune_promoted_episodes: usize,
     pub peak_rss_mb: Option<f64>,
     pub per_episode: Vec<Episode>,
+}
+
+/// Accuracy on novel queries and the share of them sent to one of the first `shipped`
+/// classes.
+fn novel_scores(
+    model: &Classifier,
+    pre: &Preprocess,
+    items: &[(usize, &Raw)],
+    shipped: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let (mut right, mut to_shipped) = (0usize, 0usize);
+    for (label, raw) in items {
+        let predicted = argmax(&model.classify(&pre.tensor(raw)?)?.logits);
+        right += usize::from(predicted == *label);
+        to_shipped += usize::from(predicted < shipped);
+    }
+    let n = items.len().max(1) as f64;
+    Ok((right as f64 / n, to_shipped as f64 / n))
 }
 
 fn mean_ci95(v: &[f64]) -> (f64, f64) {
@@ -525,6 +555,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             trained_stages: args.trained_stages.unwrap_or(recipe.trained_stages),
             mix: args.mix.unwrap_or(recipe.mix),
             mix_head: args.mix_head.unwrap_or(recipe.mix_head),
+            row_anchor: args.row_anchor.unwrap_or(recipe.row_anchor),
+            new_label_offset: args.new_label_offset.unwrap_or(recipe.new_label_offset),
             sample_audio_augment: crate::augment::AudioAugment {
                 freq_warp: args.sample_freq_warp,
                 ..recipe.sample_audio_augment.clone()
@@ -553,14 +585,15 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         };
         let labelled: Vec<(usize, &Raw)> = queries.iter().map(|(l, r)| (index(l), *r)).collect();
         let imprinted = Classifier::from_bytes(&adapted.imprinted.onnx)?;
-        let imprint_acc = accuracy(&imprinted, pre, &labelled)?;
+        let shipped = m.classes.len();
+        let (imprint_acc, imprint_to_shipped) = novel_scores(&imprinted, pre, &labelled, shipped)?;
         let imprint_base = if base.is_some() {
             Some(accuracy(&imprinted, pre, &base_items)?)
         } else {
             None
         };
         let tuned = deployed_classifier(&adapted.tuned, shape)?;
-        let novel_acc = accuracy(&tuned, pre, &labelled)?;
+        let (novel_acc, to_shipped) = novel_scores(&tuned, pre, &labelled, shipped)?;
         let base_after = if base.is_some() {
             Some(accuracy(&tuned, pre, &base_items)?)
         } else {
@@ -620,6 +653,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             classes,
             imprint_only_novel_accuracy: imprint_acc,
             novel_accuracy: novel_acc,
+            imprint_only_novel_to_shipped: imprint_to_shipped,
+            novel_to_shipped: to_shipped,
             imprint_only_base_accuracy: imprint_base,
             base_accuracy_after: base_after,
             seconds,

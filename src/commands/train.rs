@@ -412,6 +412,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
             file: TRAIN_STATE.into(),
             aux_heads: args.method.aux_heads(),
             transforms: transform_set,
+            logit_offset: Vec::new(),
         },
         training_data: Some(DataInfo {
             data: args.data.display().to_string(),

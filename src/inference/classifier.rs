@@ -364,6 +364,28 @@ mod tests {
     }
 
     #[test]
+    fn cosine_model_with_logit_offsets_adds_them_in_the_graph() {
+        let plain = cosine_net(23);
+        let mut net = plain.clone();
+        let Head::Cosine { offset, .. } = &mut net.head else {
+            panic!("cosine head");
+        };
+        *offset = vec![0.5, -1.0, 0.0, 2.0, 0.25];
+        let want = offset.clone();
+        assert_matches_reference(&net, 300..303);
+        assert_eq!(net.param_count(), plain.param_count() + 5);
+        let (a, b) = (
+            Classifier::from_bytes(&write_onnx(&plain)).expect("load"),
+            Classifier::from_bytes(&write_onnx(&net)).expect("load"),
+        );
+        let x = random_input(net.input_shape, 7);
+        let (a, b) = (a.classify(&x).expect("run"), b.classify(&x).expect("run"));
+        for ((a, b), o) in a.logits.iter().zip(&b.logits).zip(&want) {
+            assert!((b - a - o).abs() < 1e-5, "{b} - {a} != {o}");
+        }
+    }
+
+    #[test]
     fn linear_model_matches_reference_forward_pass() {
         assert_matches_reference(&linear_net(22), 200..204);
     }

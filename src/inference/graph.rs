@@ -29,13 +29,15 @@ pub struct BasicBlock {
 /// The classifier on the pooled feature `h` (`[1, D]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Head {
-    /// `logits = (h / max(‖h‖, eps)) · weightᵀ`; `weight` `[N, D]` row-major, rows already
-    /// L2-normalised and multiplied by the cosine scale.
+    /// `logits = (h / max(‖h‖, eps)) · weightᵀ + offset`; `weight` `[N, D]` row-major, rows
+    /// already L2-normalised and multiplied by the cosine scale; `offset` `[N]` or empty (none:
+    /// the graph has no addition).
     Cosine {
         weight: Vec<f32>,
         classes: usize,
         dim: usize,
         eps: f32,
+        offset: Vec<f32>,
     },
     /// `logits = h · weightᵀ + bias`; `weight` `[N, D]` row-major.
     Linear {
@@ -77,7 +79,7 @@ impl DeployedNet {
             })
             .sum();
         let head = match &self.head {
-            Head::Cosine { weight, .. } => weight.len(),
+            Head::Cosine { weight, offset, .. } => weight.len() + offset.len(),
             Head::Linear { weight, bias, .. } => weight.len() + bias.len(),
         };
         self.stem.param_count() + blocks + head
@@ -201,10 +203,21 @@ impl DeployedNet {
             return Err(InferenceError::Shape("head: zero classes".into()));
         }
         let (weight_len, bias_len) = match &self.head {
-            Head::Cosine { weight, eps, .. } => {
+            Head::Cosine {
+                weight,
+                eps,
+                offset,
+                ..
+            } => {
                 if !(*eps > 0.0 && eps.is_finite()) {
                     return Err(InferenceError::Shape(format!(
                         "head: cosine eps must be positive and finite, got {eps}"
+                    )));
+                }
+                if !(offset.is_empty() || offset.len() == classes) {
+                    return Err(InferenceError::Shape(format!(
+                        "head: {} logit offsets for {classes} classes",
+                        offset.len()
                     )));
                 }
                 (weight.len(), classes)

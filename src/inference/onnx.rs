@@ -93,6 +93,7 @@ fn build_model(net: &DeployedNet) -> pb::ModelProto {
             classes,
             dim,
             eps,
+            offset,
         } => {
             g.init("const.ones", &[*dim, 1], &vec![1.0; *dim]);
             g.init("const.eps2", &[], &[eps * eps]);
@@ -106,13 +107,25 @@ fn build_model(net: &DeployedNet) -> pb::ModelProto {
             let clamped = g.node("Max", "head.clamp", &[&sum, "const.eps2"], vec![]);
             let norm = g.unary("Sqrt", "head.norm", &clamped);
             let unit = g.node("Div", "head.normalize", &[&h_name, &norm], vec![]);
-            g.node_to(
-                "MatMul",
-                "head.matmul",
-                &[&unit, "head.weight"],
-                LOGITS_NAME,
-                vec![],
-            );
+            if offset.is_empty() {
+                g.node_to(
+                    "MatMul",
+                    "head.matmul",
+                    &[&unit, "head.weight"],
+                    LOGITS_NAME,
+                    vec![],
+                );
+            } else {
+                g.init("head.offset", &[*classes], offset);
+                let cosine = g.node("MatMul", "head.matmul", &[&unit, "head.weight"], vec![]);
+                g.node_to(
+                    "Add",
+                    "head.add_offset",
+                    &[&cosine, "head.offset"],
+                    LOGITS_NAME,
+                    vec![],
+                );
+            }
         }
         Head::Linear {
             weight,

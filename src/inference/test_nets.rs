@@ -76,6 +76,7 @@ pub(crate) fn cosine_net(seed: u64) -> DeployedNet {
         classes,
         dim,
         eps: 1e-6,
+        offset: Vec::new(),
     };
     net
 }
@@ -187,6 +188,7 @@ pub(crate) fn reference_forward(net: &DeployedNet, input: &[f32]) -> (Vec<f32>, 
             classes,
             dim,
             eps,
+            offset,
         } => {
             let norm = emb
                 .iter()
@@ -196,9 +198,10 @@ pub(crate) fn reference_forward(net: &DeployedNet, input: &[f32]) -> (Vec<f32>, 
                 .max(f64::from(*eps));
             (0..*classes)
                 .map(|n| {
-                    (0..*dim)
-                        .map(|d| emb[d] / norm * f64::from(weight[n * dim + d]))
-                        .sum()
+                    offset.get(n).map_or(0.0, |&o| f64::from(o))
+                        + (0..*dim)
+                            .map(|d| emb[d] / norm * f64::from(weight[n * dim + d]))
+                            .sum::<f64>()
                 })
                 .collect()
         }

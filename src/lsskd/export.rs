@@ -56,6 +56,11 @@ pub fn head(c: &Classifier) -> Result<Head, LsskdError> {
                 classes,
                 dim,
                 eps: 1e-6,
+                offset: if c.offset.len() == classes {
+                    c.offset.clone()
+                } else {
+                    Vec::new()
+                },
             }
         }
         Some(b) => Head::Linear {

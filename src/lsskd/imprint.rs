@@ -95,6 +95,9 @@ fn append_rows(c: &mut Classifier, new_rows: Vec<Vec<f32>>) {
     let flat: Vec<f32> = new_rows.into_iter().flatten().collect();
     let new = Tensor::<2>::from_data(TensorData::new(flat, [n, d]), &device);
     c.weight = Param::from_tensor(Tensor::cat(vec![old, new], 0).detach());
+    if !c.offset.is_empty() {
+        c.offset.resize(c.offset.len() + n, 0.0);
+    }
 }
 
 /// *(choice)* The centres of centred imprinting: the mean normalised pooled feature of the

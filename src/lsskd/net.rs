@@ -272,6 +272,11 @@ pub struct Classifier {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub scale: f32,
+    /// Cosine heads: a fixed offset added to each class's logit, `[classes]` or empty
+    /// (none). Not trained; kept by the package manifest (`TrainState::logit_offset`), not
+    /// the training state.
+    #[module(skip)]
+    pub offset: Vec<f32>,
 }
 
 /// Row-wise L2 normalisation, `[R, D] → [R, D]`.
@@ -289,6 +294,7 @@ impl Classifier {
             weight,
             bias,
             scale,
+            offset: Vec::new(),
         }
     }
 
@@ -304,7 +310,16 @@ impl Classifier {
     pub fn forward(&self, h: Tensor<2>) -> Tensor<2> {
         let w = self.weight.val();
         match &self.bias {
-            None => l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale,
+            None if self.offset.is_empty() => {
+                l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale
+            }
+            None => {
+                let n = self.offset.len();
+                let offset =
+                    Tensor::<1>::from_data(TensorData::new(self.offset.clone(), [n]), &w.device());
+                l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale
+                    + offset.unsqueeze_dim(0)
+            }
             Some(b) => h.matmul(w.transpose()) + b.val().unsqueeze_dim(0),
         }
     }

@@ -261,6 +261,15 @@ pub struct Trainer {
     cfg: TrainConfig,
     device: Device,
     input_shape: [usize; 3],
+    rows: Option<RowAnchor>,
+}
+
+/// A pull of some rows of the final classifier towards fixed unit vectors (few-shot
+/// fine-tuning: the new labels' imprinted prototypes).
+struct RowAnchor {
+    first: usize,
+    target: Tensor<2>,
+    weight: f32,
 }
 
 impl Trainer {
@@ -286,7 +295,25 @@ impl Trainer {
             cfg,
             device,
             input_shape,
+            rows: None,
         }
+    }
+
+    /// Pull the final classifier's rows `first..` towards their current directions with
+    /// `weight · Σ ‖ŵ_c − ŵ_c⁰‖²` (unit rows) while fitting: how far the fine-tune may move
+    /// imprinted prototypes. No effect with `weight` 0 or a linear head.
+    pub fn anchor_rows_from(&mut self, first: usize, weight: f32) {
+        let w = self.net().student.classifier.weight.val();
+        let [c, d] = w.dims();
+        if weight <= 0.0 || first >= c || !self.net().student.classifier.is_cosine() {
+            return;
+        }
+        let target = l2_normalize(w.slice([first..c, 0..d])).detach();
+        self.rows = Some(RowAnchor {
+            first,
+            target,
+            weight,
+        });
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -584,6 +611,14 @@ impl Trainer {
                 let l_anchor = (h - t).powf_scalar(2.0).sum_dim(1).mean().reshape([1]);
                 loss = loss + l_anchor * cfg.anchor_embedding_weight;
             }
+        }
+        if let Some(a) = &self.rows {
+            let w = net.student.classifier.weight.val();
+            let [c, d] = w.dims();
+            let pull = (l2_normalize(w.slice([a.first..c, 0..d])) - a.target.clone())
+                .powf_scalar(2.0)
+                .sum();
+            loss = loss + pull * a.weight;
         }
         parts.total = loss.clone().into_scalar::<f32>();
         if !parts.total.is_finite() {

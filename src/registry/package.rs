@@ -68,6 +68,10 @@ pub struct TrainState {
     pub file: String,
     pub aux_heads: bool,
     pub transforms: TransformSet,
+    /// Offsets of the classifier's logits (`Classifier::offset`; the taught labels' after
+    /// a fine-tune), one per class; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_offset: Vec<f32>,
 }
 
 /// Where the training data came from.
@@ -162,14 +166,17 @@ impl ModelPackage {
     /// describes it: architecture, classes, transforms, auxiliary heads.
     pub fn load_train_net(&self, device: &Device) -> Result<TrainNet, LsskdError> {
         let m = &self.manifest;
-        checkpoint::load(
+        let mut net = checkpoint::load(
             &m.arch,
             m.classes.len(),
             m.train_state.transforms.len(),
             m.train_state.aux_heads,
             &self.train_state_path(),
             device,
-        )
+        )?;
+        // Checked against the classes by `load`.
+        net.student.classifier.offset = m.train_state.logit_offset.clone();
+        Ok(net)
     }
 
     pub fn replay_dir(&self) -> PathBuf {
@@ -212,6 +219,19 @@ impl ModelPackage {
             .validate()
             .map_err(|e| bad(e.to_string()))?;
         manifest.arch.validate().map_err(bad)?;
+        let offsets = &manifest.train_state.logit_offset;
+        if !offsets.is_empty() && offsets.len() != manifest.classes.len() {
+            return Err(bad(format!(
+                "train_state.logit_offset has {} values for {} classes",
+                offsets.len(),
+                manifest.classes.len()
+            )));
+        }
+        if offsets.iter().any(|o| !o.is_finite()) {
+            return Err(bad(
+                "train_state.logit_offset holds a value that is not finite".into(),
+            ));
+        }
         for required in [MODEL_ONNX, manifest.train_state.file.as_str()] {
             if !manifest.files.contains_key(required) {
                 return Err(bad(format!("`files` does not list {required}")));

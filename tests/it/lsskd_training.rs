@@ -80,12 +80,19 @@ fn a_few_lsskd_steps_reduce_the_loss_on_real_images() {
 }
 
 fn assert_parity(ds: &Dataset, trainer: &Trainer, shape: [usize; 3]) {
+    assert_student_parity(ds, &trainer.net().student, shape);
+}
+
+fn assert_student_parity(
+    ds: &Dataset,
+    student: &lsskd_edge::lsskd::net::Student,
+    shape: [usize; 3],
+) {
     let (pre, _) = preprocess_for(ds).expect("preprocessing");
     let data = FeatureData::from_dataset(ds, &pre, false).expect("features");
     let inputs: Vec<Vec<f32>> = (0..data.len().min(24))
         .map(|i| data.input(i, None))
         .collect();
-    let student = &trainer.net().student;
     let burn_out = infer::forward_batch(student, &inputs, shape).expect("burn forward");
     let deployed = export::deployed(student, shape).expect("export");
     let onnx = write_onnx(&deployed);
@@ -122,6 +129,25 @@ fn exported_audio_student_matches_burn_within_1e4() {
     let (trainer, _, shape) = train_steps(&ds, 3, TransformMode::Sampled);
     assert_eq!(shape, [1, 49, 40]);
     assert_parity(&ds, &trainer, shape);
+}
+
+#[test]
+fn logit_offsets_are_exported_and_kept_by_imprinting() {
+    let _cpu = crate::common::cpu_shared();
+    let classes = ["yes", "no", "up", "down"].map(String::from).to_vec();
+    let ds = slice(&kws(), "val", Some(classes), 2);
+    let (trainer, _, shape) = train_steps(&ds, 1, TransformMode::Sampled);
+    let mut net = trainer.into_net();
+    net.student.classifier.offset = vec![0.0, 0.0, 0.5, 1.5];
+    assert_student_parity(&ds, &net.student, shape);
+    // Imprinting a class keeps the earlier offsets; the new row gets none.
+    let (pre, set) = preprocess_for(&ds).expect("preprocessing");
+    let data = FeatureData::from_dataset(&ds, &pre, false).expect("features");
+    let inputs: Vec<Vec<f32>> = (0..2).map(|i| data.input(i, None)).collect();
+    let net = lsskd::imprint::imprint(net, &inputs, &[0, 0], 1, &Centres::default(), set, shape)
+        .expect("imprint");
+    assert_eq!(net.student.classifier.offset, vec![0.0, 0.0, 0.5, 1.5, 0.0]);
+    assert_student_parity(&ds, &net.student, shape);
 }
 
 #[test]

@@ -164,3 +164,35 @@ fn gate_set_is_written_by_train_added_by_export_and_optional() {
         4 * with.manifest.classes.len()
     );
 }
+
+#[test]
+fn logit_offsets_in_the_manifest_reach_the_training_net_and_wrong_ones_are_named() {
+    let _cpu = crate::common::cpu_shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = tiny_package(dir.path(), &["--method", "ce"]);
+    let pkg = ModelPackage::load(&path).expect("package");
+    let n = pkg.manifest.classes.len();
+    let write = |offsets: Vec<f32>| {
+        let mut manifest = pkg.manifest.clone();
+        manifest.train_state.logit_offset = offsets;
+        fs::write(
+            path.join("manifest.json"),
+            serde_json::to_vec_pretty(&manifest).expect("json"),
+        )
+        .expect("write manifest");
+    };
+    let offsets: Vec<f32> = (0..n).map(|i| i as f32 * 0.1).collect();
+    write(offsets.clone());
+    let device = lsskd_edge::lsskd::training_device(0);
+    let net = ModelPackage::load(&path)
+        .expect("package with offsets")
+        .load_train_net(&device)
+        .expect("train net");
+    assert_eq!(net.student.classifier.offset, offsets);
+
+    write(vec![0.5; n + 1]);
+    let err = ModelPackage::load(&path)
+        .expect_err("one offset too many")
+        .to_string();
+    assert!(err.contains("logit_offset"), "{err}");
+}
