@@ -310,15 +310,16 @@ impl Classifier {
     pub fn forward(&self, h: Tensor<2>) -> Tensor<2> {
         let w = self.weight.val();
         match &self.bias {
-            None if self.offset.is_empty() => {
-                l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale
-            }
             None => {
+                let device = w.device();
+                let logits = l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale;
+                if self.offset.is_empty() {
+                    return logits;
+                }
                 let n = self.offset.len();
                 let offset =
-                    Tensor::<1>::from_data(TensorData::new(self.offset.clone(), [n]), &w.device());
-                l2_normalize(h).matmul(l2_normalize(w).transpose()) * self.scale
-                    + offset.unsqueeze_dim(0)
+                    Tensor::<1>::from_data(TensorData::new(self.offset.clone(), [n]), &device);
+                logits + offset.unsqueeze_dim(0)
             }
             Some(b) => h.matmul(w.transpose()) + b.val().unsqueeze_dim(0),
         }
