@@ -43,6 +43,14 @@ fn block(b: &Block) -> Result<BasicBlock, LsskdError> {
 pub fn head(c: &Classifier) -> Result<Head, LsskdError> {
     let [classes, dim] = c.weight.shape().dims::<2>();
     let mut weight = values(c.weight.val())?;
+    // No offset is empty; one that does not cover every class is a bug upstream
+    // (imprinting and `offset_labels` resize it, the package load checks it).
+    if !c.offset.is_empty() && c.offset.len() != classes {
+        return Err(LsskdError::Arch(format!(
+            "classifier has {classes} classes but {} logit offsets",
+            c.offset.len()
+        )));
+    }
     Ok(match &c.bias {
         None => {
             for row in weight.chunks_mut(dim) {
@@ -56,11 +64,7 @@ pub fn head(c: &Classifier) -> Result<Head, LsskdError> {
                 classes,
                 dim,
                 eps: 1e-6,
-                offset: if c.offset.len() == classes {
-                    c.offset.clone()
-                } else {
-                    Vec::new()
-                },
+                offset: c.offset.clone(),
             }
         }
         Some(b) => Head::Linear {

@@ -148,6 +148,11 @@ fn logit_offsets_are_exported_and_kept_by_imprinting() {
         .expect("imprint");
     assert_eq!(net.student.classifier.offset, vec![0.0, 0.0, 0.5, 1.5, 0.0]);
     assert_student_parity(&ds, &net.student, shape);
+    // An offset that does not cover every class is an error naming both counts.
+    let mut head = net.student.classifier.clone();
+    head.offset.pop();
+    let err = lsskd::export::head(&head).expect_err("4 offsets for 5 classes");
+    assert!(err.to_string().contains("5 classes but 4"), "{err}");
 }
 
 #[test]
