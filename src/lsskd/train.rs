@@ -10,7 +10,7 @@
 //! target for a transform not drawn last epoch falls back to the last recorded one, or to
 //! one-hot if it was never drawn.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -358,6 +358,7 @@ impl Trainer {
             epochs,
         });
         let started = Instant::now();
+        let mut steady_from: Option<(Instant, usize)> = None;
         let mut reports = Vec::new();
         let mut step = 0usize;
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -391,15 +392,23 @@ impl Trainer {
                     step,
                     loss: s.parts.total,
                 });
+                // The speed is measured from the end of the first step: that one also pays
+                // for the allocations and the first touch of every buffer.
+                let (steady_at, steady_step) =
+                    *steady_from.get_or_insert_with(|| (Instant::now(), step));
                 // Budget: re-estimate the speed now and then and fit the schedule to what
                 // is left (the machine may be shared, so speed changes).
                 if (step == 5 || step.is_multiple_of(25))
                     && let Some(budget) = self.cfg.budget_secs
                 {
-                    let per_step = started.elapsed().as_secs_f64() / step as f64;
-                    // Leave ~10% of the budget for validation passes.
-                    let fit = ((budget as f64 * 0.9) / per_step) as usize;
-                    let fitted = fit.max(step + 1).min(planned_steps);
+                    let fitted = fit_to_budget(
+                        Duration::from_secs(budget),
+                        started.elapsed(),
+                        steady_at.elapsed(),
+                        step - steady_step,
+                        step,
+                        planned_steps,
+                    );
                     if fitted != total_steps {
                         total_steps = fitted;
                         epochs = total_steps.div_ceil(steps_per_epoch);
@@ -673,4 +682,63 @@ pub fn accuracy(
             .count();
     }
     Ok(correct as f32 / data.len().max(1) as f32)
+}
+
+/// The steps a budgeted schedule can take: those done (`step`) plus as many as the budget's
+/// remaining 90 % (the rest is left for validation passes) holds at the steady speed,
+/// measured over the `steady_steps` taken in `steady` since the first step. At least one
+/// more step, never more than planned.
+fn fit_to_budget(
+    budget: Duration,
+    elapsed: Duration,
+    steady: Duration,
+    steady_steps: usize,
+    step: usize,
+    planned: usize,
+) -> usize {
+    if steady_steps == 0 {
+        return planned;
+    }
+    let per_step = steady.as_secs_f64() / steady_steps as f64;
+    let left = (budget.as_secs_f64() * 0.9 - elapsed.as_secs_f64()).max(0.0);
+    let more = if per_step > 0.0 {
+        (left / per_step).min(planned as f64) as usize
+    } else {
+        planned
+    };
+    (step + more).clamp(step + 1, planned.max(step + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_to_budget;
+    use std::time::Duration;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_slow_first_step_does_not_shorten_a_schedule_that_fits() {
+        // 285 steps at 18 ms are 5.1 s of a 10 s budget; the first step took 150 ms.
+        let fitted = fit_to_budget(Duration::from_secs(10), MS(222), MS(72), 4, 5, 285);
+        assert_eq!(fitted, 285);
+    }
+
+    #[test]
+    fn a_schedule_that_does_not_fit_is_cut_to_the_time_left() {
+        // 100 ms a step, 2 s spent at step 20: 7 s of the 9 s left hold 70 more steps.
+        let fitted = fit_to_budget(Duration::from_secs(10), MS(2000), MS(1900), 19, 20, 285);
+        assert_eq!(fitted, 90);
+    }
+
+    #[test]
+    fn a_spent_budget_still_takes_one_more_step_and_never_more_than_planned() {
+        let over = fit_to_budget(Duration::from_secs(1), MS(5000), MS(4000), 40, 41, 285);
+        assert_eq!(over, 42);
+        let planned = fit_to_budget(Duration::from_secs(60), MS(50), MS(40), 4, 5, 10);
+        assert_eq!(planned, 10);
+        assert_eq!(
+            fit_to_budget(Duration::from_secs(1), MS(9), MS(0), 0, 1, 10),
+            10
+        );
+    }
 }
