@@ -345,11 +345,20 @@ pub fn adapt(
     let start = (cfg.mix < 1.0).then(|| imprinted.float_values());
     let mut trainer = Trainer::new(imprinted, tc, shape);
     trainer.anchor_rows_from(classes.len(), cfg.row_anchor);
-    let mut total = 1usize;
+    let mut total = 0usize;
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
-        crate::lsskd::Progress::Planned { total_steps, .. } => total = total_steps.max(1),
+        crate::lsskd::Progress::Planned { total_steps, .. } => {
+            if total > 0 {
+                tracing::debug!(
+                    from = total,
+                    to = total_steps,
+                    "fine-tune schedule refitted to the budget"
+                );
+            }
+            total = total_steps.max(1);
+        }
         crate::lsskd::Progress::Step { step, .. } => {
-            on_progress(((step + 1) as f64 / total as f64).min(1.0))
+            on_progress(((step + 1) as f64 / total.max(1) as f64).min(1.0))
         }
         crate::lsskd::Progress::Epoch(_) => {}
     };
