@@ -1,7 +1,7 @@
 //! Student → [`DeployedNet`]: BatchNorm folded into convolutions, cosine-head normalisation
 //! and scale folded into the weights, every auxiliary head left behind.
 
-use super::net::{Block, Classifier, ConvBn, Student};
+use super::net::{Block, Classifier, ConvBn, Student, offset_fits};
 use super::{LsskdError, values};
 use crate::inference::graph::{BasicBlock, ConvLayer, DeployedNet, Head};
 
@@ -43,9 +43,9 @@ fn block(b: &Block) -> Result<BasicBlock, LsskdError> {
 pub fn head(c: &Classifier) -> Result<Head, LsskdError> {
     let [classes, dim] = c.weight.shape().dims::<2>();
     let mut weight = values(c.weight.val())?;
-    // No offset is empty; one that does not cover every class is a bug upstream
-    // (imprinting and `offset_labels` resize it, the package load checks it).
-    if !c.offset.is_empty() && c.offset.len() != classes {
+    // One that does not fit is a bug upstream (imprinting and `offset_labels` resize it,
+    // the package load checks it).
+    if !offset_fits(&c.offset, classes) {
         return Err(LsskdError::Arch(format!(
             "classifier has {classes} classes but {} logit offsets",
             c.offset.len()

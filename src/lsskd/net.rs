@@ -279,6 +279,12 @@ pub struct Classifier {
     pub offset: Vec<f32>,
 }
 
+/// Whether `offset` is a valid [`Classifier::offset`] for `classes` classes: empty (none) or
+/// one per class. The package load and the export both hold a classifier to it.
+pub fn offset_fits(offset: &[f32], classes: usize) -> bool {
+    offset.is_empty() || offset.len() == classes
+}
+
 /// Row-wise L2 normalisation, `[R, D] → [R, D]`.
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-6); // [R, 1]

@@ -220,7 +220,7 @@ impl ModelPackage {
             .map_err(|e| bad(e.to_string()))?;
         manifest.arch.validate().map_err(bad)?;
         let offsets = &manifest.train_state.logit_offset;
-        if !offsets.is_empty() && offsets.len() != manifest.classes.len() {
+        if !crate::lsskd::net::offset_fits(offsets, manifest.classes.len()) {
             return Err(bad(format!(
                 "train_state.logit_offset has {} values for {} classes",
                 offsets.len(),
