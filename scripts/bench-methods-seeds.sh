@@ -11,7 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${BIN:-}" ] || cargo build --release --bin lsskd-edge >&2
 bin=${BIN:-target/release/lsskd-edge}
-data=${DATA_ROOT:-../shared/data}
+# The vision episodes of the few-shot benchmarks (tuning part of the digits), minus their
+# `--model models/vision`: each trained backbone takes its place.
+LSSKD_EDGE_BIN=$bin source scripts/fewshot-args.sh
+[ "${vision[0]}" = --model ] || { echo "fewshot-args.sh: vision no longer starts with --model" >&2; exit 2; }
+episodes=("${vision[@]:2}")
 out=${OUT:-target/methods}
 epochs=${EPOCHS:-20}
 mkdir -p "$out"
@@ -23,10 +27,9 @@ for run in "$@"; do
   nice -n 10 "$bin" train --data "$data/fashion-mnist" --split train --val-split val \
     --method "$method" --epochs "$epochs" --seed "$seed" --out "$dir" >"$dir.train.log" 2>&1
   echo "$(date -u +%FT%TZ) $method seed $seed: $(grep -a 'validation accuracy' "$dir.train.log")" >>"$out/log"
-  nice -n 10 "$bin" fewshot-bench --model "$dir" --support-data "$data/mnist-fewshot" \
-    --support-split pool --query-data "$data/mnist-fewshot" --query-split pool --pool-part tune \
-    --base-data "$data/fashion-mnist" --base-split val --way 5 --shot 5 --episodes 10 --seed 1 \
-    --epochs 0 --base-limit 1000 --json >"$dir.transfer.json" 2>"$dir.transfer.log"
+  nice -n 10 "$bin" fewshot-bench --model "$dir" "${episodes[@]}" --way 5 --shot 5 \
+    --episodes 10 --seed 1 --epochs 0 --base-limit 1000 --json \
+    >"$dir.transfer.json" 2>"$dir.transfer.log"
   python3 - "$dir.transfer.json" "$method" "$seed" >>"$out/log" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
