@@ -5,8 +5,10 @@
 # (`--epochs 0`), 5-way 5-shot digits from the tuning part of mnist-fewshot, seed 1, 10
 # episodes. Packages, logs and the transfer JSON go to OUT (default target/methods).
 # Usage: scripts/bench-methods-seeds.sh ce:1 pskd:1 …   (BIN: a release build, else built)
-# Two runs side by side with RAYON_NUM_THREADS=1 each give 1.5 times the steps per second
-# of one run on two threads (2-core machine): start two of these scripts.
+# Two runs side by side with RAYON_NUM_THREADS=1 each give more steps per second than one
+# run on two threads (2-core machine): 1.5 times for `ce`/`pskd`, only 1.2 times for
+# `sla`/`lsskd` (0.51 s a step each against 0.31), which then finish much later: start two
+# of these scripts when throughput matters, one when the first package is wanted soon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${BIN:-}" ] || cargo build --release --bin lsskd-edge >&2
