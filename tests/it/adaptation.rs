@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use lsskd_edge::dataset::{self, LoadOptions};
 use lsskd_edge::features::Raw;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 
 use crate::common::data_root;
 use crate::harness::{Daemon, Mosquitto, PASSWORD, USER, json, publish, replay_vision_config};
@@ -19,7 +22,8 @@ fn label(digit: &str) -> String {
     format!("digit_{digit}")
 }
 
-/// Write `support` and `query` PNGs of the chosen digits from the MNIST few-shot pool.
+/// Write `support` and `query` PNGs of the chosen digits, drawn from the MNIST few-shot
+/// pool.
 pub fn digit_files(
     dir: &Path,
     support: usize,
@@ -38,12 +42,15 @@ pub fn digit_files(
     std::fs::create_dir_all(&query_dir).expect("query dir");
     let mut sets = Vec::new();
     for (ci, digit) in ds.classes.iter().enumerate() {
-        let items: Vec<&Raw> = ds
+        let mut items: Vec<&Raw> = ds
             .items
             .iter()
             .filter(|i| i.label == ci)
             .map(|i| &i.raw)
             .collect();
+        // A seeded draw from the whole pool, not its first images: a test of the flow
+        // should not hang on which few images a data set happens to list first.
+        items.shuffle(&mut StdRng::seed_from_u64(ci as u64));
         let mut files = Vec::new();
         for (k, raw) in items.iter().take(support + query).enumerate() {
             let Raw::Image(img) = raw else {
