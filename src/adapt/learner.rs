@@ -56,7 +56,7 @@ pub const CV_FOLDS: usize = 3;
 /// (every `folds`-th sample of each label, oldest first; a label keeps at least one sample
 /// to train on), and for each fold the live model is imprinted and fine-tuned on the
 /// other samples (samples of shipped classes and the replay all train) with `cfg`'s
-/// recipe shortened to `1/folds` of its epochs and a fifth of its budget, then predicts
+/// recipe shortened to `2/folds` of its epochs and a fifth of its budget, then predicts
 /// the fold's samples through tract. Returns `(true label, predicted label)` per held-out sample.
 #[allow(clippy::too_many_arguments)]
 pub fn finetune_cv(
@@ -86,7 +86,11 @@ pub fn finetune_cv(
         })
         .collect();
     let fold_cfg = AdaptConfig {
-        epochs: cfg.epochs.div_ceil(folds).max(1),
+        // Two `folds`-ths of the epochs: at one, the folds of the image recipe (strong
+        // augmentation) were still underfitted and judged good fine-tunes below the
+        // imprint (BENCHMARKS.md "Few-shot vision: the sample augmentation and the
+        // fine-tune's method").
+        epochs: (2 * cfg.epochs).div_ceil(folds).max(1),
         // A fifth of the budget each: the three folds together cost about 60 % of the
         // fine-tune they judge.
         budget_secs: cfg.budget_secs.map(|b| (b / 5).max(1)),

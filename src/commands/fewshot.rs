@@ -112,6 +112,9 @@ pub struct FewshotArgs {
     /// `AdaptConfig::for_modality`).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// The fine-tune's method (`AdaptConfig::method`; default: the modality's recipe).
+    #[arg(long)]
+    pub method: Option<crate::lsskd::Method>,
     /// Fine-tune wall-clock budget per episode, seconds.
     #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
     pub budget_secs: u64,
@@ -151,6 +154,20 @@ pub struct FewshotArgs {
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
     pub sample_freq_warp: f32,
+    /// Augmentation of the user's image samples: random-crop padding in pixels, rotation
+    /// range in degrees, scale range (`AdaptConfig::sample_augment`; default: the recipe's).
+    #[arg(long)]
+    pub sample_crop: Option<usize>,
+    #[arg(long)]
+    pub sample_rotate: Option<f32>,
+    #[arg(long)]
+    pub sample_scale: Option<f32>,
+    /// Replay exemplars' pull towards the pre-adaptation prediction and embedding
+    /// (`AdaptConfig::anchor_weight`, `anchor_embedding_weight`; default: the recipe's).
+    #[arg(long)]
+    pub anchor_weight: Option<f32>,
+    #[arg(long)]
+    pub anchor_embedding_weight: Option<f32>,
     /// Gate thresholds (default: the daemon's defaults, config/default.toml `[adapt]`).
     #[arg(long)]
     pub min_new_accuracy: Option<f64>,
@@ -551,12 +568,27 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let cfg = AdaptConfig {
             epochs: args.epochs,
             lr: args.lr.unwrap_or(recipe.lr),
+            method: args.method.unwrap_or(recipe.method),
             budget_secs: Some(args.budget_secs),
             trained_stages: args.trained_stages.unwrap_or(recipe.trained_stages),
             mix: args.mix.unwrap_or(recipe.mix),
             mix_head: args.mix_head.unwrap_or(recipe.mix_head),
             row_anchor: args.row_anchor.unwrap_or(recipe.row_anchor),
             new_label_offset: args.new_label_offset.unwrap_or(recipe.new_label_offset),
+            anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
+            anchor_embedding_weight: args
+                .anchor_embedding_weight
+                .unwrap_or(recipe.anchor_embedding_weight),
+            sample_augment: crate::augment::ImageAugment {
+                crop_padding: args
+                    .sample_crop
+                    .unwrap_or(recipe.sample_augment.crop_padding),
+                rotate_deg: args
+                    .sample_rotate
+                    .unwrap_or(recipe.sample_augment.rotate_deg),
+                scale: args.sample_scale.unwrap_or(recipe.sample_augment.scale),
+                ..recipe.sample_augment.clone()
+            },
             sample_audio_augment: crate::augment::AudioAugment {
                 freq_warp: args.sample_freq_warp,
                 ..recipe.sample_audio_augment.clone()
