@@ -1,6 +1,6 @@
 //! One on-device adaptation of a model, end to end and synchronous (the daemon runs it on
 //! its trainer thread; tests call it directly): the live version's training model is
-//! imprinted with the new labels (and, unless `imprint_only`, fine-tuned with LSSKD) on
+//! imprinted with the new labels (and, unless `imprint_only`, fine-tuned: `adapt::job`) on
 //! all samples of new labels; the candidates are judged through tract against the live
 //! model ([`judge_candidates`], shared with `fewshot-bench`); a candidate that passes the
 //! gate is written as a new version and promoted.
