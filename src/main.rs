@@ -55,8 +55,9 @@ enum Command {
     /// N-way K-shot adaptation episodes (imprint + fine-tune + gate) on classes the model
     /// does not know, evaluated through tract.
     FewshotBench {
+        // Boxed: its many recipe flags would make every `Command` this large.
         #[command(flatten)]
-        args: fewshot::FewshotArgs,
+        args: Box<fewshot::FewshotArgs>,
         #[arg(long)]
         json: bool,
     },

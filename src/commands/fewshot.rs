@@ -154,6 +154,16 @@ pub struct FewshotArgs {
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
     pub sample_freq_warp: f32,
+    /// Augmentation of the user's audio samples: speed range, time shift in milliseconds,
+    /// and the largest time and frequency masks (`AudioAugment`; default: the recipe's).
+    #[arg(long)]
+    pub sample_speed: Option<f32>,
+    #[arg(long)]
+    pub sample_shift_ms: Option<f32>,
+    #[arg(long)]
+    pub sample_time_mask: Option<usize>,
+    #[arg(long)]
+    pub sample_freq_mask: Option<usize>,
     /// Augmentation of the user's image samples: random-crop padding in pixels, rotation
     /// range in degrees, scale range (`AdaptConfig::sample_augment`; default: the recipe's).
     #[arg(long)]
@@ -591,6 +601,18 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             },
             sample_audio_augment: crate::augment::AudioAugment {
                 freq_warp: args.sample_freq_warp,
+                speed: args
+                    .sample_speed
+                    .unwrap_or(recipe.sample_audio_augment.speed),
+                shift_ms: args
+                    .sample_shift_ms
+                    .unwrap_or(recipe.sample_audio_augment.shift_ms),
+                time_mask: args
+                    .sample_time_mask
+                    .unwrap_or(recipe.sample_audio_augment.time_mask),
+                freq_mask: args
+                    .sample_freq_mask
+                    .unwrap_or(recipe.sample_audio_augment.freq_mask),
                 ..recipe.sample_audio_augment.clone()
             },
             seed: args.seed + e as u64,
