@@ -510,6 +510,18 @@ impl TrainNet {
         v.0
     }
 
+    /// Fold every pending BatchNorm running-statistics update into its value. burn keeps a
+    /// training step's update pending (per thread) until something syncs it (`valid()`,
+    /// `value_sync()`), while the export, [`TrainNet::float_values`] and
+    /// [`TrainNet::interpolate`] read and write the value alone: unsynced, an exported model
+    /// lacks the last step's statistics, and an interpolated one gets the fine-tune's raw
+    /// statistics back at the next sync (the checkpoint's `valid()`), so that the saved
+    /// training state no longer matches the exported model. `valid()` syncs the states it
+    /// shares with `self`.
+    pub fn sync_running_stats(&self) {
+        let _ = self.valid();
+    }
+
     /// `weight·self + (1 − weight)·other` for every parameter and running statistic;
     /// `other` is [`TrainNet::float_values`] of a network of the same shape (the same
     /// classes).
@@ -614,6 +626,44 @@ mod tests {
     use burn::tensor::Distribution;
 
     use crate::lsskd::kernels::tests::rel_err;
+
+    /// A training step leaves its BatchNorm update pending; after `sync_running_stats` the
+    /// export and a later `valid()` (the checkpoint) see the same statistics, and an
+    /// interpolation of a synced network survives the checkpoint's sync.
+    #[test]
+    fn synced_running_statistics_are_what_export_and_checkpoint_see() {
+        let arch = ArchConfig::preset("resnet-xs", 1).expect("preset");
+        let device = crate::lsskd::training_device(5);
+        let shape = [1, 16, 16];
+        let export = |n: &TrainNet| {
+            crate::inference::write_onnx(
+                &crate::lsskd::export::deployed(&n.student, shape).expect("export"),
+            )
+        };
+        let step = |n: &TrainNet| {
+            let x = Tensor::<4>::random([4, 1, 16, 16], Distribution::Normal(1.0, 2.0), &device);
+            let _ = n.student.forward(x);
+        };
+        let net = TrainNet::new(&arch, 4, 4, false, &device);
+        step(&net);
+        let pending = export(&net);
+        net.sync_running_stats();
+        let synced = export(&net);
+        assert!(pending != synced, "the step's update was pending");
+        let _ = net.valid();
+        assert!(export(&net) == synced, "nothing pending after the sync");
+
+        // Interpolating a network with a pending update: the checkpoint's sync would undo
+        // the mix of the running statistics; synced first, it keeps it.
+        let other = TrainNet::new(&arch, 4, 4, false, &device).float_values();
+        let trained = TrainNet::new(&arch, 4, 4, false, &device);
+        step(&trained);
+        trained.sync_running_stats();
+        let mixed = trained.interpolate(&other, 0.5);
+        let before = export(&mixed);
+        let _ = mixed.valid();
+        assert!(export(&mixed) == before, "the mix survives a sync");
+    }
 
     /// Weight 1 keeps a network, 0 gives the other's values, ½ the mean of the two — for
     /// every parameter and running statistic — and trainable parameters stay trainable.

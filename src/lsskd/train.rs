@@ -324,8 +324,12 @@ impl Trainer {
         self.net.as_ref().expect("net is only taken inside step")
     }
 
+    /// The trained network, its BatchNorm statistics synced
+    /// ([`TrainNet::sync_running_stats`]).
     pub fn into_net(self) -> TrainNet {
-        self.net.expect("net is only taken inside step")
+        let net = self.net.expect("net is only taken inside step");
+        net.sync_running_stats();
+        net
     }
 
     /// Train for the configured epochs (or budget). `cancel` is polled between steps.
