@@ -609,13 +609,22 @@ pub fn run(
     let device = lsskd::training_device(seed);
     let set = m.train_state.transforms;
     let net = pkg.load_train_net(&device)?;
-    let replay = Replay::new(&net, pre, set, &replay_train)?;
     let acfg = AdaptConfig {
         epochs: if imprint_only { 0 } else { cfg.epochs },
         budget_secs: Some(cfg.budget_secs),
         seed,
         ..AdaptConfig::for_modality(pre.modality())
     };
+    let mut replay = Replay::new(&net, pre, set, &replay_train)?;
+    if acfg.new_label_offset_max > acfg.new_label_offset {
+        // The gate set calibrates the new labels' offset.
+        let calibration: Vec<(usize, &Raw)> = old_items
+            .iter()
+            .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
+            .map(|(l, r)| (*l, r))
+            .collect();
+        replay = replay.calibrate_on(pre, &calibration)?;
+    }
     progress(Phase::Training(0.0));
     let adapted = adapt(
         net,

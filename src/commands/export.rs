@@ -65,7 +65,7 @@ pub fn select_gate(
 
 /// An audio clip without its trailing digital silence (the features pad short clips with
 /// zeros, so this changes no feature and keeps the package small); images as they are.
-fn trim_trailing_silence(raw: &Raw) -> Raw {
+pub(crate) fn trim_trailing_silence(raw: &Raw) -> Raw {
     match raw {
         Raw::Audio(clip) => {
             let end = clip

@@ -150,6 +150,14 @@ pub struct FewshotArgs {
     /// (`AdaptConfig::new_label_offset`; default: the modality's recipe).
     #[arg(long)]
     pub new_label_offset: Option<f32>,
+    /// Cap of the new labels' offset calibrated on the gate set
+    /// (`AdaptConfig::new_label_offset_max`; default: the modality's recipe).
+    #[arg(long)]
+    pub new_label_offset_max: Option<f32>,
+    /// Measure the shipped classes (`--base-data`) only on items that are not in the
+    /// package's gate set, which the adaptation's offset is calibrated on.
+    #[arg(long)]
+    pub base_exclude_gate: bool,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -208,6 +216,8 @@ pub struct Episode {
     pub gate_seconds: f64,
     /// Fine-tune steps within the budget.
     pub steps: usize,
+    /// The offset of the new labels' logits in the fine-tuned model.
+    pub new_label_offset: f32,
     pub kind: EpisodeKind,
     /// Promoted by the daemon's gate (either candidate).
     pub promoted: bool,
@@ -246,6 +256,8 @@ pub struct FewshotReport {
     pub imprint_only_novel_ci95: f64,
     pub base_accuracy_before: Option<f64>,
     pub base_accuracy_after: Option<f64>,
+    /// Items the base accuracies are measured on.
+    pub base_items: usize,
     pub seconds_per_episode: f64,
     pub kind: EpisodeKind,
     /// The manifest column support and queries were split by (`--group-by`).
@@ -257,6 +269,18 @@ pub struct FewshotReport {
     pub finetune_promoted_episodes: usize,
     pub peak_rss_mb: Option<f64>,
     pub per_episode: Vec<Episode>,
+}
+
+/// The encoded files of a package's gate set (`gate/<class>/<file>`).
+fn gate_files(dir: &std::path::Path) -> anyhow::Result<std::collections::HashSet<Vec<u8>>> {
+    let mut out = std::collections::HashSet::new();
+    let gate = dir.join(crate::registry::package::GATE_DIR);
+    for class in std::fs::read_dir(&gate).with_context(|| format!("{}", gate.display()))? {
+        for file in std::fs::read_dir(class?.path())? {
+            out.insert(std::fs::read(file?.path())?);
+        }
+    }
+    Ok(out)
 }
 
 /// Accuracy on novel queries and the share of them sent to one of the first `shipped`
@@ -456,9 +480,24 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             let mut idx: Vec<usize> = (0..b.len()).collect();
             idx.shuffle(&mut rng);
             idx.truncate(args.base_limit);
-            idx.into_iter()
-                .map(|i| (b.items[i].label, &b.items[i].raw))
-                .collect()
+            let gate = if args.base_exclude_gate {
+                gate_files(&pkg.dir)?
+            } else {
+                Default::default()
+            };
+            let mut items = Vec::new();
+            for i in idx {
+                let raw = &b.items[i].raw;
+                if !gate.is_empty() {
+                    let trimmed = crate::commands::export::trim_trailing_silence(raw);
+                    let (bytes, _) = replay::encode(&trimmed).map_err(anyhow::Error::msg)?;
+                    if gate.contains(&bytes) {
+                        continue;
+                    }
+                }
+                items.push((b.items[i].label, raw));
+            }
+            items
         }
         None => Vec::new(),
     };
@@ -572,7 +611,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
         let net = pkg.load_train_net(&device)?;
-        let prepared = Replay::new(&net, pre, set, &replay)?;
+        let calibration: Vec<(usize, &Raw)> = old_items.iter().map(|(l, r)| (*l, r)).collect();
+        let prepared = Replay::new(&net, pre, set, &replay)?.calibrate_on(pre, &calibration)?;
         let imprint_only = args.epochs == 0;
         let recipe = AdaptConfig::for_modality(pre.modality());
         let cfg = AdaptConfig {
@@ -585,6 +625,9 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             mix_head: args.mix_head.unwrap_or(recipe.mix_head),
             row_anchor: args.row_anchor.unwrap_or(recipe.row_anchor),
             new_label_offset: args.new_label_offset.unwrap_or(recipe.new_label_offset),
+            new_label_offset_max: args
+                .new_label_offset_max
+                .unwrap_or(recipe.new_label_offset_max),
             anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
             anchor_embedding_weight: args
                 .anchor_embedding_weight
@@ -714,6 +757,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             seconds,
             gate_seconds,
             steps: adapted.steps,
+            new_label_offset: adapted.new_label_offset,
             kind: args.kind,
             promoted: judgement.chosen.is_some(),
             promoted_as: judgement.chosen.map(|c| {
@@ -765,6 +809,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         imprint_only_novel_ci95,
         base_accuracy_before: base_before,
         base_accuracy_after: (!base_after.is_empty()).then(|| mean_ci95(&base_after).0),
+        base_items: base_items.len(),
         seconds_per_episode: episodes.iter().map(|e| e.seconds).sum::<f64>()
             / episodes.len().max(1) as f64,
         kind: args.kind,
