@@ -158,6 +158,9 @@ pub struct FewshotArgs {
     /// package's gate set, which the adaptation's offset is calibrated on.
     #[arg(long)]
     pub base_exclude_gate: bool,
+    /// Anchor the user's samples' embeddings too (`AdaptConfig::support_anchor`).
+    #[arg(long)]
+    pub support_anchor: bool,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -628,6 +631,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             new_label_offset_max: args
                 .new_label_offset_max
                 .unwrap_or(recipe.new_label_offset_max),
+            support_anchor: args.support_anchor || recipe.support_anchor,
             anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
             anchor_embedding_weight: args
                 .anchor_embedding_weight
