@@ -137,6 +137,12 @@ impl Default for AdaptConfig {
 }
 
 impl AdaptConfig {
+    /// Whether the new labels' offset is calibrated ([`AdaptConfig::new_label_offset_max`]):
+    /// only then does the adaptation need [`Replay::calibrate_on`].
+    pub fn calibrates(&self) -> bool {
+        self.new_label_offset_max > self.new_label_offset
+    }
+
     /// *(choice, measured: BENCHMARKS.md "Few-shot on unseen speakers and real drums" and
     /// "Promoted versions on the full validation split")* The recipe for a model of
     /// `modality`. Audio fine-tunes at a higher learning rate (0.1) and keeps 85 % of the
@@ -505,7 +511,7 @@ pub fn adapt(
         }
         None => trainer.into_net(),
     };
-    let offset = if cfg.new_label_offset_max > cfg.new_label_offset
+    let offset = if cfg.calibrates()
         && !replay.calibration.is_empty()
         && !new_classes.is_empty()
         && tuned.student.classifier.is_cosine()

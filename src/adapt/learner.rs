@@ -615,15 +615,16 @@ pub fn run(
         seed,
         ..AdaptConfig::for_modality(pre.modality())
     };
+    // The gate set's items of shipped classes: what the gate judges them on, and what
+    // calibrates the new labels' offset where the recipe asks for it.
+    let shipped_old: Vec<(usize, &Raw)> = old_items
+        .iter()
+        .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
+        .map(|(l, r)| (*l, r))
+        .collect();
     let mut replay = Replay::new(&net, pre, set, &replay_train)?;
-    if acfg.new_label_offset_max > acfg.new_label_offset {
-        // The gate set calibrates the new labels' offset.
-        let calibration: Vec<(usize, &Raw)> = old_items
-            .iter()
-            .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
-            .map(|(l, r)| (*l, r))
-            .collect();
-        replay = replay.calibrate_on(pre, &calibration)?;
+    if acfg.calibrates() {
+        replay = replay.calibrate_on(pre, &shipped_old)?;
     }
     progress(Phase::Training(0.0));
     let adapted = adapt(
@@ -654,10 +655,9 @@ pub fn run(
         )
     };
     let data = GateData {
-        old: old_items
+        old: shipped_old
             .iter()
-            .filter(|(l, _)| shipped_classes.contains(&m.classes[*l]))
-            .map(|(l, r)| (m.classes[*l].clone(), r))
+            .map(|(l, r)| (m.classes[*l].clone(), *r))
             .collect(),
         old_set: old_set.into(),
         reference: replay_train.iter().map(|(_, r)| r).collect(),

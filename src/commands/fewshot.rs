@@ -614,8 +614,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
         let net = pkg.load_train_net(&device)?;
-        let calibration: Vec<(usize, &Raw)> = old_items.iter().map(|(l, r)| (*l, r)).collect();
-        let prepared = Replay::new(&net, pre, set, &replay)?.calibrate_on(pre, &calibration)?;
+        let mut prepared = Replay::new(&net, pre, set, &replay)?;
         let imprint_only = args.epochs == 0;
         let recipe = AdaptConfig::for_modality(pre.modality());
         let cfg = AdaptConfig {
@@ -665,6 +664,10 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             seed: args.seed + e as u64,
             ..recipe
         };
+        if cfg.calibrates() {
+            let calibration: Vec<(usize, &Raw)> = old_items.iter().map(|(l, r)| (*l, r)).collect();
+            prepared = prepared.calibrate_on(pre, &calibration)?;
+        }
         let adapted = adapt(
             net,
             &m.classes,
