@@ -103,23 +103,6 @@ pub struct AdaptConfig {
     /// from other accents, half a point to a point of the shipped words.
     #[serde(default)]
     pub support_anchor: bool,
-    /// With unlabeled clips ([`Replay::with_unlabeled`], what the device heard or saw
-    /// without being told what it was): those the imprinted model gives a new label with
-    /// at least this probability join the fine-tune as samples of that label (pseudo-labels:
-    /// more voices than the user's few samples). 0: none.
-    #[serde(default)]
-    pub pseudo_label_confidence: f32,
-    /// At most this many pseudo-labelled clips per new label, the most confident first.
-    #[serde(default)]
-    pub pseudo_label_max: usize,
-    /// Only clips the model before adapting did not recognise join: its most probable
-    /// shipped class has less than this probability (1: any clip).
-    #[serde(default = "one")]
-    pub pseudo_label_unknown_below: f32,
-    /// Only clips at least as close to their label's imprinted prototype as the user's
-    /// least typical sample of it (its logit, through the imprinted head) join.
-    #[serde(default)]
-    pub pseudo_label_within_support: bool,
     pub seed: u64,
 }
 
@@ -148,10 +131,6 @@ impl Default for AdaptConfig {
             new_label_offset: 0.0,
             new_label_offset_max: 0.0,
             support_anchor: false,
-            pseudo_label_confidence: 0.0,
-            pseudo_label_max: 0,
-            pseudo_label_unknown_below: 1.0,
-            pseudo_label_within_support: false,
             seed: 0,
         }
     }
@@ -272,9 +251,6 @@ pub struct Adapted {
     /// The offset the new labels' logits got in `tuned` ([`AdaptConfig::new_label_offset`],
     /// calibrated where [`AdaptConfig::new_label_offset_max`] says so).
     pub new_label_offset: f32,
-    /// The unlabeled clips that joined the fine-tune ([`AdaptConfig::pseudo_label_confidence`]):
-    /// (index in [`Replay::with_unlabeled`]'s clips, label).
-    pub pseudo_labels: Vec<(usize, String)>,
 }
 
 /// The replay exemplars of an adaptation, (class index, raw), with what the network before
@@ -289,9 +265,6 @@ pub struct Replay<'a> {
     /// Held-out clips of the shipped classes, (class index, input), that calibrate the new
     /// labels' offset ([`AdaptConfig::new_label_offset_max`]).
     calibration: Vec<(usize, Vec<f32>)>,
-    /// Clips without a label, as inputs, that pseudo-labels may come from
-    /// ([`AdaptConfig::pseudo_label_confidence`]), with their raw form.
-    unlabeled: Vec<(Vec<f32>, &'a Raw)>,
 }
 
 impl<'a> Replay<'a> {
@@ -320,7 +293,6 @@ impl<'a> Replay<'a> {
             centres,
             anchors,
             calibration: Vec::new(),
-            unlabeled: Vec::new(),
         })
     }
 
@@ -337,62 +309,6 @@ impl<'a> Replay<'a> {
             .collect::<anyhow::Result<_>>()?;
         Ok(self)
     }
-
-    /// Clips heard or seen without a label, that the fine-tune may pseudo-label
-    /// ([`AdaptConfig::pseudo_label_confidence`]).
-    pub fn with_unlabeled(
-        mut self,
-        preprocess: &Preprocess,
-        clips: &[&'a Raw],
-    ) -> anyhow::Result<Replay<'a>> {
-        self.unlabeled = clips
-            .iter()
-            .map(|raw| Ok((preprocess.tensor(raw)?, *raw)))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(self)
-    }
-}
-
-/// The unlabeled clips (`logits`: each one's under the imprinted model) that join the
-/// fine-tune: those the model before adapting did not recognise (its softmax over the old
-/// classes, before `first`, peaks below `unknown_below`) and whose most probable class is a
-/// new label with at least `confidence`, at most `max` per label, the most confident
-/// first; with `floor` (per new label), only clips whose logit for their label reaches it.
-/// (clip index, class).
-pub(crate) fn pseudo_labels(
-    logits: &[Vec<f32>],
-    first: usize,
-    confidence: f32,
-    unknown_below: f32,
-    floor: &[f32],
-    max: usize,
-) -> Vec<(usize, usize)> {
-    let mut picked: Vec<(usize, usize, f32)> = logits
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            if first == 0 || first >= l.len() {
-                return None;
-            }
-            let old = softmax(&l[..first]);
-            if unknown_below < 1.0 && old.iter().copied().fold(0.0, f32::max) >= unknown_below {
-                return None;
-            }
-            let p = softmax(l);
-            let c = crate::inference::argmax(&p);
-            let close = floor.get(c.wrapping_sub(first)).is_none_or(|f| l[c] >= *f);
-            (c >= first && p[c] >= confidence && close).then_some((i, c, p[c]))
-        })
-        .collect();
-    picked.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-    let mut per_class = std::collections::BTreeMap::<usize, usize>::new();
-    picked.retain(|&(_, c, _)| {
-        let n = per_class.entry(c).or_default();
-        *n += 1;
-        *n <= max
-    });
-    picked.sort_by_key(|&(i, _, _)| i);
-    picked.into_iter().map(|(i, c, _)| (i, c)).collect()
 }
 
 /// *(measured, in no recipe: BENCHMARKS.md "Audio's new words on other accents: two more
@@ -490,38 +406,8 @@ pub fn adapt(
             classes: all,
             new_classes,
             new_label_offset: 0.0,
-            pseudo_labels: Vec::new(),
         });
     }
-
-    // Unlabeled clips the imprinted model is sure are a new label's join the support.
-    let pseudo: Vec<(usize, usize)> = if cfg.pseudo_label_confidence > 0.0
-        && cfg.pseudo_label_max > 0
-        && !new_classes.is_empty()
-        && !replay.unlabeled.is_empty()
-    {
-        let clips: Vec<Vec<f32>> = replay.unlabeled.iter().map(|(x, _)| x.clone()).collect();
-        let out = crate::lsskd::infer::forward_batch(&imprinted.student, &clips, shape)?;
-        let mut floor = Vec::new();
-        if cfg.pseudo_label_within_support {
-            // Each new label's least typical sample: its logit for its own label.
-            floor = vec![f32::INFINITY; new_classes.len()];
-            let own = crate::lsskd::infer::forward_batch(&imprinted.student, &inputs, shape)?;
-            for (l, &k) in own.logits.iter().zip(&labels) {
-                floor[k] = floor[k].min(l[classes.len() + k]);
-            }
-        }
-        pseudo_labels(
-            &out.logits,
-            classes.len(),
-            cfg.pseudo_label_confidence,
-            cfg.pseudo_label_unknown_below,
-            &floor,
-            cfg.pseudo_label_max,
-        )
-    } else {
-        Vec::new()
-    };
 
     // 2. Fine-tune on support + replay, epoch-0 targets one-hot, sampled transforms.
     // Class-balanced: each support sample is repeated so that a label has about as many
@@ -530,9 +416,6 @@ pub fn adapt(
     let mut shots: std::collections::BTreeMap<&str, usize> = Default::default();
     for (l, _) in support {
         *shots.entry(l.as_str()).or_default() += 1;
-    }
-    for &(_, c) in &pseudo {
-        *shots.entry(all[c].as_str()).or_default() += 1;
     }
     let per_replay_class = replay.items.len() as f64 / classes.len().max(1) as f64;
     let mut items: Vec<(usize, &Raw)> = Vec::new();
@@ -544,12 +427,6 @@ pub fn adapt(
             .max(1.0) as usize;
         items.extend(std::iter::repeat_n((index(l), r), reps));
         sample_of.extend(std::iter::repeat_n(k, reps));
-    }
-    for &(i, c) in &pseudo {
-        let reps = (per_replay_class / shots[all[c].as_str()] as f64)
-            .round()
-            .max(1.0) as usize;
-        items.extend(std::iter::repeat_n((c, replay.unlabeled[i].1), reps));
     }
     let first_replay = items.len();
     // Optionally the support's embeddings before adapting (imprinting changes no
@@ -657,18 +534,13 @@ pub fn adapt(
         cfg.new_label_offset
     };
     let tuned = offset_labels(tuned, classes.len(), offset);
-    let pseudo_labels = pseudo
-        .into_iter()
-        .map(|(i, c)| (i, all[c].clone()))
-        .collect();
     Ok(Adapted {
         imprinted: snapshot,
         tuned,
         steps,
         classes: all,
-        new_label_offset: offset,
-        pseudo_labels,
         new_classes,
+        new_label_offset: offset,
     })
 }
 
@@ -705,50 +577,6 @@ mod tests {
         let offset = calibrated_offset(&logits, 2, 1.5, 2.5);
         assert!(offset < 2.0 && offset > 1.99, "{offset}");
         assert_eq!(calibrated_offset(&[], 2, 0.5, 2.5), 2.5, "no clip: the cap");
-    }
-
-    #[test]
-    fn pseudo_labels_are_the_surest_unrecognised_clips_of_new_labels_up_to_the_cap() {
-        // Classes 0-1 shipped, 2-3 new; logits are the log of these probabilities.
-        let logits: Vec<Vec<f32>> = [
-            [0.05, 0.05, 0.85, 0.05], // new 2, sure
-            [0.90, 0.00, 0.10, 0.00], // shipped: never
-            [0.00, 0.00, 0.95, 0.05], // new 2, surer
-            [0.20, 0.10, 0.10, 0.60], // new 3, unsure
-            [0.03, 0.05, 0.02, 0.90], // new 3, sure
-            [0.00, 0.00, 0.99, 0.01], // new 2, surest
-            [0.09, 0.01, 0.90, 0.00], // new 2, sure, but the old model knew it as 0
-        ]
-        .iter()
-        .map(|p| p.iter().map(|&v: &f32| v.max(1e-9).ln()).collect())
-        .collect();
-        assert_eq!(
-            pseudo_labels(&logits, 2, 0.8, 1.0, &[], 2),
-            vec![(2, 2), (4, 3), (5, 2)]
-        );
-        assert_eq!(
-            pseudo_labels(&logits, 2, 0.8, 1.0, &[], 5),
-            vec![(0, 2), (2, 2), (4, 3), (5, 2), (6, 2)]
-        );
-        assert_eq!(
-            pseudo_labels(&logits, 2, 0.8, 0.85, &[], 5),
-            vec![(0, 2), (2, 2), (4, 3), (5, 2)],
-            "the old model's 0.9 for class 0 keeps the last one out"
-        );
-        assert_eq!(
-            pseudo_labels(&logits, 2, 0.5, 1.0, &[], 1),
-            vec![(4, 3), (5, 2)]
-        );
-        // A floor at label 2's 0.95 sample keeps its 0.85 and 0.9 ones out.
-        let floor = [0.95f32.ln(), f32::NEG_INFINITY];
-        assert_eq!(
-            pseudo_labels(&logits, 2, 0.8, 1.0, &floor, 5),
-            vec![(2, 2), (4, 3), (5, 2)]
-        );
-        assert!(
-            pseudo_labels(&logits, 4, 0.1, 1.0, &[], 5).is_empty(),
-            "no new label"
-        );
     }
 
     #[test]

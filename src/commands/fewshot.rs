@@ -161,35 +161,6 @@ pub struct FewshotArgs {
     /// Anchor the user's samples' embeddings too (`AdaptConfig::support_anchor`).
     #[arg(long)]
     pub support_anchor: bool,
-    /// Unlabeled clips for pseudo-labels (`AdaptConfig::pseudo_label_confidence`): each
-    /// episode draws `--unlabeled-count` items of this data set's `--unlabeled-split` at
-    /// random, labels dropped (what a device hears without being told). Must not be the
-    /// query split.
-    #[arg(long)]
-    pub unlabeled_data: Option<PathBuf>,
-    #[arg(long)]
-    pub unlabeled_split: Option<String>,
-    #[arg(long, default_value_t = 200)]
-    pub unlabeled_count: usize,
-    /// Draw the unlabeled clips from the episode's new labels only: a bound on what
-    /// pseudo-labels could give if nothing else were heard.
-    #[arg(long)]
-    pub unlabeled_episode_only: bool,
-    /// Pseudo-labels: the imprinted model's least probability, and the most clips per new
-    /// label (`AdaptConfig::pseudo_label_confidence`, `pseudo_label_max`; default: the
-    /// recipe's).
-    #[arg(long)]
-    pub pseudo_label_confidence: Option<f32>,
-    #[arg(long)]
-    pub pseudo_label_max: Option<usize>,
-    /// Pseudo-labels only for clips the model before adapting gave less than this
-    /// probability (`AdaptConfig::pseudo_label_unknown_below`; default: the recipe's).
-    #[arg(long)]
-    pub pseudo_label_unknown_below: Option<f32>,
-    /// Pseudo-labels only for clips as close to their label as its least typical sample
-    /// (`AdaptConfig::pseudo_label_within_support`).
-    #[arg(long)]
-    pub pseudo_label_within_support: bool,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -250,14 +221,6 @@ pub struct Episode {
     pub steps: usize,
     /// The offset of the new labels' logits in the fine-tuned model.
     pub new_label_offset: f32,
-    /// Unlabeled clips drawn, those of the episode's new labels among them, those
-    /// pseudo-labelled, and the pseudo-labels that were right.
-    pub unlabeled: usize,
-    pub unlabeled_new: usize,
-    pub pseudo_labelled: usize,
-    pub pseudo_labels_right: usize,
-    /// Wrong pseudo-labels whose clip was of a shipped class.
-    pub pseudo_labels_shipped: usize,
     pub kind: EpisodeKind,
     /// Promoted by the daemon's gate (either candidate).
     pub promoted: bool,
@@ -511,19 +474,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         }
         (train, held, "replay")
     };
-    let unlabeled_ds = match (&args.unlabeled_data, &args.unlabeled_split) {
-        (Some(d), Some(split)) => {
-            if *d == args.query_data && *split == args.query_split {
-                bail!("--unlabeled-split must not be the query split");
-            }
-            Some(
-                dataset::load(d, split, &LoadOptions::default())
-                    .with_context(|| format!("loading unlabeled split `{split}`"))?,
-            )
-        }
-        (None, None) => None,
-        _ => bail!("--unlabeled-data and --unlabeled-split go together"),
-    };
     if args.kind == EpisodeKind::Renamed && base.is_none() {
         bail!("--kind renamed takes the samples of a shipped class from --base-data");
     }
@@ -661,25 +611,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 }
             }
         }
-        // The unlabeled clips, from their own generator: episodes stay those without them.
-        let unlabeled: Vec<(&str, &Raw)> = match &unlabeled_ds {
-            Some(u) => {
-                let mut urng = StdRng::seed_from_u64(args.seed ^ 0x5eed_0000 ^ e as u64);
-                let mut idx: Vec<usize> = (0..u.len())
-                    .filter(|&i| !used.contains(&u.items[i].source))
-                    .filter(|&i| {
-                        !args.unlabeled_episode_only
-                            || classes.contains(&u.classes[u.items[i].label])
-                    })
-                    .collect();
-                idx.shuffle(&mut urng);
-                idx.truncate(args.unlabeled_count);
-                idx.iter()
-                    .map(|&i| (u.classes[u.items[i].label].as_str(), &u.items[i].raw))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
         let started = Instant::now();
         let device = lsskd::training_device(args.seed + e as u64);
         let net = pkg.load_train_net(&device)?;
@@ -700,15 +631,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 .new_label_offset_max
                 .unwrap_or(recipe.new_label_offset_max),
             support_anchor: args.support_anchor || recipe.support_anchor,
-            pseudo_label_confidence: args
-                .pseudo_label_confidence
-                .unwrap_or(recipe.pseudo_label_confidence),
-            pseudo_label_max: args.pseudo_label_max.unwrap_or(recipe.pseudo_label_max),
-            pseudo_label_unknown_below: args
-                .pseudo_label_unknown_below
-                .unwrap_or(recipe.pseudo_label_unknown_below),
-            pseudo_label_within_support: args.pseudo_label_within_support
-                || recipe.pseudo_label_within_support,
             anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
             anchor_embedding_weight: args
                 .anchor_embedding_weight
@@ -742,10 +664,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             seed: args.seed + e as u64,
             ..recipe
         };
-        if !unlabeled.is_empty() {
-            let clips: Vec<&Raw> = unlabeled.iter().map(|(_, r)| *r).collect();
-            prepared = prepared.with_unlabeled(pre, &clips)?;
-        }
         if cfg.calibrates() {
             let calibration: Vec<(usize, &Raw)> = old_items.iter().map(|(l, r)| (*l, r)).collect();
             prepared = prepared.calibrate_on(pre, &calibration)?;
@@ -835,20 +753,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             steps = adapted.steps,
             "episode"
         );
-        let unlabeled_new = unlabeled
-            .iter()
-            .filter(|(l, _)| classes.iter().any(|c| c == l))
-            .count();
-        let pseudo_labels_right = adapted
-            .pseudo_labels
-            .iter()
-            .filter(|(i, l)| unlabeled[*i].0 == l)
-            .count();
-        let pseudo_labels_shipped = adapted
-            .pseudo_labels
-            .iter()
-            .filter(|(i, _)| m.classes.iter().any(|c| c == unlabeled[*i].0))
-            .count();
         episodes.push(Episode {
             classes,
             imprint_only_novel_accuracy: imprint_acc,
@@ -861,11 +765,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             gate_seconds,
             steps: adapted.steps,
             new_label_offset: adapted.new_label_offset,
-            unlabeled: unlabeled.len(),
-            unlabeled_new,
-            pseudo_labelled: adapted.pseudo_labels.len(),
-            pseudo_labels_right,
-            pseudo_labels_shipped,
             kind: args.kind,
             promoted: judgement.chosen.is_some(),
             promoted_as: judgement.chosen.map(|c| {
