@@ -213,6 +213,11 @@ pub struct Episode {
     /// Base accuracy with the imprinted (not fine-tuned) model.
     pub imprint_only_base_accuracy: Option<f64>,
     pub base_accuracy_after: Option<f64>,
+    /// The imprinted model at the fine-tune's operating point (with `--base-data`): the
+    /// offset on its new labels' logits, closest to 0, at which it keeps as many shipped
+    /// items as the fine-tune does, and its novel accuracy there.
+    pub imprint_matched_offset: Option<f32>,
+    pub imprint_matched_novel_accuracy: Option<f64>,
     pub seconds: f64,
     /// The gate (evaluating both candidates on their evidence), seconds: the daemon spends
     /// `seconds + gate_seconds` from the job's start to its verdict.
@@ -257,6 +262,9 @@ pub struct FewshotReport {
     pub novel_ci95: f64,
     pub imprint_only_novel_accuracy: f64,
     pub imprint_only_novel_ci95: f64,
+    /// Mean of the episodes' [`Episode::imprint_matched_novel_accuracy`] and its interval.
+    pub imprint_matched_novel_accuracy: Option<f64>,
+    pub imprint_matched_novel_ci95: Option<f64>,
     pub base_accuracy_before: Option<f64>,
     pub base_accuracy_after: Option<f64>,
     /// Items the base accuracies are measured on.
@@ -302,6 +310,67 @@ fn novel_scores(
     }
     let n = items.len().max(1) as f64;
     Ok((right as f64 / n, to_shipped as f64 / n))
+}
+
+/// Each item's label and logits under `model`.
+fn logits_of(
+    model: &Classifier,
+    pre: &Preprocess,
+    items: &[(usize, &Raw)],
+) -> anyhow::Result<Vec<(usize, Vec<f32>)>> {
+    items
+        .iter()
+        .map(|(label, raw)| Ok((*label, model.classify(&pre.tensor(raw)?)?.logits)))
+        .collect()
+}
+
+/// Accuracy of `(label, logits)` items with `offset` added to the logits of the classes
+/// from `first` on.
+fn accuracy_at(items: &[(usize, Vec<f32>)], first: usize, offset: f32) -> f64 {
+    let right = items
+        .iter()
+        .filter(|(label, l)| {
+            let shifted: Vec<f32> = l
+                .iter()
+                .enumerate()
+                .map(|(c, v)| if c >= first { v + offset } else { *v })
+                .collect();
+            argmax(&shifted) == *label
+        })
+        .count();
+    right as f64 / items.len().max(1) as f64
+}
+
+/// A model compared at another's operating point: the offset on its new labels' logits
+/// (classes from `first` on), closest to 0 and not above it, at which its accuracy on the
+/// shipped items `base` reaches `target`, and its accuracy on the `novel` items there.
+/// Lowering the offset only sends items from new labels to shipped classes, so the
+/// candidates are 0 and the offsets just below those at which a base item changes sides.
+fn matched_operating_point(
+    novel: &[(usize, Vec<f32>)],
+    base: &[(usize, Vec<f32>)],
+    first: usize,
+    target: f64,
+) -> (f32, f64) {
+    let mut offsets: Vec<f32> = base
+        .iter()
+        .filter(|(_, l)| first < l.len())
+        .map(|(_, l)| {
+            let best = |s: &[f32]| s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let margin = best(&l[first..]) - best(&l[..first]);
+            // Just past the offset at which the item leaves the new labels.
+            -margin - 1e-4 * (1.0 + margin.abs())
+        })
+        .filter(|o| *o < 0.0)
+        .collect();
+    offsets.push(0.0);
+    offsets.sort_by(|a, b| b.total_cmp(a));
+    let chosen = offsets
+        .iter()
+        .copied()
+        .find(|&o| accuracy_at(base, first, o) >= target)
+        .unwrap_or_else(|| offsets.last().copied().unwrap_or(0.0));
+    (chosen, accuracy_at(novel, first, chosen))
 }
 
 fn mean_ci95(v: &[f64]) -> (f64, f64) {
@@ -367,7 +436,7 @@ fn split_groups(
 pub fn render(r: &FewshotReport) -> String {
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
     format!(
-        "{}-way {}-shot, {} episodes: novel accuracy {:.4} ± {:.4} (imprint only {:.4} ± {:.4}); base {} → {}; {:.1} s per adaptation; {} promoted; peak RSS {} MiB\n",
+        "{}-way {}-shot, {} episodes: novel accuracy {:.4} ± {:.4} (imprint only {:.4} ± {:.4}; at the fine-tune's base accuracy {}); base {} → {}; {:.1} s per adaptation; {} promoted; peak RSS {} MiB\n",
         r.way,
         r.shot,
         r.episodes,
@@ -375,6 +444,7 @@ pub fn render(r: &FewshotReport) -> String {
         r.novel_ci95,
         r.imprint_only_novel_accuracy,
         r.imprint_only_novel_ci95,
+        opt(r.imprint_matched_novel_accuracy, &|v| format!("{v:.4}")),
         opt(r.base_accuracy_before, &|v| format!("{v:.4}")),
         opt(r.base_accuracy_after, &|v| format!("{v:.4}")),
         r.seconds_per_episode,
@@ -703,6 +773,15 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         } else {
             None
         };
+        let matched = match base_after {
+            Some(target) => Some(matched_operating_point(
+                &logits_of(&imprinted, pre, &labelled)?,
+                &logits_of(&imprinted, pre, &base_items)?,
+                shipped,
+                target,
+            )),
+            None => None,
+        };
         let live = Classifier::load(&pkg.onnx_path())?;
         let new_labels: BTreeSet<String> = classes.iter().cloned().collect();
         let cv = || {
@@ -761,6 +840,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             novel_to_shipped: to_shipped,
             imprint_only_base_accuracy: imprint_base,
             base_accuracy_after: base_after,
+            imprint_matched_offset: matched.map(|m| m.0),
+            imprint_matched_novel_accuracy: matched.map(|m| m.1),
             seconds,
             gate_seconds,
             steps: adapted.steps,
@@ -805,6 +886,11 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         .iter()
         .filter_map(|e| e.base_accuracy_after)
         .collect();
+    let matched: Vec<f64> = episodes
+        .iter()
+        .filter_map(|e| e.imprint_matched_novel_accuracy)
+        .collect();
+    let matched = (!matched.is_empty()).then(|| mean_ci95(&matched));
     Ok(FewshotReport {
         model: m.name.clone(),
         way: args.way,
@@ -814,6 +900,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         novel_ci95,
         imprint_only_novel_accuracy,
         imprint_only_novel_ci95,
+        imprint_matched_novel_accuracy: matched.map(|m| m.0),
+        imprint_matched_novel_ci95: matched.map(|m| m.1),
         base_accuracy_before: base_before,
         base_accuracy_after: (!base_after.is_empty()).then(|| mean_ci95(&base_after).0),
         base_items: base_items.len(),
@@ -855,6 +943,33 @@ mod tests {
             items,
             skipped_bad: 0,
         }
+    }
+
+    #[test]
+    fn the_matched_operating_point_lowers_new_labels_until_base_is_kept() {
+        // Classes 0-1 shipped, 2 new. Base items' margins (best new − best old): −1, 0.5,
+        // 2; novel items' margins: 3, 1, 0.2.
+        let base = vec![
+            (0, vec![2.0, 0.0, 1.0]),
+            (1, vec![0.0, 1.0, 1.5]),
+            (0, vec![1.0, 0.0, 3.0]),
+        ];
+        let novel = vec![
+            (2, vec![0.0, 0.0, 3.0]),
+            (2, vec![1.0, 0.0, 2.0]),
+            (2, vec![0.0, 1.0, 1.2]),
+        ];
+        // Already there: offset 0.
+        let (o, acc) = matched_operating_point(&novel, &base, 2, 1.0 / 3.0);
+        assert_eq!((o, acc), (0.0, 1.0));
+        // Two of three base items: just below −0.5, which takes the novel item at 0.2.
+        let (o, acc) = matched_operating_point(&novel, &base, 2, 0.66);
+        assert!(o < -0.5 && o > -0.51, "{o}");
+        assert!((acc - 2.0 / 3.0).abs() < 1e-9, "{acc}");
+        // All base items: just below −2, where only the novel item at 3 stays.
+        let (o, acc) = matched_operating_point(&novel, &base, 2, 1.0);
+        assert!(o < -2.0 && o > -2.01, "{o}");
+        assert!((acc - 1.0 / 3.0).abs() < 1e-9, "{acc}");
     }
 
     #[test]
