@@ -294,22 +294,12 @@ fn gate_files(dir: &std::path::Path) -> anyhow::Result<std::collections::HashSet
     Ok(out)
 }
 
-/// Accuracy on novel queries and the share of them sent to one of the first `shipped`
-/// classes.
-fn novel_scores(
-    model: &Classifier,
-    pre: &Preprocess,
-    items: &[(usize, &Raw)],
-    shipped: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let (mut right, mut to_shipped) = (0usize, 0usize);
-    for (label, raw) in items {
-        let predicted = argmax(&model.classify(&pre.tensor(raw)?)?.logits);
-        right += usize::from(predicted == *label);
-        to_shipped += usize::from(predicted < shipped);
-    }
+/// Accuracy on novel queries, `(label, logits)`, and the share of them sent to one of the
+/// first `shipped` classes.
+fn novel_scores(items: &[(usize, Vec<f32>)], shipped: usize) -> (f64, f64) {
+    let to_shipped = items.iter().filter(|(_, l)| argmax(l) < shipped).count();
     let n = items.len().max(1) as f64;
-    Ok((right as f64 / n, to_shipped as f64 / n))
+    (accuracy_at(items, shipped, 0.0), to_shipped as f64 / n)
 }
 
 /// Each item's label and logits under `model`.
@@ -760,28 +750,24 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let labelled: Vec<(usize, &Raw)> = queries.iter().map(|(l, r)| (index(l), *r)).collect();
         let imprinted = Classifier::from_bytes(&adapted.imprinted.onnx)?;
         let shipped = m.classes.len();
-        let (imprint_acc, imprint_to_shipped) = novel_scores(&imprinted, pre, &labelled, shipped)?;
-        let imprint_base = if base.is_some() {
-            Some(accuracy(&imprinted, pre, &base_items)?)
-        } else {
-            None
-        };
+        // The imprinted model's logits, once: its scores as served and at the fine-tune's
+        // operating point.
+        let imprint_novel = logits_of(&imprinted, pre, &labelled)?;
+        let imprint_base_logits = logits_of(&imprinted, pre, &base_items)?;
+        let (imprint_acc, imprint_to_shipped) = novel_scores(&imprint_novel, shipped);
+        let imprint_base = base
+            .is_some()
+            .then(|| accuracy_at(&imprint_base_logits, shipped, 0.0));
         let tuned = deployed_classifier(&adapted.tuned, shape)?;
-        let (novel_acc, to_shipped) = novel_scores(&tuned, pre, &labelled, shipped)?;
+        let (novel_acc, to_shipped) = novel_scores(&logits_of(&tuned, pre, &labelled)?, shipped);
         let base_after = if base.is_some() {
             Some(accuracy(&tuned, pre, &base_items)?)
         } else {
             None
         };
-        let matched = match base_after {
-            Some(target) => Some(matched_operating_point(
-                &logits_of(&imprinted, pre, &labelled)?,
-                &logits_of(&imprinted, pre, &base_items)?,
-                shipped,
-                target,
-            )),
-            None => None,
-        };
+        let matched = base_after.map(|target| {
+            matched_operating_point(&imprint_novel, &imprint_base_logits, shipped, target)
+        });
         let live = Classifier::load(&pkg.onnx_path())?;
         let new_labels: BTreeSet<String> = classes.iter().cloned().collect();
         let cv = || {
