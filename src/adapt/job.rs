@@ -103,6 +103,15 @@ pub struct AdaptConfig {
     /// from other accents, half a point to a point of the shipped words.
     #[serde(default)]
     pub support_anchor: bool,
+    /// Weight of a borrowed-variation loss: the new labels' samples' embeddings are also
+    /// classified after adding the difference of two replay exemplars of one shipped class
+    /// (how a shipped word varies between voices), four draws per sample and step; 0: off.
+    #[serde(default)]
+    pub borrowed_variation: f32,
+    /// With `borrowed_variation`: every item gets the shifted copies, not only the new
+    /// labels' samples.
+    #[serde(default)]
+    pub borrowed_variation_all: bool,
     pub seed: u64,
 }
 
@@ -131,6 +140,8 @@ impl Default for AdaptConfig {
             new_label_offset: 0.0,
             new_label_offset_max: 0.0,
             support_anchor: false,
+            borrowed_variation: 0.0,
+            borrowed_variation_all: false,
             seed: 0,
         }
     }
@@ -294,6 +305,20 @@ impl<'a> Replay<'a> {
             anchors,
             calibration: Vec::new(),
         })
+    }
+
+    /// Differences between the embeddings (before adapting) of every two exemplars of one
+    /// class: how the shipped classes vary within themselves.
+    pub fn variation(&self) -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        for (a, ((la, _), (_, ea))) in self.items.iter().zip(&self.anchors).enumerate() {
+            for (b, ((lb, _), (_, eb))) in self.items.iter().zip(&self.anchors).enumerate() {
+                if a != b && la == lb {
+                    out.push(ea.iter().zip(eb).map(|(x, y)| x - y).collect());
+                }
+            }
+        }
+        out
     }
 
     /// Calibrate the new labels' offset on `clips` (class index, raw) of the shipped
@@ -477,6 +502,12 @@ pub fn adapt(
     let start = (cfg.mix < 1.0).then(|| imprinted.float_values());
     let mut trainer = Trainer::new(imprinted, tc, shape);
     trainer.anchor_rows_from(classes.len(), cfg.row_anchor);
+    let first = if cfg.borrowed_variation_all {
+        0
+    } else {
+        classes.len()
+    };
+    trainer.vary_rows_from(first, &replay.variation(), 4, cfg.borrowed_variation);
     let mut total = 0usize;
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
         crate::lsskd::Progress::Planned { total_steps, .. } => {

@@ -161,6 +161,12 @@ pub struct FewshotArgs {
     /// Anchor the user's samples' embeddings too (`AdaptConfig::support_anchor`).
     #[arg(long)]
     pub support_anchor: bool,
+    /// Weight of the borrowed intra-class variation (`AdaptConfig::borrowed_variation`).
+    #[arg(long)]
+    pub borrowed_variation: Option<f32>,
+    /// The borrowed variation on every item (`AdaptConfig::borrowed_variation_all`).
+    #[arg(long)]
+    pub borrowed_variation_all: bool,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -218,6 +224,11 @@ pub struct Episode {
     /// items as the fine-tune does, and its novel accuracy there.
     pub imprint_matched_offset: Option<f32>,
     pub imprint_matched_novel_accuracy: Option<f64>,
+    /// With `--base-data`: the fine-tune's trade-off between its new labels and the shipped
+    /// classes, `(extra offset, novel accuracy, base accuracy)` with the offset on its new
+    /// labels' logits moved by −1 … +2 in steps of 0.25 from the one it serves with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tuned_offset_curve: Vec<(f32, f64, f64)>,
     pub seconds: f64,
     /// The gate (evaluating both candidates on their evidence), seconds: the daemon spends
     /// `seconds + gate_seconds` from the job's start to its verdict.
@@ -691,6 +702,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 .new_label_offset_max
                 .unwrap_or(recipe.new_label_offset_max),
             support_anchor: args.support_anchor || recipe.support_anchor,
+            borrowed_variation: args.borrowed_variation.unwrap_or(recipe.borrowed_variation),
+            borrowed_variation_all: args.borrowed_variation_all || recipe.borrowed_variation_all,
             anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
             anchor_embedding_weight: args
                 .anchor_embedding_weight
@@ -759,11 +772,27 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             .is_some()
             .then(|| accuracy_at(&imprint_base_logits, shipped, 0.0));
         let tuned = deployed_classifier(&adapted.tuned, shape)?;
-        let (novel_acc, to_shipped) = novel_scores(&logits_of(&tuned, pre, &labelled)?, shipped);
+        let tuned_novel = logits_of(&tuned, pre, &labelled)?;
+        let (novel_acc, to_shipped) = novel_scores(&tuned_novel, shipped);
         let base_after = if base.is_some() {
             Some(accuracy(&tuned, pre, &base_items)?)
         } else {
             None
+        };
+        let tuned_offset_curve = if base.is_some() {
+            let tuned_base = logits_of(&tuned, pre, &base_items)?;
+            (-4..=8)
+                .map(|k| {
+                    let o = k as f32 * 0.25;
+                    (
+                        o,
+                        accuracy_at(&tuned_novel, shipped, o),
+                        accuracy_at(&tuned_base, shipped, o),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
         let matched = base_after.map(|target| {
             matched_operating_point(&imprint_novel, &imprint_base_logits, shipped, target)
@@ -828,6 +857,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             base_accuracy_after: base_after,
             imprint_matched_offset: matched.map(|m| m.0),
             imprint_matched_novel_accuracy: matched.map(|m| m.1),
+            tuned_offset_curve,
             seconds,
             gate_seconds,
             steps: adapted.steps,
