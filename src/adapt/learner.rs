@@ -609,11 +609,16 @@ pub fn run(
     let device = lsskd::training_device(seed);
     let set = m.train_state.transforms;
     let net = pkg.load_train_net(&device)?;
+    let recipe = AdaptConfig::for_modality(pre.modality());
     let acfg = AdaptConfig {
-        epochs: if imprint_only { 0 } else { cfg.epochs },
+        epochs: if imprint_only {
+            0
+        } else {
+            cfg.epochs.unwrap_or(recipe.epochs)
+        },
         budget_secs: Some(cfg.budget_secs),
         seed,
-        ..AdaptConfig::for_modality(pre.modality())
+        ..recipe
     };
     // The gate set's items of shipped classes: what the gate judges them on, and what
     // calibrates the new labels' offset where the recipe asks for it.

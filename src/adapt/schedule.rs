@@ -307,7 +307,7 @@ mod tests {
             cooldown_secs: 0,
             holdout_every: 5,
             budget_secs: 10,
-            epochs: 1,
+            epochs: Some(1),
             min_new_accuracy: 0.5,
             max_old_drop: 0.02,
             max_class_drop: 0.05,

@@ -105,9 +105,9 @@ pub struct FewshotArgs {
     /// Base samples evaluated per episode (at most).
     #[arg(long, default_value_t = 1000)]
     pub base_limit: usize,
-    /// Fine-tune epochs per episode (0: imprint only).
-    #[arg(long, default_value_t = AdaptConfig::default().epochs)]
-    pub epochs: usize,
+    /// Fine-tune epochs per episode (0: imprint only; default: the modality's recipe).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Fine-tune peak learning rate (default: the recipe for the model's modality,
     /// `AdaptConfig::for_modality`).
     #[arg(long)]
@@ -161,12 +161,6 @@ pub struct FewshotArgs {
     /// Anchor the user's samples' embeddings too (`AdaptConfig::support_anchor`).
     #[arg(long)]
     pub support_anchor: bool,
-    /// Weight of the borrowed intra-class variation (`AdaptConfig::borrowed_variation`).
-    #[arg(long)]
-    pub borrowed_variation: Option<f32>,
-    /// The borrowed variation on every item (`AdaptConfig::borrowed_variation_all`).
-    #[arg(long)]
-    pub borrowed_variation_all: bool,
     /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
     /// adaptation's).
     #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
@@ -686,10 +680,10 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         let device = lsskd::training_device(args.seed + e as u64);
         let net = pkg.load_train_net(&device)?;
         let mut prepared = Replay::new(&net, pre, set, &replay)?;
-        let imprint_only = args.epochs == 0;
+        let imprint_only = args.epochs == Some(0);
         let recipe = AdaptConfig::for_modality(pre.modality());
         let cfg = AdaptConfig {
-            epochs: args.epochs,
+            epochs: args.epochs.unwrap_or(recipe.epochs),
             lr: args.lr.unwrap_or(recipe.lr),
             method: args.method.unwrap_or(recipe.method),
             budget_secs: Some(args.budget_secs),
@@ -702,8 +696,6 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 .new_label_offset_max
                 .unwrap_or(recipe.new_label_offset_max),
             support_anchor: args.support_anchor || recipe.support_anchor,
-            borrowed_variation: args.borrowed_variation.unwrap_or(recipe.borrowed_variation),
-            borrowed_variation_all: args.borrowed_variation_all || recipe.borrowed_variation_all,
             anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
             anchor_embedding_weight: args
                 .anchor_embedding_weight

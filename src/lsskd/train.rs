@@ -17,9 +17,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::loss::{
@@ -262,19 +262,6 @@ pub struct Trainer {
     device: Device,
     input_shape: [usize; 3],
     rows: Option<RowAnchor>,
-    variation: Option<Variation>,
-}
-
-/// Intra-class variation borrowed from other classes (few-shot fine-tuning): the rows of
-/// some labels also see their items' embeddings moved by differences between two
-/// embeddings of one shipped class.
-struct Variation {
-    first: usize,
-    /// `[K, D]` differences.
-    deltas: Vec<f32>,
-    dim: usize,
-    per_row: usize,
-    weight: f32,
 }
 
 /// A pull of some rows of the final classifier towards fixed unit vectors (few-shot
@@ -309,7 +296,6 @@ impl Trainer {
             device,
             input_shape,
             rows: None,
-            variation: None,
         }
     }
 
@@ -336,35 +322,6 @@ impl Trainer {
 
     pub fn net(&self) -> &TrainNet {
         self.net.as_ref().expect("net is only taken inside step")
-    }
-
-    /// Train the rows of labels `first..` also on their items' embeddings shifted by
-    /// `deltas` (each `[D]`): `per_row` shifts drawn per item and step, cross-entropy
-    /// weighted by `weight`.
-    pub fn vary_rows_from(
-        &mut self,
-        first: usize,
-        deltas: &[Vec<f32>],
-        per_row: usize,
-        weight: f32,
-    ) {
-        let dim = self.net().student.classifier.weight.val().dims()[1];
-        let deltas: Vec<f32> = deltas
-            .iter()
-            .filter(|d| d.len() == dim)
-            .flatten()
-            .copied()
-            .collect();
-        if weight <= 0.0 || per_row == 0 || deltas.is_empty() {
-            return;
-        }
-        self.variation = Some(Variation {
-            first,
-            deltas,
-            dim,
-            per_row,
-            weight,
-        });
     }
 
     /// The trained network, its BatchNorm statistics synced
@@ -666,36 +623,6 @@ impl Trainer {
                 let t = Tensor::<2>::from_data(TensorData::new(target, [n, d]), &self.device);
                 let l_anchor = (h - t).powf_scalar(2.0).sum_dim(1).mean().reshape([1]);
                 loss = loss + l_anchor * cfg.anchor_embedding_weight;
-            }
-        }
-        if let Some(v) = &self.variation {
-            let mut idx = Vec::new();
-            let mut shift = Vec::new();
-            let mut target = Vec::new();
-            let classes = net.classes();
-            let k = v.deltas.len() / v.dim;
-            for (r, &y) in labels.iter().enumerate() {
-                if y < v.first {
-                    continue;
-                }
-                for _ in 0..v.per_row {
-                    idx.push((r * per_sample) as i64);
-                    let d = rng.random_range(0..k);
-                    shift.extend_from_slice(&v.deltas[d * v.dim..(d + 1) * v.dim]);
-                    let mut t = vec![0.0f32; classes];
-                    t[y] = 1.0;
-                    target.extend(t);
-                }
-            }
-            if !idx.is_empty() {
-                let n = idx.len();
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
-                let shift =
-                    Tensor::<2>::from_data(TensorData::new(shift, [n, v.dim]), &self.device);
-                let h = out.student.embedding.clone().select(0, idx) + shift;
-                let z = net.student.classifier.forward(h);
-                let t = Tensor::<2>::from_data(TensorData::new(target, [n, classes]), &self.device);
-                loss = loss + soft_cross_entropy(z, t) * v.weight;
             }
         }
         if let Some(a) = &self.rows {

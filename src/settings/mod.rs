@@ -45,7 +45,9 @@ pub struct AdaptSettings {
     pub cooldown_secs: u64,
     pub holdout_every: usize,
     pub budget_secs: u64,
-    pub epochs: usize,
+    /// Fine-tune epochs; `None`: the model's recipe (`AdaptConfig::for_modality`).
+    #[serde(default)]
+    pub epochs: Option<usize>,
     pub min_new_accuracy: f64,
     pub max_old_drop: f64,
     /// The largest accuracy drop of any one shipped class whose losses go to a new label.
@@ -443,7 +445,7 @@ impl Settings {
             ("capture_ring", a.capture_ring),
             ("capture_ring_mb", a.capture_ring_mb),
             ("min_shots", a.min_shots),
-            ("epochs", a.epochs),
+            ("epochs", a.epochs.unwrap_or(1)),
             ("keep_versions", a.keep_versions),
         ] {
             if value == 0 {
@@ -742,6 +744,24 @@ mod tests {
         assert_eq!(s.mqtt.port, 18830, "env wins");
         assert_eq!(s.mqtt.qos, Qos::AtMostOnce, "file wins over defaults");
         assert_eq!(s.mqtt.keep_alive_secs, 30, "defaults fill the rest");
+    }
+
+    #[test]
+    fn fine_tune_epochs_default_to_the_recipe_and_an_override_must_train() {
+        let (s, _d) = load(None, &[]);
+        assert_eq!(
+            s.expect("defaults").adapt.epochs,
+            None,
+            "each model's recipe"
+        );
+        let (s, _d) = load(Some("[adapt]\nepochs = 4\n"), &[]);
+        assert_eq!(s.expect("valid").adapt.epochs, Some(4));
+        let (s, _d) = load(Some("[adapt]\nepochs = 0\n"), &[]);
+        let text = s.expect_err("0 epochs").to_string();
+        assert!(
+            text.contains("`adapt.epochs`: must be at least 1"),
+            "{text}"
+        );
     }
 
     #[test]
