@@ -161,9 +161,9 @@ impl AdaptConfig {
     ///
     /// Audio fine-tunes with plain cross-entropy for 30 epochs, with the offset at 1.0
     /// (BENCHMARKS.md "Audio's new words on other accents: a longer fine-tune"). A
-    /// cross-entropy step costs half an `lsskd` one, so twice the steps fit the same
-    /// seconds, and the longer schedule wins back what the first epochs take from the new
-    /// words on other voices. Over six seeds of cross-accent episodes, new words went from
+    /// cross-entropy step costs about half an `lsskd` one, so 240 steps take 10 s where 120
+    /// `lsskd` steps took 7, and the longer schedule wins back what the first epochs take
+    /// from the new words on other voices. Over six seeds of cross-accent episodes, new words went from
     /// 0.936 (15 `lsskd` epochs, offset 0.5) to 0.951, every seed at or above imprinting
     /// alone, with the shipped words where they were (0.992 against 0.993).
     ///
