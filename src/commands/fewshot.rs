@@ -764,15 +764,14 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             .is_some()
             .then(|| accuracy_at(&imprint_base_logits, shipped, 0.0));
         let tuned = deployed_classifier(&adapted.tuned, shape)?;
+        // The fine-tune's logits, once: its scores as served and its offset curve.
         let tuned_novel = logits_of(&tuned, pre, &labelled)?;
+        let tuned_base = logits_of(&tuned, pre, &base_items)?;
         let (novel_acc, to_shipped) = novel_scores(&tuned_novel, shipped);
-        let base_after = if base.is_some() {
-            Some(accuracy(&tuned, pre, &base_items)?)
-        } else {
-            None
-        };
+        let base_after = base
+            .is_some()
+            .then(|| accuracy_at(&tuned_base, shipped, 0.0));
         let tuned_offset_curve = if base.is_some() {
-            let tuned_base = logits_of(&tuned, pre, &base_items)?;
             (-4..=8)
                 .map(|k| {
                     let o = k as f32 * 0.25;
