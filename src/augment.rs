@@ -37,11 +37,6 @@ pub struct AudioAugment {
     /// One time mask of up to this many frames and one frequency mask of up to this many bins.
     pub time_mask: usize,
     pub freq_mask: usize,
-    /// Vocal-tract-length-style warp: the mel axis is stretched by a factor drawn from
-    /// [1 − w, 1 + w] (a longer or shorter vocal tract moves every formant by one factor),
-    /// so one speaker's samples stand for voices higher and lower than theirs.
-    #[serde(default)]
-    pub freq_warp: f32,
 }
 
 impl Default for ImageAugment {
@@ -64,7 +59,6 @@ impl Default for AudioAugment {
             noise: 0.005,
             time_mask: 6,
             freq_mask: 5,
-            freq_warp: 0.0,
         }
     }
 }
@@ -169,27 +163,6 @@ impl AudioAugment {
             .collect()
     }
 
-    /// [`AudioAugment::freq_warp`] on a `[1, t, f]` log-mel: bin `k` takes the value at
-    /// `k / α` (linear interpolation; past the top bin, the top bin).
-    pub fn warp_frequencies<R: Rng>(&self, x: &mut [f32], t: usize, f: usize, rng: &mut R) {
-        if self.freq_warp <= 0.0 || f < 2 {
-            return;
-        }
-        let alpha = rng.random_range(1.0 - self.freq_warp..=1.0 + self.freq_warp);
-        let mut row = vec![0.0; f];
-        for r in 0..t {
-            let src = &x[r * f..(r + 1) * f];
-            for (k, out) in row.iter_mut().enumerate() {
-                let at = (k as f32 / alpha).min((f - 1) as f32);
-                let k0 = at.floor() as usize;
-                let k1 = (k0 + 1).min(f - 1);
-                let w = at - k0 as f32;
-                *out = src[k0] * (1.0 - w) + src[k1] * w;
-            }
-            x[r * f..(r + 1) * f].copy_from_slice(&row);
-        }
-    }
-
     /// SpecAugment on a normalised `[1, t, f]` log-mel: masked cells get `fill`.
     pub fn spec_masks<R: Rng>(&self, x: &mut [f32], t: usize, f: usize, fill: f32, rng: &mut R) {
         if self.time_mask > 0 {
@@ -288,40 +261,5 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         aug.spec_masks(&mut x, 49, 40, 0.0, &mut rng);
         assert!(x.iter().all(|&v| v == 5.0 || v == 0.0));
-    }
-
-    #[test]
-    fn a_frequency_warp_moves_a_formant_by_its_factor() {
-        let a = AudioAugment {
-            freq_warp: 0.2,
-            ..AudioAugment::default()
-        };
-        // Two frames of 40 bins, one peak at bin 20.
-        let (t, f) = (2, 40);
-        let mut x = vec![0.0f32; t * f];
-        x[20] = 1.0;
-        x[f + 20] = 1.0;
-        let mut moved = false;
-        for seed in 0..20 {
-            let mut y = x.clone();
-            a.warp_frequencies(&mut y, t, f, &mut StdRng::seed_from_u64(seed));
-            let peak = |row: &[f32]| {
-                row.iter()
-                    .enumerate()
-                    .max_by(|p, q| p.1.total_cmp(q.1))
-                    .map(|(k, _)| k)
-                    .unwrap()
-            };
-            let (p0, p1) = (peak(&y[..f]), peak(&y[f..]));
-            assert_eq!(p0, p1, "every frame warps alike");
-            // α in [0.8, 1.2] moves bin 20 to 16..=24.
-            assert!((16..=24).contains(&p0), "peak at {p0}");
-            moved |= p0 != 20;
-        }
-        assert!(moved);
-        let none = AudioAugment::default();
-        let mut y = x.clone();
-        none.warp_frequencies(&mut y, t, f, &mut StdRng::seed_from_u64(1));
-        assert_eq!(y, x, "off by default");
     }
 }

@@ -175,7 +175,6 @@ impl TrainData for FeatureData<'_> {
                         let mut x = spec
                             .tensor(&aug)
                             .unwrap_or_else(|_| vec![0.0; spec.frames() * spec.n_mels]);
-                        a.warp_frequencies(&mut x, spec.frames(), spec.n_mels, rng);
                         a.spec_masks(&mut x, spec.frames(), spec.n_mels, 0.0, rng);
                         x
                     }

@@ -1,8 +1,8 @@
 //! `lsskd-edge fewshot-bench`: N-way K-shot episodes of classes a package does not know,
-//! adapted with the same imprint + fine-tune code as the daemon and judged by the same gate
-//! code and candidate choice (`adapt::learner::judge_candidates`, on the package's gate set
-//! or held-back replay, and leave-one-out on the support set), evaluated through tract (the
-//! deployed path) with argmax over all classes, old and new.
+//! each adapted and judged by the daemon's own adaptation core (`adapt::core`: the same
+//! recipe resolution, imprint + fine-tune, gate evidence and candidate choice as the
+//! learner), evaluated through tract (the deployed path) with argmax over all classes,
+//! shipped and new.
 //!
 //! `--kind` makes adversarial episodes the gate must reject: `shuffled` (labels shuffled
 //! among the episode's samples), `mislabelled` (half of each label's samples carry another
@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use rand::rngs::StdRng;
@@ -19,14 +18,14 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::adapt::job::{AdaptConfig, Replay, adapt};
-use crate::adapt::learner::{CV_FOLDS, GateData, accuracy, finetune_cv, judge_candidates};
-use crate::adapt::{Candidate, GateConfig, Verdict};
+use crate::adapt::candidates::accuracy;
+use crate::adapt::core::{self, Candidates, Request, ShippedSets};
+use crate::adapt::{Candidate, GateConfig, Overrides, Recipe, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::{Preprocess, Raw};
 use crate::inference::{Classifier, argmax, write_onnx};
-use crate::lsskd::{self, TrainNet, export};
-use crate::registry::{ModelPackage, replay};
+use crate::lsskd::{TrainNet, export};
+use crate::registry::ModelPackage;
 use crate::settings::AdaptSettings;
 
 /// What an episode's support set is.
@@ -109,17 +108,15 @@ pub struct FewshotArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Fine-tune peak learning rate (default: the recipe for the model's modality,
-    /// `AdaptConfig::for_modality`).
+    /// `Recipe::for_modality`).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// The fine-tune's method (`AdaptConfig::method`; default: the modality's recipe).
+    /// Fine-tune wall-clock budget per episode, seconds (default: the daemon's
+    /// `adapt.budget_secs`).
     #[arg(long)]
-    pub method: Option<crate::lsskd::Method>,
-    /// Fine-tune wall-clock budget per episode, seconds.
-    #[arg(long, default_value_t = AdaptConfig::default().budget_secs.unwrap_or(10))]
-    pub budget_secs: u64,
+    pub budget_secs: Option<u64>,
     /// Stages the fine-tune trains, counted from the output side (0: the head only;
-    /// default: the modality's recipe, see `AdaptConfig::trained_stages`).
+    /// default: the modality's recipe, see `Recipe::trained_stages`).
     #[arg(long)]
     pub trained_stages: Option<usize>,
     #[arg(long, value_enum, default_value = "good")]
@@ -135,38 +132,15 @@ pub struct FewshotArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub pool_part: PoolPart,
     /// Weight of the fine-tuned parameters against the imprinted ones (1: the fine-tune as
-    /// trained; see `AdaptConfig::mix`; default: the modality's recipe).
+    /// trained; see `Recipe::mix`; default: the modality's recipe).
     #[arg(long)]
     pub mix: Option<f32>,
-    /// With `--mix` below 1: interpolate the classifier head too (`false`: keep the
-    /// fine-tuned head; see `AdaptConfig::mix_head`; default: the modality's recipe).
-    #[arg(long)]
-    pub mix_head: Option<bool>,
-    /// Pull of the new labels' rows towards their imprinted prototypes while fine-tuning
-    /// (`AdaptConfig::row_anchor`; default: the modality's recipe).
-    #[arg(long)]
-    pub row_anchor: Option<f32>,
     /// Offset of the new labels' logits in the fine-tuned model
-    /// (`AdaptConfig::new_label_offset`; default: the modality's recipe).
+    /// (`Recipe::new_label_offset`; default: the modality's recipe).
     #[arg(long)]
     pub new_label_offset: Option<f32>,
-    /// Cap of the new labels' offset calibrated on the gate set
-    /// (`AdaptConfig::new_label_offset_max`; default: the modality's recipe).
-    #[arg(long)]
-    pub new_label_offset_max: Option<f32>,
-    /// Measure the shipped classes (`--base-data`) only on items that are not in the
-    /// package's gate set, which the adaptation's offset is calibrated on.
-    #[arg(long)]
-    pub base_exclude_gate: bool,
-    /// Anchor the user's samples' embeddings too (`AdaptConfig::support_anchor`).
-    #[arg(long)]
-    pub support_anchor: bool,
-    /// Frequency warp of the user's audio samples (`AudioAugment::freq_warp`; default: the
-    /// adaptation's).
-    #[arg(long, default_value_t = AdaptConfig::default().sample_audio_augment.freq_warp)]
-    pub sample_freq_warp: f32,
     /// Augmentation of the user's audio samples: speed range, time shift in milliseconds,
-    /// and the largest time and frequency masks (`AudioAugment`; default: the recipe's).
+    /// and the largest time and frequency masks (`Recipe::sample_audio_augment`; default: the recipe's).
     #[arg(long)]
     pub sample_speed: Option<f32>,
     #[arg(long)]
@@ -176,7 +150,7 @@ pub struct FewshotArgs {
     #[arg(long)]
     pub sample_freq_mask: Option<usize>,
     /// Augmentation of the user's image samples: random-crop padding in pixels, rotation
-    /// range in degrees, scale range (`AdaptConfig::sample_augment`; default: the recipe's).
+    /// range in degrees, scale range (`Recipe::sample_augment`; default: the recipe's).
     #[arg(long)]
     pub sample_crop: Option<usize>,
     #[arg(long)]
@@ -184,7 +158,7 @@ pub struct FewshotArgs {
     #[arg(long)]
     pub sample_scale: Option<f32>,
     /// Replay exemplars' pull towards the pre-adaptation prediction and embedding
-    /// (`AdaptConfig::anchor_weight`, `anchor_embedding_weight`; default: the recipe's).
+    /// (`Recipe::anchor_weight`, `anchor_embedding_weight`; default: the recipe's).
     #[arg(long)]
     pub anchor_weight: Option<f32>,
     #[arg(long)]
@@ -281,22 +255,12 @@ pub struct FewshotReport {
     pub group_by: Option<String>,
     pub pool_part: PoolPart,
     pub gate: GateConfig,
+    /// The recipe the episodes ran (its `seed` is the first episode's).
+    pub recipe: Recipe,
     pub promoted_episodes: usize,
     pub finetune_promoted_episodes: usize,
     pub peak_rss_mb: Option<f64>,
     pub per_episode: Vec<Episode>,
-}
-
-/// The encoded files of a package's gate set (`gate/<class>/<file>`).
-fn gate_files(dir: &std::path::Path) -> anyhow::Result<std::collections::HashSet<Vec<u8>>> {
-    let mut out = std::collections::HashSet::new();
-    let gate = dir.join(crate::registry::package::GATE_DIR);
-    for class in std::fs::read_dir(&gate).with_context(|| format!("{}", gate.display()))? {
-        for file in std::fs::read_dir(class?.path())? {
-            out.insert(std::fs::read(file?.path())?);
-        }
-    }
-    Ok(out)
 }
 
 /// Accuracy on novel queries, `(label, logits)`, and the share of them sent to one of the
@@ -426,7 +390,6 @@ fn split_groups(
     None
 }
 
-/// Run the benchmark.
 /// The one-line summary.
 pub fn render(r: &FewshotReport) -> String {
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
@@ -448,50 +411,131 @@ pub fn render(r: &FewshotReport) -> String {
     )
 }
 
-pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
-    let pkg = ModelPackage::load(&args.model)?;
+/// The daemon's `[adapt]` settings as the benchmark runs them (the defaults, with its gate
+/// and budget flags) and the recipe overrides its flags ask for.
+fn settings_and_overrides(args: &FewshotArgs) -> (AdaptSettings, Overrides) {
+    let mut settings = AdaptSettings::defaults();
+    if let Some(v) = args.min_new_accuracy {
+        settings.min_new_accuracy = v;
+    }
+    if let Some(v) = args.max_old_drop {
+        settings.max_old_drop = v;
+    }
+    if let Some(v) = args.max_class_drop {
+        settings.max_class_drop = v;
+    }
+    if let Some(v) = args.confidence {
+        settings.confidence = v;
+    }
+    if let Some(v) = args.budget_secs {
+        settings.budget_secs = v;
+    }
+    let overrides = Overrides {
+        epochs: args.epochs,
+        lr: args.lr,
+        budget_secs: None,
+        trained_stages: args.trained_stages,
+        mix: args.mix,
+        new_label_offset: args.new_label_offset,
+        anchor_weight: args.anchor_weight,
+        anchor_embedding_weight: args.anchor_embedding_weight,
+        sample_crop: args.sample_crop,
+        sample_rotate: args.sample_rotate,
+        sample_scale: args.sample_scale,
+        sample_speed: args.sample_speed,
+        sample_shift_ms: args.sample_shift_ms,
+        sample_time_mask: args.sample_time_mask,
+        sample_freq_mask: args.sample_freq_mask,
+    };
+    (settings, overrides)
+}
+
+/// Adapt the shipped package `pkg` to `support` (new labels only, in the order they are
+/// appended) through the adaptation core, exactly as the daemon's learner would with
+/// `settings` and no held-back samples.
+pub fn adapt_support(
+    pkg: &ModelPackage,
+    sets: &ShippedSets,
+    support: &[(String, Raw)],
+    settings: &AdaptSettings,
+    overrides: &Overrides,
+    seed: u64,
+) -> anyhow::Result<Candidates> {
     let m = &pkg.manifest;
-    let pre = &m.preprocess;
-    let shape = pre.input_shape();
-    let set = m.train_state.transforms;
-    let mut support_ds = dataset::load(
+    let recipe = Recipe::resolve(m.preprocess.modality(), settings, overrides, false, seed);
+    let req = Request {
+        live: pkg,
+        shipped_classes: &m.classes,
+        sets,
+        support,
+        held_shipped: &[],
+        recipe: &recipe,
+        gate: &GateConfig::from_settings(settings),
+    };
+    core::run(&req, &|| false, &mut |_| {})
+}
+
+/// The data episodes draw from, loaded once.
+struct Pools {
+    support: Dataset,
+    /// `None`: the queries come from the support's split.
+    query: Option<Dataset>,
+    /// The `--group-by` value of every support and query item.
+    groups: Option<(Vec<String>, Vec<String>)>,
+    /// Classes of the support data the model does not know.
+    novel: Vec<String>,
+    /// The model's own classes (`--base-data`), to measure forgetting.
+    base: Option<Dataset>,
+}
+
+impl Pools {
+    fn query(&self) -> &Dataset {
+        self.query.as_ref().unwrap_or(&self.support)
+    }
+}
+
+fn load_pools(args: &FewshotArgs, classes: &[String]) -> anyhow::Result<Pools> {
+    let mut support = dataset::load(
         &args.support_data,
         &args.support_split,
         &LoadOptions::default(),
     )
     .with_context(|| format!("loading support split `{}`", args.support_split))?;
-    args.pool_part.select(&mut support_ds);
+    args.pool_part.select(&mut support);
     let same_split = args.support_data == args.query_data && args.support_split == args.query_split;
-    let query_ds_owned;
-    let query_ds: &Dataset = if same_split {
-        &support_ds
-    } else {
-        let mut q = dataset::load(&args.query_data, &args.query_split, &LoadOptions::default())
-            .with_context(|| format!("loading query split `{}`", args.query_split))?;
-        args.pool_part.select(&mut q);
-        query_ds_owned = q;
-        &query_ds_owned
+    let query = match same_split {
+        true => None,
+        false => {
+            let mut q = dataset::load(&args.query_data, &args.query_split, &LoadOptions::default())
+                .with_context(|| format!("loading query split `{}`", args.query_split))?;
+            args.pool_part.select(&mut q);
+            Some(q)
+        }
     };
-    // The `--group-by` value of every support and query item.
     let groups = match &args.group_by {
         Some(col) => Some((
-            dataset::manifest::column(&args.support_data, &args.support_split, &support_ds, col)?,
-            dataset::manifest::column(&args.query_data, &args.query_split, query_ds, col)?,
+            dataset::manifest::column(&args.support_data, &args.support_split, &support, col)?,
+            dataset::manifest::column(
+                &args.query_data,
+                &args.query_split,
+                query.as_ref().unwrap_or(&support),
+                col,
+            )?,
         )),
         None => None,
     };
-    let novel_pool: Vec<String> = support_ds
+    let novel: Vec<String> = support
         .classes
         .iter()
-        .filter(|c| !m.classes.contains(c))
+        .filter(|c| !classes.contains(c))
         .cloned()
         .collect();
-    if novel_pool.len() < args.way {
+    if novel.len() < args.way {
         bail!(
             "{}-way needs {} classes the model does not know; the support set has {}",
             args.way,
             args.way,
-            novel_pool.len()
+            novel.len()
         );
     }
     let base = match (&args.base_data, &args.base_split) {
@@ -500,7 +544,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                 d,
                 s,
                 &LoadOptions {
-                    classes: Some(m.classes.clone()),
+                    classes: Some(classes.to_vec()),
                     ..LoadOptions::default()
                 },
             )
@@ -508,108 +552,52 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         ),
         _ => None,
     };
-    let defaults = GateConfig::from_settings(&AdaptSettings::defaults());
-    let gate_cfg = GateConfig {
-        min_new_accuracy: args.min_new_accuracy.unwrap_or(defaults.min_new_accuracy),
-        max_old_drop: args.max_old_drop.unwrap_or(defaults.max_old_drop),
-        max_class_drop: args.max_class_drop.unwrap_or(defaults.max_class_drop),
-        rename_typicality: defaults.rename_typicality,
-        confidence: args.confidence.unwrap_or(defaults.confidence),
-    };
-    let replay_all = replay::load(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?;
-    // As the daemon's learner: the gate set judges the shipped classes, else every second
-    // replay exemplar is held back for it.
-    let (replay, old_items, old_set) = if pkg.has_gate_set() {
-        (
-            replay_all,
-            replay::load_gate(&pkg.dir, &m.classes).map_err(anyhow::Error::msg)?,
-            "gate",
-        )
-    } else {
-        let (mut train, mut held) = (Vec::new(), Vec::new());
-        let mut seen = std::collections::BTreeMap::<usize, usize>::new();
-        for (l, r) in replay_all {
-            let n = seen.entry(l).or_default();
-            if *n % 2 == 1 {
-                held.push((l, r))
-            } else {
-                train.push((l, r))
-            }
-            *n += 1;
-        }
-        (train, held, "replay")
-    };
     if args.kind == EpisodeKind::Renamed && base.is_none() {
         bail!("--kind renamed takes the samples of a shipped class from --base-data");
     }
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let base_items: Vec<(usize, &Raw)> = match &base {
-        Some(b) => {
-            let mut idx: Vec<usize> = (0..b.len()).collect();
-            idx.shuffle(&mut rng);
-            idx.truncate(args.base_limit);
-            let gate = if args.base_exclude_gate {
-                gate_files(&pkg.dir)?
-            } else {
-                Default::default()
-            };
-            let mut items = Vec::new();
-            for i in idx {
-                let raw = &b.items[i].raw;
-                if !gate.is_empty() {
-                    let trimmed = crate::commands::export::trim_trailing_silence(raw);
-                    let (bytes, _) = replay::encode(&trimmed).map_err(anyhow::Error::msg)?;
-                    if gate.contains(&bytes) {
-                        continue;
-                    }
-                }
-                items.push((b.items[i].label, raw));
-            }
-            items
-        }
-        None => Vec::new(),
-    };
-    let base_before = if base.is_some() {
-        Some(accuracy(
-            &Classifier::load(&pkg.onnx_path())?,
-            pre,
-            &base_items,
-        )?)
-    } else {
-        None
-    };
+    Ok(Pools {
+        support,
+        query,
+        groups,
+        novel,
+        base,
+    })
+}
 
-    let mut episodes = Vec::new();
-    for e in 0..args.episodes {
-        let classes: Vec<String> = novel_pool
-            .choose_multiple(&mut rng, args.way)
-            .cloned()
+/// One episode's classes, support samples and queries.
+struct Draw<'a> {
+    classes: Vec<String>,
+    support: Vec<(String, Raw)>,
+    queries: Vec<(String, &'a Raw)>,
+}
+
+/// Draw `args.way` novel classes, `args.shot` support samples and up to
+/// `args.queries_per_class` other queries of each.
+fn draw<'a>(pools: &'a Pools, args: &FewshotArgs, rng: &mut StdRng) -> anyhow::Result<Draw<'a>> {
+    let (support_ds, query_ds) = (&pools.support, pools.query());
+    let classes: Vec<String> = pools
+        .novel
+        .choose_multiple(rng, args.way)
+        .cloned()
+        .collect();
+    let mut support: Vec<(String, Raw)> = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    let mut queries: Vec<(String, &Raw)> = Vec::new();
+    for c in &classes {
+        let ci = support_ds
+            .classes
+            .iter()
+            .position(|x| x == c)
+            .expect("pool comes from the support classes");
+        let mut pool: Vec<usize> = (0..support_ds.len())
+            .filter(|&i| support_ds.items[i].label == ci)
             .collect();
-        let mut support: Vec<(String, Raw)> = Vec::new();
-        let mut used = std::collections::HashSet::new();
-        let mut queries: Vec<(String, &Raw)> = Vec::new();
-        for c in &classes {
-            let ci = support_ds
-                .classes
-                .iter()
-                .position(|x| x == c)
-                .expect("pool comes from the support classes");
-            let mut pool: Vec<usize> = (0..support_ds.len())
-                .filter(|&i| support_ds.items[i].label == ci)
-                .collect();
-            let qi = query_ds.classes.iter().position(|x| x == c);
-            let mut q: Vec<usize> = (0..query_ds.len())
-                .filter(|&i| Some(query_ds.items[i].label) == qi)
-                .collect();
-            if let Some((support_groups, query_groups)) = &groups {
-                let taken = split_groups(
-                    &pool,
-                    support_groups,
-                    &q,
-                    query_groups,
-                    args.shot,
-                    &mut rng,
-                )
+        let qi = query_ds.classes.iter().position(|x| x == c);
+        let mut q: Vec<usize> = (0..query_ds.len())
+            .filter(|&i| Some(query_ds.items[i].label) == qi)
+            .collect();
+        if let Some((support_groups, query_groups)) = &pools.groups {
+            let taken = split_groups(&pool, support_groups, &q, query_groups, args.shot, rng)
                 .with_context(|| {
                     format!(
                         "class `{c}`: no split of its `{}` values gives {} support samples and a query",
@@ -617,271 +605,220 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
                         args.shot
                     )
                 })?;
-                pool.retain(|&i| taken.contains(&support_groups[i]));
-                q.retain(|&i| !taken.contains(&query_groups[i]));
-            }
-            pool.shuffle(&mut rng);
-            anyhow::ensure!(
-                pool.len() >= args.shot,
-                "class `{c}` has only {} support samples",
-                pool.len()
-            );
-            for &i in &pool[..args.shot] {
-                support.push((c.clone(), support_ds.items[i].raw.clone()));
-                used.insert(support_ds.items[i].source.clone());
-            }
-            q.retain(|&i| !used.contains(&query_ds.items[i].source));
-            q.shuffle(&mut rng);
-            q.truncate(args.queries_per_class);
-            anyhow::ensure!(!q.is_empty(), "class `{c}` has no query samples left");
-            queries.extend(q.into_iter().map(|i| (c.clone(), &query_ds.items[i].raw)));
+            pool.retain(|&i| taken.contains(&support_groups[i]));
+            q.retain(|&i| !taken.contains(&query_groups[i]));
         }
-        match args.kind {
-            EpisodeKind::Good => {}
-            EpisodeKind::Shuffled => {
-                let mut labels: Vec<String> = support.iter().map(|(l, _)| l.clone()).collect();
-                labels.shuffle(&mut rng);
-                for ((l, _), new) in support.iter_mut().zip(labels) {
-                    *l = new;
-                }
-            }
-            EpisodeKind::Mislabelled => {
-                // Every second sample of each label gets the next label of the episode.
-                for (i, (l, _)) in support.iter_mut().enumerate() {
-                    if (i % args.shot) % 2 == 1 {
-                        let k = classes.iter().position(|c| c == l).expect("episode label");
-                        *l = classes[(k + 1) % classes.len()].clone();
-                    }
-                }
-            }
-            EpisodeKind::Renamed => {
-                // The last label's samples (and queries) become a shipped class's.
-                let b = base.as_ref().expect("checked above");
-                let class = rng.random_range(0..m.classes.len());
-                let renamed = classes.last().expect("way ≥ 1").clone();
-                let mut pool: Vec<usize> = (0..b.len())
-                    .filter(|&i| b.items[i].label == class)
-                    .collect();
-                pool.shuffle(&mut rng);
-                let mut k = pool.iter();
-                for (_, raw) in support.iter_mut().filter(|(l, _)| *l == renamed) {
-                    *raw = b.items[*k.next().context("shipped class too small")?]
-                        .raw
-                        .clone();
-                }
-                for (_, raw) in queries.iter_mut().filter(|(l, _)| *l == renamed) {
-                    if let Some(&i) = k.next() {
-                        *raw = &b.items[i].raw;
-                    }
-                }
-            }
-        }
-        let started = Instant::now();
-        let device = lsskd::training_device(args.seed + e as u64);
-        let net = pkg.load_train_net(&device)?;
-        let mut prepared = Replay::new(&net, pre, set, &replay)?;
-        let imprint_only = args.epochs == Some(0);
-        let recipe = AdaptConfig::for_modality(pre.modality());
-        let cfg = AdaptConfig {
-            epochs: args.epochs.unwrap_or(recipe.epochs),
-            lr: args.lr.unwrap_or(recipe.lr),
-            method: args.method.unwrap_or(recipe.method),
-            budget_secs: Some(args.budget_secs),
-            trained_stages: args.trained_stages.unwrap_or(recipe.trained_stages),
-            mix: args.mix.unwrap_or(recipe.mix),
-            mix_head: args.mix_head.unwrap_or(recipe.mix_head),
-            row_anchor: args.row_anchor.unwrap_or(recipe.row_anchor),
-            new_label_offset: args.new_label_offset.unwrap_or(recipe.new_label_offset),
-            new_label_offset_max: args
-                .new_label_offset_max
-                .unwrap_or(recipe.new_label_offset_max),
-            support_anchor: args.support_anchor || recipe.support_anchor,
-            anchor_weight: args.anchor_weight.unwrap_or(recipe.anchor_weight),
-            anchor_embedding_weight: args
-                .anchor_embedding_weight
-                .unwrap_or(recipe.anchor_embedding_weight),
-            sample_augment: crate::augment::ImageAugment {
-                crop_padding: args
-                    .sample_crop
-                    .unwrap_or(recipe.sample_augment.crop_padding),
-                rotate_deg: args
-                    .sample_rotate
-                    .unwrap_or(recipe.sample_augment.rotate_deg),
-                scale: args.sample_scale.unwrap_or(recipe.sample_augment.scale),
-                ..recipe.sample_augment.clone()
-            },
-            sample_audio_augment: crate::augment::AudioAugment {
-                freq_warp: args.sample_freq_warp,
-                speed: args
-                    .sample_speed
-                    .unwrap_or(recipe.sample_audio_augment.speed),
-                shift_ms: args
-                    .sample_shift_ms
-                    .unwrap_or(recipe.sample_audio_augment.shift_ms),
-                time_mask: args
-                    .sample_time_mask
-                    .unwrap_or(recipe.sample_audio_augment.time_mask),
-                freq_mask: args
-                    .sample_freq_mask
-                    .unwrap_or(recipe.sample_audio_augment.freq_mask),
-                ..recipe.sample_audio_augment.clone()
-            },
-            seed: args.seed + e as u64,
-            ..recipe
-        };
-        if cfg.calibrates() {
-            let calibration: Vec<(usize, &Raw)> = old_items.iter().map(|(l, r)| (*l, r)).collect();
-            prepared = prepared.calibrate_on(pre, &calibration)?;
-        }
-        let adapted = adapt(
-            net,
-            &m.classes,
-            pre,
-            set,
-            &support,
-            &prepared,
-            &cfg,
-            &|| false,
-            &mut |_| {},
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
-        let index = |l: &str| {
-            adapted
-                .classes
-                .iter()
-                .position(|c| c == l)
-                .expect("adapted classes include the episode's")
-        };
-        let labelled: Vec<(usize, &Raw)> = queries.iter().map(|(l, r)| (index(l), *r)).collect();
-        let imprinted = Classifier::from_bytes(&adapted.imprinted.onnx)?;
-        let shipped = m.classes.len();
-        // The imprinted model's logits, once: its scores as served and at the fine-tune's
-        // operating point.
-        let imprint_novel = logits_of(&imprinted, pre, &labelled)?;
-        let imprint_base_logits = logits_of(&imprinted, pre, &base_items)?;
-        let (imprint_acc, imprint_to_shipped) = novel_scores(&imprint_novel, shipped);
-        let imprint_base = base
-            .is_some()
-            .then(|| accuracy_at(&imprint_base_logits, shipped, 0.0));
-        let tuned = deployed_classifier(&adapted.tuned, shape)?;
-        // The fine-tune's logits, once: its scores as served and its offset curve.
-        let tuned_novel = logits_of(&tuned, pre, &labelled)?;
-        let tuned_base = logits_of(&tuned, pre, &base_items)?;
-        let (novel_acc, to_shipped) = novel_scores(&tuned_novel, shipped);
-        let base_after = base
-            .is_some()
-            .then(|| accuracy_at(&tuned_base, shipped, 0.0));
-        let tuned_offset_curve = if base.is_some() {
-            (-4..=8)
-                .map(|k| {
-                    let o = k as f32 * 0.25;
-                    (
-                        o,
-                        accuracy_at(&tuned_novel, shipped, o),
-                        accuracy_at(&tuned_base, shipped, o),
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let matched = base_after.map(|target| {
-            matched_operating_point(&imprint_novel, &imprint_base_logits, shipped, target)
-        });
-        let live = Classifier::load(&pkg.onnx_path())?;
-        let new_labels: BTreeSet<String> = classes.iter().cloned().collect();
-        let cv = || {
-            finetune_cv(
-                &pkg,
-                &device,
-                &support,
-                &prepared,
-                &new_labels,
-                &cfg,
-                CV_FOLDS,
-                &|| false,
-            )
-        };
-        let data = GateData {
-            old: old_items
-                .iter()
-                .map(|(l, r)| (m.classes[*l].clone(), r))
-                .collect(),
-            old_set: old_set.into(),
-            reference: replay.iter().map(|(_, r)| r).collect(),
-            support: support.iter().map(|(l, r)| (l.clone(), r)).collect(),
-            new_labels: new_labels.clone(),
-            held_known: Vec::new(),
-            finetune_cv: Some(&cv),
-        };
-        let gate_started = Instant::now();
-        let judgement = judge_candidates(
-            &gate_cfg,
-            &live,
-            &m.classes,
-            pre,
-            m.arch.cosine_scale,
-            &adapted,
-            imprint_only,
-            &data,
-        )?;
-        let gate_seconds = gate_started.elapsed().as_secs_f64();
-        let reported = judgement.reported().context("a candidate to judge")?;
-        let tuned_gate = judgement.finetuned.as_ref().map(|j| &j.gate);
-        tracing::info!(
-            episode = e,
-            imprint = imprint_acc,
-            tuned = novel_acc,
-            base_after = base_after.unwrap_or(f64::NAN),
-            seconds,
-            gate_seconds,
-            steps = adapted.steps,
-            "episode"
+        pool.shuffle(rng);
+        anyhow::ensure!(
+            pool.len() >= args.shot,
+            "class `{c}` has only {} support samples",
+            pool.len()
         );
-        episodes.push(Episode {
-            classes,
-            imprint_only_novel_accuracy: imprint_acc,
-            novel_accuracy: novel_acc,
-            imprint_only_novel_to_shipped: imprint_to_shipped,
-            novel_to_shipped: to_shipped,
-            imprint_only_base_accuracy: imprint_base,
-            base_accuracy_after: base_after,
-            imprint_matched_offset: matched.map(|m| m.0),
-            imprint_matched_novel_accuracy: matched.map(|m| m.1),
-            tuned_offset_curve,
-            seconds,
-            gate_seconds,
-            steps: adapted.steps,
-            new_label_offset: adapted.new_label_offset,
-            kind: args.kind,
-            promoted: judgement.chosen.is_some(),
-            promoted_as: judgement.chosen.map(|c| {
-                match c {
-                    Candidate::Imprinted => "imprinted",
-                    Candidate::Finetuned => "finetuned",
-                }
-                .into()
-            }),
-            estimate: reported.gate.new_after,
-            estimate_lower: reported.gate.new_lower,
-            estimate_upper: reported.gate.new_upper,
-            gate_drop: tuned_gate.and_then(|g| g.old.as_ref()).map(|o| o.drop),
-            gate_drop_lower: tuned_gate
-                .and_then(|g| g.old.as_ref())
-                .map(|o| o.drop_lower),
-            worst_old_class: reported
-                .gate
-                .old
-                .as_ref()
-                .and_then(|o| o.worst.first().cloned()),
-            estimate_method: reported.gate.new_method.clone(),
-            lookalikes: judgement.lookalikes.clone(),
-            gate: match &reported.verdict {
-                Verdict::Promote => "promote".into(),
-                Verdict::Reject(r) => r.clone(),
-            },
-        });
+        for &i in &pool[..args.shot] {
+            support.push((c.clone(), support_ds.items[i].raw.clone()));
+            used.insert(support_ds.items[i].source.clone());
+        }
+        q.retain(|&i| !used.contains(&query_ds.items[i].source));
+        q.shuffle(rng);
+        q.truncate(args.queries_per_class);
+        anyhow::ensure!(!q.is_empty(), "class `{c}` has no query samples left");
+        queries.extend(q.into_iter().map(|i| (c.clone(), &query_ds.items[i].raw)));
     }
+    Ok(Draw {
+        classes,
+        support,
+        queries,
+    })
+}
+
+/// Make `d` the adversarial episode `kind` asks for.
+fn corrupt<'a>(
+    d: &mut Draw<'a>,
+    kind: EpisodeKind,
+    shot: usize,
+    base: Option<&'a Dataset>,
+    shipped: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<()> {
+    match kind {
+        EpisodeKind::Good => {}
+        EpisodeKind::Shuffled => {
+            let mut labels: Vec<String> = d.support.iter().map(|(l, _)| l.clone()).collect();
+            labels.shuffle(rng);
+            for ((l, _), new) in d.support.iter_mut().zip(labels) {
+                *l = new;
+            }
+        }
+        EpisodeKind::Mislabelled => {
+            // Every second sample of each label gets the next label of the episode.
+            for (i, (l, _)) in d.support.iter_mut().enumerate() {
+                if (i % shot) % 2 == 1 {
+                    let k = d
+                        .classes
+                        .iter()
+                        .position(|c| c == l)
+                        .expect("episode label");
+                    *l = d.classes[(k + 1) % d.classes.len()].clone();
+                }
+            }
+        }
+        EpisodeKind::Renamed => {
+            // The last label's samples (and queries) become a shipped class's.
+            let b = base.expect("checked when the pools were loaded");
+            let class = rng.random_range(0..shipped);
+            let renamed = d.classes.last().expect("way ≥ 1").clone();
+            let mut pool: Vec<usize> = (0..b.len())
+                .filter(|&i| b.items[i].label == class)
+                .collect();
+            pool.shuffle(rng);
+            let mut k = pool.iter();
+            for (_, raw) in d.support.iter_mut().filter(|(l, _)| *l == renamed) {
+                *raw = b.items[*k.next().context("shipped class too small")?]
+                    .raw
+                    .clone();
+            }
+            for (_, raw) in d.queries.iter_mut().filter(|(l, _)| *l == renamed) {
+                if let Some(&i) = k.next() {
+                    *raw = &b.items[i].raw;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Score one adapted episode: novel queries and shipped items through tract, for the
+/// imprinted and the fine-tuned model, and the gate's judgement.
+fn score(
+    d: Draw<'_>,
+    c: &Candidates,
+    pre: &Preprocess,
+    shipped: usize,
+    base_items: &[(usize, &Raw)],
+    has_base: bool,
+    kind: EpisodeKind,
+) -> anyhow::Result<Episode> {
+    let adapted = &c.adapted;
+    let index = |l: &str| {
+        adapted
+            .classes
+            .iter()
+            .position(|x| x == l)
+            .expect("adapted classes include the episode's")
+    };
+    let labelled: Vec<(usize, &Raw)> = d.queries.iter().map(|(l, r)| (index(l), *r)).collect();
+    // Each model's logits, once: its scores as served, the imprint at the fine-tune's
+    // operating point, the fine-tune's offset curve.
+    let imprinted = Classifier::from_bytes(&adapted.imprinted.onnx)?;
+    let imprint_novel = logits_of(&imprinted, pre, &labelled)?;
+    let imprint_base_logits = logits_of(&imprinted, pre, base_items)?;
+    let (imprint_acc, imprint_to_shipped) = novel_scores(&imprint_novel, shipped);
+    let imprint_base = has_base.then(|| accuracy_at(&imprint_base_logits, shipped, 0.0));
+    let tuned = deployed_classifier(&adapted.tuned, pre.input_shape())?;
+    let tuned_novel = logits_of(&tuned, pre, &labelled)?;
+    let tuned_base = logits_of(&tuned, pre, base_items)?;
+    let (novel_acc, to_shipped) = novel_scores(&tuned_novel, shipped);
+    let base_after = has_base.then(|| accuracy_at(&tuned_base, shipped, 0.0));
+    let tuned_offset_curve = match has_base {
+        true => (-4..=8)
+            .map(|k| {
+                let o = k as f32 * 0.25;
+                (
+                    o,
+                    accuracy_at(&tuned_novel, shipped, o),
+                    accuracy_at(&tuned_base, shipped, o),
+                )
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    let matched = base_after.map(|target| {
+        matched_operating_point(&imprint_novel, &imprint_base_logits, shipped, target)
+    });
+    let judgement = &c.judgement;
+    let reported = judgement.reported().context("a candidate to judge")?;
+    let tuned_gate = judgement.finetuned.as_ref().map(|j| &j.gate);
+    tracing::info!(
+        imprint = imprint_acc,
+        tuned = novel_acc,
+        base_after = base_after.unwrap_or(f64::NAN),
+        seconds = c.adapt_secs,
+        gate_seconds = c.gate_secs,
+        steps = adapted.steps,
+        "episode"
+    );
+    Ok(Episode {
+        classes: d.classes,
+        imprint_only_novel_accuracy: imprint_acc,
+        novel_accuracy: novel_acc,
+        imprint_only_novel_to_shipped: imprint_to_shipped,
+        novel_to_shipped: to_shipped,
+        imprint_only_base_accuracy: imprint_base,
+        base_accuracy_after: base_after,
+        imprint_matched_offset: matched.map(|m| m.0),
+        imprint_matched_novel_accuracy: matched.map(|m| m.1),
+        tuned_offset_curve,
+        seconds: c.adapt_secs,
+        gate_seconds: c.gate_secs,
+        steps: adapted.steps,
+        new_label_offset: adapted.new_label_offset,
+        kind,
+        promoted: judgement.chosen.is_some(),
+        promoted_as: judgement.chosen.map(|c| {
+            match c {
+                Candidate::Imprinted => "imprinted",
+                Candidate::Finetuned => "finetuned",
+            }
+            .into()
+        }),
+        estimate: reported.gate.new_after,
+        estimate_lower: reported.gate.new_lower,
+        estimate_upper: reported.gate.new_upper,
+        gate_drop: tuned_gate.and_then(|g| g.old.as_ref()).map(|o| o.drop),
+        gate_drop_lower: tuned_gate
+            .and_then(|g| g.old.as_ref())
+            .map(|o| o.drop_lower),
+        worst_old_class: reported
+            .gate
+            .old
+            .as_ref()
+            .and_then(|o| o.worst.first().cloned()),
+        estimate_method: reported.gate.new_method.clone(),
+        lookalikes: judgement.lookalikes.clone(),
+        gate: match &reported.verdict {
+            Verdict::Promote => "promote".into(),
+            Verdict::Reject(r) => r.clone(),
+        },
+    })
+}
+
+/// Up to `args.base_limit` items of the model's own classes, drawn at random.
+fn draw_base<'a>(
+    base: Option<&'a Dataset>,
+    limit: usize,
+    rng: &mut StdRng,
+) -> Vec<(usize, &'a Raw)> {
+    let Some(b) = base else {
+        return Vec::new();
+    };
+    let mut idx: Vec<usize> = (0..b.len()).collect();
+    idx.shuffle(rng);
+    idx.truncate(limit);
+    idx.into_iter()
+        .map(|i| (b.items[i].label, &b.items[i].raw))
+        .collect()
+}
+
+/// The report over all episodes.
+fn summarise(
+    args: &FewshotArgs,
+    model: &str,
+    gate: GateConfig,
+    recipe: Recipe,
+    base_before: Option<f64>,
+    base_items: usize,
+    episodes: Vec<Episode>,
+) -> FewshotReport {
     let novel: Vec<f64> = episodes.iter().map(|e| e.novel_accuracy).collect();
     let imprint: Vec<f64> = episodes
         .iter()
@@ -898,8 +835,8 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         .filter_map(|e| e.imprint_matched_novel_accuracy)
         .collect();
     let matched = (!matched.is_empty()).then(|| mean_ci95(&matched));
-    Ok(FewshotReport {
-        model: m.name.clone(),
+    FewshotReport {
+        model: model.into(),
         way: args.way,
         shot: args.shot,
         episodes: episodes.len(),
@@ -911,13 +848,14 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
         imprint_matched_novel_ci95: matched.map(|m| m.1),
         base_accuracy_before: base_before,
         base_accuracy_after: (!base_after.is_empty()).then(|| mean_ci95(&base_after).0),
-        base_items: base_items.len(),
+        base_items,
         seconds_per_episode: episodes.iter().map(|e| e.seconds).sum::<f64>()
             / episodes.len().max(1) as f64,
         kind: args.kind,
         group_by: args.group_by.clone(),
         pool_part: args.pool_part,
-        gate: gate_cfg,
+        gate,
+        recipe,
         promoted_episodes: episodes.iter().filter(|e| e.promoted).count(),
         finetune_promoted_episodes: episodes
             .iter()
@@ -925,7 +863,64 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             .count(),
         peak_rss_mb: peak_rss_mb(),
         per_episode: episodes,
-    })
+    }
+}
+
+/// Run the benchmark.
+pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
+    let pkg = ModelPackage::load(&args.model)?;
+    let m = &pkg.manifest;
+    let pre = &m.preprocess;
+    let pools = load_pools(args, &m.classes)?;
+    let (settings, overrides) = settings_and_overrides(args);
+    // The same split of replay and gate set as the daemon's learner.
+    let sets = ShippedSets::load(&pkg, None)?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let base_items = draw_base(pools.base.as_ref(), args.base_limit, &mut rng);
+    let has_base = pools.base.is_some();
+    let base_before = match has_base {
+        true => Some(accuracy(
+            &Classifier::load(&pkg.onnx_path())?,
+            pre,
+            &base_items,
+        )?),
+        false => None,
+    };
+    let mut episodes = Vec::new();
+    for e in 0..args.episodes {
+        let mut d = draw(&pools, args, &mut rng)?;
+        let shipped = m.classes.len();
+        corrupt(
+            &mut d,
+            args.kind,
+            args.shot,
+            pools.base.as_ref(),
+            shipped,
+            &mut rng,
+        )?;
+        let seed = args.seed + e as u64;
+        let c = adapt_support(&pkg, &sets, &d.support, &settings, &overrides, seed)?;
+        tracing::debug!(episode = e, "episode adapted");
+        episodes.push(score(
+            d,
+            &c,
+            pre,
+            shipped,
+            &base_items,
+            has_base,
+            args.kind,
+        )?);
+    }
+    let recipe = Recipe::resolve(pre.modality(), &settings, &overrides, false, args.seed);
+    Ok(summarise(
+        args,
+        &m.name,
+        GateConfig::from_settings(&settings),
+        recipe,
+        base_before,
+        base_items.len(),
+        episodes,
+    ))
 }
 
 #[cfg(test)]

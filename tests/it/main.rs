@@ -1,5 +1,6 @@
 //! Integration tests: one binary, shared helpers in `common`.
 
+mod adapt_core;
 mod adaptation;
 mod broker_acl;
 mod camera;

@@ -1,0 +1,129 @@
+//! The daemon's learner and `fewshot-bench` run one adaptation core: the same samples and
+//! seed give the same verdict and the same model bytes, whichever of the two asks.
+
+use std::collections::BTreeMap;
+
+use lsskd_edge::adapt::core::ShippedSets;
+use lsskd_edge::adapt::learner::{self, Outcome};
+use lsskd_edge::adapt::{Candidate, Overrides, Verdict};
+use lsskd_edge::commands::fewshot;
+use lsskd_edge::dataset::{self, LoadOptions};
+use lsskd_edge::features::Raw;
+use lsskd_edge::registry::versions::Versions;
+use lsskd_edge::registry::{ModelPackage, replay};
+use lsskd_edge::samples::SampleStore;
+use lsskd_edge::settings::AdaptSettings;
+
+use crate::common::{data_root, repo};
+
+/// Five samples each of three digits the shipped vision model does not know, stored as a
+/// person would send them.
+fn store_digits(store: &SampleStore) {
+    let digits = ["3", "5", "7"];
+    let ds = dataset::load(
+        &data_root().join("mnist-fewshot"),
+        "pool",
+        &LoadOptions {
+            classes: Some(digits.iter().map(|d| d.to_string()).collect()),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("mnist-fewshot pool");
+    for (ci, digit) in ds.classes.iter().enumerate() {
+        let items = ds.items.iter().filter(|i| i.label == ci).skip(40).take(5);
+        for (k, item) in items.enumerate() {
+            let (bytes, ext) = replay::encode(&item.raw).expect("encode");
+            store
+                .add(
+                    &format!("d{digit}-{k}"),
+                    &format!("digit_{digit}"),
+                    &bytes,
+                    ext,
+                    "test",
+                )
+                .expect("store sample");
+        }
+    }
+}
+
+/// The stored samples as the learner trains on them: labels in name order, each label's
+/// samples in the store's order.
+fn stored_support(store: &SampleStore) -> Vec<(String, Raw)> {
+    let mut by_label: BTreeMap<String, Vec<Raw>> = BTreeMap::new();
+    for meta in store.list().expect("list") {
+        let raw = store.load(&meta).expect("load");
+        by_label.entry(meta.label.clone()).or_default().push(raw);
+    }
+    by_label
+        .into_iter()
+        .flat_map(|(l, raws)| raws.into_iter().map(move |r| (l.clone(), r)))
+        .collect()
+}
+
+#[test]
+fn the_benchmark_and_the_daemon_learner_give_the_same_verdict_and_model_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = repo().join("models/vision");
+    let versions = Versions::new(dir.path(), "vision", &shipped, 3).expect("versions");
+    let store = SampleStore::open(dir.path(), "vision", 1000).expect("store");
+    store_digits(&store);
+    // Two epochs keep the test short; a budget no machine reaches keeps the schedule the
+    // recipe's (a wall-clock budget that binds would make the step count timing-dependent).
+    let mut settings = AdaptSettings::defaults();
+    settings.epochs = Some(2);
+    settings.budget_secs = 600;
+    let seed = 11;
+
+    let daemon = learner::run(
+        &versions,
+        &store,
+        &settings,
+        false,
+        seed,
+        &|| false,
+        &mut |_| {},
+    )
+    .expect("learner");
+    let pkg = ModelPackage::load(&shipped).expect("shipped package");
+    let sets = ShippedSets::load(&pkg, None).expect("replay and gate set");
+    let support = stored_support(&store);
+    let none = Overrides::default();
+    let bench = fewshot::adapt_support(&pkg, &sets, &support, &settings, &none, seed)
+        .expect("benchmark adaptation");
+
+    let chosen = bench
+        .judgement
+        .chosen
+        .expect("three clear digits pass the gate");
+    let judged = bench.judgement.get(chosen).expect("the chosen candidate");
+    assert_eq!(judged.verdict, Verdict::Promote);
+    let Outcome::Promoted { package, info } = daemon else {
+        panic!("the daemon rejected what the benchmark promoted: {daemon:?}");
+    };
+    let chosen_name = match chosen {
+        Candidate::Imprinted => "imprinted",
+        Candidate::Finetuned => "finetuned",
+    };
+    assert_eq!(info.chosen, chosen_name, "the same candidate chosen");
+    assert_eq!(
+        serde_json::to_value(&info.gate).expect("json"),
+        serde_json::to_value(&judged.gate).expect("json"),
+        "the same gate evidence and verdict"
+    );
+    let written = std::fs::read(package.onnx_path()).expect("the new version's model");
+    assert!(
+        written == judged.snapshot.onnx,
+        "the daemon's new version is byte for byte the benchmark's candidate"
+    );
+    assert_eq!(package.manifest.classes, bench.adapted.classes);
+
+    // The comparison can fail: another seed trains another model.
+    let other = fewshot::adapt_support(&pkg, &sets, &support, &settings, &none, seed + 1)
+        .expect("benchmark adaptation, other seed");
+    let other_tuned = other.judgement.finetuned.expect("fine-tuned");
+    let tuned = bench.judgement.finetuned.as_ref().expect("fine-tuned");
+    assert!(
+        other_tuned.snapshot.onnx != tuned.snapshot.onnx,
+        "a fine-tune depends on its seed"
+    );
+}
