@@ -485,7 +485,6 @@ pub fn adapt(
     tc.warmup_fraction = 0.1;
     let start = (cfg.mix < 1.0).then(|| imprinted.float_values());
     let mut trainer = Trainer::new(imprinted, tc, shape);
-    trainer.anchor_rows_from(classes.len(), cfg.row_anchor);
     let mut total = 0usize;
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
         crate::lsskd::Progress::Planned { total_steps, .. } => {
