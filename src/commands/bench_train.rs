@@ -33,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::lsskd::loss::{feature_mse, kl_divergence, soft_cross_entropy};
-use crate::lsskd::net::{Block, Classifier, ConvBn};
+use crate::lsskd::net::{Block, ClassifierHead, ConvBn};
 use crate::lsskd::{
     self, ArchConfig, Method, SoftStore, TrainConfig, TrainData, TrainNet, Trainer, TransformMode,
     TransformSet,
@@ -364,7 +364,7 @@ enum Key {
 enum Layer<'a> {
     Conv(&'a ConvBn),
     Bn(&'a ConvBn),
-    Classifier(&'a Classifier),
+    Classifier(&'a ClassifierHead),
     None,
 }
 

@@ -266,9 +266,11 @@ fn stage(cin: usize, cout: usize, stride: usize, blocks: usize, device: &Device)
         .collect()
 }
 
-/// Cosine (or linear) classifier on pooled features. `weight` is `[classes, dim]`.
+/// The classifier on pooled features: cosine ([`HeadKind::Cosine`]) or affine
+/// ([`HeadKind::Linear`]). `weight` is `[classes, dim]`. Not to be confused with
+/// [`crate::inference::Classifier`], the tract model the daemon runs.
 #[derive(Module, Debug)]
-pub struct Classifier {
+pub struct ClassifierHead {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub scale: f32,
@@ -279,8 +281,8 @@ pub struct Classifier {
     pub offset: Vec<f32>,
 }
 
-/// Whether `offset` is a valid [`Classifier::offset`] for `classes` classes: empty (none) or
-/// one per class. The package load and the export both hold a classifier to it.
+/// Whether `offset` is a valid [`ClassifierHead::offset`] for `classes` classes: empty
+/// (none) or one per class. The package load and the export both hold a classifier to it.
 pub fn offset_fits(offset: &[f32], classes: usize) -> bool {
     offset.is_empty() || offset.len() == classes
 }
@@ -291,7 +293,7 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
-impl Classifier {
+impl ClassifierHead {
     fn new(dim: usize, classes: usize, kind: HeadKind, scale: f32, device: &Device) -> Self {
         let k = (1.0 / dim as f64).sqrt();
         let weight = Initializer::Uniform { min: -k, max: k }.init([classes, dim], device);
@@ -342,7 +344,7 @@ fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
 pub struct Student {
     pub stem: ConvBn,
     pub stages: Vec<Vec<Block>>,
-    pub classifier: Classifier,
+    pub classifier: ClassifierHead,
 }
 
 /// Outputs of a student forward pass.
@@ -378,7 +380,7 @@ impl Student {
         Self {
             stem: ConvBn::new(arch.in_channels, w0, 3, arch.stem_stride, device),
             stages,
-            classifier: Classifier::new(
+            classifier: ClassifierHead::new(
                 arch.embedding_dim(),
                 classes,
                 arch.head,
@@ -431,7 +433,7 @@ impl Student {
 #[derive(Module, Debug)]
 pub struct AuxHead {
     pub blocks: Vec<Block>,
-    pub classifier: Classifier,
+    pub classifier: ClassifierHead,
 }
 
 /// Outputs of one auxiliary head.
@@ -573,7 +575,7 @@ impl TrainNet {
                 };
                 aux.push(AuxHead {
                     blocks,
-                    classifier: Classifier::new(
+                    classifier: ClassifierHead::new(
                         last,
                         classes * transforms,
                         arch.head,
