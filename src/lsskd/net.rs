@@ -156,7 +156,7 @@ impl ConvBn {
     }
 
     /// The convolution through [`kernels::conv2d`], when its shape is one the kernel takes.
-    fn conv_kernel(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
+    pub(crate) fn conv_kernel(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
         let c = &self.conv;
         let [k0, k1] = c.kernel_size;
         let PaddingConfig2d::Explicit(top, left, bottom, right) = c.padding else {
@@ -168,30 +168,6 @@ impl ConvBn {
             return None;
         }
         kernels::conv2d(x, &c.weight.val(), c.stride[0], top)
-    }
-
-    /// The convolution alone, as a training step runs it (`bench-train --profile`).
-    pub(crate) fn conv_as_trained(&self, x: Tensor<4>) -> Tensor<4> {
-        match kernels::enabled().then(|| self.conv_kernel(&x)).flatten() {
-            Some(y) => y,
-            None => self.conv.forward(x),
-        }
-    }
-
-    /// The batch norm alone (no ReLU), as a training step runs it (`bench-train
-    /// --profile`; the running statistics are left alone).
-    pub(crate) fn bn_as_trained(&self, y: Tensor<4>) -> Tensor<4> {
-        let bn = &self.bn;
-        let fused = kernels::enabled() && bn.training.is_enabled();
-        match fused
-            .then(|| {
-                kernels::batch_norm_train(&y, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, false)
-            })
-            .flatten()
-        {
-            Some(r) => r.output,
-            None => bn.forward(y),
-        }
     }
 
     fn forward_kernels(&self, x: &Tensor<4>, act: bool) -> Option<Tensor<4>> {
