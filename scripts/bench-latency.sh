@@ -3,16 +3,17 @@
 # thread), side by side with onnxruntime on the same model.onnx (inference only).
 # Usage: scripts/bench-latency.sh [ITERATIONS]   (onnxruntime goes into target/ort-venv)
 # PROFILE=release measures the profile the package ships (default: dev, what tests and
-# `cargo run` use); LSSKD_EDGE_BIN=<binary> measures a binary built before. Each model
-# also runs once with tract's own convolutions (LSSKD_EDGE_DIRECT_CONV=0) for the
-# comparison with ours (src/inference/direct.rs).
+# `cargo run` use); LSSKD_EDGE_BIN=<binary> measures a binary built before (with
+# `--features bench`). Each model also runs once with tract's own convolutions
+# (LSSKD_EDGE_DIRECT_CONV=0, which only a `bench` build honours) for the comparison with
+# ours (src/inference/direct.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
 profile=${PROFILE:-dev}
 bin=${LSSKD_EDGE_BIN:-}
 if [ -z "$bin" ]; then
-  cargo build --profile "$profile" --bin lsskd-edge
+  cargo build --profile "$profile" --features bench --bin lsskd-edge
   if [ "$profile" = dev ]; then bin=target/debug/lsskd-edge; else bin=target/$profile/lsskd-edge; fi
 fi
 venv=target/ort-venv

@@ -6,16 +6,17 @@
 # the peer, before the next config.
 # Usage: scripts/bench-train-step.sh [STEPS] [THREADS]   (torch goes into target/bench-venv)
 #   PROFILE=1 also prints the per-op profile of each config (each layer alone, as the step
-#   runs it); PLAIN=1 runs our step through the plain burn ops instead of lsskd::kernels.
+#   runs it); PLAIN=1 runs our step through the plain burn ops instead of lsskd::kernels
+#   (`--plain`, which needs a `--features bench` build: the one this script makes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-20}
 threads=${2:-2}
 warmup=3
-# LSSKD_EDGE_BIN: a binary built before (e.g. by `cargo test`); else build one.
+# LSSKD_EDGE_BIN: a binary built before (with `--features bench` for PLAIN=1); else build one.
 bin=${LSSKD_EDGE_BIN:-}
 if [ -z "$bin" ]; then
-  cargo build --bin lsskd-edge
+  cargo build --features bench --bin lsskd-edge
   bin=${CARGO_TARGET_DIR:-target}/debug/lsskd-edge
 fi
 venv=target/bench-venv

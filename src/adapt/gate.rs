@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{Paired, wilson};
+use super::stats::{Bounds, Paired, wilson};
 pub use crate::registry::card::{ClassChange, Confusion, GateMetrics, LabelEstimate, OldClasses};
 
 /// Promotion thresholds and the confidence they are judged at.
@@ -197,7 +197,9 @@ pub enum Verdict {
     Reject(String),
 }
 
-fn old_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, OldClasses)> {
+/// The paired evidence on the shipped classes, overall and as the card reports it (the
+/// five most affected classes); None without any.
+fn shipped_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, OldClasses)> {
     if ev.old.is_empty() {
         return None;
     }
@@ -296,8 +298,8 @@ fn advise(
     cfg: &GateConfig,
     labels: &[LabelEstimate],
     new_failed: bool,
-    old: Option<&OldClasses>,
-    old_failed: bool,
+    shipped: Option<&OldClasses>,
+    shipped_failed: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if new_failed {
@@ -344,14 +346,14 @@ fn advise(
             ));
         }
     }
-    if old_failed && let Some(old) = old {
-        for c in &old.worst {
+    if shipped_failed && let Some(shipped) = shipped {
+        for c in &shipped.worst {
             if let Some(t) = &c.taken_by
                 && labels.iter().any(|l| &l.label == t)
             {
                 out.push(format!(
                     "`{t}` looks like the shipped class `{}`: {} of its {} {} images are now taken for it; if it is the same thing, send these samples as `{}`",
-                    c.class, c.losses, c.n, old.set, c.class
+                    c.class, c.losses, c.n, shipped.set, c.class
                 ));
             }
         }
@@ -371,7 +373,7 @@ fn advise(
 ///   drop exceeds `max_old_drop`, i.e. its lower bound at `confidence` is above it.
 /// - **New classes** (held-out predictions, in the learner leave-one-out of the imprint):
 ///   the imprinted candidate is rejected when the estimate's *upper* bound is below
-///   `min_new_accuracy` (the evidence says the labels are not learnt; the old classes'
+///   `min_new_accuracy` (the evidence says the labels are not learnt; the shipped classes'
 ///   logits do not change, so serving a weak label costs little and more samples improve
 ///   it). The fine-tuned candidate, which changes the backbone, is rejected when the
 ///   estimate itself is below `min_new_accuracy`. *(choice, measured)* Its estimate is the
@@ -389,10 +391,17 @@ fn advise(
 ///   drop by a few points only.
 /// - **Samples of shipped classes** that were held back: rejected when they got worse by
 ///   the exact one-sided McNemar test at `confidence`.
+/// - **A shipped class renamed** ([`Lookalike`]): rejected when a new label's samples sit
+///   among a shipped class's own images (typicality at least `rename_typicality`).
 /// - No evidence on new labels nor on held-back samples: rejected.
+///
+/// Each rule is a function of its own that gives its reason against; the verdict lists
+/// them in a fixed order (shipped-class drop, shipped class taken, shipped class renamed,
+/// new classes, held-back samples, no evidence), then the advice.
 pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetrics, Verdict) {
     let c = cfg.confidence;
-    let old = old_classes(ev, c);
+    let shipped = shipped_classes(ev, c);
+    let shipped_card = shipped.as_ref().map(|(_, o)| o);
     let labels = label_estimates(&ev.new, c);
     let new_correct = ev.new.iter().filter(|(t, p)| t == p).count();
     let new_b = (!ev.new.is_empty()).then(|| wilson(new_correct, ev.new.len(), c));
@@ -402,132 +411,48 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
     }
     let labelled_p = (!ev.labelled.is_empty()).then(|| labelled.mcnemar_p());
 
-    let mut reasons = Vec::new();
-    let mut old_failed = false;
-    let mut new_failed = false;
-    if let Some((_, o)) = &old
-        && o.drop_lower > cfg.max_old_drop + 1e-12
-    {
-        old_failed = true;
-        let worst = o
-            .worst
+    let mut reasons: Vec<String> = Vec::new();
+    reasons.extend(shipped_card.and_then(|o| shipped_drop_reason(cfg, o)));
+    reasons.extend(shipped_card.into_iter().flat_map(|o| {
+        o.worst
             .iter()
-            .take(3)
-            .map(|w| format!("`{}` {} of {} lost", w.class, w.losses, w.n))
-            .collect::<Vec<_>>()
-            .join(", ");
-        reasons.push(format!(
-            "shipped classes would drop by {:.3} (at least {:.3} at {:.0} % confidence) on {} {} images, more than {:.3}; most affected: {worst}",
-            o.drop,
-            o.drop_lower,
-            c * 100.0,
-            o.n,
-            o.set,
-            cfg.max_old_drop
-        ));
-    }
-    // A shipped class whose images a new label takes: the same thing under a new name.
-    // Judged per class, since one such class of many moves the overall drop little.
-    if let Some((_, o)) = &old {
-        for w in &o.worst {
-            if let Some(t) = &w.taken_by
-                && labels.iter().any(|l| &l.label == t)
-                && w.drop_lower > cfg.max_class_drop + 1e-12
-            {
-                old_failed = true;
-                reasons.push(format!(
-                    "the new label `{t}` takes the shipped class `{}`: {} of its {} {} images lost (drop at least {:.3} at {:.0} % confidence, more than {:.3})",
-                    w.class,
-                    w.losses,
-                    w.n,
-                    o.set,
-                    w.drop_lower,
-                    c * 100.0,
-                    cfg.max_class_drop
-                ));
-            }
-        }
-    }
-    // A new label that sits among a shipped class's own images is that class renamed,
-    // whatever it does to the gate set (on 4-50 images per class it may take few of them).
-    let mut renamed = Vec::new();
-    for l in &ev.lookalikes {
-        if l.typicality >= cfg.rename_typicality {
-            renamed.push(l.clone());
-            reasons.push(format!(
-                "the new label `{}` looks like the shipped class `{}`: its samples sit among `{}`'s own images (typicality {:.2}, similarity {:.2} vs {:.2} for `{}`'s own)",
-                l.label, l.class, l.class, l.typicality, l.similarity, l.class_similarity, l.class
-            ));
-        }
-    }
-    if let Some(b) = new_b {
-        let fails = match candidate {
-            Candidate::Imprinted => b.upper < cfg.min_new_accuracy,
-            Candidate::Finetuned => b.estimate < cfg.min_new_accuracy,
-        };
-        if fails {
-            new_failed = true;
-            let weak: Vec<String> = labels
-                .iter()
-                .filter(|l| l.accuracy < cfg.min_new_accuracy)
-                .map(|l| format!("`{}` {}/{}", l.label, l.correct, l.n))
-                .collect();
-            reasons.push(format!(
-                "new-class accuracy {:.3} ({} of {}, bounds {:.3}..{:.3} at {:.0} % confidence) {} {:.3}{}",
-                b.estimate,
-                new_correct,
-                ev.new.len(),
-                b.lower,
-                b.upper,
-                c * 100.0,
-                match candidate {
-                    Candidate::Imprinted => "is evidently below",
-                    Candidate::Finetuned => "is below",
-                },
-                cfg.min_new_accuracy,
-                if weak.is_empty() {
-                    String::new()
-                } else {
-                    format!("; weakest: {}", weak.join(", "))
-                }
-            ));
-        }
-    }
-    if let Some(p) = labelled_p
-        && p < 1.0 - c
-    {
-        reasons.push(format!(
-            "held-back samples of shipped classes got worse ({} lost, {} gained; p = {p:.3})",
-            labelled.losses, labelled.gains
-        ));
-    }
-    if ev.new.is_empty() && ev.labelled.is_empty() {
-        reasons.push("no held-out samples to judge the candidate on".into());
-    }
+            .filter_map(|w| taken_class_reason(cfg, o, w, &labels))
+    }));
+    let shipped_failed = !reasons.is_empty();
+    let renamed: Vec<(&Lookalike, String)> = ev
+        .lookalikes
+        .iter()
+        .filter_map(|l| renamed_reason(cfg, l).map(|r| (l, r)))
+        .collect();
+    reasons.extend(renamed.iter().map(|(_, r)| r.clone()));
+    let new_reason = new_b
+        .and_then(|b| new_accuracy_reason(cfg, candidate, b, (new_correct, ev.new.len()), &labels));
+    let new_failed = new_reason.is_some();
+    reasons.extend(new_reason);
+    reasons.extend(labelled_p.and_then(|p| held_back_reason(c, p, &labelled)));
+    reasons.extend(no_evidence_reason(ev));
+
     let advice = if reasons.is_empty() {
         Vec::new()
     } else {
-        let mut a: Vec<String> = renamed
-            .iter()
-            .map(|l| format!("if `{}` is the same thing as `{}`, send its samples as `{}`; if not, send `forget {}` to `model/<model>/cmd` and samples that show what tells them apart", l.label, l.class, l.class, l.label))
-            .collect();
+        let mut a: Vec<String> = renamed.iter().map(|(l, _)| rename_advice(l)).collect();
         a.extend(advise(
             cfg,
             &labels,
             new_failed,
-            old.as_ref().map(|(_, o)| o),
-            old_failed,
+            shipped_card,
+            shipped_failed,
         ));
         a
     };
     let metrics = GateMetrics {
-        old_before: old.as_ref().map_or(1.0, |(p, _)| p.before()),
-        old_after: old.as_ref().map_or(1.0, |(p, _)| p.after()),
+        old_before: shipped.as_ref().map_or(1.0, |(p, _)| p.before()),
+        old_after: shipped.as_ref().map_or(1.0, |(p, _)| p.after()),
         new_after: new_b.map(|b| b.estimate),
         labelled_after: (!ev.labelled.is_empty()).then(|| labelled.after()),
         labelled_before: (!ev.labelled.is_empty()).then(|| labelled.before()),
         confidence: Some(c),
-        old: old.map(|(_, o)| o),
+        old: shipped.map(|(_, o)| o),
         new_lower: new_b.map(|b| b.lower),
         new_upper: new_b.map(|b| b.upper),
         new_n: new_b.map(|_| ev.new.len()),
@@ -536,17 +461,151 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
         labelled_p,
         advice,
     };
-    let verdict = if reasons.is_empty() {
-        Verdict::Promote
-    } else {
-        let mut r = reasons.join("; ");
-        if !metrics.advice.is_empty() {
-            r.push_str(". Next: ");
-            r.push_str(&metrics.advice.join("; "));
-        }
-        Verdict::Reject(r)
-    };
+    let verdict = verdict(&reasons, &metrics.advice);
     (metrics, verdict)
+}
+
+/// Rule *shipped classes*: the drop over all of them (paired, same images) has a lower
+/// bound above `max_old_drop`.
+fn shipped_drop_reason(cfg: &GateConfig, shipped: &OldClasses) -> Option<String> {
+    if shipped.drop_lower <= cfg.max_old_drop + 1e-12 {
+        return None;
+    }
+    let worst = shipped
+        .worst
+        .iter()
+        .take(3)
+        .map(|w| format!("`{}` {} of {} lost", w.class, w.losses, w.n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "shipped classes would drop by {:.3} (at least {:.3} at {:.0} % confidence) on {} {} images, more than {:.3}; most affected: {worst}",
+        shipped.drop,
+        shipped.drop_lower,
+        cfg.confidence * 100.0,
+        shipped.n,
+        shipped.set,
+        cfg.max_old_drop
+    ))
+}
+
+/// Rule *one shipped class taken by a new label*, for one of the most affected shipped
+/// classes `w`: most of its lost images now go to a new label (the same thing under a new
+/// name) and its own drop has a lower bound above `max_class_drop`. Judged per class,
+/// since one such class of many moves the overall drop little.
+fn taken_class_reason(
+    cfg: &GateConfig,
+    shipped: &OldClasses,
+    w: &ClassChange,
+    labels: &[LabelEstimate],
+) -> Option<String> {
+    let t = w.taken_by.as_ref()?;
+    if !labels.iter().any(|l| &l.label == t) || w.drop_lower <= cfg.max_class_drop + 1e-12 {
+        return None;
+    }
+    Some(format!(
+        "the new label `{t}` takes the shipped class `{}`: {} of its {} {} images lost (drop at least {:.3} at {:.0} % confidence, more than {:.3})",
+        w.class,
+        w.losses,
+        w.n,
+        shipped.set,
+        w.drop_lower,
+        cfg.confidence * 100.0,
+        cfg.max_class_drop
+    ))
+}
+
+/// Rule *a shipped class renamed*, for one new label: its samples sit among a shipped
+/// class's own images (typicality at least `rename_typicality`), whatever it does to the
+/// gate set (on 4-50 images per class it may take few of them).
+fn renamed_reason(cfg: &GateConfig, l: &Lookalike) -> Option<String> {
+    (l.typicality >= cfg.rename_typicality).then(|| {
+        format!(
+            "the new label `{}` looks like the shipped class `{}`: its samples sit among `{}`'s own images (typicality {:.2}, similarity {:.2} vs {:.2} for `{}`'s own)",
+            l.label, l.class, l.class, l.typicality, l.similarity, l.class_similarity, l.class
+        )
+    })
+}
+
+/// What to do about a new label that looks like a shipped class renamed.
+fn rename_advice(l: &Lookalike) -> String {
+    format!(
+        "if `{}` is the same thing as `{}`, send its samples as `{}`; if not, send `forget {}` to `model/<model>/cmd` and samples that show what tells them apart",
+        l.label, l.class, l.class, l.label
+    )
+}
+
+/// Rule *new classes*: the imprinted candidate fails when the accuracy's upper bound `b`
+/// is below `min_new_accuracy`, the fine-tuned one when the estimate is. `b` bounds the
+/// held-out predictions' accuracy, `(correct, n)` counts them.
+fn new_accuracy_reason(
+    cfg: &GateConfig,
+    candidate: Candidate,
+    b: Bounds,
+    (correct, n): (usize, usize),
+    labels: &[LabelEstimate],
+) -> Option<String> {
+    let fails = match candidate {
+        Candidate::Imprinted => b.upper < cfg.min_new_accuracy,
+        Candidate::Finetuned => b.estimate < cfg.min_new_accuracy,
+    };
+    if !fails {
+        return None;
+    }
+    let weak: Vec<String> = labels
+        .iter()
+        .filter(|l| l.accuracy < cfg.min_new_accuracy)
+        .map(|l| format!("`{}` {}/{}", l.label, l.correct, l.n))
+        .collect();
+    Some(format!(
+        "new-class accuracy {:.3} ({} of {}, bounds {:.3}..{:.3} at {:.0} % confidence) {} {:.3}{}",
+        b.estimate,
+        correct,
+        n,
+        b.lower,
+        b.upper,
+        cfg.confidence * 100.0,
+        match candidate {
+            Candidate::Imprinted => "is evidently below",
+            Candidate::Finetuned => "is below",
+        },
+        cfg.min_new_accuracy,
+        if weak.is_empty() {
+            String::new()
+        } else {
+            format!("; weakest: {}", weak.join(", "))
+        }
+    ))
+}
+
+/// Rule *held-back samples of shipped classes*: they got worse by the exact one-sided
+/// McNemar test (p-value `p`) at `confidence`.
+fn held_back_reason(confidence: f64, p: f64, labelled: &Paired) -> Option<String> {
+    (p < 1.0 - confidence).then(|| {
+        format!(
+            "held-back samples of shipped classes got worse ({} lost, {} gained; p = {p:.3})",
+            labelled.losses, labelled.gains
+        )
+    })
+}
+
+/// Rule *no evidence*: neither held-out predictions of new labels nor held-back samples.
+fn no_evidence_reason(ev: &Evidence) -> Option<String> {
+    (ev.new.is_empty() && ev.labelled.is_empty())
+        .then(|| "no held-out samples to judge the candidate on".into())
+}
+
+/// Promote without reasons against; else reject with the reasons and the advice.
+fn verdict(reasons: &[String], advice: &[String]) -> Verdict {
+    if reasons.is_empty() {
+        return Verdict::Promote;
+    }
+    let mut r = reasons.join("; ");
+    if !advice.is_empty() {
+        r.push_str(". Next: ");
+        r.push_str(&advice.join("; "));
+    }
+    Verdict::Reject(r)
 }
 
 /// `(label, sample id)` pairs.

@@ -2,6 +2,9 @@
 //! audio window — features (the shared preprocessing) and inference (tract on the
 //! package's `model.onnx`) — on the package's replay exemplars, one input at a time on
 //! one thread, as the inference thread runs them.
+//!
+//! A build with the `bench` feature also honours `LSSKD_EDGE_DIRECT_CONV=0`: tract's own
+//! convolutions instead of ours (`inference::direct`), to compare the two.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -79,6 +82,23 @@ pub struct ProfileRow {
     pub gflops: Option<f64>,
 }
 
+/// The package's classifier as the daemon loads it, or, with `LSSKD_EDGE_DIRECT_CONV=0` in a
+/// build with the `bench` feature, with tract's own convolutions instead of ours
+/// (`inference::direct`), for the comparison in `scripts/bench-latency.sh`.
+fn load_classifier(onnx: &Path) -> anyhow::Result<Classifier> {
+    let tract_only = std::env::var_os("LSSKD_EDGE_DIRECT_CONV").is_some_and(|v| v == "0");
+    #[cfg(feature = "bench")]
+    if tract_only {
+        return Ok(Classifier::load_tract_only(onnx)?);
+    }
+    #[cfg(not(feature = "bench"))]
+    anyhow::ensure!(
+        !tract_only,
+        "LSSKD_EDGE_DIRECT_CONV=0 needs a build with `--features bench` (the shipped build always runs our convolutions)"
+    );
+    Ok(Classifier::load(onnx)?)
+}
+
 /// Time `iterations` inputs (cycling over the replay exemplars) after `warmup` untimed ones;
 /// with `profile`, then time tract's plan node by node over `iterations` more runs.
 pub fn run(
@@ -88,7 +108,7 @@ pub fn run(
     profile: bool,
 ) -> anyhow::Result<BenchReport> {
     let pkg = ModelPackage::load(model)?;
-    let classifier = Classifier::load(&pkg.onnx_path())?;
+    let classifier = load_classifier(&pkg.onnx_path())?;
     let inputs: Vec<Raw> = replay::load(&pkg.dir, &pkg.manifest.classes)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("replay exemplars of {}", model.display()))?

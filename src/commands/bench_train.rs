@@ -33,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::lsskd::loss::{feature_mse, kl_divergence, soft_cross_entropy};
-use crate::lsskd::net::{Block, Classifier, ConvBn};
+use crate::lsskd::net::{Block, ClassifierHead, ConvBn};
 use crate::lsskd::{
     self, ArchConfig, Method, SoftStore, TrainConfig, TrainData, TrainNet, Trainer, TransformMode,
     TransformSet,
@@ -78,7 +78,7 @@ pub struct BenchTrainArgs {
     #[arg(long, default_value_t = 5)]
     pub profile_reps: usize,
     /// Train through the plain burn ops instead of `lsskd::kernels` (the "before" of the
-    /// kernels, step and profile).
+    /// kernels, step and profile). Needs a build with `--features bench`.
     #[arg(long)]
     pub plain: bool,
     /// The adaptation's fine-tune step: the stem and all stages but the last frozen, run
@@ -229,11 +229,29 @@ pub fn run(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
         .thread_name(|i| format!("bench-train-{i}"))
         .build()
         .context("building the rayon pool")?;
+    with_kernels(!args.plain, || pool.install(|| run_in_pool(args)))
+}
+
+/// `f` with training through `lsskd::kernels` on or off (a `bench` build), the switch
+/// restored after.
+#[cfg(feature = "bench")]
+fn with_kernels<T>(on: bool, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let was = lsskd::kernels::enabled();
-    lsskd::kernels::set_enabled(!args.plain);
-    let r = pool.install(|| run_in_pool(args));
+    lsskd::kernels::set_enabled(on);
+    let r = f();
     lsskd::kernels::set_enabled(was);
     r
+}
+
+/// `f`, which trains through `lsskd::kernels`: without the `bench` feature there is no
+/// switch to turn them off.
+#[cfg(not(feature = "bench"))]
+fn with_kernels<T>(on: bool, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    anyhow::ensure!(
+        on,
+        "--plain needs a build with `--features bench` (the shipped build always trains through lsskd::kernels)"
+    );
+    f()
 }
 
 fn run_in_pool(args: &BenchTrainArgs) -> anyhow::Result<BenchTrainReport> {
@@ -364,7 +382,7 @@ enum Key {
 enum Layer<'a> {
     Conv(&'a ConvBn),
     Bn(&'a ConvBn),
-    Classifier(&'a Classifier),
+    Classifier(&'a ClassifierHead),
     None,
 }
 
@@ -540,89 +558,133 @@ fn profile(
     let reps = args.profile_reps;
     let batch = args.batch;
     let ops = Ops::of_step(net, args.method);
-    let act = |[c, h, w]: Chw| random([rows, c, h, w], device).require_grad();
-    let mut out = Vec::new();
-    for &(key, count, layer) in &ops.list {
-        let (fwd, bwd) = match (key, layer) {
-            (
-                Key::Conv {
-                    cin, hw, grad_in, ..
-                },
-                Layer::Conv(cb),
-            ) => measure(
-                reps,
-                device,
-                || {
-                    let x = random([rows, cin, hw[0], hw[1]], device);
-                    if grad_in { x.require_grad() } else { x }
-                },
-                |x| cb.conv_as_trained(x),
-            ),
-            (Key::Bn(c), Layer::Bn(cb)) => {
-                measure(reps, device, || act(c), |x| cb.bn_as_trained(x))
+    let timed: Vec<ProfileOp> = ops
+        .list
+        .iter()
+        .map(|&(key, count, layer)| {
+            let (fwd, bwd) = time_op(key, layer, net, reps, rows, batch, device);
+            let (kind, op) = describe(key, rows, batch);
+            ProfileOp {
+                kind,
+                op,
+                count,
+                forward_ms: fwd,
+                backward_ms: bwd,
+                total_ms: count as f64 * (fwd + bwd),
             }
-            (Key::Relu(c), _) => measure(reps, device, || act(c), relu),
-            (Key::Add(c), _) => measure(reps, device, || (act(c), act(c)), |(a, b)| a + b),
-            (Key::PoolClassifier(c, _), Layer::Classifier(cls)) => measure(
-                reps,
-                device,
-                || act(c),
-                |x| cls.forward(x.mean_dim(3).mean_dim(2).reshape([rows, c[0]])),
-            ),
-            (Key::FinalCe(n), _) => measure(
-                reps,
-                device,
-                || {
-                    (
-                        random([batch, n], device).require_grad(),
-                        targets(batch, n, device),
-                    )
-                },
-                |(z, t)| soft_cross_entropy(z, t),
-            ),
-            (Key::SadCe(k), _) => measure(
-                reps,
-                device,
-                || {
-                    (
-                        random([rows, k], device).require_grad(),
-                        targets(rows, k, device),
-                    )
-                },
-                |(z, t)| soft_cross_entropy(z, t),
-            ),
-            (Key::Kl(k), _) => measure(
-                reps,
-                device,
-                || {
-                    (
-                        random([rows, k], device).require_grad(),
-                        random([rows, k], device).require_grad(),
-                    )
-                },
-                |(t, s)| kl_divergence(t, s, 3.0) * 9.0,
-            ),
-            (Key::Mse(c), _) => measure(
-                reps,
-                device,
-                || (act(c), act(c)),
-                |(a, t)| feature_mse(a, t),
-            ),
-            (Key::Optimizer, _) => (time_optimizer(net, reps, device), 0.0),
-            _ => unreachable!("every layer op carries its layer"),
-        };
-        let (kind, op) = describe(key, rows, batch);
-        out.push(ProfileOp {
-            kind,
-            op,
-            count,
-            forward_ms: fwd,
-            backward_ms: bwd,
-            total_ms: count as f64 * (fwd + bwd),
-        });
+        })
+        .collect();
+    let kinds = kind_totals(&timed);
+    let total_ms = timed.iter().map(|o| o.total_ms).sum::<f64>();
+    Profile {
+        reps,
+        ops: timed,
+        kinds,
+        total_ms,
+        step_mean_ms,
+        coverage: total_ms / step_mean_ms,
     }
+}
+
+/// Median forward and backward milliseconds of one occurrence of the op `key` (performed
+/// by `layer`), on random inputs of its shape with `rows` rows (`batch` for the final head).
+fn time_op(
+    key: Key,
+    layer: Layer<'_>,
+    net: &TrainNet,
+    reps: usize,
+    rows: usize,
+    batch: usize,
+    device: &Device,
+) -> (f64, f64) {
+    let act = |[c, h, w]: Chw| random([rows, c, h, w], device).require_grad();
+    let logits = |r: usize, k: usize| random([r, k], device).require_grad();
+    match (key, layer) {
+        (
+            Key::Conv {
+                cin, hw, grad_in, ..
+            },
+            Layer::Conv(cb),
+        ) => measure(
+            reps,
+            device,
+            || {
+                let x = random([rows, cin, hw[0], hw[1]], device);
+                if grad_in { x.require_grad() } else { x }
+            },
+            |x| conv_as_trained(cb, x),
+        ),
+        (Key::Bn(c), Layer::Bn(cb)) => measure(reps, device, || act(c), |x| bn_as_trained(cb, x)),
+        (Key::Relu(c), _) => measure(reps, device, || act(c), relu),
+        (Key::Add(c), _) => measure(reps, device, || (act(c), act(c)), |(a, b)| a + b),
+        (Key::PoolClassifier(c, _), Layer::Classifier(cls)) => measure(
+            reps,
+            device,
+            || act(c),
+            |x| cls.forward(x.mean_dim(3).mean_dim(2).reshape([rows, c[0]])),
+        ),
+        (Key::FinalCe(n), _) => measure(
+            reps,
+            device,
+            || (logits(batch, n), targets(batch, n, device)),
+            |(z, t)| soft_cross_entropy(z, t),
+        ),
+        (Key::SadCe(k), _) => measure(
+            reps,
+            device,
+            || (logits(rows, k), targets(rows, k, device)),
+            |(z, t)| soft_cross_entropy(z, t),
+        ),
+        (Key::Kl(k), _) => measure(
+            reps,
+            device,
+            || (logits(rows, k), logits(rows, k)),
+            |(t, s)| kl_divergence(t, s, 3.0) * 9.0,
+        ),
+        (Key::Mse(c), _) => measure(
+            reps,
+            device,
+            || (act(c), act(c)),
+            |(a, t)| feature_mse(a, t),
+        ),
+        (Key::Optimizer, _) => (time_optimizer(net, reps, device), 0.0),
+        _ => unreachable!("every layer op carries its layer"),
+    }
+}
+
+/// The convolution of `cb` alone, as a training step runs it: through
+/// [`lsskd::kernels::conv2d`] when the step would (see `ConvBn::forward_act`).
+fn conv_as_trained(cb: &ConvBn, x: Tensor<4>) -> Tensor<4> {
+    match lsskd::kernels::enabled()
+        .then(|| cb.conv_kernel(&x))
+        .flatten()
+    {
+        Some(y) => y,
+        None => cb.conv.forward(x),
+    }
+}
+
+/// The batch norm of `cb` alone (no ReLU), as a training step runs it: through
+/// [`lsskd::kernels::batch_norm_train`] when the step would. The running statistics are
+/// left alone.
+fn bn_as_trained(cb: &ConvBn, y: Tensor<4>) -> Tensor<4> {
+    let bn = &cb.bn;
+    let fused = lsskd::kernels::enabled() && bn.training.is_enabled();
+    match fused
+        .then(|| {
+            lsskd::kernels::batch_norm_train(&y, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, false)
+        })
+        .flatten()
+    {
+        Some(r) => r.output,
+        None => bn.forward(y),
+    }
+}
+
+/// Forward / backward / total milliseconds per op kind, in the order the kinds first occur.
+fn kind_totals(ops: &[ProfileOp]) -> Vec<KindTotal> {
     let mut kinds: Vec<KindTotal> = Vec::new();
-    for o in &out {
+    for o in ops {
         let (f, b) = (
             o.count as f64 * o.forward_ms,
             o.count as f64 * o.backward_ms,
@@ -641,15 +703,7 @@ fn profile(
             }),
         }
     }
-    let total_ms = out.iter().map(|o| o.total_ms).sum::<f64>();
-    Profile {
-        reps,
-        ops: out,
-        kinds,
-        total_ms,
-        step_mean_ms,
-        coverage: total_ms / step_mean_ms,
-    }
+    kinds
 }
 
 /// One-hot targets `[rows, k]` (no gradient).

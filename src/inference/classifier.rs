@@ -20,10 +20,12 @@ use super::error::{IN_MEMORY, InferenceError};
 use super::inspect::{decode_model, graph_input, parse_err, value_dims};
 use super::onnx::{EMBEDDING_NAME, LOGITS_NAME};
 
-/// Whether loading swaps tract's convolutions for ours ([`super::direct`]): yes,
-/// unless `LSSKD_EDGE_DIRECT_CONV=0` (to measure tract's own, `scripts/bench-latency.sh`).
-fn direct_convolutions() -> bool {
-    std::env::var_os("LSSKD_EDGE_DIRECT_CONV").is_none_or(|v| v != "0")
+/// The bytes of the model file at `path`.
+fn read(path: &Path) -> Result<Vec<u8>, InferenceError> {
+    std::fs::read(path).map_err(|source| InferenceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The runnable tract plan type the classifier holds.
@@ -53,18 +55,23 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Reads and loads the ONNX model at `path`.
+    /// Reads and loads the ONNX model at `path`, its convolutions swapped for ours
+    /// ([`super::direct`]) where they fit.
     pub fn load(path: &Path) -> Result<Classifier, InferenceError> {
-        let bytes = std::fs::read(path).map_err(|source| InferenceError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_bytes_at(&bytes, path, direct_convolutions())
+        Self::from_bytes_at(&read(path)?, path, true)
     }
 
-    /// Loads an ONNX model from memory.
+    /// Reads and loads the ONNX model at `path` with tract's own convolutions only: what
+    /// `bench` times for the comparison with ours (`LSSKD_EDGE_DIRECT_CONV=0`,
+    /// `scripts/bench-latency.sh`). Only in a build with the `bench` feature.
+    #[cfg(feature = "bench")]
+    pub fn load_tract_only(path: &Path) -> Result<Classifier, InferenceError> {
+        Self::from_bytes_at(&read(path)?, path, false)
+    }
+
+    /// Loads an ONNX model from memory (with our convolutions, as [`Self::load`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Classifier, InferenceError> {
-        Self::from_bytes_at(bytes, Path::new(IN_MEMORY), direct_convolutions())
+        Self::from_bytes_at(bytes, Path::new(IN_MEMORY), true)
     }
 
     /// Loads an ONNX model from memory with tract's own convolutions only.

@@ -1,7 +1,7 @@
 //! Student → [`DeployedNet`]: BatchNorm folded into convolutions, cosine-head normalisation
 //! and scale folded into the weights, every auxiliary head left behind.
 
-use super::net::{Block, Classifier, ConvBn, Student, offset_fits};
+use super::net::{Block, ClassifierHead, ConvBn, Student, offset_fits};
 use super::{LsskdError, values};
 use crate::inference::graph::{BasicBlock, ConvLayer, DeployedNet, Head};
 
@@ -40,7 +40,7 @@ fn block(b: &Block) -> Result<BasicBlock, LsskdError> {
 }
 
 /// The deployed form of a classifier (cosine: rows normalised and scaled).
-pub fn head(c: &Classifier) -> Result<Head, LsskdError> {
+pub fn head(c: &ClassifierHead) -> Result<Head, LsskdError> {
     let [classes, dim] = c.weight.shape().dims::<2>();
     let mut weight = values(c.weight.val())?;
     // One that does not fit is a bug upstream (imprinting and `offset_labels` resize it,

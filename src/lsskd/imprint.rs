@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 
 use super::infer::BatchOutput;
-use super::net::{Classifier, TrainNet};
+use super::net::{ClassifierHead, TrainNet};
 use super::transforms::TransformSet;
 use super::{LsskdError, device_of, rows};
 
@@ -87,7 +87,7 @@ fn features(
     })
 }
 
-fn append_rows(c: &mut Classifier, new_rows: Vec<Vec<f32>>) {
+fn append_rows(c: &mut ClassifierHead, new_rows: Vec<Vec<f32>>) {
     let old = c.weight.val();
     let device = old.device();
     let [_, d] = old.dims();

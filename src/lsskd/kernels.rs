@@ -27,6 +27,7 @@
 //! other tensor makes the functions return `None` and the caller uses plain burn ops.
 //! Gradients are checked against the plain ops in the tests below.
 
+#[cfg(feature = "bench")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -43,16 +44,30 @@ use lsskd_kernels::{
 /// `Autodiff<Flex>` without gradient checkpointing: what `Device::default().autodiff()` is.
 type Ad = Autodiff<Flex>;
 
+/// The benchmarks' A/B switch; only a `bench` build has it.
+#[cfg(feature = "bench")]
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
-/// Use the kernels of this module in training (default) or the plain burn ops (A/B timing,
-/// and a way out should a kernel ever be suspected).
+/// Train through the kernels of this module (default) or through the plain burn ops: the
+/// A/B timing of `bench-train --plain` and the `kernels_bench` harness. Only in a build
+/// with the `bench` feature; the shipped build always takes the kernels.
+#[cfg(feature = "bench")]
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
+/// Whether training takes the kernels of this module: always, unless a `bench` build
+/// turned them off with `set_enabled`.
+#[cfg(feature = "bench")]
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether training takes the kernels of this module: always (only a `bench` build can
+/// turn them off, to time the plain burn ops).
+#[cfg(not(feature = "bench"))]
+pub const fn enabled() -> bool {
+    true
 }
 
 /// The `Autodiff<Flex>` primitive of a float32 tensor, or None (other backend, dtype or

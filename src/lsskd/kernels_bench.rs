@@ -1,18 +1,15 @@
 //! Timing harness for the training kernels (issue 9), side by side with the plain burn ops
 //! in one process. Ignored by default; run with
-//! `cargo test --lib kernels_bench -- --ignored --nocapture --test-threads 1`.
+//! `cargo test --features bench --lib kernels_bench -- --ignored --nocapture --test-threads 1`
+//! (whole steps A/B need the `bench` feature's switch; the layer timings call burn's ops
+//! directly and run without it).
 
 use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 use super::kernels;
-use super::net::{ArchConfig, TrainNet};
-use super::train::{Method, TrainConfig, TrainData, Trainer};
-use super::transforms::{TransformMode, TransformSet};
 
 /// Median of `reps` timings of `f`, in ms, after one warm-up call.
 fn time_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -90,83 +87,97 @@ fn kernels_bench_layers() {
     }
 }
 
-struct Synthetic {
-    n: usize,
-    classes: usize,
-}
+/// Whole steps with the kernels switched off and on: the `bench` feature's switch.
+#[cfg(feature = "bench")]
+mod steps {
+    use std::time::Instant;
 
-impl TrainData for Synthetic {
-    fn len(&self) -> usize {
-        self.n
-    }
-    fn label(&self, i: usize) -> usize {
-        i % self.classes
-    }
-    fn input(&self, i: usize, _: Option<&mut StdRng>) -> Vec<f32> {
-        (0..28 * 28)
-            .map(|p| (((i * 31 + p * 7) % 97) as f32 / 97.0) - 0.5)
-            .collect()
-    }
-}
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
-/// Whole training steps (batch 64, resnet-s, 28×28×1), plain ops and kernels alternating.
-#[test]
-#[ignore = "timing harness"]
-fn kernels_bench_steps() {
-    let data = Synthetic {
-        n: 256,
-        classes: 10,
-    };
-    let reps: usize = std::env::var("BENCH_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    for (method, mode) in [
-        (Method::Ce, TransformMode::Sampled),
-        (Method::Lsskd, TransformMode::Sampled),
-    ] {
-        let mut times = [Vec::new(), Vec::new()];
-        let mut trainers: Vec<Trainer> = (0..2)
-            .map(|_| {
-                let device = super::training_device(0);
-                let net = TrainNet::new(
-                    &ArchConfig::default(),
-                    data.classes,
-                    4,
-                    method.aux_heads(),
-                    &device,
-                );
-                let mut cfg = TrainConfig::new(method, TransformSet::Rot4);
-                cfg.transform_mode = mode;
-                Trainer::new(net, cfg, [1, 28, 28])
-            })
-            .collect();
-        let batch: Vec<usize> = (0..64).collect();
-        let mut rng = StdRng::seed_from_u64(0);
-        for rep in 0..=reps {
-            for (which, trainer) in trainers.iter_mut().enumerate() {
-                kernels::set_enabled(which == 1);
-                let t0 = Instant::now();
-                trainer
-                    .step(&batch, &data, 0.0, 0.01, None, &mut rng)
-                    .unwrap();
-                if rep > 0 {
-                    times[which].push(t0.elapsed().as_secs_f64() * 1e3);
+    use crate::lsskd::kernels;
+    use crate::lsskd::net::{ArchConfig, TrainNet};
+    use crate::lsskd::train::{Method, TrainConfig, TrainData, Trainer};
+    use crate::lsskd::transforms::{TransformMode, TransformSet};
+
+    struct Synthetic {
+        n: usize,
+        classes: usize,
+    }
+
+    impl TrainData for Synthetic {
+        fn len(&self) -> usize {
+            self.n
+        }
+        fn label(&self, i: usize) -> usize {
+            i % self.classes
+        }
+        fn input(&self, i: usize, _: Option<&mut StdRng>) -> Vec<f32> {
+            (0..28 * 28)
+                .map(|p| (((i * 31 + p * 7) % 97) as f32 / 97.0) - 0.5)
+                .collect()
+        }
+    }
+
+    /// Whole training steps (batch 64, resnet-s, 28×28×1), plain ops and kernels alternating.
+    #[test]
+    #[ignore = "timing harness"]
+    fn kernels_bench_steps() {
+        let data = Synthetic {
+            n: 256,
+            classes: 10,
+        };
+        let reps: usize = std::env::var("BENCH_STEPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6);
+        for (method, mode) in [
+            (Method::Ce, TransformMode::Sampled),
+            (Method::Lsskd, TransformMode::Sampled),
+        ] {
+            let mut times = [Vec::new(), Vec::new()];
+            let mut trainers: Vec<Trainer> = (0..2)
+                .map(|_| {
+                    let device = crate::lsskd::training_device(0);
+                    let net = TrainNet::new(
+                        &ArchConfig::default(),
+                        data.classes,
+                        4,
+                        method.aux_heads(),
+                        &device,
+                    );
+                    let mut cfg = TrainConfig::new(method, TransformSet::Rot4);
+                    cfg.transform_mode = mode;
+                    Trainer::new(net, cfg, [1, 28, 28])
+                })
+                .collect();
+            let batch: Vec<usize> = (0..64).collect();
+            let mut rng = StdRng::seed_from_u64(0);
+            for rep in 0..=reps {
+                for (which, trainer) in trainers.iter_mut().enumerate() {
+                    kernels::set_enabled(which == 1);
+                    let t0 = Instant::now();
+                    trainer
+                        .step(&batch, &data, 0.0, 0.01, None, &mut rng)
+                        .unwrap();
+                    if rep > 0 {
+                        times[which].push(t0.elapsed().as_secs_f64() * 1e3);
+                    }
                 }
             }
+            kernels::set_enabled(true);
+            let med = |v: &mut Vec<f64>| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            };
+            let (p, o) = (med(&mut times[0]), med(&mut times[1]));
+            eprintln!(
+                "step {} {:?}: plain {p:.0} ms, kernels {o:.0} ms, speed-up {:.2}× ({reps} steps each, median)",
+                method.name(),
+                mode,
+                p / o
+            );
         }
-        kernels::set_enabled(true);
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let (p, o) = (med(&mut times[0]), med(&mut times[1]));
-        eprintln!(
-            "step {} {:?}: plain {p:.0} ms, kernels {o:.0} ms, speed-up {:.2}× ({reps} steps each, median)",
-            method.name(),
-            mode,
-            p / o
-        );
     }
 }
 

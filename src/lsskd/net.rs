@@ -156,7 +156,7 @@ impl ConvBn {
     }
 
     /// The convolution through [`kernels::conv2d`], when its shape is one the kernel takes.
-    fn conv_kernel(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
+    pub(crate) fn conv_kernel(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
         let c = &self.conv;
         let [k0, k1] = c.kernel_size;
         let PaddingConfig2d::Explicit(top, left, bottom, right) = c.padding else {
@@ -168,30 +168,6 @@ impl ConvBn {
             return None;
         }
         kernels::conv2d(x, &c.weight.val(), c.stride[0], top)
-    }
-
-    /// The convolution alone, as a training step runs it (`bench-train --profile`).
-    pub(crate) fn conv_as_trained(&self, x: Tensor<4>) -> Tensor<4> {
-        match kernels::enabled().then(|| self.conv_kernel(&x)).flatten() {
-            Some(y) => y,
-            None => self.conv.forward(x),
-        }
-    }
-
-    /// The batch norm alone (no ReLU), as a training step runs it (`bench-train
-    /// --profile`; the running statistics are left alone).
-    pub(crate) fn bn_as_trained(&self, y: Tensor<4>) -> Tensor<4> {
-        let bn = &self.bn;
-        let fused = kernels::enabled() && bn.training.is_enabled();
-        match fused
-            .then(|| {
-                kernels::batch_norm_train(&y, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, false)
-            })
-            .flatten()
-        {
-            Some(r) => r.output,
-            None => bn.forward(y),
-        }
     }
 
     fn forward_kernels(&self, x: &Tensor<4>, act: bool) -> Option<Tensor<4>> {
@@ -266,9 +242,11 @@ fn stage(cin: usize, cout: usize, stride: usize, blocks: usize, device: &Device)
         .collect()
 }
 
-/// Cosine (or linear) classifier on pooled features. `weight` is `[classes, dim]`.
+/// The classifier on pooled features: cosine ([`HeadKind::Cosine`]) or affine
+/// ([`HeadKind::Linear`]). `weight` is `[classes, dim]`. Not to be confused with
+/// [`crate::inference::Classifier`], the tract model the daemon runs.
 #[derive(Module, Debug)]
-pub struct Classifier {
+pub struct ClassifierHead {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub scale: f32,
@@ -279,8 +257,8 @@ pub struct Classifier {
     pub offset: Vec<f32>,
 }
 
-/// Whether `offset` is a valid [`Classifier::offset`] for `classes` classes: empty (none) or
-/// one per class. The package load and the export both hold a classifier to it.
+/// Whether `offset` is a valid [`ClassifierHead::offset`] for `classes` classes: empty
+/// (none) or one per class. The package load and the export both hold a classifier to it.
 pub fn offset_fits(offset: &[f32], classes: usize) -> bool {
     offset.is_empty() || offset.len() == classes
 }
@@ -291,7 +269,7 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
-impl Classifier {
+impl ClassifierHead {
     fn new(dim: usize, classes: usize, kind: HeadKind, scale: f32, device: &Device) -> Self {
         let k = (1.0 / dim as f64).sqrt();
         let weight = Initializer::Uniform { min: -k, max: k }.init([classes, dim], device);
@@ -342,7 +320,7 @@ fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
 pub struct Student {
     pub stem: ConvBn,
     pub stages: Vec<Vec<Block>>,
-    pub classifier: Classifier,
+    pub classifier: ClassifierHead,
 }
 
 /// Outputs of a student forward pass.
@@ -378,7 +356,7 @@ impl Student {
         Self {
             stem: ConvBn::new(arch.in_channels, w0, 3, arch.stem_stride, device),
             stages,
-            classifier: Classifier::new(
+            classifier: ClassifierHead::new(
                 arch.embedding_dim(),
                 classes,
                 arch.head,
@@ -431,7 +409,7 @@ impl Student {
 #[derive(Module, Debug)]
 pub struct AuxHead {
     pub blocks: Vec<Block>,
-    pub classifier: Classifier,
+    pub classifier: ClassifierHead,
 }
 
 /// Outputs of one auxiliary head.
@@ -573,7 +551,7 @@ impl TrainNet {
                 };
                 aux.push(AuxHead {
                     blocks,
-                    classifier: Classifier::new(
+                    classifier: ClassifierHead::new(
                         last,
                         classes * transforms,
                         arch.head,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::loss::{
     alpha_at, feature_mse, kl_divergence, mix_anchor, progressive_target, soft_cross_entropy,
 };
-use super::net::{Student, TrainNet, l2_normalize};
+use super::net::{Student, TrainNet, TrainOut, l2_normalize};
 use super::transforms::{TransformMode, TransformSet, expand};
 use super::{LsskdError, device_of, values};
 use crate::inference::argmax;
@@ -191,6 +191,28 @@ pub struct LossParts {
     pub feat: f32,
 }
 
+impl LossParts {
+    fn add(&mut self, p: &LossParts) {
+        self.total += p.total;
+        self.final_ce += p.final_ce;
+        self.sad += p.sad;
+        self.kl += p.kl;
+        self.feat += p.feat;
+    }
+
+    /// The mean of sums over `steps` steps.
+    fn mean(&self, steps: usize) -> LossParts {
+        let k = steps.max(1) as f32;
+        LossParts {
+            total: self.total / k,
+            final_ce: self.final_ce / k,
+            sad: self.sad / k,
+            kl: self.kl / k,
+            feat: self.feat / k,
+        }
+    }
+}
+
 /// One line of the training log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
@@ -261,15 +283,24 @@ pub struct Trainer {
     cfg: TrainConfig,
     device: Device,
     input_shape: [usize; 3],
-    rows: Option<RowAnchor>,
 }
 
-/// A pull of some rows of the final classifier towards fixed unit vectors (few-shot
-/// fine-tuning: the new labels' imprinted prototypes).
-struct RowAnchor {
-    first: usize,
-    target: Tensor<2>,
-    weight: f32,
+/// One step's batch as its loss terms see it, beside the network's input.
+struct StepBatch<'a> {
+    /// The samples, indices into `data`, `[B]`.
+    items: &'a [usize],
+    data: &'a dyn TrainData,
+    /// Label of each sample, `[B]`.
+    labels: Vec<usize>,
+    /// Rows per sample: sample r's untransformed row is row `r·per_sample` (1 without
+    /// auxiliary heads).
+    per_sample: usize,
+    /// Transform of each row, `[B·per_sample]`.
+    transform: Vec<usize>,
+    /// Joint (label, transform) label of each row, `[B·per_sample]`.
+    joint: Vec<usize>,
+    /// α of the progressive targets.
+    alpha: f32,
 }
 
 impl Trainer {
@@ -295,25 +326,7 @@ impl Trainer {
             cfg,
             device,
             input_shape,
-            rows: None,
         }
-    }
-
-    /// Pull the final classifier's rows `first..` towards their current directions with
-    /// `weight · Σ ‖ŵ_c − ŵ_c⁰‖²` (unit rows) while fitting: how far the fine-tune may move
-    /// imprinted prototypes. No effect with `weight` 0 or a linear head.
-    pub fn anchor_rows_from(&mut self, first: usize, weight: f32) {
-        let w = self.net().student.classifier.weight.val();
-        let [c, d] = w.dims();
-        if weight <= 0.0 || first >= c || !self.net().student.classifier.is_cosine() {
-            return;
-        }
-        let target = l2_normalize(w.slice([first..c, 0..d])).detach();
-        self.rows = Some(RowAnchor {
-            first,
-            target,
-            weight,
-        });
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -353,24 +366,17 @@ impl Trainer {
             .soft_targets()
             .then(|| SoftStore::new(train.len(), classes, heads, m));
         let bs = self.cfg.batch_size.max(1).min(train.len());
-        let steps_per_epoch = train.len().div_ceil(bs);
-        let mut epochs = self.cfg.epochs.max(1);
-        let planned_steps = epochs * steps_per_epoch;
-        let mut total_steps = planned_steps;
-        progress(Progress::Planned {
-            total_steps,
-            epochs,
-        });
+        let mut plan = Schedule::new(&self.cfg, train.len().div_ceil(bs));
+        progress(plan.planned());
         let started = Instant::now();
-        let mut steady_from: Option<(Instant, usize)> = None;
         let mut reports = Vec::new();
         let mut step = 0usize;
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut epoch = 0;
-        while epoch < epochs {
+        while epoch < plan.epochs {
             let t0 = Instant::now();
             order.shuffle(&mut rng);
-            let alpha = alpha_at(self.cfg.alpha_t, epoch, epochs);
+            let alpha = alpha_at(self.cfg.alpha_t, epoch, plan.epochs);
             let mut sums = LossParts::default();
             let (mut correct, mut seen, mut n_steps) = (0usize, 0usize, 0usize);
             let mut lr = 0.0;
@@ -378,16 +384,12 @@ impl Trainer {
                 if cancel() {
                     return Err(LsskdError::Cancelled);
                 }
-                if step >= total_steps {
+                if step >= plan.total_steps {
                     break;
                 }
-                lr = self.cfg.lr_at(step as f64 / total_steps as f64);
+                lr = self.cfg.lr_at(step as f64 / plan.total_steps as f64);
                 let s = self.step(batch, train, alpha, lr, store.as_mut(), &mut rng)?;
-                sums.total += s.parts.total;
-                sums.final_ce += s.parts.final_ce;
-                sums.sad += s.parts.sad;
-                sums.kl += s.parts.kl;
-                sums.feat += s.parts.feat;
+                sums.add(&s.parts);
                 correct += s.correct;
                 seen += batch.len();
                 n_steps += 1;
@@ -396,34 +398,10 @@ impl Trainer {
                     step,
                     loss: s.parts.total,
                 });
-                // The speed is measured from the end of the first step: that one also pays
-                // for the allocations and the first touch of every buffer.
-                let (steady_at, steady_step) =
-                    *steady_from.get_or_insert_with(|| (Instant::now(), step));
-                // Budget: re-estimate the speed now and then and fit the schedule to what
-                // is left (the machine may be shared, so speed changes).
-                if (step == 5 || step.is_multiple_of(25))
-                    && let Some(budget) = self.cfg.budget_secs
-                {
-                    let fitted = fit_to_budget(
-                        Duration::from_secs(budget),
-                        started.elapsed(),
-                        steady_at.elapsed(),
-                        step - steady_step,
-                        step,
-                        planned_steps,
-                    );
-                    if fitted != total_steps {
-                        total_steps = fitted;
-                        epochs = total_steps.div_ceil(steps_per_epoch);
-                        progress(Progress::Planned {
-                            total_steps,
-                            epochs,
-                        });
-                    }
+                if plan.refit(step, started.elapsed()) {
+                    progress(plan.planned());
                 }
             }
-            let k = n_steps.max(1) as f32;
             let train_seconds = t0.elapsed().as_secs_f64();
             let val_accuracy = match val {
                 Some(v) if !v.is_empty() => {
@@ -436,13 +414,7 @@ impl Trainer {
                 steps: n_steps,
                 alpha,
                 lr_end: lr,
-                loss: LossParts {
-                    total: sums.total / k,
-                    final_ce: sums.final_ce / k,
-                    sad: sums.sad / k,
-                    kl: sums.kl / k,
-                    feat: sums.feat / k,
-                },
+                loss: sums.mean(n_steps),
                 train_accuracy: correct as f32 / seen.max(1) as f32,
                 val_accuracy,
                 seconds: train_seconds,
@@ -462,14 +434,40 @@ impl Trainer {
         data: &dyn TrainData,
         alpha: f32,
         lr: f64,
-        mut store: Option<&mut SoftStore>,
+        store: Option<&mut SoftStore>,
         rng: &mut StdRng,
     ) -> Result<StepStats, LsskdError> {
+        let (x, b) = self.expand_batch(batch, data, alpha, rng);
+        let net = self.net.take().expect("net present between steps");
+        let (loss, parts, correct) = match self.loss(&net, x, &b, store) {
+            Ok(l) if l.1.total.is_finite() => l,
+            Ok((_, parts, _)) => {
+                self.net = Some(net);
+                return Err(LsskdError::Diverged(parts.total));
+            }
+            Err(e) => {
+                self.net = Some(net);
+                return Err(e);
+            }
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        self.net = Some(self.optim.step(lr, net, grads));
+        Ok(StepStats { parts, correct })
+    }
+
+    /// The network's input for the samples `batch` (after augmentation): with auxiliary
+    /// heads, each sample expanded by the transforms (its untransformed row first).
+    fn expand_batch<'a>(
+        &self,
+        batch: &'a [usize],
+        data: &'a dyn TrainData,
+        alpha: f32,
+        rng: &mut StdRng,
+    ) -> (Tensor<4>, StepBatch<'a>) {
         let cfg = &self.cfg;
         let [c, h, w] = self.input_shape;
         let b = batch.len();
         let labels: Vec<usize> = batch.iter().map(|&i| data.label(i)).collect();
-        let m = cfg.transforms.len();
         let inputs: Vec<Vec<f32>> = batch.iter().map(|&i| data.input(i, Some(rng))).collect();
         let (flat, per_sample, transform, joint) = if cfg.method.aux_heads() {
             let e = expand(
@@ -487,160 +485,266 @@ impl Trainer {
         let x = Tensor::<4>::from_data(
             TensorData::new(flat, [b * per_sample, c, h, w]),
             &self.device,
-        );
-        let net = self.net.take().expect("net present between steps");
-        let out = if cfg.freeze_early {
-            // The frozen stem and stages in inference mode, then the rest; the auxiliary
-            // heads of frozen stages cannot move the student and are skipped.
-            let start = frozen_prefix_stages(cfg, &net.student);
+        ); // [B·per_sample, C, H, W]
+        let batch = StepBatch {
+            items: batch,
+            data,
+            labels,
+            per_sample,
+            transform,
+            joint,
+            alpha,
+        };
+        (x, batch)
+    }
+
+    /// The training forward pass. With `freeze_early`, the frozen stem and stages run in
+    /// inference mode, detached, and only the rest builds a graph; the auxiliary heads of
+    /// frozen stages cannot move the student and are skipped.
+    fn forward(&self, net: &TrainNet, x: Tensor<4>) -> TrainOut {
+        if self.cfg.freeze_early {
+            let start = frozen_prefix_stages(&self.cfg, &net.student);
             let f = net.student.forward_prefix(x, start).detach();
             net.forward_from(f, start)
         } else {
             net.forward(x)
-        };
-        let classes = net.classes();
-        let rows = b * per_sample;
-
-        // L_final on untransformed rows (row i·per_sample).
-        let z = if per_sample == 1 {
-            out.student.logits.clone()
-        } else {
-            let idx: Vec<i64> = (0..b).map(|i| (i * per_sample) as i64).collect();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b]), &self.device);
-            out.student.logits.clone().select(0, idx)
-        }; // [B, N]
-        let probs = values(softmax(z.clone().detach(), 1))?;
-        let mut target = vec![0.0f32; b * classes];
-        for (r, (&i, &y)) in batch.iter().zip(&labels).enumerate() {
-            let slot = &mut target[r * classes..(r + 1) * classes];
-            match store.as_deref_mut() {
-                Some(st) => {
-                    progressive_target(slot, y, alpha, Some(st.final_slot(i)));
-                    st.final_slot(i)
-                        .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
-                }
-                None => progressive_target(slot, y, 0.0, None),
-            }
-            if let Some(a) = data.anchor(i).filter(|_| cfg.anchor_weight > 0.0) {
-                mix_anchor(slot, a.probs, cfg.anchor_weight);
-            }
         }
-        let correct = (0..b)
-            .filter(|&r| argmax(&probs[r * classes..(r + 1) * classes]) == labels[r])
-            .count();
-        let target = Tensor::<2>::from_data(TensorData::new(target, [b, classes]), &self.device);
-        let l_final = soft_cross_entropy(z, target);
+    }
+
+    /// The forward pass and the loss of the step: the total, its parts, and the final
+    /// head's correct predictions.
+    fn loss(
+        &self,
+        net: &TrainNet,
+        x: Tensor<4>,
+        b: &StepBatch<'_>,
+        mut store: Option<&mut SoftStore>,
+    ) -> Result<(Tensor<1>, LossParts, usize), LsskdError> {
+        let cfg = &self.cfg;
+        let out = self.forward(net, x);
+        let (l_final, correct) = self.final_loss(&out, b, store.as_deref_mut())?;
         let mut parts = LossParts {
             final_ce: l_final.clone().into_scalar::<f32>(),
             ..LossParts::default()
         };
         let mut loss = l_final;
-
         if cfg.method.aux_heads() && !out.aux.is_empty() {
-            let k = classes * m;
-            let heads = out.aux.len();
-            let mut l_sad: Option<Tensor<1>> = None;
-            for (l, a) in (out.first_head..).zip(&out.aux) {
-                let mut t = vec![0.0f32; rows * k];
-                let q = if store.is_some() {
-                    Some(values(softmax(a.logits.clone().detach(), 1))?)
-                } else {
-                    None
-                };
-                for row in 0..rows {
-                    let i = batch[row / per_sample];
-                    let slot = &mut t[row * k..(row + 1) * k];
-                    match (store.as_deref_mut(), &q) {
-                        (Some(st), Some(q)) => {
-                            let prev = st.aux_slot(i, l, transform[row]);
-                            progressive_target(slot, joint[row], alpha, Some(prev));
-                            prev.copy_from_slice(&q[row * k..(row + 1) * k]);
-                        }
-                        _ => progressive_target(slot, joint[row], 0.0, None),
-                    }
-                }
-                let t = Tensor::<2>::from_data(TensorData::new(t, [rows, k]), &self.device);
-                let term = soft_cross_entropy(a.logits.clone(), t);
-                l_sad = Some(match l_sad {
-                    None => term,
-                    Some(s) => s + term,
-                });
-            }
-            let l_sad = l_sad.expect("at least one auxiliary head");
+            let l_sad = self.sad_loss(&out, b, store)?;
             parts.sad = l_sad.clone().into_scalar::<f32>();
             loss = loss + l_sad;
             if cfg.method == Method::Lsskd {
-                let deepest = out.aux[heads - 1].logits.clone();
-                let f_l = out
-                    .student
-                    .stages
-                    .last()
-                    .expect("at least one stage")
-                    .clone();
-                let mut l_kl: Option<Tensor<1>> = None;
-                for a in &out.aux[..heads - 1] {
-                    let term = kl_divergence(deepest.clone(), a.logits.clone(), cfg.tau);
-                    l_kl = Some(match l_kl {
-                        None => term,
-                        Some(s) => s + term,
-                    });
-                }
-                let mut l_feat: Option<Tensor<1>> = None;
-                for a in &out.aux {
-                    let term = feature_mse(a.feature.clone(), f_l.clone());
-                    l_feat = Some(match l_feat {
-                        None => term,
-                        Some(s) => s + term,
-                    });
-                }
-                if let Some(l_kl) = l_kl {
-                    let l_kl = l_kl * (cfg.tau * cfg.tau);
+                if let Some(l_kl) = kl_loss(&out, cfg.tau) {
                     parts.kl = l_kl.clone().into_scalar::<f32>();
                     loss = loss + l_kl * cfg.lambda_kl;
                 }
-                if let Some(l_feat) = l_feat {
+                if let Some(l_feat) = feature_loss(&out) {
                     parts.feat = l_feat.clone().into_scalar::<f32>();
                     loss = loss + l_feat * cfg.lambda_feat;
                 }
             }
         }
-        if cfg.anchor_embedding_weight > 0.0 {
-            // Untransformed rows of the anchored items vs their unit anchor embeddings.
-            let mut idx = Vec::new();
-            let mut target = Vec::new();
-            for (r, &i) in batch.iter().enumerate() {
-                if let Some(a) = data.anchor(i) {
-                    idx.push((r * per_sample) as i64);
-                    let n = a.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    target.extend(a.embedding.iter().map(|v| v / n.max(1e-6)));
-                }
-            }
-            if !idx.is_empty() {
-                let n = idx.len();
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
-                let h = l2_normalize(out.student.embedding.clone().select(0, idx));
-                let d = target.len() / n;
-                let t = Tensor::<2>::from_data(TensorData::new(target, [n, d]), &self.device);
-                let l_anchor = (h - t).powf_scalar(2.0).sum_dim(1).mean().reshape([1]);
-                loss = loss + l_anchor * cfg.anchor_embedding_weight;
-            }
-        }
-        if let Some(a) = &self.rows {
-            let w = net.student.classifier.weight.val();
-            let [c, d] = w.dims();
-            let pull = (l2_normalize(w.slice([a.first..c, 0..d])) - a.target.clone())
-                .powf_scalar(2.0)
-                .sum();
-            loss = loss + pull * a.weight;
+        if let Some(l_anchor) = self.anchor_embedding_loss(&out, b) {
+            loss = loss + l_anchor * cfg.anchor_embedding_weight;
         }
         parts.total = loss.clone().into_scalar::<f32>();
-        if !parts.total.is_finite() {
-            self.net = Some(net);
-            return Err(LsskdError::Diverged(parts.total));
+        Ok((loss, parts, correct))
+    }
+
+    /// L_final: soft cross-entropy of the final head on the untransformed rows against the
+    /// progressive targets (the stored previous-epoch predictions with `store`, else
+    /// one-hot), an anchored item's target mixed with its anchor probabilities
+    /// ([`TrainConfig::anchor_weight`]). Records this step's predictions in `store`; also
+    /// returns the correct top-1 predictions.
+    fn final_loss(
+        &self,
+        out: &TrainOut,
+        b: &StepBatch<'_>,
+        mut store: Option<&mut SoftStore>,
+    ) -> Result<(Tensor<1>, usize), LsskdError> {
+        let n = b.items.len();
+        let z = if b.per_sample == 1 {
+            out.student.logits.clone()
+        } else {
+            let idx: Vec<i64> = (0..n).map(|i| (i * b.per_sample) as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
+            out.student.logits.clone().select(0, idx)
+        }; // [B, N]
+        let classes = z.dims()[1];
+        let probs = values(softmax(z.clone().detach(), 1))?;
+        let mut target = vec![0.0f32; n * classes];
+        for (r, (&i, &y)) in b.items.iter().zip(&b.labels).enumerate() {
+            let slot = &mut target[r * classes..(r + 1) * classes];
+            match store.as_deref_mut() {
+                Some(st) => {
+                    progressive_target(slot, y, b.alpha, Some(st.final_slot(i)));
+                    st.final_slot(i)
+                        .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
+                }
+                None => progressive_target(slot, y, 0.0, None),
+            }
+            if let Some(a) = b.data.anchor(i).filter(|_| self.cfg.anchor_weight > 0.0) {
+                mix_anchor(slot, a.probs, self.cfg.anchor_weight);
+            }
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        self.net = Some(self.optim.step(lr, net, grads));
-        Ok(StepStats { parts, correct })
+        let correct = (0..n)
+            .filter(|&r| argmax(&probs[r * classes..(r + 1) * classes]) == b.labels[r])
+            .count();
+        let target = Tensor::<2>::from_data(TensorData::new(target, [n, classes]), &self.device);
+        Ok((soft_cross_entropy(z, target), correct))
+    }
+
+    /// L_SAD: each auxiliary head's soft cross-entropy on every row against the progressive
+    /// targets of the joint labels, summed over the heads. Records the heads' predictions
+    /// in `store`. `out` has at least one auxiliary head.
+    fn sad_loss(
+        &self,
+        out: &TrainOut,
+        b: &StepBatch<'_>,
+        mut store: Option<&mut SoftStore>,
+    ) -> Result<Tensor<1>, LsskdError> {
+        let rows = b.items.len() * b.per_sample;
+        let k = out.student.logits.dims()[1] * self.cfg.transforms.len(); // N·M
+        let mut terms = Vec::with_capacity(out.aux.len());
+        for (l, a) in (out.first_head..).zip(&out.aux) {
+            let mut t = vec![0.0f32; rows * k];
+            let q = if store.is_some() {
+                Some(values(softmax(a.logits.clone().detach(), 1))?)
+            } else {
+                None
+            };
+            for row in 0..rows {
+                let i = b.items[row / b.per_sample];
+                let slot = &mut t[row * k..(row + 1) * k];
+                match (store.as_deref_mut(), &q) {
+                    (Some(st), Some(q)) => {
+                        let prev = st.aux_slot(i, l, b.transform[row]);
+                        progressive_target(slot, b.joint[row], b.alpha, Some(prev));
+                        prev.copy_from_slice(&q[row * k..(row + 1) * k]);
+                    }
+                    _ => progressive_target(slot, b.joint[row], 0.0, None),
+                }
+            }
+            let t = Tensor::<2>::from_data(TensorData::new(t, [rows, k]), &self.device);
+            terms.push(soft_cross_entropy(a.logits.clone(), t));
+        }
+        Ok(sum_terms(terms).expect("at least one auxiliary head"))
+    }
+
+    /// The embedding anchor: `‖ĥ − ĥ_anchor‖²` of the anchored items' untransformed rows
+    /// against their unit anchor embeddings, averaged (unweighted; None without anchored
+    /// items or with [`TrainConfig::anchor_embedding_weight`] 0).
+    fn anchor_embedding_loss(&self, out: &TrainOut, b: &StepBatch<'_>) -> Option<Tensor<1>> {
+        if self.cfg.anchor_embedding_weight <= 0.0 {
+            return None;
+        }
+        let mut idx = Vec::new();
+        let mut target = Vec::new();
+        for (r, &i) in b.items.iter().enumerate() {
+            if let Some(a) = b.data.anchor(i) {
+                idx.push((r * b.per_sample) as i64);
+                let n = a.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+                target.extend(a.embedding.iter().map(|v| v / n.max(1e-6)));
+            }
+        }
+        if idx.is_empty() {
+            return None;
+        }
+        let n = idx.len();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.device);
+        let h = l2_normalize(out.student.embedding.clone().select(0, idx)); // [n, D]
+        let d = target.len() / n;
+        let t = Tensor::<2>::from_data(TensorData::new(target, [n, d]), &self.device);
+        Some((h - t).powf_scalar(2.0).sum_dim(1).mean().reshape([1]))
+    }
+}
+
+/// L_KL: `τ²·Σ KL(deepest head ‖ shallower head)` at temperature τ over the shallower
+/// auxiliary heads; None with a single head.
+fn kl_loss(out: &TrainOut, tau: f32) -> Option<Tensor<1>> {
+    let (deepest, shallower) = out.aux.split_last()?;
+    let terms = shallower
+        .iter()
+        .map(|a| kl_divergence(deepest.logits.clone(), a.logits.clone(), tau));
+    sum_terms(terms).map(|l| l * (tau * tau))
+}
+
+/// L_feat: `Σ MSE(aux feature map, f_L)` over the auxiliary heads; None without any.
+fn feature_loss(out: &TrainOut) -> Option<Tensor<1>> {
+    let f_l = out.student.stages.last().expect("at least one stage");
+    sum_terms(
+        out.aux
+            .iter()
+            .map(|a| feature_mse(a.feature.clone(), f_l.clone())),
+    )
+}
+
+/// The sum of the terms, in order; None for none.
+fn sum_terms(terms: impl IntoIterator<Item = Tensor<1>>) -> Option<Tensor<1>> {
+    terms.into_iter().reduce(|sum, term| sum + term)
+}
+
+/// The step plan of [`Trainer::fit`], fitted to the wall-clock budget as the speed becomes
+/// known.
+struct Schedule {
+    steps_per_epoch: usize,
+    /// The configured epochs' steps.
+    planned_steps: usize,
+    total_steps: usize,
+    epochs: usize,
+    budget: Option<Duration>,
+    /// The end of the first step and the step count then.
+    steady_from: Option<(Instant, usize)>,
+}
+
+impl Schedule {
+    fn new(cfg: &TrainConfig, steps_per_epoch: usize) -> Self {
+        let epochs = cfg.epochs.max(1);
+        Self {
+            steps_per_epoch,
+            planned_steps: epochs * steps_per_epoch,
+            total_steps: epochs * steps_per_epoch,
+            epochs,
+            budget: cfg.budget_secs.map(Duration::from_secs),
+            steady_from: None,
+        }
+    }
+
+    fn planned(&self) -> Progress<'static> {
+        Progress::Planned {
+            total_steps: self.total_steps,
+            epochs: self.epochs,
+        }
+    }
+
+    /// After `step` steps, `elapsed` since the fit began: whether the plan changed.
+    fn refit(&mut self, step: usize, elapsed: Duration) -> bool {
+        // The speed is measured from the end of the first step: that one also pays for the
+        // allocations and the first touch of every buffer.
+        let (steady_at, steady_step) = *self
+            .steady_from
+            .get_or_insert_with(|| (Instant::now(), step));
+        // Budget: re-estimate the speed now and then and fit the schedule to what is left
+        // (the machine may be shared, so speed changes).
+        let Some(budget) = self.budget else {
+            return false;
+        };
+        if !(step == 5 || step.is_multiple_of(25)) {
+            return false;
+        }
+        let fitted = fit_to_budget(
+            budget,
+            elapsed,
+            steady_at.elapsed(),
+            step - steady_step,
+            step,
+            self.planned_steps,
+        );
+        if fitted == self.total_steps {
+            return false;
+        }
+        self.total_steps = fitted;
+        self.epochs = fitted.div_ceil(self.steps_per_epoch);
+        true
     }
 }
 
