@@ -1,16 +1,19 @@
 //! lsskd-edge: an edge daemon that classifies camera frames and microphone windows with
-//! compact CNNs, publishes results over MQTT and learns new classes on the device with
-//! LSSKD (layered self-supervised knowledge distillation).
+//! compact CNNs trained with LSSKD (layered self-supervised knowledge distillation),
+//! publishes results over MQTT and learns new classes on the device (imprinting, then a
+//! cross-entropy fine-tune).
 //!
 //! The library holds the whole system; `src/main.rs` only parses the command line.
-//! Module map, in dependency order (ARCHITECTURE.md has what each depends on):
+//! Module map, in dependency order (ARCHITECTURE.md has what each depends on, and which
+//! third-party crates each imports: its module table, which `tests/it/imports.rs` keeps
+//! true):
 //! - [`settings`]: layered configuration with validation that reports every problem.
 //! - [`features`]: pure functions from images / PCM to model input tensors.
 //! - [`augment`]: training-time augmentation of images and audio.
 //! - [`dataset`]: IDX and folder-tree data sets for training, evaluation and benchmarks.
-//! - [`lsskd`]: the only importer of burn — student, auxiliary heads, losses, trainer.
-//! - [`inference`]: the only importer of tract — ONNX writing and running, our
-//!   convolution op.
+//! - [`lsskd`]: student, auxiliary heads, losses, trainer, on burn (which [`registry`]
+//!   and [`commands`] import too).
+//! - [`inference`]: ONNX writing and running on tract, our convolution op.
 //! - [`trainset`]: raw items to training data (features and augmentation).
 //! - [`registry`]: model packages on disk (manifest, hashes, replay and gate exemplars)
 //!   and the per-device version store (atomic promote, rollback).

@@ -9,6 +9,7 @@ mod core_cli;
 mod crash;
 mod daemon;
 mod harness;
+mod imports;
 mod in_process;
 mod ingest_fuzz;
 mod lsskd_training;
