@@ -16,3 +16,4 @@ mod registry;
 mod samples_mqtt;
 mod settings_cli;
 mod shipped;
+mod teach;
