@@ -118,15 +118,28 @@ fn retained(broker: &Mosquitto, topic: &str) -> Option<serde_json::Value> {
         .map(|(_, p)| json(&p))
 }
 
+/// The daemon's log without terminal colours.
+fn plain_log(daemon: &Daemon) -> String {
+    let mut out = String::new();
+    let mut rest = daemon.log();
+    while let Some(at) = rest.find('\x1b') {
+        out.push_str(&rest[..at]);
+        let esc = &rest[at..];
+        let end = esc.find('m').map_or(esc.len(), |m| m + 1);
+        rest = esc[end..].to_string();
+    }
+    out.push_str(&rest);
+    out
+}
+
 /// Jobs the trainer started, from the daemon's log.
 fn jobs_started(daemon: &Daemon) -> usize {
-    daemon.log().matches("trainer job job=").count()
+    plain_log(daemon).matches("trainer job job=").count()
 }
 
 /// `(kind, state)` of every job that ended, in order, from the daemon's log.
 fn jobs_ended(daemon: &Daemon) -> Vec<(String, String)> {
-    daemon
-        .log()
+    plain_log(daemon)
         .lines()
         .filter(|l| l.contains("trainer job ended"))
         .map(|l| {
@@ -275,6 +288,7 @@ fn a_rejected_imprint_goes_to_the_finetune_and_the_trainer_then_rests() {
     }
     let s = settle(&broker, &daemon, &labels, Duration::from_secs(600));
     let ended = jobs_ended(&daemon);
+    eprintln!("jobs: {ended:?}; unserved {}", s.state["unserved"]);
     assert!(
         ended.iter().any(|(k, s)| k == "imprint" && s == "Rejected"),
         "the scenario needs a rejected imprint: {ended:?}"
