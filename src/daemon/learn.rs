@@ -16,16 +16,17 @@ use std::time::Duration;
 use super::metrics::AdaptCounters;
 use super::models::{ModelSlot, load_model};
 use crate::adapt::learner::{self, Outcome, Phase};
-use crate::adapt::schedule::{Job, Scheduler, merge, parse_command};
+use crate::adapt::schedule::{Job, JobEnd, Labels, Scheduler, TrainerQueue, parse_command};
 use crate::capture::now_ms;
 use crate::capture::ring::CaptureRing;
 use crate::mqtt::client::Publisher;
 use crate::mqtt::client::{Inbound, Outbound, OverflowReply};
 use crate::mqtt::payload::SampleTraffic;
-pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState};
+pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState, Unserved};
 use crate::mqtt::{Topic, Topics, topics};
 use crate::pipeline::requests::LabelRequests;
 use crate::registry::ModelPackage;
+use crate::registry::card::GateMetrics;
 use crate::samples::ingest::{self, Ack, Reject, SampleSource};
 use crate::settings::AdaptSettings;
 
@@ -279,7 +280,7 @@ fn refusal(topics: Topics, reason: &'static str) -> OverflowReply {
 }
 
 /// Everything the trainer thread needs.
-pub struct Trainer {
+pub struct TrainerThread {
     pub models: BTreeMap<String, Arc<ModelSlot>>,
     pub cfg: AdaptSettings,
     pub topics: Topics,
@@ -296,20 +297,40 @@ enum Ran {
     Done(Box<TrainingState>),
     /// A fine-tune gave way to a queued imprint; it runs again after it.
     Yielded,
-    /// Nothing to do (an imprint with no new label left).
-    Nothing,
 }
 
-/// Labels of `slot`'s samples with at least `min_shots` samples that the live model does
-/// not know yet.
-fn labels_to_imprint(slot: &ModelSlot, min_shots: usize) -> Vec<String> {
-    let live = slot.live.load();
-    slot.store
-        .counts()
-        .unwrap_or_default()
+/// What the trainer sees of `slot`'s labels: the store's counts and the live classes.
+fn labels_of(slot: &ModelSlot) -> Labels {
+    Labels {
+        counts: slot.store.counts().unwrap_or_default(),
+        live: slot.live.load().classes.iter().cloned().collect(),
+    }
+}
+
+/// Labels with `min_shots` samples that the live model lacks after a job, each with what
+/// to send for it: the gate's advice that names it, when the job was judged.
+fn unserved(labels: &Labels, min_shots: usize, gate: Option<&GateMetrics>) -> Vec<Unserved> {
+    labels
+        .ready(min_shots)
         .into_iter()
-        .filter(|(l, n)| *n >= min_shots && !live.classes.contains(l))
-        .map(|(l, _)| l)
+        .map(|(label, samples)| {
+            let named = format!("`{label}`");
+            let send = gate
+                .map(|g| {
+                    g.advice
+                        .iter()
+                        .filter(|a| a.contains(&named))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .filter(|s| !s.is_empty());
+            Unserved {
+                label,
+                samples,
+                send,
+            }
+        })
         .collect()
 }
 
@@ -322,7 +343,7 @@ fn lower_priority() {
     }
 }
 
-impl Trainer {
+impl TrainerThread {
     fn state(&self, st: &TrainingState) {
         if let Ok(body) = serde_json::to_vec(st) {
             self.publish.send(self.topics.training_state(), body, true);
@@ -333,7 +354,11 @@ impl Trainer {
     pub fn publish_card(&self, slot: &ModelSlot) {
         match slot.versions.open_current() {
             Ok(current) => {
-                let card = ModelCard::of(&current.package, slot.store.counts().unwrap_or_default());
+                let card = ModelCard::of(
+                    &current.package,
+                    slot.store.counts().unwrap_or_default(),
+                    self.cfg.min_new_accuracy,
+                );
                 if let Ok(body) = serde_json::to_vec(&card) {
                     self.publish
                         .send(self.topics.model_info(&card.model), body, true);
@@ -360,12 +385,6 @@ impl Trainer {
         match job {
             Job::Adapt { imprint_only, .. } => {
                 let kind = job.kind();
-                if *imprint_only {
-                    self.imprint_waiting.store(false, Ordering::Relaxed);
-                    if labels_to_imprint(slot, self.cfg.min_shots).is_empty() {
-                        return Ok(Ran::Nothing);
-                    }
-                }
                 let stop = self.stop.clone();
                 let waiting = self.imprint_waiting.clone();
                 let finetune = !*imprint_only;
@@ -470,84 +489,91 @@ impl Trainer {
         }
     }
 
-    /// The trainer thread: one job at a time until `stop`. Queued jobs are merged (per
-    /// model one imprint, then one fine-tune); a fine-tune first imprints the labels that
-    /// are ready, and gives way to an imprint queued while it runs (it is run again after
-    /// it), so every label is served within seconds of its `min_shots`-th sample and no
-    /// fine-tune, promoted or not, takes a label away.
+    /// The trainer thread: one job at a time until `stop`. What runs next is decided by
+    /// [`TrainerQueue`] (merged jobs, per model an imprint before a fine-tune; a rejected
+    /// imprint not retried before its label has a new sample or a command changes the
+    /// model; such a label goes to the fine-tune; a fine-tune's rejection said once); this
+    /// loop only runs the jobs. A running fine-tune gives way to an imprint queued while it
+    /// runs (it is run again after it), so every label is served within seconds of its
+    /// `min_shots`-th sample, or reported with a reason, and the trainer ends idle.
     pub fn run(self, jobs: Receiver<Job>) {
         lower_priority();
         let mut seed = now_ms();
         for slot in self.models.values() {
             self.publish_card(slot);
         }
-        let mut queue: Vec<Job> = Vec::new();
+        let mut queue = TrainerQueue::new(self.cfg.min_shots, self.cfg.auto_after > 0);
         while !self.stop.load(Ordering::Relaxed) {
-            if queue.is_empty() {
+            if queue.is_idle() {
                 match jobs.recv_timeout(Duration::from_millis(200)) {
                     Ok(j) => queue.push(j),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            queue.extend(jobs.try_iter());
-            queue = merge(std::mem::take(&mut queue));
-            let mut job = queue.remove(0);
-            // A fine-tune starts from a model that knows every ready label.
-            if let Job::Adapt {
-                model,
-                imprint_only: false,
-            } = &job
-                && let Some(slot) = self.models.get(model)
-                && !labels_to_imprint(slot, self.cfg.min_shots).is_empty()
-            {
-                let imprint = Job::Adapt {
-                    model: model.clone(),
-                    imprint_only: true,
-                };
-                queue.insert(0, std::mem::replace(&mut job, imprint));
-            }
+            // Cleared before the queue is drained: an imprint queued after this point sets
+            // it again and the next fine-tune gives way to it; one queued before is in the
+            // queue, ahead of any fine-tune.
+            self.imprint_waiting.store(false, Ordering::Relaxed);
+            jobs.try_iter().for_each(|j| queue.push(j));
+            let Some(job) = queue.next(|model| {
+                self.models
+                    .get(model)
+                    .map(|slot| labels_of(slot))
+                    .unwrap_or_default()
+            }) else {
+                continue;
+            };
             seed = seed.wrapping_add(1);
             tracing::info!(?job, "trainer job");
-            let mut st = match self.run_job(&job, seed) {
-                Ok(Ran::Done(st)) => *st,
-                Ok(Ran::Nothing) => continue,
+            let (end, st) = match self.run_job(&job, seed) {
+                Ok(Ran::Done(st)) => {
+                    let end = match st.state {
+                        TrainState::Promoted | TrainState::RolledBack => JobEnd::Promoted,
+                        TrainState::Rejected => JobEnd::Rejected,
+                        TrainState::Failed => JobEnd::Failed,
+                        _ => JobEnd::Nothing,
+                    };
+                    (end, *st)
+                }
                 Ok(Ran::Yielded) => {
                     tracing::info!(
                         ?job,
                         "fine-tune paused for an imprint; it runs again after it"
                     );
-                    queue.push(job.clone());
                     let mut st = TrainingState::new(job.model(), TrainState::Queued);
                     st.kind = Some(job.kind().into());
                     st.reason = Some("paused for an imprint of a new label".into());
-                    st
+                    (JobEnd::Yielded, st)
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
                     tracing::warn!(?job, error = %msg, "trainer job failed");
                     let mut st = TrainingState::new(job.model(), TrainState::Failed);
                     st.reason = Some(msg);
-                    st
+                    (JobEnd::Failed, st)
                 }
             };
-            if matches!(job, Job::Adapt { .. }) && st.state != TrainState::Queued {
+            queue.finished(end);
+            let mut st = st;
+            if matches!(job, Job::Adapt { .. }) && end != JobEnd::Yielded {
                 let c = &self.counters;
                 c.run.fetch_add(1, Ordering::Relaxed);
-                match st.state {
-                    TrainState::Promoted => c.promoted.fetch_add(1, Ordering::Relaxed),
-                    TrainState::Rejected => c.rejected.fetch_add(1, Ordering::Relaxed),
-                    TrainState::Failed => c.failed.fetch_add(1, Ordering::Relaxed),
+                match end {
+                    JobEnd::Promoted => c.promoted.fetch_add(1, Ordering::Relaxed),
+                    JobEnd::Rejected => c.rejected.fetch_add(1, Ordering::Relaxed),
+                    JobEnd::Failed => c.failed.fetch_add(1, Ordering::Relaxed),
                     _ => 0,
                 };
             }
-            queue.extend(jobs.try_iter());
-            queue = merge(std::mem::take(&mut queue));
-            st.queued = queue
-                .iter()
-                .filter(|j| j.model() == job.model())
-                .map(|j| j.kind().to_string())
-                .collect();
+            tracing::info!(kind = %job.kind(), model = %job.model(), state = ?st.state, "trainer job ended");
+            jobs.try_iter().for_each(|j| queue.push(j));
+            st.queued = queue.queued(job.model());
+            if let Some(slot) = self.models.get(job.model())
+                && end != JobEnd::Yielded
+            {
+                st.unserved = unserved(&labels_of(slot), self.cfg.min_shots, st.gate.as_ref());
+            }
             self.state(&st);
         }
     }

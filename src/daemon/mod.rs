@@ -42,7 +42,7 @@ use crate::mqtt::client::{self, LinkConfig};
 use crate::parts::Part;
 use crate::pipeline::{self, PipelineHandle};
 use crate::settings::Settings;
-use learn::Trainer;
+use learn::TrainerThread;
 use models::open_model;
 
 /// Time allowed for an orderly shutdown.
@@ -186,7 +186,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let (scheduler, trainer_thread) = if settings.adapt.enabled {
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
         let imprint_waiting = Arc::new(AtomicBool::new(false));
-        let trainer = Trainer {
+        let trainer = TrainerThread {
             models: models.clone(),
             cfg: settings.adapt.clone(),
             topics: topics.clone(),

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::registry::card::Provisional;
 use crate::registry::card::{AdaptationInfo, GateMetrics};
 
 /// Schema version written in every outbound payload.
@@ -180,6 +181,21 @@ pub struct TrainingState {
     /// Kinds of the jobs of this model still waiting (`imprint`, `finetune`, …), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queued: Vec<String>,
+    /// After a job: labels with `min_shots` samples that the live model still lacks. With
+    /// nothing `queued` the trainer waits for new samples or a command; `reason` says why
+    /// they were refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unserved: Vec<Unserved>,
+}
+
+/// A label with enough samples that the live model does not serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unserved {
+    pub label: String,
+    pub samples: usize,
+    /// What to send for it (the gate's advice that names it), when it was judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
 }
 
 impl TrainingState {
@@ -198,6 +214,7 @@ impl TrainingState {
             gate: None,
             seconds: None,
             queued: Vec::new(),
+            unserved: Vec::new(),
         }
     }
 }
@@ -213,15 +230,29 @@ pub struct ModelCard {
     pub classes: Vec<String>,
     pub adaptation: Option<AdaptationInfo>,
     pub samples_per_class: std::collections::BTreeMap<String, usize>,
+    /// Served labels the device cannot yet be relied on to recognise: their held-out
+    /// accuracy when this version was judged is below `adapt.min_new_accuracy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisional: Vec<Provisional>,
 }
 
 impl ModelCard {
-    /// The card of a package, with the sample store's counts per label.
+    /// The card of a package, with the sample store's counts per label; labels whose
+    /// estimate is below `min_new_accuracy` are listed as provisional.
     pub fn of(
         pkg: &crate::registry::ModelPackage,
         samples_per_class: std::collections::BTreeMap<String, usize>,
+        min_new_accuracy: f64,
     ) -> ModelCard {
         let m = &pkg.manifest;
+        let provisional = m
+            .adaptation
+            .as_ref()
+            .map(|a| a.provisional(min_new_accuracy))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| m.classes.contains(&p.label))
+            .collect();
         ModelCard {
             v: SCHEMA_VERSION,
             model: m.name.clone(),
@@ -231,6 +262,7 @@ impl ModelCard {
             classes: m.classes.clone(),
             adaptation: m.adaptation.clone(),
             samples_per_class,
+            provisional,
         }
     }
 }

@@ -123,3 +123,121 @@ pub struct AdaptationInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune_rejected: Option<String>,
 }
+
+/// A label a version serves on weak evidence: its held-out accuracy (`gate.labels`) is
+/// below the gate's `min_new_accuracy`. The version was promoted on the new labels'
+/// accuracy together (and an imprint is refused only on evidence that it fails), so one
+/// label can pass with few or none of its samples recognised; the card says so instead of
+/// serving it as if it were reliable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provisional {
+    pub label: String,
+    /// Its held-out samples recognised, of `n`.
+    pub correct: usize,
+    pub n: usize,
+    pub accuracy: f64,
+    /// What the misclassified samples were taken for, most frequent first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confused_with: Vec<Confusion>,
+    /// What to send.
+    pub send: String,
+}
+
+impl AdaptationInfo {
+    /// The labels of this adaptation whose estimate is below `min_new_accuracy`.
+    pub fn provisional(&self, min_new_accuracy: f64) -> Vec<Provisional> {
+        self.gate
+            .labels
+            .iter()
+            .filter(|l| l.accuracy < min_new_accuracy)
+            .map(|l| {
+                let more = 3.max(l.n / 2);
+                let mut send = format!("send {more} more samples of `{}`", l.label);
+                if let Some(c) = l.confused_with.first() {
+                    send.push_str(&format!(
+                        " that show what tells it from `{}` ({} of its {} held-out samples were taken for it)",
+                        c.label, c.count, l.n
+                    ));
+                }
+                Provisional {
+                    label: l.label.clone(),
+                    correct: l.correct,
+                    n: l.n,
+                    accuracy: l.accuracy,
+                    confused_with: l.confused_with.clone(),
+                    send,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn estimate(label: &str, correct: usize, n: usize, confused: Option<&str>) -> LabelEstimate {
+        LabelEstimate {
+            label: label.into(),
+            n,
+            correct,
+            accuracy: correct as f64 / n as f64,
+            lower: 0.0,
+            upper: 1.0,
+            confused_with: confused
+                .map(|c| {
+                    vec![Confusion {
+                        label: c.into(),
+                        count: n - correct,
+                    }]
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Issue 28: `digit_8` scored 0 of 5 and its imprint was promoted with `digit_3`'s.
+    #[test]
+    fn a_label_below_min_new_accuracy_is_provisional_with_its_evidence() {
+        let info = AdaptationInfo {
+            kind: "imprint".into(),
+            chosen: "imprinted".into(),
+            new_classes: vec!["digit_3".into(), "digit_8".into()],
+            samples_per_class: BTreeMap::new(),
+            held_back: 0,
+            gate: GateMetrics {
+                old_before: 0.9,
+                old_after: 0.9,
+                new_after: Some(0.5),
+                labelled_after: None,
+                labelled_before: None,
+                confidence: Some(0.95),
+                old: None,
+                new_lower: None,
+                new_upper: None,
+                new_n: Some(10),
+                new_method: None,
+                labels: vec![
+                    estimate("digit_3", 5, 5, None),
+                    estimate("digit_8", 0, 5, Some("digit_3")),
+                ],
+                labelled_p: None,
+                advice: vec![],
+            },
+            seconds: 1.0,
+            finetune_rejected: None,
+        };
+        let p = info.provisional(0.6);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].label.as_str(), p[0].correct, p[0].n),
+            ("digit_8", 0, 5)
+        );
+        assert!(
+            p[0].send.contains("send 3 more samples of `digit_8`"),
+            "{}",
+            p[0].send
+        );
+        assert!(p[0].send.contains("`digit_3`"), "{}", p[0].send);
+        assert!(info.provisional(0.0).is_empty());
+    }
+}

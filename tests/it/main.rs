@@ -18,3 +18,4 @@ mod registry;
 mod samples_mqtt;
 mod settings_cli;
 mod shipped;
+mod teach;
