@@ -87,6 +87,12 @@ pub struct TrainArgs {
     pub init: Option<PathBuf>,
 }
 
+/// `lsskd-edge train`: [`run`], then what it wrote.
+pub fn execute(args: &TrainArgs) -> anyhow::Result<()> {
+    print!("{}", run(args)?.render());
+    Ok(())
+}
+
 /// What `train` produced.
 pub struct TrainOutcome {
     pub package: ModelPackage,
