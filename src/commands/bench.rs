@@ -7,7 +7,7 @@
 //! convolutions instead of ours (`inference::direct`), to compare the two.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -97,6 +97,34 @@ fn load_classifier(onnx: &Path) -> anyhow::Result<Classifier> {
         "LSSKD_EDGE_DIRECT_CONV=0 needs a build with `--features bench` (the shipped build always runs our convolutions)"
     );
     Ok(Classifier::load(onnx)?)
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Model package folder(s).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    #[arg(long, default_value_t = 500)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Then time tract's plan node by node (grouped by ONNX node, with GFLOP/s of the
+    /// convolutions against a single-thread matrix product's).
+    #[arg(long)]
+    pub profile: bool,
+    /// One JSON object per model, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lsskd-edge bench`: time each model in turn, printing each report as it is done.
+pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
+    for m in &args.models {
+        let r = run(m, args.iterations, args.warmup, args.profile)?;
+        super::print_report(&r, args.json, render)?;
+    }
+    Ok(())
 }
 
 /// Time `iterations` inputs (cycling over the replay exemplars) after `warmup` untimed ones;

@@ -2,13 +2,42 @@
 //! tract, the deployed path) over a data set split.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::dataset::Dataset;
+use crate::dataset::{self, Dataset, LoadOptions};
 use crate::inference::{Classifier, argmax};
 use crate::registry::ModelPackage;
+
+/// Arguments of `eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub split: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+/// `lsskd-edge eval`: load the package and the split, evaluate, print the report.
+pub fn execute(args: &EvalArgs) -> anyhow::Result<()> {
+    let pkg = ModelPackage::load(&args.model)?;
+    let opts = LoadOptions {
+        skip_bad: args.skip_bad,
+        ..LoadOptions::default()
+    };
+    let ds = dataset::load(&args.data, &args.split, &opts)
+        .with_context(|| format!("loading split `{}` of {}", args.split, args.data.display()))?;
+    super::print_report(&evaluate(&pkg, &ds)?, args.json, render)
+}
 
 /// Result of an evaluation; `--json` prints it.
 #[derive(Debug, Clone, Serialize)]

@@ -3,7 +3,7 @@
 //! touching anything else ([`add_gate`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -19,10 +19,57 @@ use crate::registry::{ModelPackage, replay};
 /// Gate exemplars the promotion gate judges the shipped classes on, per class.
 pub const GATE_PER_CLASS: usize = 50;
 
+/// Arguments of `export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Keep only the first N replay exemplars of each class.
+    #[arg(long)]
+    pub replay_per_class: Option<usize>,
+    /// Instead of re-exporting: add (or replace) the package's gate set, validation
+    /// exemplars of every class from this data set that the promotion gate judges the
+    /// shipped classes on. Nothing else in the package changes.
+    #[arg(long)]
+    pub gate_data: Option<PathBuf>,
+    /// Split the gate set comes from (the first N of each class).
+    #[arg(long, default_value = "val")]
+    pub gate_split: String,
+    /// Split that fills classes with fewer validation items (replay exemplars skipped).
+    #[arg(long)]
+    pub gate_fill_split: Option<String>,
+    #[arg(long, default_value_t = GATE_PER_CLASS)]
+    pub gate_per_class: usize,
+}
+
+/// `lsskd-edge export`: re-export ([`run`]) or, with `--gate-data`, add a gate set
+/// ([`add_gate`]); the two do not combine.
+pub fn execute(args: ExportArgs) -> anyhow::Result<()> {
+    match args.gate_data {
+        Some(_) if args.replay_per_class.is_some() => {
+            anyhow::bail!("--gate-data adds a gate set only; run --replay-per-class separately")
+        }
+        Some(data) => {
+            let pkg = add_gate(
+                &args.model,
+                &GateSource {
+                    data,
+                    split: args.gate_split,
+                    fill_split: args.gate_fill_split,
+                    per_class: args.gate_per_class,
+                },
+            )?;
+            print!("{}", render_gate(&pkg));
+        }
+        None => print!("{}", render(&run(&args.model, args.replay_per_class)?)),
+    }
+    Ok(())
+}
+
 /// Where a gate set comes from.
 #[derive(Debug, Clone)]
 pub struct GateSource {
-    pub data: std::path::PathBuf,
+    pub data: PathBuf,
     /// Validation split: the first `per_class` of each class.
     pub split: String,
     /// Split that fills classes with fewer than `per_class` validation items, skipping the

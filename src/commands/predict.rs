@@ -17,6 +17,25 @@ pub struct FilePrediction {
     pub top_k: Vec<Scored>,
 }
 
+/// Arguments of `predict`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `lsskd-edge predict`: classify the files and print their top-k.
+pub fn execute(args: &PredictArgs) -> anyhow::Result<()> {
+    let preds = run(&args.model, &args.files, args.top_k)?;
+    super::print_report(preds.as_slice(), args.json, render)
+}
+
 /// Classify each file with the package's model.
 pub fn run(model: &Path, files: &[PathBuf], k: usize) -> anyhow::Result<Vec<FilePrediction>> {
     let pkg = ModelPackage::load(model)?;

@@ -13,7 +13,129 @@ use crate::mqtt::Topics;
 use crate::mqtt::client::{self, Outbound};
 use crate::samples::SampleStore;
 use crate::samples::ingest::{Ack, AddRequest};
-use crate::settings::{MqttSettings, Settings};
+use crate::settings::{MqttSettings, Settings, Sources};
+
+use super::BrokerArgs;
+
+/// `lsskd-edge samples …`: the labelled samples stored on this device.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SamplesCommand {
+    /// Sample counts per label, per model.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a model's samples to DIR/<split>/<label>/ (a tree `train` reads).
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value = "train")]
+        split: String,
+        dir: PathBuf,
+    },
+}
+
+/// `lsskd-edge sample …`: send labelled samples to a running device over MQTT.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SampleCommand {
+    /// Publish files (or captures the device holds, e.g. the one a label request asked
+    /// about) as labelled samples of a model and print the device's acks.
+    Send {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        label: String,
+        #[arg(required_unless_present = "capture_id")]
+        files: Vec<PathBuf>,
+        /// A capture the device still holds, by id (the `capture_id` of a prediction or of
+        /// a label request); repeatable.
+        #[arg(long)]
+        capture_id: Vec<u64>,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Target device id (default: the settings' device id).
+        #[arg(long)]
+        device: Option<String>,
+        /// Seconds to wait for the acks (and, with `--wait`, for the training outcome).
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// After the acks, wait for the imprint / fine-tune the samples start and print
+        /// each outcome (promoted, rejected and why) until nothing is left queued.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `lsskd-edge samples list|export`: [`list`] or [`export`], printed.
+pub fn execute(command: SamplesCommand) -> anyhow::Result<()> {
+    match command {
+        SamplesCommand::List {
+            config,
+            model,
+            json,
+        } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            let lists = list(&settings, model.as_deref())?;
+            super::print_report(&lists, json, |l| render_list(l, &settings.state_dir))
+        }
+        SamplesCommand::Export {
+            config,
+            model,
+            split,
+            dir,
+        } => {
+            let settings = Settings::load(&Sources::from_process(config))?;
+            let n = export(&settings, &model, &dir, &split)?;
+            println!(
+                "exported {n} sample(s) of `{model}` to {}",
+                dir.join(&split).display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `lsskd-edge sample send`: [`send`] the files and captures, print the acks (and with
+/// `--wait` the outcomes); an error when the device refused any.
+pub fn execute_send(command: SampleCommand) -> anyhow::Result<()> {
+    let SampleCommand::Send {
+        model,
+        label,
+        files,
+        capture_id,
+        broker,
+        device,
+        timeout_secs,
+        wait,
+    } = command;
+    let items: Vec<SendItem> = files
+        .into_iter()
+        .map(SendItem::File)
+        .chain(capture_id.into_iter().map(SendItem::Capture))
+        .collect();
+    let (settings, mqtt) = broker.load()?;
+    let device = device.unwrap_or_else(|| settings.device_id());
+    let sent = send(
+        &mqtt,
+        &settings.mqtt.topic_prefix,
+        &device,
+        &model,
+        &label,
+        &items,
+        Duration::from_secs(timeout_secs),
+        wait.then(|| Duration::from_secs(5)),
+    )?;
+    let (text, refused) = render_sent(&items, &sent, wait, &settings.adapt, timeout_secs);
+    print!("{text}");
+    anyhow::ensure!(refused == 0, "{refused} sample(s) rejected");
+    Ok(())
+}
 
 /// Models that have a sample folder under `state_dir`.
 pub fn models(state_dir: &Path) -> anyhow::Result<Vec<String>> {

@@ -19,8 +19,8 @@ use crate::lsskd::{
     TransformMode, TransformSet, checkpoint, export,
 };
 use crate::registry::package::{
-    DataInfo, DeployedInfo, FORMAT, MODEL_ONNX, Manifest, ModelPackage, SetMetrics, TRAIN_STATE,
-    TrainState, now_rfc3339,
+    CheckpointInfo, DataInfo, DeployedInfo, FORMAT, MODEL_ONNX, Manifest, ModelPackage, SetMetrics,
+    TRAIN_STATE, now_rfc3339,
 };
 use crate::registry::replay;
 use crate::trainset::{FeatureData, audio_spec_for, image_spec_for};
@@ -85,6 +85,12 @@ pub struct TrainArgs {
     /// preprocessing, architecture and transforms).
     #[arg(long)]
     pub init: Option<PathBuf>,
+}
+
+/// `lsskd-edge train`: [`run`], then what it wrote.
+pub fn execute(args: &TrainArgs) -> anyhow::Result<()> {
+    print!("{}", run(args)?.render());
+    Ok(())
 }
 
 /// What `train` produced.
@@ -160,39 +166,78 @@ pub fn preprocess_for(ds: &Dataset) -> anyhow::Result<(Preprocess, TransformSet)
     })
 }
 
-/// Run `train`.
+/// Run `train`: load the data, settle the network's design (from `--init` or the data),
+/// train, write the package, then evaluate it through tract.
 pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
     let started = Instant::now();
+    let data = load_data(args)?;
+    let init = args
+        .init
+        .as_ref()
+        .map(|dir| ModelPackage::load(dir).with_context(|| format!("--init {}", dir.display())))
+        .transpose()?;
+    let design = match &init {
+        Some(base) => Design::of_init(base, args, &data.train.classes)?,
+        None => Design::for_data(&data.train, args)?,
+    };
+    info!(
+        train = data.train.len(),
+        val = data.val.as_ref().map_or(0, Dataset::len),
+        classes = data.train.classes.len(),
+        method = args.method.name(),
+        input_shape = ?design.preprocess.input_shape(),
+        "training"
+    );
+    let trained = train(args, &data, init.as_ref(), &design, started)?;
+    let package = write_package(args, &data, init.as_ref(), design, &trained)?;
+    let (package, val) = record_validation(package, data.val.as_ref(), args)?;
+    Ok(TrainOutcome {
+        package,
+        epochs: trained.epochs,
+        val,
+        seconds: trained.seconds,
+    })
+}
+
+/// The training split (every class present), its class counts, and the validation split.
+struct TrainingData {
+    train: Dataset,
+    /// Training samples per class, in `train.classes` order.
+    counts: Vec<usize>,
+    val: Option<Dataset>,
+}
+
+fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
     let opts = LoadOptions {
         classes: args.classes.clone(),
         skip_bad: args.skip_bad,
         limit_per_class: args.limit_per_class,
     };
-    let train_ds = dataset::load(&args.data, &args.split, &opts).with_context(|| {
+    let train = dataset::load(&args.data, &args.split, &opts).with_context(|| {
         format!(
             "loading training split `{}` of {}",
             args.split,
             args.data.display()
         )
     })?;
-    if train_ds.skipped_bad > 0 {
+    if train.skipped_bad > 0 {
         tracing::warn!(
-            skipped = train_ds.skipped_bad,
+            skipped = train.skipped_bad,
             "skipped unreadable training files"
         );
     }
-    let counts = train_ds.class_counts();
+    let counts = train.class_counts();
     if let Some((i, _)) = counts.iter().enumerate().find(|(_, n)| **n == 0) {
         bail!(
             "class `{}` has no training samples in {}",
-            train_ds.classes[i],
+            train.classes[i],
             args.data.display()
         );
     }
-    let val_ds = match &args.val_split {
+    let val = match &args.val_split {
         Some(split) => {
             let vopts = LoadOptions {
-                classes: Some(train_ds.classes.clone()),
+                classes: Some(train.classes.clone()),
                 skip_bad: args.skip_bad,
                 limit_per_class: None,
             };
@@ -205,64 +250,87 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
         }
         None => None,
     };
-    let classes = train_ds.classes.clone();
-    let init = args
-        .init
-        .as_ref()
-        .map(|dir| ModelPackage::load(dir).with_context(|| format!("--init {}", dir.display())))
-        .transpose()?;
-    let (preprocess, transform_set, arch) = match &init {
-        Some(base) => {
-            let m = &base.manifest;
-            if m.classes != classes {
-                bail!(
-                    "--init {}: its classes {:?} differ from the data set's {:?}",
-                    base.dir.display(),
-                    m.classes,
-                    classes
-                );
-            }
-            if m.train_state.aux_heads != args.method.aux_heads() {
-                bail!(
-                    "--init {}: its training state {} auxiliary heads, method {} needs the other kind",
-                    base.dir.display(),
-                    if m.train_state.aux_heads {
-                        "has"
-                    } else {
-                        "has no"
-                    },
-                    args.method.name()
-                );
-            }
-            (
-                m.preprocess.clone(),
-                m.train_state.transforms,
-                m.arch.clone(),
-            )
-        }
-        None => {
-            let (preprocess, transform_set) = preprocess_for(&train_ds)?;
-            let arch =
-                ArchConfig::preset(&args.arch, preprocess.input_shape()[0]).with_context(|| {
-                    format!(
-                        "unknown --arch `{}` (resnet-xs, resnet-s, resnet-m)",
-                        args.arch
-                    )
-                })?;
-            (preprocess, transform_set, arch)
-        }
-    };
-    let input_shape = preprocess.input_shape();
-    info!(
-        train = train_ds.len(),
-        val = val_ds.as_ref().map_or(0, Dataset::len),
-        classes = classes.len(),
-        method = args.method.name(),
-        ?input_shape,
-        "training"
-    );
+    Ok(TrainingData { train, counts, val })
+}
 
-    let mut cfg = TrainConfig::new(args.method, transform_set);
+/// What the network is built from: the preprocessing, the joint-label transform group and
+/// the architecture.
+struct Design {
+    preprocess: Preprocess,
+    transforms: TransformSet,
+    arch: ArchConfig,
+}
+
+impl Design {
+    /// `--init`'s design, after checking it can continue on these classes with this method.
+    fn of_init(base: &ModelPackage, args: &TrainArgs, classes: &[String]) -> anyhow::Result<Self> {
+        let m = &base.manifest;
+        if m.classes != classes {
+            bail!(
+                "--init {}: its classes {:?} differ from the data set's {:?}",
+                base.dir.display(),
+                m.classes,
+                classes
+            );
+        }
+        if m.train_state.aux_heads != args.method.aux_heads() {
+            bail!(
+                "--init {}: its training state {} auxiliary heads, method {} needs the other kind",
+                base.dir.display(),
+                if m.train_state.aux_heads {
+                    "has"
+                } else {
+                    "has no"
+                },
+                args.method.name()
+            );
+        }
+        Ok(Design {
+            preprocess: m.preprocess.clone(),
+            transforms: m.train_state.transforms,
+            arch: m.arch.clone(),
+        })
+    }
+
+    /// A fresh design: preprocessing fitted to the data, `--arch`'s preset.
+    fn for_data(ds: &Dataset, args: &TrainArgs) -> anyhow::Result<Self> {
+        let (preprocess, transforms) = preprocess_for(ds)?;
+        let arch =
+            ArchConfig::preset(&args.arch, preprocess.input_shape()[0]).with_context(|| {
+                format!(
+                    "unknown --arch `{}` (resnet-xs, resnet-s, resnet-m)",
+                    args.arch
+                )
+            })?;
+        Ok(Design {
+            preprocess,
+            transforms,
+            arch,
+        })
+    }
+}
+
+/// The trained network and how it was trained.
+struct Trained {
+    net: TrainNet,
+    cfg: TrainConfig,
+    epochs: Vec<EpochReport>,
+    /// Parameters of the training network, auxiliary heads included.
+    training_param_count: usize,
+    /// Since `train` started, data loading included.
+    seconds: f64,
+}
+
+/// Build the network (fresh, or `--init`'s checkpoint) and fit it, logging each epoch to
+/// `<out>/train-log.csv`.
+fn train(
+    args: &TrainArgs,
+    data: &TrainingData,
+    init: Option<&ModelPackage>,
+    design: &Design,
+    started: Instant,
+) -> anyhow::Result<Trained> {
+    let mut cfg = TrainConfig::new(args.method, design.transforms);
     cfg.transform_mode = args.transforms;
     cfg.epochs = args.epochs;
     cfg.batch_size = args.batch_size;
@@ -270,33 +338,57 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
     cfg.seed = args.seed;
     cfg.budget_secs = args.budget_mins.map(|m| (m * 60.0) as u64);
 
-    let train_data = FeatureData::from_dataset(&train_ds, &preprocess, true)?;
-    let val_data = val_ds
+    let train_data = FeatureData::from_dataset(&data.train, &design.preprocess, true)?;
+    let val_data = data
+        .val
         .as_ref()
-        .map(|v| FeatureData::from_dataset(v, &preprocess, false))
+        .map(|v| FeatureData::from_dataset(v, &design.preprocess, false))
         .transpose()?;
 
     let device = lsskd::training_device(args.seed);
-    let net = match &init {
+    let classes = data.train.classes.len();
+    let net = match init {
         Some(base) => checkpoint::load(
-            &arch,
-            classes.len(),
-            transform_set.len(),
+            &design.arch,
+            classes,
+            design.transforms.len(),
             args.method.aux_heads(),
             &base.train_state_path(),
             &device,
         )?,
         None => TrainNet::new(
-            &arch,
-            classes.len(),
-            transform_set.len(),
+            &design.arch,
+            classes,
+            design.transforms.len(),
             args.method.aux_heads(),
             &device,
         ),
     };
     let training_param_count = net.param_count();
-    let mut trainer = Trainer::new(net, cfg.clone(), input_shape);
+    let mut trainer = Trainer::new(net, cfg.clone(), design.preprocess.input_shape());
+    let epochs = fit(
+        &mut trainer,
+        &train_data,
+        val_data.as_ref().map(|v| v as &dyn TrainData),
+        args,
+    )?;
+    Ok(Trained {
+        net: trainer.into_net(),
+        cfg,
+        epochs,
+        training_param_count,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
 
+/// `trainer.fit` with a progress bar on stderr (or, with no terminal, a log line now and
+/// then), each epoch logged and appended to `<out>/train-log.csv`.
+fn fit(
+    trainer: &mut Trainer,
+    train_data: &dyn TrainData,
+    val_data: Option<&dyn TrainData>,
+    args: &TrainArgs,
+) -> anyhow::Result<Vec<EpochReport>> {
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let log_path = args.out.join("train-log.csv");
     let mut log =
@@ -315,78 +407,95 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
         .expect("valid template"),
     );
     let mut log_err = None;
-    let epochs = trainer.fit(
-        &train_data,
-        val_data.as_ref().map(|v| v as &dyn TrainData),
-        &|| false,
-        &mut |p| match p {
-            Progress::Planned { total_steps, epochs } => {
-                bar.set_length(total_steps as u64);
-                bar.set_message(format!("{epochs} epochs"));
+    let epochs = trainer.fit(train_data, val_data, &|| false, &mut |p| match p {
+        Progress::Planned {
+            total_steps,
+            epochs,
+        } => {
+            bar.set_length(total_steps as u64);
+            bar.set_message(format!("{epochs} epochs"));
+        }
+        Progress::Step { step, loss } => {
+            bar.set_position(step as u64);
+            if step.is_multiple_of(10) {
+                bar.set_message(format!("loss {loss:.3}"));
             }
-            Progress::Step { step, loss } => {
-                bar.set_position(step as u64);
-                if step.is_multiple_of(10) {
-                    bar.set_message(format!("loss {loss:.3}"));
-                }
-                // No terminal (service logs, CI): a log line now and then instead of a bar.
-                if bar.is_hidden() && step.is_multiple_of(100) {
-                    info!(step, total = bar.length().unwrap_or(0), loss, "training progress");
-                }
-            }
-            Progress::Epoch(r) => {
-                let line = format!(
-                    "epoch {:>3}  loss {:.4} (final {:.3} sad {:.3} kl {:.3} feat {:.3})  train acc {:.4}  val acc {}  {:.0}s",
-                    r.epoch,
-                    r.loss.total,
-                    r.loss.final_ce,
-                    r.loss.sad,
-                    r.loss.kl,
-                    r.loss.feat,
-                    r.train_accuracy,
-                    r.val_accuracy.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
-                    r.seconds
+            // No terminal (service logs, CI): a log line now and then instead of a bar.
+            if bar.is_hidden() && step.is_multiple_of(100) {
+                info!(
+                    step,
+                    total = bar.length().unwrap_or(0),
+                    loss,
+                    "training progress"
                 );
-                if bar.is_hidden() {
-                    info!("{line}");
-                } else {
-                    bar.println(&line);
-                }
-                if let Err(e) = writeln!(log, "{}", csv_line(r)) {
-                    log_err = Some(e);
-                }
             }
-        },
-    )?;
+        }
+        Progress::Epoch(r) => {
+            let line = epoch_line(r);
+            if bar.is_hidden() {
+                info!("{line}");
+            } else {
+                bar.println(&line);
+            }
+            if let Err(e) = writeln!(log, "{}", csv_line(r)) {
+                log_err = Some(e);
+            }
+        }
+    })?;
     bar.finish_and_clear();
     if let Some(e) = log_err {
         return Err(e).with_context(|| format!("writing {}", log_path.display()));
     }
-    let net = trainer.into_net();
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(epochs)
+}
 
-    // Package: ONNX of the student only, full training state, replay exemplars.
-    let deployed = export::deployed(&net.student, input_shape)?;
-    let onnx = write_onnx(&deployed);
+/// The line each epoch prints (or logs).
+fn epoch_line(r: &EpochReport) -> String {
+    format!(
+        "epoch {:>3}  loss {:.4} (final {:.3} sad {:.3} kl {:.3} feat {:.3})  train acc {:.4}  val acc {}  {:.0}s",
+        r.epoch,
+        r.loss.total,
+        r.loss.final_ce,
+        r.loss.sad,
+        r.loss.kl,
+        r.loss.feat,
+        r.train_accuracy,
+        r.val_accuracy
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into()),
+        r.seconds
+    )
+}
+
+/// The package: ONNX of the student only, the full training checkpoint, replay exemplars,
+/// the gate set (validation exemplars, never trained on) and the manifest.
+fn write_package(
+    args: &TrainArgs,
+    data: &TrainingData,
+    init: Option<&ModelPackage>,
+    design: Design,
+    trained: &Trained,
+) -> anyhow::Result<ModelPackage> {
+    let classes = &data.train.classes;
+    let deployed = export::deployed(&trained.net.student, design.preprocess.input_shape())?;
     let state_tmp = args.out.join(".train-state.tmp");
-    checkpoint::save(&net, &state_tmp)?;
+    checkpoint::save(&trained.net, &state_tmp)?;
     let state = fs::read(&state_tmp).with_context(|| format!("reading {}", state_tmp.display()))?;
     fs::remove_file(&state_tmp).ok();
     let replay_items: Vec<(usize, &Raw)> =
-        train_ds.items.iter().map(|i| (i.label, &i.raw)).collect();
+        data.train.items.iter().map(|i| (i.label, &i.raw)).collect();
     let mut files = vec![
-        (MODEL_ONNX.to_string(), onnx),
+        (MODEL_ONNX.to_string(), write_onnx(&deployed)),
         (TRAIN_STATE.to_string(), state),
     ];
     files.extend(
-        replay::select(&replay_items, &classes, args.replay_per_class)
+        replay::select(&replay_items, classes, args.replay_per_class)
             .map_err(anyhow::Error::msg)?,
     );
-    // Gate set: validation exemplars, never trained on.
-    if let Some(v) = &val_ds {
+    if let Some(v) = &data.val {
         let val_items: Vec<(usize, &Raw)> = v.items.iter().map(|i| (i.label, &i.raw)).collect();
         files.extend(super::export::select_gate(
-            &classes,
+            classes,
             &val_items,
             &[],
             &Default::default(),
@@ -394,71 +503,71 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
         )?);
     }
 
-    let modality = preprocess.modality();
     let manifest = Manifest {
         format: FORMAT,
-        name: args.name.clone().unwrap_or_else(|| match modality {
-            Modality::Image => "vision".into(),
-            Modality::Audio => "audio".into(),
-        }),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| match design.preprocess.modality() {
+                Modality::Image => "vision".into(),
+                Modality::Audio => "audio".into(),
+            }),
         version: 0,
         parent: None,
         created_at: now_rfc3339(),
         classes: classes.clone(),
-        preprocess,
-        arch,
-        method: cfg,
-        train_state: TrainState {
+        preprocess: design.preprocess,
+        arch: design.arch,
+        method: trained.cfg.clone(),
+        train_state: CheckpointInfo {
             file: TRAIN_STATE.into(),
             aux_heads: args.method.aux_heads(),
-            transforms: transform_set,
+            transforms: design.transforms,
             logit_offset: Vec::new(),
         },
         training_data: Some(DataInfo {
             data: args.data.display().to_string(),
             split: args.split.clone(),
-            samples_per_class: classes.iter().cloned().zip(counts).collect(),
-            init: init.as_ref().map(|b| b.dir.display().to_string()),
+            samples_per_class: classes.iter().cloned().zip(data.counts.clone()).collect(),
+            init: init.map(|b| b.dir.display().to_string()),
         }),
-        training_seconds: seconds,
+        training_seconds: trained.seconds,
         metrics: Vec::new(),
         deployed: DeployedInfo {
             param_count: deployed.param_count(),
-            training_param_count,
+            training_param_count: trained.training_param_count,
             auxiliary_heads_exported: false,
             embedding_dim: deployed.embedding_dim(),
         },
         adaptation: None,
         files: Default::default(),
     };
-    let mut package = ModelPackage::write(&args.out, manifest, files)?;
+    Ok(ModelPackage::write(&args.out, manifest, files)?)
+}
 
-    // Validation metrics through the deployed path (tract), recorded in the manifest.
-    let val = match &val_ds {
-        Some(v) => {
-            let report = evaluate(&package, v)?;
-            let mut manifest = package.manifest.clone();
-            manifest.metrics.push(SetMetrics {
-                set: format!(
-                    "{}:{}",
-                    args.data.display(),
-                    args.val_split.as_deref().unwrap_or("")
-                ),
-                accuracy: report.accuracy,
-                n: report.n,
-                per_class: report.per_class.clone(),
-            });
-            package = rewrite_manifest(&package, manifest)?;
-            Some(report)
-        }
-        None => None,
+/// Validation metrics through the deployed path (tract), recorded in the manifest.
+fn record_validation(
+    package: ModelPackage,
+    val: Option<&Dataset>,
+    args: &TrainArgs,
+) -> anyhow::Result<(ModelPackage, Option<EvalReport>)> {
+    let Some(v) = val else {
+        return Ok((package, None));
     };
-    Ok(TrainOutcome {
-        package,
-        epochs,
-        val,
-        seconds,
-    })
+    let report = evaluate(&package, v)?;
+    let mut manifest = package.manifest.clone();
+    manifest.metrics.push(SetMetrics {
+        set: format!(
+            "{}:{}",
+            args.data.display(),
+            args.val_split.as_deref().unwrap_or("")
+        ),
+        accuracy: report.accuracy,
+        n: report.n,
+        per_class: report.per_class.clone(),
+    });
+    let package = rewrite_manifest(&package, manifest)?;
+    Ok((package, Some(report)))
 }
 
 /// Replace a package's manifest (file hashes unchanged) and re-verify.

@@ -1,8 +1,39 @@
 //! `lsskd-edge validate` and `print-config`: check settings and every pipeline's model
 //! package, reporting every problem at once.
 
+use std::path::PathBuf;
+
 use crate::registry::ModelPackage;
 use crate::settings::{Settings, SettingsError, Sources};
+
+/// Arguments of `validate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ValidateArgs {
+    /// Settings file (default: /etc/lsskd-edge/config.toml if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Arguments of `print-config`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrintConfigArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `lsskd-edge validate`: [`run`], then the line for settings that passed.
+pub fn execute(args: ValidateArgs) -> anyhow::Result<()> {
+    let settings = run(&Sources::from_process(args.config))?;
+    print!("{}", render(&settings));
+    Ok(())
+}
+
+/// `lsskd-edge print-config`: the merged settings as TOML.
+pub fn print_config(args: PrintConfigArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(&Sources::from_process(args.config))?;
+    print!("{}", settings.to_toml());
+    Ok(())
+}
 
 /// The line `validate` prints for settings that passed.
 pub fn render(settings: &Settings) -> String {

@@ -8,6 +8,44 @@ use crate::mqtt::payload::{Prediction, StableState, Status};
 use crate::mqtt::topics::{self, Topic};
 use crate::settings::MqttSettings;
 
+use super::BrokerArgs;
+
+/// Arguments of `watch`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Topic prefix (default: the settings' `mqtt.topic_prefix`).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only this device id (default: all devices).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Exit after this many predictions.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Exit after this many seconds (status 1 if --count was not reached).
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+    /// Print raw `topic payload` lines.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `lsskd-edge watch`: the flags over the settings' broker and prefix, then [`run`].
+pub fn execute(args: WatchArgs) -> anyhow::Result<()> {
+    let (settings, mqtt) = args.broker.load()?;
+    let opts = WatchOptions {
+        prefix: args.prefix.unwrap_or(settings.mqtt.topic_prefix),
+        device: args.device,
+        count: args.count,
+        timeout: args.timeout_secs.map(Duration::from_secs),
+        raw: args.raw,
+    };
+    run(&mqtt, &opts)?;
+    Ok(())
+}
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {

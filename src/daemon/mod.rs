@@ -1,7 +1,8 @@
-//! The daemon (`lsskd-edge run`): wiring. [`run`] opens the models ([`models`]), starts
-//! the pipelines, the inbound and trainer threads ([`learn`]) and the MQTT task, hands them
-//! to one owner ([`running`]), then loops: status and watchdog ([`status`]), metrics
-//! ([`metrics`]), supervision, until the shutdown future completes.
+//! The daemon (`lsskd-edge run`): wiring. [`run`] reads as the order things start in: the
+//! MQTT link, the pipelines on their models ([`models`]), the trainer and inbound threads
+//! ([`learn`]), going online; it hands them to one owner ([`running`]), then serves (the
+//! main loop: status and watchdog ([`status`]), metrics ([`metrics`]), supervision) until
+//! the shutdown future completes.
 //!
 //! Threads and tasks (ARCHITECTURE.md has the full picture):
 //! - one OS thread per source (`src-<pipeline>`: camera, microphone or replay) → hand-over
@@ -38,51 +39,28 @@ pub use status::{Runtime, STALL_MS};
 
 use crate::adapt::schedule::{Job, Scheduler};
 use crate::mqtt::Topics;
-use crate::mqtt::client::{self, LinkConfig};
+use crate::mqtt::client::{self, Connection, LinkConfig, Publisher};
 use crate::parts::Part;
 use crate::pipeline::{self, PipelineHandle};
 use crate::settings::Settings;
 use learn::TrainerThread;
+use metrics::{AdaptCounters, MetricsProbe, Scrape};
 use models::open_model;
+use running::{Running, Stops};
 
 /// Time allowed for an orderly shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
-/// What [`start`] built: running pipelines, pipelines that failed (name, reason), threads.
-type Started = (Vec<PipelineHandle>, Vec<(String, String)>, Threads);
 
-/// Started threads, in shutdown order.
-struct Threads {
+/// The configured pipelines once [`start_pipelines`] ran: those running, those that could
+/// not start, and their threads in shutdown order.
+struct Pipelines {
+    handles: Vec<PipelineHandle>,
+    /// Pipeline name and why it did not start.
+    failed: Vec<(String, String)>,
+    /// Source threads (`src-<pipeline>`), stopped first.
     sources: Vec<Part>,
+    /// Inference threads (`infer-<pipeline>`), stopped after the sources.
     workers: Vec<Part>,
-}
-
-fn start(
-    settings: &Settings,
-    models: &mut BTreeMap<String, Arc<ModelSlot>>,
-    ctx: &pipeline::Context,
-) -> anyhow::Result<Started> {
-    let mut handles = Vec::new();
-    let mut failed = Vec::new();
-    let mut threads = Threads {
-        sources: Vec::new(),
-        workers: Vec::new(),
-    };
-    for p in &settings.pipeline {
-        let model_name = match open_model(models, settings, &settings.model_path(p)) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(pipeline = %p.name, error = %format!("{e:#}"), "pipeline not started");
-                failed.push((p.name.clone(), format!("{e:#}")));
-                continue;
-            }
-        };
-        let live = models[&model_name].live.clone();
-        let started = pipeline::start(p, model_name, live, ctx)?;
-        threads.sources.push(started.source);
-        threads.workers.push(started.worker);
-        handles.push(started.handle);
-    }
-    Ok((handles, failed, threads))
 }
 
 /// Run the daemon until SIGTERM/SIGINT (a second signal exits at once).
@@ -127,6 +105,77 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         &device,
         &settings.mqtt.homeassistant_prefix,
     );
+    prepare(&settings)?;
+    let (stops, mqtt_stop) = Stops::new();
+    let (online_tx, online_rx) = watch::channel(Vec::new());
+    let (link, connection) = client::link(link_config(&settings, &device, &topics, online_rx));
+    let client::Link { publisher, inbound } = link;
+    let mut models = BTreeMap::new();
+    let ctx = pipeline_context(&settings, &device, &topics, &publisher, &stops);
+    let pipelines = start_pipelines(&settings, &mut models, &ctx)?;
+    let adapt_counters = Arc::new(AdaptCounters::default());
+    let (scheduler, trainer) = start_trainer(
+        &settings,
+        &models,
+        &topics,
+        &publisher,
+        &stops,
+        &adapt_counters,
+    )?;
+    let mut rt = Runtime {
+        device: device.clone(),
+        topics: topics.clone(),
+        models,
+        pipelines: pipelines.handles,
+        failed: pipelines.failed,
+        dead: BTreeMap::new(),
+        publisher,
+        samples: Arc::default(),
+        adapt_counters,
+    };
+    let inbound = start_inbound(&settings, &rt, &ctx, scheduler, inbound, &stops)?;
+    let mqtt = go_online(&rt, &online_tx, connection, mqtt_stop)?;
+    let mut running = Running {
+        sources: pipelines.sources,
+        workers: pipelines.workers,
+        inbound,
+        trainer,
+        mqtt: Some(mqtt),
+        prometheus: None,
+        stops,
+    };
+    // From here on every error stops the running parts before it is returned.
+    // Prometheus scrapes: the HTTP task asks the main loop for fresh figures.
+    let (scrape_tx, scrape_rx) = tokio::sync::mpsc::channel(4);
+    match metrics::start_prometheus(&settings.publish.prometheus_listen, scrape_tx).await {
+        Ok(p) => running.prometheus = p,
+        Err(e) => {
+            running.stop(GRACE).await;
+            return Err(e);
+        }
+    }
+    let fatal = serve(
+        &settings,
+        &mut running,
+        &mut rt,
+        &online_tx,
+        scrape_rx,
+        shutdown,
+    )
+    .await;
+    match &fatal {
+        None => tracing::info!("shutting down"),
+        Some(e) => tracing::error!(error = %format!("{e:#}"), "stopping after a fatal error"),
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    running.stop(GRACE).await;
+    tracing::info!("stopped");
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Before any part starts: the state folder exists, and the embedded broker (when
+/// configured) listens.
+fn prepare(settings: &Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.state_dir)
         .map_err(|e| anyhow::anyhow!("state_dir {}: {e}", settings.state_dir.display()))?;
     if settings.mqtt.embedded_broker {
@@ -137,34 +186,51 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             "`mqtt.embedded_broker = true` needs a build with the `embedded-broker` feature"
         );
     }
-    let (stops, mqtt_stop) = running::Stops::new();
+    Ok(())
+}
+
+/// The MQTT link: the broker, the topics the device subscribes to (model commands,
+/// samples, Home Assistant's status), the `online` payload to publish on every connect,
+/// and the inbound queue with its "busy" reply when full.
+fn link_config(
+    settings: &Settings,
+    device: &str,
+    topics: &Topics,
+    online: watch::Receiver<Vec<u8>>,
+) -> LinkConfig {
+    let prefix = &settings.mqtt.topic_prefix;
     let mut subscriptions = vec![
-        format!("{}/{}/model/+/cmd", settings.mqtt.topic_prefix, device),
-        format!("{}/{}/samples/+/add", settings.mqtt.topic_prefix, device),
+        format!("{prefix}/{device}/model/+/cmd"),
+        format!("{prefix}/{device}/samples/+/add"),
     ];
     subscriptions.extend(topics.homeassistant_status());
-    let (online_tx, online_rx) = watch::channel(Vec::new());
-    let (link, connection) = client::link(LinkConfig {
+    LinkConfig {
         settings: settings.mqtt.clone(),
-        device: device.clone(),
+        device: device.to_string(),
         topics: topics.clone(),
         subscriptions,
-        online: online_rx,
+        online,
         inbound_capacity: settings.mqtt.inbound_queue,
         overflow_reply: learn::busy_reply(topics.clone()),
-    });
-    let client::Link {
-        publisher,
-        inbound: in_rx,
-    } = link;
-    let mut models = BTreeMap::new();
+    }
+}
+
+/// What every pipeline shares: publishing, the capture rings' size, the stop flags of
+/// sources and workers, and the label requests.
+fn pipeline_context(
+    settings: &Settings,
+    device: &str,
+    topics: &Topics,
+    publisher: &Publisher,
+    stops: &Stops,
+) -> pipeline::Context {
     let request_policy = pipeline::requests::RequestPolicy {
         margin: settings.adapt.request_margin,
         entropy: settings.adapt.request_entropy,
         per_hour: settings.adapt.requests_per_hour,
         ttl_ms: settings.adapt.request_ttl_secs * 1000,
     };
-    let ctx = pipeline::Context {
+    pipeline::Context {
         publish: settings.publish.clone(),
         capture_ring: settings.adapt.capture_ring,
         capture_ring_bytes: settings.adapt.capture_ring_mb << 20,
@@ -177,51 +243,83 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         // (`requests_per_hour = 0` is checked by the policy itself.)
         request_policy: settings.adapt.enabled.then(|| request_policy.clone()),
         requests: Arc::new(std::sync::Mutex::new(
-            pipeline::requests::LabelRequests::new(&device, request_policy),
+            pipeline::requests::LabelRequests::new(device, request_policy),
         )),
+    }
+}
+
+/// Open each pipeline's model (into `models`, shared by pipelines on the same package) and
+/// start the pipeline; one whose model does not open is recorded as failed, not fatal.
+fn start_pipelines(
+    settings: &Settings,
+    models: &mut BTreeMap<String, Arc<ModelSlot>>,
+    ctx: &pipeline::Context,
+) -> anyhow::Result<Pipelines> {
+    let mut started = Pipelines {
+        handles: Vec::new(),
+        failed: Vec::new(),
+        sources: Vec::new(),
+        workers: Vec::new(),
     };
-    let (pipelines, failed, threads) = start(&settings, &mut models, &ctx)?;
-    // The trainer thread (low priority) and the scheduler that feeds it.
-    let adapt_counters = Arc::new(metrics::AdaptCounters::default());
-    let (scheduler, trainer_thread) = if settings.adapt.enabled {
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
-        let imprint_waiting = Arc::new(AtomicBool::new(false));
-        let trainer = TrainerThread {
-            models: models.clone(),
-            cfg: settings.adapt.clone(),
-            topics: topics.clone(),
-            publish: publisher.clone(),
-            stop: stops.trainer.clone(),
-            imprint_waiting: imprint_waiting.clone(),
-            counters: adapt_counters.clone(),
+    for p in &settings.pipeline {
+        let model_name = match open_model(models, settings, &settings.model_path(p)) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(pipeline = %p.name, error = %format!("{e:#}"), "pipeline not started");
+                started.failed.push((p.name.clone(), format!("{e:#}")));
+                continue;
+            }
         };
-        let part = Part::spawn("trainer", move || trainer.run(jobs_rx))?;
-        (
-            Some(Scheduler::new(
-                settings.adapt.clone(),
-                jobs_tx,
-                imprint_waiting,
-            )),
-            Some(part),
-        )
-    } else {
-        (None, None)
-    };
-    let mut rt = Runtime {
-        device: device.clone(),
+        let live = models[&model_name].live.clone();
+        let pipeline = pipeline::start(p, model_name, live, ctx)?;
+        started.sources.push(pipeline.source);
+        started.workers.push(pipeline.worker);
+        started.handles.push(pipeline.handle);
+    }
+    Ok(started)
+}
+
+/// With learning on: the trainer thread (low priority) and the scheduler that feeds it
+/// jobs; with it off, neither.
+fn start_trainer(
+    settings: &Settings,
+    models: &BTreeMap<String, Arc<ModelSlot>>,
+    topics: &Topics,
+    publisher: &Publisher,
+    stops: &Stops,
+    counters: &Arc<AdaptCounters>,
+) -> anyhow::Result<(Option<Scheduler>, Option<Part>)> {
+    if !settings.adapt.enabled {
+        return Ok((None, None));
+    }
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
+    let imprint_waiting = Arc::new(AtomicBool::new(false));
+    let trainer = TrainerThread {
+        models: models.clone(),
+        cfg: settings.adapt.clone(),
         topics: topics.clone(),
-        models,
-        pipelines,
-        failed,
-        dead: BTreeMap::new(),
-        publisher,
-        samples: Arc::default(),
-        adapt_counters,
+        publish: publisher.clone(),
+        stop: stops.trainer.clone(),
+        imprint_waiting: imprint_waiting.clone(),
+        counters: counters.clone(),
     };
-    // The inbound thread: samples and model commands.
+    let part = Part::spawn("trainer", move || trainer.run(jobs_rx))?;
+    let scheduler = Scheduler::new(settings.adapt.clone(), jobs_tx, imprint_waiting);
+    Ok((Some(scheduler), Some(part)))
+}
+
+/// The inbound thread: samples and model commands from the broker.
+fn start_inbound(
+    settings: &Settings,
+    rt: &Runtime,
+    ctx: &pipeline::Context,
+    scheduler: Option<Scheduler>,
+    inbound: std::sync::mpsc::Receiver<client::Inbound>,
+    stops: &Stops,
+) -> anyhow::Result<Part> {
     let inbox = learn::Inbox {
         adapt: settings.adapt.clone(),
-        topics: topics.clone(),
+        topics: rt.topics.clone(),
         models: rt.models.clone(),
         rings: rt
             .pipelines
@@ -234,20 +332,42 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         samples: rt.samples.clone(),
         discovery: rt.homeassistant_discovery(),
     };
-    let inbound_thread = {
-        let stop = stops.inbound.clone();
-        Part::spawn("inbound", move || inbox.run(in_rx, stop))?
-    };
+    let stop = stops.inbound.clone();
+    Ok(Part::spawn("inbound", move || inbox.run(inbound, stop))?)
+}
+
+/// Every part is up: the first status becomes the `online` payload, Home Assistant's
+/// discovery is queued, the MQTT task starts (it publishes both once connected) and
+/// systemd hears that the service is ready.
+fn go_online(
+    rt: &Runtime,
+    online_tx: &watch::Sender<Vec<u8>>,
+    connection: Connection,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     online_tx.send_replace(serde_json::to_vec(&rt.status())?);
     if let Some((topic, body)) = rt.homeassistant_discovery() {
         rt.publish(topic, body, true);
     }
-    let mqtt = tokio::spawn(client::run(connection, mqtt_stop));
-    tracing::info!(%device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
+    let mqtt = tokio::spawn(client::run(connection, stop));
+    tracing::info!(device = %rt.device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&Runtime::status_line(&rt.status())),
     ]);
+    Ok(mqtt)
+}
+
+/// The main loop until `shutdown` completes (`None`) or something is fatal (the error): a
+/// status and watchdog tick, metrics, Prometheus scrapes, supervision of every part.
+async fn serve(
+    settings: &Settings,
+    running: &mut Running,
+    rt: &mut Runtime,
+    online_tx: &watch::Sender<Vec<u8>>,
+    mut scrape_rx: tokio::sync::mpsc::Receiver<Scrape>,
+    shutdown: impl Future<Output = ()>,
+) -> Option<anyhow::Error> {
     let tick_every = sd_notify::watchdog_enabled()
         .map(|d| (d / 2).min(Duration::from_secs(5)))
         .unwrap_or(Duration::from_secs(5));
@@ -258,32 +378,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tokio::time::Instant::now() + Duration::from_secs(metrics_every.max(1)),
         Duration::from_secs(metrics_every.max(1)),
     );
-    let mut probe = metrics::MetricsProbe::new();
-    // Prometheus scrapes: the HTTP task asks this loop for fresh figures.
-    let (scrape_tx, mut scrape_rx) = tokio::sync::mpsc::channel(4);
-    let mut scrape_probe = metrics::MetricsProbe::new();
-    let mut running = running::Running {
-        sources: threads.sources,
-        workers: threads.workers,
-        inbound: inbound_thread,
-        trainer: trainer_thread,
-        mqtt: Some(mqtt),
-        prometheus: None,
-        stops,
-    };
-    // From here on every error stops the running parts before it is returned.
-    match metrics::start_prometheus(&settings.publish.prometheus_listen, scrape_tx).await {
-        Ok(p) => running.prometheus = p,
-        Err(e) => {
-            running.stop(GRACE).await;
-            return Err(e);
-        }
-    }
+    let mut probe = MetricsProbe::new();
+    let mut scrape_probe = MetricsProbe::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let fatal: Option<anyhow::Error> = loop {
+    loop {
         tokio::select! {
-            _ = &mut shutdown => break None,
-            e = running.mqtt_ended() => break Some(e),
+            _ = &mut shutdown => return None,
+            e = running.mqtt_ended() => return Some(e),
             Some(reply) = scrape_rx.recv() => {
                 let m = scrape_probe.sample(&rt.pipelines, &rt.adapt_counters);
                 let _ = reply.send(metrics::prometheus_text(&m, &rt.device));
@@ -291,45 +392,54 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             _ = metrics_tick.tick(), if metrics_every > 0 => {
                 let m = probe.sample(&rt.pipelines, &rt.adapt_counters);
                 match serde_json::to_vec(&m) {
-                    Ok(body) => rt.publish(topics.metrics(), body, false),
-                    Err(e) => break Some(e.into()),
+                    Ok(body) => rt.publish(rt.topics.metrics(), body, false),
+                    Err(e) => return Some(e.into()),
                 }
             }
             _ = tick.tick() => {
-                if let Some(e) = running.fatal() {
-                    break Some(e);
-                }
-                // A panicked pipeline thread: logged once, `failed: …` in the status from
-                // then on (its pipeline stalls, so the watchdog is withheld).
-                for (pipeline, how) in running.panicked_pipelines() {
-                    tracing::error!(%pipeline, "{how}");
-                    rt.dead.entry(pipeline).or_insert(how);
-                }
-                let status = rt.status();
-                let line = Runtime::status_line(&status);
-                let stalled = rt.stalled();
-                if stalled.is_empty() {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&line)]);
-                } else {
-                    tracing::warn!(pipelines = ?stalled, "a pipeline thread is stalled; withholding the watchdog ping");
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("stalled: {line}"))]);
-                }
-                match serde_json::to_vec(&status) {
-                    Ok(status) => {
-                        online_tx.send_replace(status.clone());
-                        rt.publish(topics.status(), status, true);
-                    }
-                    Err(e) => break Some(e.into()),
+                if let Some(e) = supervise(running, rt, online_tx) {
+                    return Some(e);
                 }
             }
         }
-    };
-    match &fatal {
-        None => tracing::info!("shutting down"),
-        Some(e) => tracing::error!(error = %format!("{e:#}"), "stopping after a fatal error"),
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    running.stop(GRACE).await;
-    tracing::info!("stopped");
-    fatal.map_or(Ok(()), Err)
+}
+
+/// One status tick: a part whose end is fatal ends the loop (its error); a panicked
+/// pipeline is marked dead; the status is published (and becomes the `online` payload)
+/// and the watchdog pinged unless a pipeline is stalled.
+fn supervise(
+    running: &mut Running,
+    rt: &mut Runtime,
+    online_tx: &watch::Sender<Vec<u8>>,
+) -> Option<anyhow::Error> {
+    if let Some(e) = running.fatal() {
+        return Some(e);
+    }
+    // A panicked pipeline thread: logged once, `failed: …` in the status from then on (its
+    // pipeline stalls, so the watchdog is withheld).
+    for (pipeline, how) in running.panicked_pipelines() {
+        tracing::error!(%pipeline, "{how}");
+        rt.dead.entry(pipeline).or_insert(how);
+    }
+    let status = rt.status();
+    let line = Runtime::status_line(&status);
+    let stalled = rt.stalled();
+    if stalled.is_empty() {
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Watchdog,
+            sd_notify::NotifyState::Status(&line),
+        ]);
+    } else {
+        tracing::warn!(pipelines = ?stalled, "a pipeline thread is stalled; withholding the watchdog ping");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("stalled: {line}"))]);
+    }
+    match serde_json::to_vec(&status) {
+        Ok(status) => {
+            online_tx.send_replace(status.clone());
+            rt.publish(rt.topics.status(), status, true);
+            None
+        }
+        Err(e) => Some(e.into()),
+    }
 }

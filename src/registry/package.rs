@@ -61,10 +61,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
     }
 }
 
-/// How the training state was built, so it can be rebuilt for fine-tuning.
+/// The package's training checkpoint (the manifest's `train_state`): its file and how the
+/// training network was built, so it can be rebuilt from the file for fine-tuning. (Not
+/// `mqtt::payload::TrainState`, the state a training job reports.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainState {
+pub struct CheckpointInfo {
     pub file: String,
     pub aux_heads: bool,
     pub transforms: TransformSet,
@@ -122,7 +124,7 @@ pub struct Manifest {
     pub preprocess: Preprocess,
     pub arch: ArchConfig,
     pub method: TrainConfig,
-    pub train_state: TrainState,
+    pub train_state: CheckpointInfo,
     pub training_data: Option<DataInfo>,
     pub training_seconds: f64,
     pub metrics: Vec<SetMetrics>,

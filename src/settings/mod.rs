@@ -1,14 +1,17 @@
 //! Layered settings: embedded `config/default.toml` → `/etc/lsskd-edge/config.toml` or
 //! `--config FILE` → `LSSKD_EDGE__SECTION__KEY` environment variables.
 //!
-//! Loading reports every problem at once (type errors per section, unknown keys, and the
-//! semantic checks of [`Settings::problems`]), each naming its key. Each part of the daemon
-//! receives only its own section.
+//! Loading reports every problem at once (type errors per section, unknown keys, each
+//! section's checks of [`Settings::problems`] (pure) and the filesystem lookups of
+//! [`Settings::path_problems`]; both in `check`), each naming its key. Each part of the
+//! daemon receives only its own section.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+mod check;
 
 /// The embedded defaults; they document every key.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -293,336 +296,47 @@ impl Sources {
 }
 
 impl Settings {
-    /// Merge the layers and check everything; all problems at once.
+    /// Merge the layers and check everything, each section ([`Settings::problems`]) and
+    /// the paths the settings name ([`Settings::path_problems`]); all problems at once.
     pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_TOML,
-            config::FileFormat::Toml,
-        ));
-        let file = match &sources.file {
-            Some(f) => Some(f.clone()),
-            None => Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()),
-        };
-        if let Some(f) = &file {
-            if !f.exists() {
-                return Err(SettingsError {
-                    problems: vec![format!("{}: configuration file not found", f.display())],
-                });
-            }
-            builder = builder
-                .add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
-        }
-        let env: config::Map<String, String> = sources.env.iter().cloned().collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env)),
-        );
-        let merged = builder.build().map_err(|e| SettingsError {
-            problems: vec![match &file {
-                Some(f) => format!("{}: {e}", f.display()),
-                None => e.to_string(),
-            }],
-        })?;
-        let mut problems = Vec::new();
-        if let Ok(table) = merged
-            .clone()
-            .try_deserialize::<config::Map<String, config::Value>>()
-        {
-            let known: BTreeSet<&str> = TOP_LEVEL_KEYS.into_iter().collect();
-            for key in table.keys() {
-                if !known.contains(key.as_str()) {
-                    problems.push(format!("`{key}`: unknown setting"));
-                }
-            }
-        }
-        fn get<T: serde::de::DeserializeOwned>(
-            c: &config::Config,
-            key: &str,
-            problems: &mut Vec<String>,
-        ) -> Option<T> {
-            c.get::<T>(key)
-                .map_err(|e| problems.push(format!("`{key}`: {e}")))
-                .ok()
-        }
-        let device_id = get::<String>(&merged, "device_id", &mut problems);
-        let state_dir = get::<PathBuf>(&merged, "state_dir", &mut problems);
-        let models_dir = get::<PathBuf>(&merged, "models_dir", &mut problems);
-        let mqtt = get::<MqttSettings>(&merged, "mqtt", &mut problems);
-        let publish = get::<PublishSettings>(&merged, "publish", &mut problems);
-        let adapt = get::<AdaptSettings>(&merged, "adapt", &mut problems);
-        let mut pipeline = Some(Vec::new());
-        match merged.get::<Vec<config::Value>>("pipeline") {
-            Ok(values) => {
-                for (i, v) in values.into_iter().enumerate() {
-                    match v.try_deserialize::<PipelineSettings>() {
-                        Ok(p) => {
-                            if let Some(list) = pipeline.as_mut() {
-                                list.push(p)
-                            }
-                        }
-                        Err(e) => {
-                            problems.push(format!("`pipeline[{i}]`: {e}"));
-                            pipeline = None;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                problems.push(format!("`pipeline`: {e}"));
-                pipeline = None;
-            }
-        }
-        let (
-            Some(device_id),
-            Some(state_dir),
-            Some(mut models_dir),
-            Some(mqtt),
-            Some(publish),
-            Some(adapt),
-            Some(pipeline),
-        ) = (
-            device_id, state_dir, models_dir, mqtt, publish, adapt, pipeline,
-        )
-        else {
+        let (merged, file) = merge(sources)?;
+        let mut problems = unknown_keys(&merged);
+        let Some(mut settings) = sections(&merged, &mut problems) else {
             return Err(SettingsError { problems });
         };
-        if models_dir.as_os_str().is_empty()
+        if settings.models_dir.as_os_str().is_empty()
             && let Some(dir) = file.as_ref().and_then(|f| f.parent())
         {
-            models_dir = dir.to_path_buf();
+            settings.models_dir = dir.to_path_buf();
         }
-        let settings = Settings {
-            device_id,
-            state_dir,
-            models_dir,
-            mqtt,
-            publish,
-            adapt,
-            pipeline,
-        };
         problems.extend(settings.problems());
+        problems.extend(settings.path_problems());
         if problems.is_empty() {
-            // Resolved once: an empty `device_id` becomes the host's name, and model and
-            // replay paths become absolute (so resolving them again changes nothing).
-            let mut settings = settings;
-            settings.device_id = settings.device_id();
-            let absolute = |s: &Settings, p: &Path| {
-                let p = s.resolve(p);
-                std::path::absolute(&p).unwrap_or(p)
-            };
-            let mut pipelines = std::mem::take(&mut settings.pipeline);
-            for pl in &mut pipelines {
-                pl.model = absolute(&settings, &pl.model);
-                if let SourceSettings::ReplayImages { path, .. }
-                | SourceSettings::ReplayAudio { path, .. } = &mut pl.source
-                {
-                    *path = absolute(&settings, path);
-                }
-            }
-            settings.pipeline = pipelines;
-            Ok(settings)
+            Ok(settings.resolved())
         } else {
             Err(SettingsError { problems })
         }
     }
 
-    /// Semantic checks, each naming the key.
-    pub fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if !self.device_id.is_empty() && !is_topic_level(&self.device_id, 64) {
-            p.push(format!(
-                "`device_id`: `{}` must match [A-Za-z0-9_-]{{1,64}}",
-                self.device_id
-            ));
-        }
-        let a = &self.adapt;
-        for (key, value) in [
-            ("max_payload_bytes", a.max_payload_bytes),
-            ("sample_quota", a.sample_quota),
-            ("capture_ring", a.capture_ring),
-            ("capture_ring_mb", a.capture_ring_mb),
-            ("min_shots", a.min_shots),
-            ("epochs", a.epochs.unwrap_or(1)),
-            ("keep_versions", a.keep_versions),
-        ] {
-            if value == 0 {
-                p.push(format!("`adapt.{key}`: must be at least 1"));
+    /// Resolved once: an empty `device_id` becomes the host's name, and model and replay
+    /// paths become absolute (so resolving them again changes nothing).
+    fn resolved(mut self) -> Settings {
+        self.device_id = self.device_id();
+        let absolute = |s: &Settings, p: &Path| {
+            let p = s.resolve(p);
+            std::path::absolute(&p).unwrap_or(p)
+        };
+        let mut pipelines = std::mem::take(&mut self.pipeline);
+        for pl in &mut pipelines {
+            pl.model = absolute(&self, &pl.model);
+            if let SourceSettings::ReplayImages { path, .. }
+            | SourceSettings::ReplayAudio { path, .. } = &mut pl.source
+            {
+                *path = absolute(&self, path);
             }
         }
-        if a.holdout_every < 2 {
-            p.push(format!(
-                "`adapt.holdout_every`: {} must be at least 2",
-                a.holdout_every
-            ));
-        }
-        for (key, value) in [
-            ("min_new_accuracy", a.min_new_accuracy),
-            ("max_old_drop", a.max_old_drop),
-            ("max_class_drop", a.max_class_drop),
-            ("rename_typicality", a.rename_typicality),
-            ("request_margin", a.request_margin as f64),
-            ("request_entropy", a.request_entropy as f64),
-        ] {
-            if !(0.0..=1.0).contains(&value) {
-                p.push(format!("`adapt.{key}`: {value} is not within 0..1"));
-            }
-        }
-        if !(0.5..1.0).contains(&a.confidence) {
-            p.push(format!(
-                "`adapt.confidence`: {} is not within 0.5..1 (e.g. 0.95)",
-                a.confidence
-            ));
-        }
-        let pl = &self.publish.prometheus_listen;
-        if !pl.is_empty()
-            && !pl
-                .parse::<std::net::SocketAddr>()
-                .is_ok_and(|a| a.ip().is_loopback())
-        {
-            p.push(format!(
-                "`publish.prometheus_listen`: `{pl}` is not a loopback address and port (e.g. 127.0.0.1:9464)"
-            ));
-        }
-        let m = &self.mqtt;
-        if m.host.trim().is_empty() {
-            p.push("`mqtt.host`: must not be empty".into());
-        }
-        if m.port == 0 {
-            p.push("`mqtt.port`: must be 1..65535".into());
-        }
-        if !is_topic_level(&m.topic_prefix, 64) {
-            p.push(format!(
-                "`mqtt.topic_prefix`: `{}` must match [A-Za-z0-9_-]{{1,64}}",
-                m.topic_prefix
-            ));
-        }
-        if !(5..=3600).contains(&m.keep_alive_secs) {
-            p.push(format!(
-                "`mqtt.keep_alive_secs`: {} is not within 5..3600",
-                m.keep_alive_secs
-            ));
-        }
-        if m.reconnect_max_secs == 0 {
-            p.push("`mqtt.reconnect_max_secs`: must be at least 1".into());
-        }
-        if m.outbox_capacity == 0 {
-            p.push("`mqtt.outbox_capacity`: must be at least 1".into());
-        }
-        if m.inbound_queue == 0 {
-            p.push("`mqtt.inbound_queue`: must be at least 1".into());
-        }
-        if m.password.is_empty() != m.username.is_empty() && !m.password.is_empty() {
-            p.push("`mqtt.password`: set without `mqtt.username`".into());
-        }
-        if m.tls.enabled {
-            if m.embedded_broker {
-                p.push("`mqtt.tls.enabled`: the embedded broker does not serve TLS".into());
-            }
-            for (key, path) in [
-                ("ca_file", &m.tls.ca_file),
-                ("client_cert", &m.tls.client_cert),
-                ("client_key", &m.tls.client_key),
-            ] {
-                if let Some(path) = path
-                    && !path.is_file()
-                {
-                    p.push(format!(
-                        "`mqtt.tls.{key}`: {} does not exist",
-                        path.display()
-                    ));
-                }
-            }
-            if m.tls.client_cert.is_none() != m.tls.client_key.is_none() {
-                p.push(
-                    "`mqtt.tls.client_cert` and `mqtt.tls.client_key`: give both or neither".into(),
-                );
-            }
-        }
-        let pb = &self.publish;
-        if pb.debounce_count == 0 {
-            p.push("`publish.debounce_count`: must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&pb.min_score) {
-            p.push(format!(
-                "`publish.min_score`: {} is not within 0..1",
-                pb.min_score
-            ));
-        }
-        if pb.top_k == 0 {
-            p.push("`publish.top_k`: must be at least 1".into());
-        }
-        let mut names = BTreeSet::new();
-        for (i, pl) in self.pipeline.iter().enumerate() {
-            let at = format!("pipeline[{i}]");
-            if !is_topic_level(&pl.name, 32) {
-                p.push(format!(
-                    "`{at}.name`: `{}` must match [A-Za-z0-9_-]{{1,32}}",
-                    pl.name
-                ));
-            } else if !names.insert(pl.name.clone()) {
-                p.push(format!(
-                    "`{at}.name`: `{}` is used by another pipeline",
-                    pl.name
-                ));
-            }
-            let model = self.model_path(pl);
-            if !model.join("manifest.json").is_file() {
-                p.push(format!(
-                    "`{at}.model`: {} is not a model package (no manifest.json)",
-                    model.display()
-                ));
-            }
-            match &pl.source {
-                SourceSettings::Camera {
-                    device,
-                    interval_ms,
-                    ..
-                } => {
-                    if device.trim().is_empty() {
-                        p.push(format!(
-                            "`{at}.source.device`: must name a camera index or /dev/videoN"
-                        ));
-                    }
-                    if *interval_ms == 0 {
-                        p.push(format!("`{at}.source.interval_ms`: must be at least 1"));
-                    }
-                }
-                SourceSettings::Microphone {
-                    window_ms, hop_ms, ..
-                } => window_checks(&at, *window_ms, *hop_ms, &mut p),
-                SourceSettings::ReplayImages {
-                    path, interval_ms, ..
-                } => {
-                    if !self.resolve(path).exists() {
-                        p.push(format!(
-                            "`{at}.source.path`: {} does not exist",
-                            self.resolve(path).display()
-                        ));
-                    }
-                    if *interval_ms == 0 {
-                        p.push(format!("`{at}.source.interval_ms`: must be at least 1"));
-                    }
-                }
-                SourceSettings::ReplayAudio {
-                    path,
-                    window_ms,
-                    hop_ms,
-                    ..
-                } => {
-                    if !self.resolve(path).exists() {
-                        p.push(format!(
-                            "`{at}.source.path`: {} does not exist",
-                            self.resolve(path).display()
-                        ));
-                    }
-                    window_checks(&at, *window_ms, *hop_ms, &mut p);
-                }
-            }
-        }
-        p
+        self.pipeline = pipelines;
+        self
     }
 
     /// A path relative to `models_dir` (absolute paths unchanged).
@@ -676,15 +390,112 @@ impl Settings {
     }
 }
 
-fn window_checks(at: &str, window_ms: u64, hop_ms: u64, p: &mut Vec<String>) {
-    if window_ms == 0 {
-        p.push(format!("`{at}.source.window_ms`: must be at least 1"));
+/// The layers merged: embedded defaults, the settings file (`--config`, or
+/// [`SYSTEM_CONFIG`] when it exists; returned too), the environment.
+fn merge(sources: &Sources) -> Result<(config::Config, Option<PathBuf>), SettingsError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_TOML,
+        config::FileFormat::Toml,
+    ));
+    let file = match &sources.file {
+        Some(f) => Some(f.clone()),
+        None => Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()),
+    };
+    if let Some(f) = &file {
+        if !f.exists() {
+            return Err(SettingsError {
+                problems: vec![format!("{}: configuration file not found", f.display())],
+            });
+        }
+        builder =
+            builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
     }
-    if hop_ms == 0 || hop_ms > window_ms {
-        p.push(format!(
-            "`{at}.source.hop_ms`: {hop_ms} must be within 1..=window_ms ({window_ms})"
-        ));
+    let env: config::Map<String, String> = sources.env.iter().cloned().collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    let merged = builder.build().map_err(|e| SettingsError {
+        problems: vec![match &file {
+            Some(f) => format!("{}: {e}", f.display()),
+            None => e.to_string(),
+        }],
+    })?;
+    Ok((merged, file))
+}
+
+/// Top-level keys that are no setting.
+fn unknown_keys(merged: &config::Config) -> Vec<String> {
+    let Ok(table) = merged
+        .clone()
+        .try_deserialize::<config::Map<String, config::Value>>()
+    else {
+        return Vec::new();
+    };
+    let known: BTreeSet<&str> = TOP_LEVEL_KEYS.into_iter().collect();
+    table
+        .keys()
+        .filter(|key| !known.contains(key.as_str()))
+        .map(|key| format!("`{key}`: unknown setting"))
+        .collect()
+}
+
+/// Each section deserialized; `None` when any failed (every failure in `problems`).
+fn sections(merged: &config::Config, problems: &mut Vec<String>) -> Option<Settings> {
+    fn get<T: serde::de::DeserializeOwned>(
+        c: &config::Config,
+        key: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<T> {
+        c.get::<T>(key)
+            .map_err(|e| problems.push(format!("`{key}`: {e}")))
+            .ok()
     }
+    let device_id = get::<String>(merged, "device_id", problems);
+    let state_dir = get::<PathBuf>(merged, "state_dir", problems);
+    let models_dir = get::<PathBuf>(merged, "models_dir", problems);
+    let mqtt = get::<MqttSettings>(merged, "mqtt", problems);
+    let publish = get::<PublishSettings>(merged, "publish", problems);
+    let adapt = get::<AdaptSettings>(merged, "adapt", problems);
+    let pipeline = pipelines(merged, problems);
+    Some(Settings {
+        device_id: device_id?,
+        state_dir: state_dir?,
+        models_dir: models_dir?,
+        mqtt: mqtt?,
+        publish: publish?,
+        adapt: adapt?,
+        pipeline: pipeline?,
+    })
+}
+
+/// Every `[[pipeline]]` deserialized; `None` when any failed (each failure in `problems`).
+fn pipelines(merged: &config::Config, problems: &mut Vec<String>) -> Option<Vec<PipelineSettings>> {
+    let values = match merged.get::<Vec<config::Value>>("pipeline") {
+        Ok(values) => values,
+        Err(e) => {
+            problems.push(format!("`pipeline`: {e}"));
+            return None;
+        }
+    };
+    let mut list = Some(Vec::new());
+    for (i, v) in values.into_iter().enumerate() {
+        match v.try_deserialize::<PipelineSettings>() {
+            Ok(p) => {
+                if let Some(list) = list.as_mut() {
+                    list.push(p)
+                }
+            }
+            Err(e) => {
+                problems.push(format!("`pipeline[{i}]`: {e}"));
+                list = None;
+            }
+        }
+    }
+    list
 }
 
 /// `[A-Za-z0-9_-]{1,max}`: safe as one MQTT topic level.
