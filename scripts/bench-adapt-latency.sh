@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Inference latency of a running daemon while the device adapts (BENCHMARKS.md): vision and
 # audio pipelines on replay sources, an embedded broker; after an idle baseline, 15
-# labelled digits are sent, which triggers imprinting and an LSSKD fine-tune on the
+# labelled digits are sent, which triggers imprinting and a cross-entropy fine-tune on the
 # trainer thread. Prints per-pipeline latency (features + tract) idle vs while training.
 # Usage: scripts/bench-adapt-latency.sh [PORT]
 set -euo pipefail

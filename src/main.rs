@@ -14,7 +14,7 @@ use lsskd_edge::settings::{Settings, SettingsError, Sources};
 #[command(
     name = "lsskd-edge",
     version,
-    about = "Edge classification daemon with on-device LSSKD few-shot learning"
+    about = "Edge classification daemon (models trained with LSSKD) that learns new labels on the device"
 )]
 struct Cli {
     #[command(subcommand)]

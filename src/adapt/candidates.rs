@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::gate::{Candidate, Evidence, GateConfig, GateMetrics, OldItem, Verdict, judge, unit};
+use super::gate::{
+    Candidate, Evidence, GateConfig, GateMetrics, ShippedItem, Verdict, judge, unit,
+};
 use super::job::{Adapted, AnchoredReplay, Snapshot, adapt};
 use super::recipe::Recipe;
 use super::stats::wilson;
@@ -263,9 +265,9 @@ pub type FoldRunner<'a> = dyn Fn() -> anyhow::Result<Vec<(String, String)>> + 'a
 /// What the candidates are judged on (see the module documentation).
 pub struct GateData<'a> {
     /// Shipped-class images, by class name.
-    pub old: Vec<(String, &'a Raw)>,
+    pub shipped: Vec<(String, &'a Raw)>,
     /// `gate` or `replay`.
-    pub old_set: String,
+    pub shipped_source: String,
     /// Reference exemplars of imprinting (the replay the adaptation used).
     pub reference: Vec<&'a Raw>,
     /// The support set (every sample trained on).
@@ -273,7 +275,7 @@ pub struct GateData<'a> {
     /// Labels judged as new (learnt on the device): leave-one-out over their samples.
     pub new_labels: BTreeSet<String>,
     /// Held-back samples of shipped classes, by class name.
-    pub held_known: Vec<(String, &'a Raw)>,
+    pub held_shipped: Vec<(String, &'a Raw)>,
     /// Held-out predictions of the fine-tune by cross-validation ([`finetune_cv`]), run
     /// only when the imprint's leave-one-out leaves the fine-tune's verdict open.
     pub finetune_cv: Option<&'a FoldRunner<'a>>,
@@ -323,7 +325,7 @@ struct LiveView {
     /// Its prediction of each gate-set image (the "before").
     old_before: Vec<String>,
     /// Its prediction of each held-back sample of a shipped class.
-    known_before: Vec<String>,
+    held_before: Vec<String>,
     /// Per new label, the shipped class it looks most like.
     lookalikes: Vec<crate::adapt::gate::Lookalike>,
 }
@@ -336,15 +338,15 @@ fn live_view(
     pre: &Preprocess,
     data: &GateData<'_>,
 ) -> anyhow::Result<LiveView> {
-    let old_raw: Vec<&Raw> = data.old.iter().map(|(_, r)| *r).collect();
+    let old_raw: Vec<&Raw> = data.shipped.iter().map(|(_, r)| *r).collect();
     let (old_before, old_embedded): (Vec<String>, Vec<Vec<f32>>) =
         predict_and_embed(live, live_classes, pre, &old_raw)?
             .into_iter()
             .unzip();
-    let known_raw: Vec<&Raw> = data.held_known.iter().map(|(_, r)| *r).collect();
-    let known_before = predict(live, live_classes, pre, &known_raw)?;
+    let held_raw: Vec<&Raw> = data.held_shipped.iter().map(|(_, r)| *r).collect();
+    let held_before = predict(live, live_classes, pre, &held_raw)?;
     let old_embedded: Vec<(String, Vec<f32>)> = data
-        .old
+        .shipped
         .iter()
         .map(|(c, _)| c.clone())
         .zip(old_embedded)
@@ -357,7 +359,7 @@ fn live_view(
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(LiveView {
         old_before,
-        known_before,
+        held_before,
         lookalikes: super::gate::lookalikes(&old_embedded, &new_embedded),
     })
 }
@@ -400,28 +402,28 @@ fn judge_one(
     candidate: Candidate,
 ) -> anyhow::Result<Judged> {
     let model = Classifier::from_bytes(&snapshot.onnx)?;
-    let old_raw: Vec<&Raw> = data.old.iter().map(|(_, r)| *r).collect();
-    let known_raw: Vec<&Raw> = data.held_known.iter().map(|(_, r)| *r).collect();
+    let old_raw: Vec<&Raw> = data.shipped.iter().map(|(_, r)| *r).collect();
+    let held_raw: Vec<&Raw> = data.held_shipped.iter().map(|(_, r)| *r).collect();
     let old_after = predict(&model, &adapted.classes, pre, &old_raw)?;
-    let known_after = predict(&model, &adapted.classes, pre, &known_raw)?;
+    let held_after = predict(&model, &adapted.classes, pre, &held_raw)?;
     let ev = Evidence {
-        old: data
-            .old
+        shipped: data
+            .shipped
             .iter()
             .zip(view.old_before.iter().zip(old_after))
-            .map(|((class, _), (before, after))| OldItem {
+            .map(|((class, _), (before, after))| ShippedItem {
                 class: class.clone(),
                 before: before.clone(),
                 after,
             })
             .collect(),
-        old_set: data.old_set.clone(),
+        shipped_source: data.shipped_source.clone(),
         new,
         new_method: new_method.into(),
         labelled: data
-            .held_known
+            .held_shipped
             .iter()
-            .zip(view.known_before.iter().zip(known_after))
+            .zip(view.held_before.iter().zip(held_after))
             .map(|((l, _), (b, a))| (b == l, &a == l))
             .collect(),
         lookalikes: view.lookalikes.clone(),

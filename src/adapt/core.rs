@@ -173,17 +173,17 @@ pub fn run(
         )
     };
     let data = GateData {
-        old: req
+        shipped: req
             .sets
             .gate
             .iter()
             .map(|(l, r)| (m.classes[*l].clone(), r))
             .collect(),
-        old_set: req.sets.gate_source.into(),
+        shipped_source: req.sets.gate_source.into(),
         reference: req.sets.replay.iter().map(|(_, r)| r).collect(),
         support: req.support.iter().map(|(l, r)| (l.clone(), r)).collect(),
         new_labels: new_labels.clone(),
-        held_known: req
+        held_shipped: req
             .held_shipped
             .iter()
             .map(|(l, r)| (l.clone(), r))

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{Bounds, Paired, wilson};
-pub use crate::registry::card::{ClassChange, Confusion, GateMetrics, LabelEstimate, OldClasses};
+pub use crate::registry::card::{
+    ClassChange, Confusion, GateMetrics, LabelEstimate, ShippedClasses,
+};
 
 /// Promotion thresholds and the confidence they are judged at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +90,7 @@ pub enum Candidate {
 
 /// One image of a shipped class, classified by the live model and by the candidate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OldItem {
+pub struct ShippedItem {
     pub class: String,
     pub before: String,
     pub after: String,
@@ -98,10 +100,10 @@ pub struct OldItem {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Evidence {
     /// Shipped classes, paired: the same images before (live model) and after (candidate).
-    pub old: Vec<OldItem>,
-    /// Where `old` comes from: `gate` (the package's gate set) or `replay` (held-back
+    pub shipped: Vec<ShippedItem>,
+    /// Where `shipped` comes from: `gate` (the package's gate set) or `replay` (held-back
     /// replay exemplars, for packages without a gate set).
-    pub old_set: String,
+    pub shipped_source: String,
     /// New classes: `(true label, predicted label)` of held-out predictions.
     pub new: Vec<(String, String)>,
     /// How `new` was obtained (e.g. "leave-one-out of the imprinted model").
@@ -143,10 +145,10 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// [`Lookalike`]s of the labels in `new` (`(label, embedding)` of each sample) against the
-/// shipped classes' images `old` (`(class, embedding)`), both embedded by the live model.
-pub fn lookalikes(old: &[(String, Vec<f32>)], new: &[(String, Vec<f32>)]) -> Vec<Lookalike> {
+/// shipped classes' images `shipped` (`(class, embedding)`), both embedded by the live model.
+pub fn lookalikes(shipped: &[(String, Vec<f32>)], new: &[(String, Vec<f32>)]) -> Vec<Lookalike> {
     let mut classes: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
-    for (c, e) in old {
+    for (c, e) in shipped {
         classes.entry(c).or_default().push(unit(e));
     }
     // Each class: its centroid and its own images' similarities to it, ascending.
@@ -199,13 +201,13 @@ pub enum Verdict {
 
 /// The paired evidence on the shipped classes, overall and as the card reports it (the
 /// five most affected classes); None without any.
-fn shipped_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, OldClasses)> {
-    if ev.old.is_empty() {
+fn shipped_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, ShippedClasses)> {
+    if ev.shipped.is_empty() {
         return None;
     }
     let mut all = Paired::default();
     let mut per: BTreeMap<&str, (Paired, BTreeMap<&str, usize>)> = BTreeMap::new();
-    for it in &ev.old {
+    for it in &ev.shipped {
         let (b, a) = (it.before == it.class, it.after == it.class);
         all.add(b, a);
         let e = per.entry(it.class.as_str()).or_default();
@@ -235,8 +237,8 @@ fn shipped_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, OldClasses
     let b = all.drop_bounds(confidence);
     Some((
         all,
-        OldClasses {
-            set: ev.old_set.clone(),
+        ShippedClasses {
+            set: ev.shipped_source.clone(),
             n: all.n,
             losses: all.losses,
             gains: all.gains,
@@ -298,7 +300,7 @@ fn advise(
     cfg: &GateConfig,
     labels: &[LabelEstimate],
     new_failed: bool,
-    shipped: Option<&OldClasses>,
+    shipped: Option<&ShippedClasses>,
     shipped_failed: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -380,7 +382,7 @@ fn advise(
 ///   imprint's leave-one-out when that decides (a pessimistic proxy: the fine-tune adds
 ///   about 25 points on digits, so an imprint estimate at or above the threshold passes
 ///   the fine-tune, and one whose upper bound is below it fails it); in between, the
-///   learner cross-validates the fine-tune itself (`learner::finetune_cv`: three folds,
+///   learner cross-validates the fine-tune itself (`candidates::finetune_cv`: three folds,
 ///   each fine-tuned on the other samples with two thirds of the epochs and a fifth of the
 ///   budget, predicts its own).
 ///   With the imprint's point value alone 6 of 10 good vision 5-way 5-shot episodes
@@ -467,7 +469,7 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
 
 /// Rule *shipped classes*: the drop over all of them (paired, same images) has a lower
 /// bound above `max_old_drop`.
-fn shipped_drop_reason(cfg: &GateConfig, shipped: &OldClasses) -> Option<String> {
+fn shipped_drop_reason(cfg: &GateConfig, shipped: &ShippedClasses) -> Option<String> {
     if shipped.drop_lower <= cfg.max_old_drop + 1e-12 {
         return None;
     }
@@ -495,7 +497,7 @@ fn shipped_drop_reason(cfg: &GateConfig, shipped: &OldClasses) -> Option<String>
 /// since one such class of many moves the overall drop little.
 fn taken_class_reason(
     cfg: &GateConfig,
-    shipped: &OldClasses,
+    shipped: &ShippedClasses,
     w: &ClassChange,
     labels: &[LabelEstimate],
 ) -> Option<String> {
@@ -653,7 +655,13 @@ mod tests {
 
     /// `n` gate images of shipped classes `a`/`b`: all right before; `lost` wrong after
     /// (taken for `to`), `gained` of the wrong-before ones right after.
-    fn old(n: usize, wrong_before: usize, lost: usize, gained: usize, to: &str) -> Vec<OldItem> {
+    fn old(
+        n: usize,
+        wrong_before: usize,
+        lost: usize,
+        gained: usize,
+        to: &str,
+    ) -> Vec<ShippedItem> {
         (0..n)
             .map(|i| {
                 let class = if i % 2 == 0 { "a" } else { "b" }.to_string();
@@ -664,7 +672,7 @@ mod tests {
                 } else {
                     i < gained
                 };
-                OldItem {
+                ShippedItem {
                     before: if right_before {
                         class.clone()
                     } else {
@@ -702,10 +710,10 @@ mod tests {
             .collect()
     }
 
-    fn ev(old_items: Vec<OldItem>, new_preds: Vec<(String, String)>) -> Evidence {
+    fn ev(old_items: Vec<ShippedItem>, new_preds: Vec<(String, String)>) -> Evidence {
         Evidence {
-            old: old_items,
-            old_set: "gate".into(),
+            shipped: old_items,
+            shipped_source: "gate".into(),
             new: new_preds,
             new_method: "test".into(),
             labelled: Vec::new(),
@@ -815,7 +823,7 @@ mod tests {
 
     /// 10 shipped classes × 50 gate images, all right before; `lost` images of `c0` are
     /// taken for `thief` after.
-    fn one_class_taken(lost: usize, thief: &str) -> Vec<OldItem> {
+    fn one_class_taken(lost: usize, thief: &str) -> Vec<ShippedItem> {
         (0..500)
             .map(|i| {
                 let class = format!("c{}", i / 50);
@@ -824,7 +832,7 @@ mod tests {
                 } else {
                     class.clone()
                 };
-                OldItem {
+                ShippedItem {
                     before: class.clone(),
                     after,
                     class,

@@ -90,7 +90,7 @@ pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
     }
 }
 
-/// Decides when stored samples call for an adaptation (main loop side).
+/// Decides when stored samples call for an adaptation (on the inbound thread, which stores the samples).
 pub struct Scheduler {
     cfg: AdaptSettings,
     since_last: BTreeMap<String, usize>,

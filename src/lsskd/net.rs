@@ -251,7 +251,7 @@ pub struct ClassifierHead {
     pub bias: Option<Param<Tensor<1>>>,
     pub scale: f32,
     /// Cosine heads: a fixed offset added to each class's logit, `[classes]` or empty
-    /// (none). Not trained; kept by the package manifest (`TrainState::logit_offset`), not
+    /// (none). Not trained; kept by the package manifest (`CheckpointInfo::logit_offset`), not
     /// the training state.
     #[module(skip)]
     pub offset: Vec<f32>,

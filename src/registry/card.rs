@@ -24,8 +24,8 @@ pub struct ClassChange {
 
 /// Shipped classes, before vs after on the same images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OldClasses {
-    /// `gate` or `replay` (see `adapt::gate::Evidence::old_set`).
+pub struct ShippedClasses {
+    /// `gate` or `replay` (see `adapt::gate::Evidence::shipped_source`).
     pub set: String,
     pub n: usize,
     pub losses: usize,
@@ -80,7 +80,7 @@ pub struct GateMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old: Option<OldClasses>,
+    pub old: Option<ShippedClasses>,
     /// Bounds of `new_after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_lower: Option<f64>,

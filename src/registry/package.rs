@@ -70,7 +70,7 @@ pub struct CheckpointInfo {
     pub file: String,
     pub aux_heads: bool,
     pub transforms: TransformSet,
-    /// Offsets of the classifier's logits (`Classifier::offset`; the taught labels' after
+    /// Offsets of the classifier's logits (`lsskd::net::ClassifierHead::offset`; the taught labels' after
     /// a fine-tune), one per class; empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logit_offset: Vec<f32>,
