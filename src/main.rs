@@ -111,7 +111,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             commands::print_report(&fewshot::run(&args)?, json, fewshot::render)
         }
         Command::Run { config } => {
-            let settings = Settings::load(&Sources::from_process(config))?;
+            let sources = Sources::from_process(config);
+            let settings = Settings::load(&sources)?;
+            for w in lsskd_edge::settings::secret_warnings(&sources, &settings) {
+                tracing::warn!("{w}");
+            }
             lsskd_edge::daemon::run_until_signal(settings)
         }
         Command::Watch(args) => watch::execute(args),

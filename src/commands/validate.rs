@@ -23,7 +23,11 @@ pub struct PrintConfigArgs {
 
 /// `lsskd-edge validate`: [`run`], then the line for settings that passed.
 pub fn execute(args: ValidateArgs) -> anyhow::Result<()> {
-    let settings = run(&Sources::from_process(args.config))?;
+    let sources = Sources::from_process(args.config);
+    let settings = run(&sources)?;
+    for w in crate::settings::secret_warnings(&sources, &settings) {
+        eprintln!("warning: {w}");
+    }
     print!("{}", render(&settings));
     Ok(())
 }

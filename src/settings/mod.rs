@@ -91,7 +91,12 @@ pub struct MqttSettings {
     pub port: u16,
     pub embedded_broker: bool,
     pub username: String,
+    /// The password itself; better kept out of the settings file: see `password_file`.
     pub password: String,
+    /// A file holding the password (its first line), e.g. mode 0600 or a systemd credential.
+    /// With neither set, the systemd credential `mqtt-password` is used when the service has
+    /// one (`LoadCredential=mqtt-password:…`, read from `$CREDENTIALS_DIRECTORY`).
+    pub password_file: String,
     pub qos: Qos,
     pub topic_prefix: String,
     pub keep_alive_secs: u64,
@@ -283,13 +288,92 @@ pub struct Sources {
     pub env: Vec<(String, String)>,
 }
 
+/// systemd's credentials folder of the service (`LoadCredential=`).
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// The systemd credential the MQTT password is read from, when nothing else sets it.
+pub const PASSWORD_CREDENTIAL: &str = "mqtt-password";
+
+impl MqttSettings {
+    /// Fill `password` from `password_file`, or from the systemd credential
+    /// [`PASSWORD_CREDENTIAL`] in `credentials` when neither is set; a problem when both
+    /// `password` and `password_file` are set or the file cannot be read.
+    fn read_password(&mut self, credentials: Option<&Path>) -> Option<String> {
+        let file = match (self.password.is_empty(), self.password_file.is_empty()) {
+            (false, false) => {
+                return Some(
+                    "`mqtt.password_file`: set together with `mqtt.password`; keep one".into(),
+                );
+            }
+            (false, true) => return None,
+            (true, false) => PathBuf::from(&self.password_file),
+            (true, true) => match credentials.map(|d| d.join(PASSWORD_CREDENTIAL)) {
+                Some(c) if c.is_file() => c,
+                _ => return None,
+            },
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                self.password = text.lines().next().unwrap_or_default().to_string();
+                None
+            }
+            Err(e) => Some(format!(
+                "`mqtt.password_file`: cannot read {}: {e}",
+                file.display()
+            )),
+        }
+    }
+}
+
+/// Whether every user of the machine may read `path` (Unix permission bits).
+fn world_readable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o004 != 0).then_some(mode)
+}
+
+/// Warnings about how the settings keep their secrets (not problems: the daemon runs):
+/// an MQTT password written in a settings file, or a password file, that every user of
+/// the machine can read.
+pub fn secret_warnings(sources: &Sources, settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    let file = sources
+        .file
+        .clone()
+        .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()));
+    if let Some(f) = file
+        && let Some(mode) = world_readable(&f)
+        && std::fs::read_to_string(&f)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("mqtt")?.get("password")?.as_str().map(str::to_owned))
+            .is_some_and(|p| !p.is_empty())
+    {
+        out.push(format!(
+            "`mqtt.password` is written in {}, which every user can read (mode {mode:04o}): \
+             move it to `mqtt.password_file` (mode 0600) or the systemd credential \
+             `{PASSWORD_CREDENTIAL}`, or make the file 0640",
+            f.display()
+        ));
+    }
+    let pf = &settings.mqtt.password_file;
+    if !pf.is_empty()
+        && let Some(mode) = world_readable(Path::new(pf))
+    {
+        out.push(format!(
+            "`mqtt.password_file` {pf} can be read by every user (mode {mode:04o}); make it 0600"
+        ));
+    }
+    out
+}
+
 impl Sources {
     /// The process's real sources.
     pub fn from_process(file: Option<PathBuf>) -> Self {
         Self {
             file,
             env: std::env::vars()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX) || k == CREDENTIALS_ENV)
                 .collect(),
         }
     }
@@ -311,6 +395,12 @@ impl Settings {
         }
         problems.extend(settings.problems());
         problems.extend(settings.path_problems());
+        let credentials = sources
+            .env
+            .iter()
+            .find(|(k, _)| k == CREDENTIALS_ENV)
+            .map(|(_, v)| PathBuf::from(v));
+        problems.extend(settings.mqtt.read_password(credentials.as_deref()));
         if problems.is_empty() {
             Ok(settings.resolved())
         } else {
@@ -382,7 +472,10 @@ impl Settings {
     /// The merged settings as TOML (passwords masked).
     pub fn to_toml(&self) -> String {
         let mut masked = self.clone();
-        if !masked.mqtt.password.is_empty() {
+        if !masked.mqtt.password_file.is_empty() {
+            // Read from the file; the file is what the settings say.
+            masked.mqtt.password.clear();
+        } else if !masked.mqtt.password.is_empty() {
             masked.mqtt.password = "********".into();
         }
         toml::to_string_pretty(&masked)
@@ -704,5 +797,81 @@ kind = "microphone"
         );
         let text = s.expect("valid").to_toml();
         assert!(!text.contains("secret") && text.contains("********"));
+    }
+
+    #[test]
+    fn the_password_comes_from_its_file_or_the_systemd_credential() {
+        let secrets = tempfile::tempdir().expect("tempdir");
+        let file = secrets.path().join("pw");
+        std::fs::write(&file, "from-file\nignored\n").expect("write");
+        let toml = format!(
+            "[mqtt]\nusername = \"u\"\npassword_file = \"{}\"\n",
+            file.display()
+        );
+        let (s, _d) = load(Some(&toml), &[]);
+        let s = s.expect("valid");
+        assert_eq!(s.mqtt.password, "from-file", "its first line");
+        assert!(!s.to_toml().contains("from-file"), "not printed");
+
+        // Neither set: the service's credential `mqtt-password`, when it has one.
+        std::fs::write(secrets.path().join(PASSWORD_CREDENTIAL), "from-systemd").expect("w");
+        let creds = secrets.path().to_string_lossy().to_string();
+        let (s, _d) = load(
+            Some("[mqtt]\nusername = \"u\"\n"),
+            &[(CREDENTIALS_ENV, &creds)],
+        );
+        assert_eq!(s.expect("valid").mqtt.password, "from-systemd");
+        let (s, _d) = load(
+            Some("[mqtt]\nusername = \"u\"\npassword = \"inline\"\n"),
+            &[(CREDENTIALS_ENV, &creds)],
+        );
+        assert_eq!(s.expect("valid").mqtt.password, "inline", "set: kept");
+
+        // Both, or a file that is not there: a problem naming the key.
+        let both = format!("{toml}password = \"x\"\n");
+        let err = load(Some(&both), &[]).0.expect_err("both set");
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("`mqtt.password_file`")),
+            "{err:?}"
+        );
+        let (err, _d) = load(
+            Some("[mqtt]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"),
+            &[],
+        );
+        let err = err.expect_err("missing file");
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("`mqtt.password_file`: cannot read /nonexistent/pw")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_password_in_a_settings_file_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("config.toml");
+        std::fs::write(&f, "[mqtt]\nusername = \"u\"\npassword = \"secret\"\n").expect("w");
+        let sources = Sources {
+            file: Some(f.clone()),
+            env: Vec::new(),
+        };
+        let mode = |m: u32| {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        mode(0o644);
+        let settings = Settings::load(&sources).expect("valid");
+        let w = secret_warnings(&sources, &settings);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("every user can read (mode 0644)"), "{w:?}");
+        mode(0o640);
+        assert!(secret_warnings(&sources, &settings).is_empty());
+        // No password in the file: nothing to warn about, whatever its mode.
+        std::fs::write(&f, "[mqtt]\nusername = \"u\"\n").expect("w");
+        mode(0o644);
+        assert!(secret_warnings(&sources, &settings).is_empty());
     }
 }

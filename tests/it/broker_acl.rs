@@ -1,7 +1,9 @@
 //! The example locked-down broker (`config/mosquitto/lsskd-edge.acl`) on mosquitto: the
 //! device (user = its id) publishes its predictions; a user without the trainer role can
-//! neither teach it (its sample never reaches the device, nothing is stored) nor forge its
-//! predictions; the `trainer` user can teach it.
+//! read them but can neither teach it (its sample never reaches the device, nothing is
+//! stored), nor forge its predictions, nor read what it was taught with or asked about
+//! (samples, label requests and their thumbnails); the `trainer` user can teach it and
+//! read those.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,6 +24,27 @@ fn pub_as(port: u16, user: &str, password: &str, topic: &str, payload: &str) {
         .expect("mosquitto_pub")
         .success();
     assert!(ok, "mosquitto_pub as {user}");
+}
+
+/// `mosquitto_sub` as `user`: up to `count` messages on `topic` within `timeout`.
+fn sub_as(
+    port: u16,
+    user: &str,
+    password: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> std::process::Child {
+    let child = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-u", user, "-P", password, "-t", topic, "-v"])
+        .args(["-C", &count.to_string()])
+        .args(["-W", &timeout.as_secs().max(1).to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(Duration::from_millis(500));
+    child
 }
 
 fn sample(id: &str) -> String {
@@ -62,19 +85,40 @@ fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
             ("viewer", VIEWER_PW),
         ],
     );
+    // The device logs in with its password in a file of its own (`mqtt.password_file`),
+    // not in the settings.
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let password_file = secrets.path().join("mqtt-password");
+    std::fs::write(&password_file, format!("{DEVICE_PW}\n")).expect("password file");
     let config = format!(
-        "device_id = \"it\"\n[[pipeline]]\nname = \"door\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{}\"\ninterval_ms = 100\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"it\"\npassword = \"{DEVICE_PW}\"\nreconnect_max_secs = 2\nhomeassistant_prefix = \"\"\n[adapt]\nauto_after = 0\n",
+        "device_id = \"it\"\n[[pipeline]]\nname = \"door\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{}\"\ninterval_ms = 100\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"it\"\npassword_file = \"{}\"\nreconnect_max_secs = 2\nhomeassistant_prefix = \"\"\n[adapt]\nauto_after = 0\n",
         model("vision"),
         samples("vision"),
-        broker.port
+        broker.port,
+        password_file.display()
     );
     let daemon = Daemon::start(&config, &[]);
-    // The device may publish its predictions (anyone may read them).
-    let preds = broker.sub("lsskd/it/door/prediction", 1, Duration::from_secs(30));
+    // The device may publish its predictions, and a home's user may read them.
+    let preds = sub_as(
+        broker.port,
+        "viewer",
+        VIEWER_PW,
+        "lsskd/it/door/prediction",
+        1,
+        Duration::from_secs(30),
+    );
+    let preds = crate::harness::collect(preds);
     assert_eq!(preds.len(), 1, "log:\n{}", daemon.log());
 
     // A viewer cannot teach: mosquitto drops the sample, the device never sees it.
-    let acks = broker.sub_background("lsskd/it/samples/vision/ack", 1, Duration::from_secs(4));
+    let acks = sub_as(
+        broker.port,
+        "trainer",
+        TRAINER_PW,
+        "lsskd/it/samples/vision/ack",
+        1,
+        Duration::from_secs(4),
+    );
     pub_as(
         broker.port,
         "viewer",
@@ -114,8 +158,23 @@ fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
         "{seen:?}"
     );
 
-    // The trainer can.
-    let acks = broker.sub_background("lsskd/it/samples/vision/ack", 1, Duration::from_secs(15));
+    // The trainer can, and a home's user sees neither the sample nor its ack.
+    let acks = sub_as(
+        broker.port,
+        "trainer",
+        TRAINER_PW,
+        "lsskd/it/samples/vision/ack",
+        1,
+        Duration::from_secs(15),
+    );
+    let peeking = sub_as(
+        broker.port,
+        "viewer",
+        VIEWER_PW,
+        "lsskd/it/samples/#",
+        1,
+        Duration::from_secs(6),
+    );
     pub_as(
         broker.port,
         "trainer",
@@ -132,4 +191,55 @@ fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
         "{ack}"
     );
     assert_eq!(stored(&daemon.state_dir()).len(), 1);
+    let peeked = crate::harness::collect(peeking);
+    assert!(
+        peeked.is_empty(),
+        "a home's user read the samples: {peeked:?}"
+    );
+
+    // Label requests carry a capture of the home: only the device writes them, only the
+    // admin roles read them. (Published by the device's own login, retained, as the
+    // daemon publishes a request's thumbnail.)
+    pub_retained_as(
+        broker.port,
+        "it",
+        DEVICE_PW,
+        "lsskd/it/label_request/thumbnail",
+        "{\"request_id\":\"r1\",\"thumbnail\":\"iVBORw0KGgo=\"}",
+    );
+    let viewer = sub_as(
+        broker.port,
+        "viewer",
+        VIEWER_PW,
+        "lsskd/it/label_request/#",
+        1,
+        Duration::from_secs(3),
+    );
+    let trainer = sub_as(
+        broker.port,
+        "trainer",
+        TRAINER_PW,
+        "lsskd/it/label_request/#",
+        1,
+        Duration::from_secs(10),
+    );
+    let (viewer, trainer) = (
+        crate::harness::collect(viewer),
+        crate::harness::collect(trainer),
+    );
+    assert!(
+        viewer.is_empty(),
+        "a home's user read a thumbnail: {viewer:?}"
+    );
+    assert_eq!(trainer.len(), 1, "the trainer reads label requests");
+}
+
+fn pub_retained_as(port: u16, user: &str, password: &str, topic: &str, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-r"])
+        .args(["-u", user, "-P", password, "-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub")
+        .success();
+    assert!(ok, "mosquitto_pub as {user}");
 }

@@ -41,3 +41,28 @@ fn print_config_shows_environment_overrides() {
     let parsed: toml::Value = toml::from_str(&text).expect("valid TOML");
     assert_eq!(parsed["mqtt"]["port"].as_integer(), Some(18830));
 }
+
+#[test]
+fn validate_warns_about_a_password_in_a_settings_file_every_user_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("config.toml");
+    fs::write(&f, "[mqtt]\nusername = \"porch\"\npassword = \"hunter2\"\n").expect("write");
+    let validate = |mode: u32| {
+        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).expect("chmod");
+        cli(&["validate", "--config", f.to_str().expect("utf-8")])
+    };
+    let o = validate(0o644);
+    assert!(o.status.success(), "a warning, not an error: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: `mqtt.password` is written in")
+            && err.contains("mode 0644")
+            && err.contains("mqtt.password_file"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the warning does not print the password");
+    let o = validate(0o640);
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
