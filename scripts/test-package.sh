@@ -5,7 +5,9 @@
 #      replay sources (a replay config dropped into /etc/lsskd-edge/config.toml);
 #   2. when a pipeline hangs (its camera source blocked in a read), the daemon withholds
 #      the watchdog ping, and systemd kills and restarts it;
-#   3. `dpkg --purge` removes it cleanly: unit, binary, conffile and state gone.
+#   3. `dpkg --purge` removes it cleanly: unit, binary, conffile, state and group gone.
+# It also checks that the settings are installed 0640 root:lsskd-config (they may hold the
+# MQTT password) and that the service, a dynamic user in that group, still reads them.
 # Root and systemd-nspawn (package systemd-container) are needed; without them it says so
 # and exits 0. Usage: scripts/test-package.sh PATH/TO/lsskd-edge_*_amd64.deb
 set -euo pipefail
@@ -86,6 +88,12 @@ in_c dpkg -i /opt/lsskd-pkg/lsskd-edge.deb
 in_c_has '^enabled$' systemctl is-enabled lsskd-edge || fail "not enabled on install"
 in_c test -f /usr/share/lsskd-edge/models/vision/model.onnx || fail "models missing"
 in_c test -d /usr/share/lsskd-edge/models/vision/gate || fail "gate set missing"
+# The settings may hold the MQTT password: 0640 root:lsskd-config, not for other users.
+mode=$(in_c stat -c '%a %U:%G' /etc/lsskd-edge/config.toml)
+[ "$mode" = "640 root:lsskd-config" ] || fail "config.toml is $mode, not 640 root:lsskd-config"
+in_c setpriv --reuid=nobody --regid=nogroup --clear-groups cat /etc/lsskd-edge/config.toml \
+  >/dev/null 2>&1 && fail "another user can read config.toml"
+echo "settings: $mode, unreadable by other users"
 cat >"$root/etc/lsskd-edge/config.toml" <<'TOML'
 device_id = "pkgtest"
 state_dir = "/var/lib/lsskd-edge"
@@ -156,4 +164,5 @@ for f in /usr/bin/lsskd-edge /etc/lsskd-edge/config.toml /var/lib/lsskd-edge \
   in_c test -e "$f" && fail "$f left after purge"
 done
 in_c systemctl cat lsskd-edge >/dev/null 2>&1 && fail "unit left after purge"
+in_c getent group lsskd-config >/dev/null && fail "group lsskd-config left after purge"
 echo "PASS package test: installed, running, restarted by the watchdog, purged"

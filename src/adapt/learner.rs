@@ -252,3 +252,65 @@ fn write_version(
     let staged = versions.stage(manifest, current.version, files)?;
     Ok(versions.promote(staged.manifest.version)?)
 }
+
+/// What `forget <label>` did to the live model.
+#[derive(Debug)]
+pub enum Forgotten {
+    /// The live model has no such label.
+    NotServed,
+    /// A class the model was shipped with: it stays (only `promote 0` or a rollback
+    /// changes the shipped classes).
+    Shipped,
+    /// A new version without the label, promoted.
+    Version(Box<ModelPackage>),
+}
+
+/// A new version of the live model without `label`, a label learnt on the device: its
+/// rows go (`lsskd::imprint::remove_class`) and its replay exemplars with them. Nothing
+/// is trained, so every other class scores exactly as before; no gate is needed.
+pub fn forget(versions: &Versions, label: &str) -> anyhow::Result<Forgotten> {
+    let current = versions.open_current()?;
+    let pkg = &current.package;
+    let m = &pkg.manifest;
+    let Some(class) = m.classes.iter().position(|c| c == label) else {
+        return Ok(Forgotten::NotServed);
+    };
+    let shipped = match current.version {
+        0 => m.classes.clone(),
+        _ => ModelPackage::load(&versions.path_of(0))?.manifest.classes,
+    };
+    if shipped.iter().any(|c| c == label) {
+        return Ok(Forgotten::Shipped);
+    }
+    let device = crate::lsskd::training_device(0);
+    let net = pkg.load_train_net(&device)?;
+    let net = crate::lsskd::imprint::remove_class(net, class, m.train_state.transforms.len())?;
+    let snapshot = super::job::Snapshot::of(&net, m.preprocess.input_shape())?;
+    let own_replay = format!("{REPLAY_DIR}/{label}/");
+    let mut files = vec![
+        (MODEL_ONNX.to_string(), snapshot.onnx),
+        (TRAIN_STATE.to_string(), snapshot.train_state),
+    ];
+    for rel in m
+        .files
+        .keys()
+        .filter(|k| k.starts_with(&format!("{REPLAY_DIR}/")) && !k.starts_with(&own_replay))
+    {
+        let path = pkg.dir.join(rel);
+        files.push((
+            rel.clone(),
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        ));
+    }
+    let mut manifest = m.clone();
+    manifest.classes.remove(class);
+    manifest.created_at = crate::registry::package::now_rfc3339();
+    manifest.deployed.param_count = snapshot.param_count;
+    manifest.train_state.logit_offset = snapshot.logit_offset;
+    // The parent's adaptation record judged a label this version does not have.
+    manifest.adaptation = None;
+    let staged = versions.stage(manifest, current.version, files)?;
+    Ok(Forgotten::Version(Box::new(
+        versions.promote(staged.manifest.version)?,
+    )))
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::metrics::AdaptCounters;
 use super::models::{ModelSlot, load_model};
-use crate::adapt::learner::{self, Outcome, Phase};
+use crate::adapt::learner::{self, Forgotten, Outcome, Phase};
 use crate::adapt::schedule::{Job, JobEnd, Labels, Scheduler, TrainerQueue, parse_command};
 use crate::capture::now_ms;
 use crate::capture::ring::CaptureRing;
@@ -465,15 +465,24 @@ impl TrainerThread {
                     slot.store.remove(&meta.id)?;
                     n += 1;
                 }
-                tracing::info!(%model, %label, samples = n, "label forgotten");
+                tracing::info!(%model, %label, samples = n, "label's samples deleted");
                 let mut st = TrainingState::new(model, TrainState::Idle);
                 st.kind = Some("forget".into());
-                st.reason = Some(if slot.live.load().classes.contains(label) {
-                    format!(
-                        "{n} samples of `{label}` deleted; the live model keeps `{label}` until a rollback"
-                    )
-                } else {
-                    format!("{n} samples of `{label}` deleted")
+                st.reason = Some(match learner::forget(&slot.versions, label)? {
+                    Forgotten::NotServed => format!("{n} samples of `{label}` deleted"),
+                    Forgotten::Shipped => format!(
+                        "{n} samples of `{label}` deleted; `{label}` is a shipped class and stays in the model (`promote 0` serves the shipped model)"
+                    ),
+                    Forgotten::Version(pkg) => {
+                        self.swap(slot, &pkg)?;
+                        st.state = TrainState::Promoted;
+                        st.version = Some(pkg.manifest.version);
+                        tracing::info!(%model, %label, version = pkg.manifest.version, "label forgotten");
+                        format!(
+                            "{n} samples of `{label}` deleted; version {} serves without `{label}`",
+                            pkg.manifest.version
+                        )
+                    }
                 });
                 self.publish_card(slot);
                 Ok(Ran::Done(Box::new(st)))

@@ -100,6 +100,53 @@ fn append_rows(c: &mut ClassifierHead, new_rows: Vec<Vec<f32>>) {
     }
 }
 
+/// Keep the rows of `c` that `keep` says yes to (and their offsets and biases).
+fn keep_rows(c: &mut ClassifierHead, keep: impl Fn(usize) -> bool) {
+    let w = c.weight.val();
+    let device = w.device();
+    let [rows, d] = w.dims();
+    let kept: Vec<usize> = (0..rows).filter(|&r| keep(r)).collect();
+    let data: Vec<f32> = w.into_data().try_to_vec::<f32>().expect("f32 weights");
+    let flat: Vec<f32> = kept
+        .iter()
+        .flat_map(|&r| data[r * d..(r + 1) * d].iter().copied())
+        .collect();
+    let n = kept.len();
+    c.weight = Param::from_tensor(Tensor::<2>::from_data(
+        TensorData::new(flat, [n, d]),
+        &device,
+    ));
+    if let Some(b) = &c.bias {
+        let data: Vec<f32> = b.val().into_data().try_to_vec::<f32>().expect("f32 bias");
+        let flat: Vec<f32> = kept.iter().map(|&r| data[r]).collect();
+        c.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+            TensorData::new(flat, [n]),
+            &device,
+        )));
+    }
+    if !c.offset.is_empty() {
+        c.offset = kept.iter().map(|&r| c.offset[r]).collect();
+    }
+}
+
+/// `net` without class `class`: its row of the student's classifier and its `m` rows
+/// (joint labels `class·M + j`) of every auxiliary head go; every other row, and so every
+/// other class's logits, is unchanged (the classes after it move down one index). The
+/// inverse of imprinting a class; `forget` uses it for a label learnt on the device.
+pub fn remove_class(mut net: TrainNet, class: usize, m: usize) -> Result<TrainNet, LsskdError> {
+    let classes = net.student.classifier.classes();
+    if class >= classes || classes < 2 {
+        return Err(LsskdError::Arch(format!(
+            "cannot remove class {class} of {classes}"
+        )));
+    }
+    keep_rows(&mut net.student.classifier, |r| r != class);
+    for head in &mut net.aux {
+        keep_rows(&mut head.classifier, |r| r / m.max(1) != class);
+    }
+    Ok(net)
+}
+
 /// *(choice)* The centres of centred imprinting: the mean normalised pooled feature of the
 /// existing classes' exemplars (the package's replay), per head and, for auxiliary heads,
 /// per transform. Post-ReLU pooled features all lie near one common direction, so a plain

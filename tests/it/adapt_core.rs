@@ -127,3 +127,76 @@ fn the_benchmark_and_the_daemon_learner_give_the_same_verdict_and_model_bytes() 
         "a fine-tune depends on its seed"
     );
 }
+
+#[test]
+fn forget_serves_a_version_without_the_label_and_every_other_score_unchanged() {
+    use lsskd_edge::adapt::learner::Forgotten;
+    use lsskd_edge::inference::Classifier;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = repo().join("models/vision");
+    let versions = Versions::new(dir.path(), "vision", &shipped, 3).expect("versions");
+    let store = SampleStore::open(dir.path(), "vision", 1000).expect("store");
+    store_digits(&store);
+    let settings = AdaptSettings::defaults();
+    let imprinted = learner::run(
+        &versions,
+        &store,
+        &settings,
+        true,
+        3,
+        &|| false,
+        &mut |_| {},
+    )
+    .expect("imprint");
+    let Outcome::Promoted {
+        package: before, ..
+    } = imprinted
+    else {
+        panic!("imprint of three digits: {imprinted:?}");
+    };
+    let k = before
+        .manifest
+        .classes
+        .iter()
+        .position(|c| c == "digit_5")
+        .expect("digit_5 served");
+
+    assert!(matches!(
+        learner::forget(&versions, "sneaker").expect("forget"),
+        Forgotten::Shipped
+    ));
+    assert!(matches!(
+        learner::forget(&versions, "digit_9").expect("forget"),
+        Forgotten::NotServed
+    ));
+    let Forgotten::Version(after) = learner::forget(&versions, "digit_5").expect("forget") else {
+        panic!("a version without digit_5");
+    };
+    assert_eq!(
+        versions.open_current().expect("current").version,
+        after.manifest.version
+    );
+    let mut expected = before.manifest.classes.clone();
+    expected.remove(k);
+    assert_eq!(after.manifest.classes, expected);
+    assert!(
+        after.manifest.files.keys().all(|f| !f.contains("digit_5")),
+        "its replay exemplars go too"
+    );
+    // Nothing is retrained: every other class scores as before.
+    let (old, new) = (
+        Classifier::load(&before.onnx_path()).expect("before"),
+        Classifier::load(&after.onnx_path()).expect("after"),
+    );
+    let pre = &before.manifest.preprocess;
+    for (_, raw) in stored_support(&store).iter().take(8) {
+        let x = pre.tensor(raw).expect("tensor");
+        let mut a = old.classify(&x).expect("classify").logits;
+        a.remove(k);
+        let b = new.classify(&x).expect("classify").logits;
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+}

@@ -85,7 +85,7 @@ fn the_board_config_the_package_installs_is_valid() {
     let cargo =
         std::fs::read_to_string(crate::common::repo().join("Cargo.toml")).expect("Cargo.toml");
     assert!(
-        cargo.contains(r#"["config/board.toml", "etc/lsskd-edge/config.toml", "644"]"#),
+        cargo.contains(r#"["config/board.toml", "etc/lsskd-edge/config.toml", "640"]"#),
         "the package installs config/board.toml as /etc/lsskd-edge/config.toml"
     );
 }

@@ -53,7 +53,11 @@ fn validate_warns_about_a_password_in_a_settings_file_every_user_can_read() {
         cli(&["validate", "--config", f.to_str().expect("utf-8")])
     };
     let o = validate(0o644);
-    assert!(o.status.success(), "a warning, not an error: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "a warning, not an error: {}",
+        stderr(&o)
+    );
     let err = stderr(&o);
     assert!(
         err.contains("warning: `mqtt.password` is written in")
@@ -61,7 +65,10 @@ fn validate_warns_about_a_password_in_a_settings_file_every_user_can_read() {
             && err.contains("mqtt.password_file"),
         "{err}"
     );
-    assert!(!err.contains("hunter2"), "the warning does not print the password");
+    assert!(
+        !err.contains("hunter2"),
+        "the warning does not print the password"
+    );
     let o = validate(0o640);
     assert!(o.status.success());
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));

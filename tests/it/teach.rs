@@ -367,7 +367,8 @@ fn any_three_digits_end_served_or_reported_over_five_draws() {
             &daemon,
             lsskd_edge::settings::AdaptSettings::defaults().min_new_accuracy,
         );
-        // The next draw starts from the shipped model and no samples.
+        // `forget` means forget: each label's samples go, and a version without it
+        // serves (the card's classes no longer have it).
         for l in &labels {
             assert!(publish(
                 broker.port,
@@ -375,6 +376,25 @@ fn any_three_digits_end_served_or_reported_over_five_draws() {
                 &format!("forget {l}")
             ));
         }
+        let start = Instant::now();
+        loop {
+            let card = retained(&broker, "lsskd/it/model/vision/info").expect("card");
+            let gone = labels.iter().all(|l| !served(&card, l));
+            if gone
+                && card["samples_per_class"]
+                    .as_object()
+                    .is_some_and(|c| c.is_empty())
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "forgotten labels still served: {card}; log:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // The next draw starts from the shipped model.
         assert!(publish(
             broker.port,
             "lsskd/it/model/vision/cmd",
