@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lsskd_edge::commands::{
-    self, bench, bench_train, eval, export, fewshot, predict, samples, train, validate, watch,
+    self, bench, bench_train, eval, export, fewshot, predict, samples, train, validate, versions,
+    watch,
 };
 use lsskd_edge::settings::{Settings, SettingsError, Sources};
 
@@ -51,6 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: samples::SamplesCommand,
     },
+    /// The stored versions of a model, as the running device reports them.
+    Versions(versions::VersionsArgs),
     /// Send labelled samples to a running device over MQTT.
     Sample {
         #[command(subcommand)]
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => watch::execute(args),
         Command::Samples { command } => samples::execute(command),
         Command::Sample { command } => samples::execute_send(command),
+        Command::Versions(args) => versions::execute(args),
         Command::Bench(args) => bench::execute(&args),
         Command::BenchTrain { args, json } => {
             commands::print_report(&bench_train::run(&args)?, json, bench_train::render)

@@ -84,7 +84,7 @@ pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
             label.chars().take(64).collect::<String>()
         )),
         _ => Err(format!(
-            "unknown command `{}` (adapt, rollback, promote <version>, forget <label>)",
+            "unknown command `{}` (adapt, rollback, promote <version>, forget <label>, versions, samples)",
             text.chars().take(64).collect::<String>()
         )),
     }

@@ -18,6 +18,7 @@ pub mod predict;
 pub mod samples;
 pub mod train;
 pub mod validate;
+pub mod versions;
 pub mod watch;
 
 /// Where a client helper connects: the settings file's `[mqtt]`, overridden per flag.

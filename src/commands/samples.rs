@@ -20,12 +20,22 @@ use super::BrokerArgs;
 /// `lsskd-edge samples …`: the labelled samples stored on this device.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SamplesCommand {
-    /// Sample counts per label, per model.
+    /// Sample counts per label, per model, as the running daemon reports them (the
+    /// `samples` command over MQTT); `--local` reads the store itself (the daemon stopped).
     List {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        broker: BrokerArgs,
         #[arg(long)]
         model: Option<String>,
+        /// Target device id (default: the settings' device id).
+        #[arg(long)]
+        device: Option<String>,
+        /// Read the sample store on this machine instead of asking the daemon.
+        #[arg(long)]
+        local: bool,
+        /// Seconds to wait for the daemon's answer.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
         #[arg(long)]
         json: bool,
     },
@@ -76,12 +86,39 @@ pub enum SampleCommand {
 pub fn execute(command: SamplesCommand) -> anyhow::Result<()> {
     match command {
         SamplesCommand::List {
-            config,
+            broker,
             model,
+            device,
+            local,
+            timeout_secs,
             json,
         } => {
-            let settings = Settings::load(&Sources::from_process(config))?;
-            let lists = list(&settings, model.as_deref())?;
+            let (settings, mqtt) = broker.load()?;
+            let lists = if local {
+                list(&settings, model.as_deref())?
+            } else {
+                let device = device.unwrap_or_else(|| settings.device_id());
+                let models = match model {
+                    Some(m) => vec![m],
+                    None => pipeline_models(&settings),
+                };
+                let mut lists = BTreeMap::new();
+                for m in models {
+                    let topics = Topics::new(&settings.mqtt.topic_prefix, &device, "");
+                    let answer = ask(
+                        &mqtt,
+                        &topics,
+                        &m,
+                        "samples",
+                        topics.samples_list(&m),
+                        Duration::from_secs(timeout_secs),
+                    )?;
+                    let reply: crate::mqtt::payload::SamplesReply =
+                        serde_json::from_slice(&answer).context("the daemon's answer")?;
+                    lists.insert(m, reply.counts);
+                }
+                lists
+            };
             super::print_report(&lists, json, |l| render_list(l, &settings.state_dir))
         }
         SamplesCommand::Export {
@@ -135,6 +172,63 @@ pub fn execute_send(command: SampleCommand) -> anyhow::Result<()> {
     print!("{text}");
     anyhow::ensure!(refused == 0, "{refused} sample(s) rejected");
     Ok(())
+}
+
+/// The models the settings' pipelines run, by the name the daemon knows them by (their
+/// manifest's `name`; the folder's name when the manifest cannot be read).
+pub fn pipeline_models(settings: &Settings) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &settings.pipeline {
+        let dir = settings.model_path(p);
+        let name = std::fs::read(dir.join(crate::registry::package::MANIFEST))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["name"].as_str().map(str::to_owned))
+            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Ask the running daemon a question on `model/<model>/cmd` (`versions`, `samples`) and
+/// return its answer on `reply`, the first within `timeout`.
+pub fn ask(
+    mqtt: &MqttSettings,
+    topics: &Topics,
+    model: &str,
+    command: &str,
+    reply: String,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client_id = format!("lsskd-ask-{}", std::process::id());
+    let question = Outbound {
+        topic: topics.model_cmd(model),
+        payload: command.as_bytes().to_vec(),
+        retain: false,
+    };
+    let mut answer = None;
+    rt.block_on(client::session(
+        mqtt,
+        &client_id,
+        std::slice::from_ref(&reply),
+        vec![question],
+        Some(timeout),
+        |m| {
+            if m.topic == reply {
+                answer = Some(m.payload);
+            }
+            answer.is_none()
+        },
+    ))?;
+    answer.with_context(|| {
+        format!("no answer to `{command}` about model `{model}` within {timeout:?} (is the daemon running, with that model?)")
+    })
 }
 
 /// Models that have a sample folder under `state_dir`.

@@ -21,8 +21,8 @@ use crate::capture::now_ms;
 use crate::capture::ring::CaptureRing;
 use crate::mqtt::client::Publisher;
 use crate::mqtt::client::{Inbound, Outbound, OverflowReply};
-use crate::mqtt::payload::SampleTraffic;
 pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState, Unserved};
+use crate::mqtt::payload::{SampleTraffic, SamplesReply, VersionSummary, VersionsReply};
 use crate::mqtt::{Topic, Topics, topics};
 use crate::pipeline::requests::LabelRequests;
 use crate::registry::ModelPackage;
@@ -141,6 +141,27 @@ impl Inbox {
     /// `training/state`.
     fn on_command(&mut self, model: &str, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload).to_string();
+        // Questions about what the device holds, answered here (they need no trainer):
+        // whoever asks need not open the device's store beside it.
+        if let Some(slot) = self.models.get(model) {
+            let answer = match text.trim() {
+                "versions" => Some((
+                    self.topics.model_versions(model),
+                    versions_reply(model, slot),
+                )),
+                "samples" => Some((self.topics.samples_list(model), samples_reply(model, slot))),
+                _ => None,
+            };
+            if let Some((topic, body)) = answer {
+                match body {
+                    Ok(body) => self.publish(topic, body, false),
+                    Err(e) => {
+                        tracing::warn!(%model, error = %e, "cannot answer a `{}` command", text.trim())
+                    }
+                }
+                return;
+            }
+        }
         let result = if !self.models.contains_key(model) {
             Err(format!("unknown model `{model}`"))
         } else {
@@ -246,6 +267,47 @@ impl Inbox {
             s.sample_stored(model, label, count, &known);
         }
     }
+}
+
+/// The answer to `versions`: every stored version of `model` (manifests only, not
+/// verified: a listing, not a load), the shipped package as version 0.
+fn versions_reply(model: &str, slot: &ModelSlot) -> anyhow::Result<Vec<u8>> {
+    let live = slot.live.load().version;
+    let mut versions = Vec::new();
+    for v in std::iter::once(0).chain(slot.versions.on_disk()?) {
+        let path = slot
+            .versions
+            .path_of(v)
+            .join(crate::registry::package::MANIFEST);
+        let Ok(m) = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice::<crate::registry::package::Manifest>(&b)?))
+        else {
+            tracing::warn!(version = v, path = %path.display(), "unreadable manifest; left out of the listing");
+            continue;
+        };
+        versions.push(VersionSummary {
+            version: v,
+            parent: m.parent,
+            created_at: m.created_at,
+            classes: m.classes,
+            made_by: m.adaptation.map(|a| format!("{} ({})", a.kind, a.chosen)),
+            live: v == live,
+        });
+    }
+    Ok(serde_json::to_vec(&VersionsReply {
+        model: model.into(),
+        live,
+        versions,
+    })?)
+}
+
+/// The answer to `samples`: the stored samples per label.
+fn samples_reply(model: &str, slot: &ModelSlot) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&SamplesReply {
+        model: model.into(),
+        counts: slot.store.counts()?,
+    })?)
 }
 
 /// Why a sample that found the inbound queue full is refused.
@@ -376,6 +438,37 @@ impl TrainerThread {
         Ok(())
     }
 
+    /// `forget <label>`: delete its samples and, for a label learnt on the device, serve a
+    /// version without it ([`learner::forget`]).
+    fn forget(&self, slot: &ModelSlot, model: &str, label: &str) -> anyhow::Result<Ran> {
+        let mut n = 0;
+        for meta in slot.store.list()?.iter().filter(|m| &m.label == label) {
+            slot.store.remove(&meta.id)?;
+            n += 1;
+        }
+        tracing::info!(%model, %label, samples = n, "label's samples deleted");
+        let mut st = TrainingState::new(model, TrainState::Idle);
+        st.kind = Some("forget".into());
+        st.reason = Some(match learner::forget(&slot.versions, label)? {
+            Forgotten::NotServed => format!("{n} samples of `{label}` deleted"),
+            Forgotten::Shipped => format!(
+                "{n} samples of `{label}` deleted; `{label}` is a shipped class and stays in the model (`promote 0` serves the shipped model)"
+            ),
+            Forgotten::Version(pkg) => {
+                self.swap(slot, &pkg)?;
+                st.state = TrainState::Promoted;
+                st.version = Some(pkg.manifest.version);
+                tracing::info!(%model, %label, version = pkg.manifest.version, "label forgotten");
+                format!(
+                    "{n} samples of `{label}` deleted; version {} serves without `{label}`",
+                    pkg.manifest.version
+                )
+            }
+        });
+        self.publish_card(slot);
+        Ok(Ran::Done(Box::new(st)))
+    }
+
     fn run_job(&self, job: &Job, seed: u64) -> anyhow::Result<Ran> {
         let model = job.model();
         let slot = self
@@ -459,34 +552,7 @@ impl TrainerThread {
                 st.version = Some(pkg.manifest.version);
                 Ok(Ran::Done(Box::new(st)))
             }
-            Job::Forget { label, .. } => {
-                let mut n = 0;
-                for meta in slot.store.list()?.iter().filter(|m| &m.label == label) {
-                    slot.store.remove(&meta.id)?;
-                    n += 1;
-                }
-                tracing::info!(%model, %label, samples = n, "label's samples deleted");
-                let mut st = TrainingState::new(model, TrainState::Idle);
-                st.kind = Some("forget".into());
-                st.reason = Some(match learner::forget(&slot.versions, label)? {
-                    Forgotten::NotServed => format!("{n} samples of `{label}` deleted"),
-                    Forgotten::Shipped => format!(
-                        "{n} samples of `{label}` deleted; `{label}` is a shipped class and stays in the model (`promote 0` serves the shipped model)"
-                    ),
-                    Forgotten::Version(pkg) => {
-                        self.swap(slot, &pkg)?;
-                        st.state = TrainState::Promoted;
-                        st.version = Some(pkg.manifest.version);
-                        tracing::info!(%model, %label, version = pkg.manifest.version, "label forgotten");
-                        format!(
-                            "{n} samples of `{label}` deleted; version {} serves without `{label}`",
-                            pkg.manifest.version
-                        )
-                    }
-                });
-                self.publish_card(slot);
-                Ok(Ran::Done(Box::new(st)))
-            }
+            Job::Forget { label, .. } => self.forget(slot, model, label),
             Job::Promote { version, .. } => {
                 let pkg = slot.versions.promote(*version)?;
                 self.swap(slot, &pkg)?;

@@ -219,6 +219,36 @@ impl TrainingState {
     }
 }
 
+/// One stored version of a model, in the daemon's answer to `versions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    pub version: u32,
+    pub parent: Option<u32>,
+    pub created_at: String,
+    pub classes: Vec<String>,
+    /// How it was made: `imprint`, `finetune` (with the candidate chosen), or none (the
+    /// shipped package, a `forget`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<String>,
+    /// Whether it is the one serving now.
+    pub live: bool,
+}
+
+/// `<p>/<dev>/model/<m>/versions`: the daemon's answer to the `versions` command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionsReply {
+    pub model: String,
+    pub live: u32,
+    pub versions: Vec<VersionSummary>,
+}
+
+/// `<p>/<dev>/samples/<m>/list`: the daemon's answer to the `samples` command, per label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplesReply {
+    pub model: String,
+    pub counts: std::collections::BTreeMap<String, usize>,
+}
+
 /// The model card on `<p>/<dev>/model/<m>/info` (retained).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {

@@ -48,6 +48,16 @@ impl Topics {
         self.at(&format!("model/{model}/cmd"))
     }
 
+    /// The daemon's answer to the `versions` command (not retained).
+    pub fn model_versions(&self, model: &str) -> String {
+        self.at(&format!("model/{model}/versions"))
+    }
+
+    /// The daemon's answer to the `samples` command (not retained).
+    pub fn samples_list(&self, model: &str) -> String {
+        self.at(&format!("samples/{model}/list"))
+    }
+
     pub fn samples_add(&self, model: &str) -> String {
         self.at(&format!("samples/{model}/add"))
     }

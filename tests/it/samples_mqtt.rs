@@ -130,6 +130,7 @@ auto_after = 0
         let out = crate::common::cli(&[
             "samples",
             "list",
+            "--local",
             "--json",
             "--config",
             cfg.to_str().expect("utf-8"),
@@ -139,6 +140,32 @@ auto_after = 0
     };
     let listed = list();
     assert_eq!(listed["vision"]["parcel"], 1, "{listed}");
+    // The same, and the versions, asked of the running daemon over MQTT (nobody opens its
+    // store beside it).
+    let asking = dir.path().join("asking.toml");
+    std::fs::write(
+        &asking,
+        format!(
+            "device_id = \"it\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{}\"\npassword = \"{}\"\n",
+            broker.port,
+            crate::harness::USER,
+            crate::harness::PASSWORD
+        ),
+    )
+    .expect("cfg");
+    let ask = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--json", "--config", asking.to_str().expect("utf-8")]);
+        let out = crate::common::cli(&all);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        json(&crate::common::stdout(&out))
+    };
+    let asked = ask(&["samples", "list", "--model", "vision"]);
+    assert_eq!(asked["vision"]["parcel"], 1, "{asked}");
+    let versions = ask(&["versions", "--model", "vision"]);
+    assert_eq!(versions["live"], 0, "{versions}");
+    assert_eq!(versions["versions"][0]["version"], 0, "{versions}");
+    assert_eq!(versions["versions"][0]["live"], true, "{versions}");
     let export = dir.path().join("export");
     let out = crate::common::cli(&[
         "samples",
