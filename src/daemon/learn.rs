@@ -442,7 +442,7 @@ impl TrainerThread {
     /// version without it ([`learner::forget`]).
     fn forget(&self, slot: &ModelSlot, model: &str, label: &str) -> anyhow::Result<Ran> {
         let mut n = 0;
-        for meta in slot.store.list()?.iter().filter(|m| &m.label == label) {
+        for meta in slot.store.list()?.iter().filter(|m| m.label == label) {
             slot.store.remove(&meta.id)?;
             n += 1;
         }
