@@ -29,12 +29,22 @@ enum Kind<'a> {
     },
     /// Audio is featurised per draw, after waveform augmentation.
     Audio {
-        clips: Vec<&'a crate::features::Clip>,
+        clips: Vec<AudioItem<'a>>,
+        /// Background beds (`--noise-beds`), PCM at the clips' sample rate.
+        beds: Vec<Vec<f32>>,
         spec: AudioSpec,
         augment: Option<AudioAugment>,
         /// Per-item replacement of `augment` (see [`FeatureData::set_audio_augment`]).
         item_augment: Vec<Option<AudioAugment>>,
     },
+}
+
+/// One audio item: a clip, or a window of the background class drawn afresh each time
+/// ([`crate::augment::BedMix::background`]).
+#[derive(Clone, Copy)]
+enum AudioItem<'a> {
+    Clip(&'a crate::features::Clip),
+    Background,
 }
 
 impl<'a> FeatureData<'a> {
@@ -68,13 +78,14 @@ impl<'a> FeatureData<'a> {
                 let clips = items
                     .iter()
                     .map(|(_, raw)| match raw {
-                        Raw::Audio(c) => Ok(c),
+                        Raw::Audio(c) => Ok(AudioItem::Clip(c)),
                         Raw::Image(_) => Err(anyhow::anyhow!("an image in an audio data set")),
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Kind::Audio {
                     item_augment: vec![None; clips.len()],
                     clips,
+                    beds: Vec::new(),
                     spec: spec.clone(),
                     augment: augment.then(AudioAugment::default),
                 }
@@ -102,6 +113,39 @@ impl<'a> FeatureData<'a> {
 }
 
 impl FeatureData<'_> {
+    /// Room augmentation for audio (no effect on images): `augment` replaces the default
+    /// settings (when augmentation is on), `beds` are what [`AudioAugment::beds`] mixes in.
+    pub fn set_room(&mut self, augment: AudioAugment, beds: Vec<Vec<f32>>) {
+        if let Kind::Audio {
+            augment: a,
+            beds: b,
+            ..
+        } = &mut self.kind
+        {
+            if a.is_some() {
+                *a = Some(augment);
+            }
+            *b = beds;
+        }
+    }
+
+    /// Add `n` items of the background class `label`: windows of the beds alone or
+    /// near-silence, drawn afresh at every draw (a fixed set without augmentation). No
+    /// effect on images.
+    pub fn add_background(&mut self, label: usize, n: usize) {
+        if let Kind::Audio {
+            clips,
+            item_augment,
+            ..
+        } = &mut self.kind
+        {
+            clips.extend(std::iter::repeat_n(AudioItem::Background, n));
+            item_augment.extend(std::iter::repeat_n(None, n));
+            self.labels.extend(std::iter::repeat_n(label, n));
+            self.anchors.extend(std::iter::repeat_n(None, n));
+        }
+    }
+
     /// Set the anchor of item `i` ([`TrainData::anchor`]).
     pub fn set_anchor(&mut self, i: usize, probs: Vec<f32>, embedding: Vec<f32>) {
         self.anchors[i] = Some((probs, embedding));
@@ -158,29 +202,56 @@ impl TrainData for FeatureData<'_> {
             (
                 Kind::Audio {
                     clips,
+                    beds,
                     spec,
                     augment,
                     item_augment,
                 },
                 rng,
             ) => {
-                let clip = clips[i];
                 let augment = augment
                     .as_ref()
                     .map(|a| item_augment[i].as_ref().unwrap_or(a));
-                match (augment, rng) {
-                    (Some(a), Some(rng)) => {
-                        let mut aug = clip.clone();
-                        aug.samples = a.waveform(&clip.samples, clip.sample_rate_hz, rng);
-                        let mut x = spec
-                            .tensor(&aug)
-                            .unwrap_or_else(|_| vec![0.0; spec.frames() * spec.n_mels]);
+                let sample_rate_hz = spec.sample_rate_hz;
+                let zeros = || vec![0.0; spec.frames() * spec.n_mels];
+                let tensor = |samples: Vec<f32>, sample_rate_hz: u32| {
+                    let clip = crate::features::Clip {
+                        samples,
+                        sample_rate_hz,
+                    };
+                    spec.tensor(&clip).unwrap_or_else(|_| zeros())
+                };
+                match (clips[i], augment, rng) {
+                    (AudioItem::Clip(clip), Some(a), Some(rng)) => {
+                        let pcm = a.waveform(&clip.samples, clip.sample_rate_hz, rng);
+                        let pcm = a.room(&pcm, clip.sample_rate_hz, beds, rng);
+                        let mut x = tensor(pcm, clip.sample_rate_hz);
                         a.spec_masks(&mut x, spec.frames(), spec.n_mels, 0.0, rng);
                         x
                     }
-                    _ => spec
-                        .tensor(clip)
-                        .unwrap_or_else(|_| vec![0.0; spec.frames() * spec.n_mels]),
+                    (AudioItem::Clip(clip), _, _) => spec.tensor(clip).unwrap_or_else(|_| zeros()),
+                    (AudioItem::Background, Some(a), Some(rng)) => {
+                        let mix = a.beds.clone().unwrap_or_default();
+                        let pcm = mix.background(beds, spec.clip_samples, rng);
+                        let quiet = AudioAugment {
+                            beds: None,
+                            ..a.clone()
+                        };
+                        let pcm = quiet.room(&pcm, sample_rate_hz, beds, rng);
+                        let mut x = tensor(pcm, sample_rate_hz);
+                        a.spec_masks(&mut x, spec.frames(), spec.n_mels, 0.0, rng);
+                        x
+                    }
+                    (AudioItem::Background, _, _) => {
+                        // Without augmentation: a fixed window per item.
+                        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(i as u64);
+                        let pcm = crate::augment::BedMix::default().background(
+                            beds,
+                            spec.clip_samples,
+                            &mut rng,
+                        );
+                        tensor(pcm, sample_rate_hz)
+                    }
                 }
             }
         }
@@ -246,4 +317,44 @@ pub fn audio_spec_for(ds: &Dataset) -> anyhow::Result<AudioSpec> {
     spec.mean = mean as f32;
     spec.std = ((sq / n as f64 - mean * mean).max(1e-8)).sqrt() as f32;
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::BedMix;
+    use crate::features::Clip;
+    use rand::SeedableRng;
+
+    #[test]
+    fn background_items_carry_their_label_and_draw_fresh_windows() {
+        let clip = Raw::Audio(Clip {
+            samples: vec![0.1; 16000],
+            sample_rate_hz: 16000,
+        });
+        let spec = AudioSpec::default_kws();
+        let pre = Preprocess::Audio(spec.clone());
+        let mut data = FeatureData::new(vec![(0, &clip)], &pre, true).expect("audio data");
+        let bed: Vec<f32> = (0..32_000)
+            .map(|i| ((i * 7919) % 200) as f32 / 400.0 - 0.25)
+            .collect();
+        let augment = AudioAugment {
+            beds: Some(BedMix::default()),
+            ..AudioAugment::default()
+        };
+        data.set_room(augment, vec![bed]);
+        data.add_background(1, 3);
+        assert_eq!(data.len(), 4);
+        assert_eq!(
+            (0..4).map(|i| data.label(i)).collect::<Vec<_>>(),
+            [0, 1, 1, 1]
+        );
+        let mut rng = StdRng::seed_from_u64(0);
+        let a = data.input(1, Some(&mut rng));
+        let b = data.input(1, Some(&mut rng));
+        assert_eq!(a.len(), spec.frames() * spec.n_mels);
+        assert_ne!(a, b, "a fresh window at every draw");
+        // Without augmentation a background item is one fixed window.
+        assert_eq!(data.input(2, None), data.input(2, None));
+    }
 }

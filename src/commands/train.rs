@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use super::eval::{EvalReport, evaluate};
+use crate::augment::{AudioAugment, BandLimit, BedMix, Reverb};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::{Modality, Preprocess, Raw};
 use crate::inference::write_onnx;
@@ -85,6 +86,20 @@ pub struct TrainArgs {
     /// preprocessing, architecture and transforms).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Audio: background beds (`*.wav` in this folder, at the clips' sample rate) mixed
+    /// under the training clips (`augment::BedMix`: a random 1-s segment, SNR 0–20 dB,
+    /// p = 0.8), and the windows of `--background-class`.
+    #[arg(long)]
+    pub noise_beds: Option<PathBuf>,
+    /// Audio: microphone augmentation, a random band limit and reverberation
+    /// (`augment::BandLimit`, `augment::Reverb`).
+    #[arg(long)]
+    pub mic_augment: bool,
+    /// Audio: add this class, trained on windows of the beds alone and near-silence (as
+    /// many as the average class has), and record it as the package's background (the
+    /// pipeline's stable state reports it as nothing). Needs `--noise-beds`.
+    #[arg(long)]
+    pub background_class: Option<String>,
 }
 
 /// `lsskd-edge train`: [`run`], then what it wrote.
@@ -202,9 +217,19 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainOutcome> {
 /// The training split (every class present), its class counts, and the validation split.
 struct TrainingData {
     train: Dataset,
-    /// Training samples per class, in `train.classes` order.
+    /// Training samples per class, in `train.classes` order (the background class last,
+    /// with its windows' count; it has no items in `train`).
     counts: Vec<usize>,
     val: Option<Dataset>,
+    /// `--noise-beds`: each bed's path and PCM.
+    beds: Vec<(PathBuf, Vec<f32>)>,
+}
+
+impl TrainingData {
+    /// The beds' PCM alone.
+    fn bed_pcm(&self) -> Vec<Vec<f32>> {
+        self.beds.iter().map(|(_, pcm)| pcm.clone()).collect()
+    }
 }
 
 fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
@@ -226,7 +251,8 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
             "skipped unreadable training files"
         );
     }
-    let counts = train.class_counts();
+    let mut train = train;
+    let mut counts = train.class_counts();
     if let Some((i, _)) = counts.iter().enumerate().find(|(_, n)| **n == 0) {
         bail!(
             "class `{}` has no training samples in {}",
@@ -234,10 +260,23 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
             args.data.display()
         );
     }
+    let beds = load_beds(args, &train)?;
+    // The validation split's classes: the loaded ones (it has no background folder).
+    let val_classes = train.classes.clone();
+    if let Some(name) = &args.background_class {
+        if args.noise_beds.is_none() {
+            bail!("--background-class needs --noise-beds (its windows are drawn from the beds)");
+        }
+        if train.classes.contains(name) {
+            bail!("--background-class `{name}` is already a class of the data set");
+        }
+        train.classes.push(name.clone());
+        counts.push(counts.iter().sum::<usize>().div_ceil(counts.len()));
+    }
     let val = match &args.val_split {
         Some(split) => {
             let vopts = LoadOptions {
-                classes: Some(train.classes.clone()),
+                classes: Some(val_classes),
                 skip_bad: args.skip_bad,
                 limit_per_class: None,
             };
@@ -250,7 +289,54 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
         }
         None => None,
     };
-    Ok(TrainingData { train, counts, val })
+    Ok(TrainingData {
+        train,
+        counts,
+        val,
+        beds,
+    })
+}
+
+/// `--noise-beds`' WAV files, checked to be at the training clips' sample rate.
+fn load_beds(args: &TrainArgs, train: &Dataset) -> anyhow::Result<Vec<(PathBuf, Vec<f32>)>> {
+    let Some(dir) = &args.noise_beds else {
+        return Ok(Vec::new());
+    };
+    let rate = train.items.iter().find_map(|i| match &i.raw {
+        Raw::Audio(c) => Some(c.sample_rate_hz),
+        Raw::Image(_) => None,
+    });
+    let Some(rate) = rate else {
+        bail!("--noise-beds is for audio data sets");
+    };
+    let beds =
+        dataset::load_wavs(dir).with_context(|| format!("--noise-beds {}", dir.display()))?;
+    beds.into_iter()
+        .map(|(path, clip)| {
+            if clip.sample_rate_hz != rate {
+                bail!(
+                    "--noise-beds {}: {} Hz, the training clips are {rate} Hz",
+                    path.display(),
+                    clip.sample_rate_hz
+                );
+            }
+            Ok((path, clip.samples))
+        })
+        .collect()
+}
+
+/// The audio augmentation `train` uses: the defaults, plus bed mixing with `--noise-beds`
+/// and the band limit and reverberation with `--mic-augment`; none for images.
+fn audio_augment(args: &TrainArgs, preprocess: &Preprocess) -> Option<AudioAugment> {
+    match preprocess.modality() {
+        Modality::Image => None,
+        Modality::Audio => Some(AudioAugment {
+            beds: args.noise_beds.as_ref().map(|_| BedMix::default()),
+            band_limit: args.mic_augment.then(BandLimit::default),
+            reverb: args.mic_augment.then(Reverb::default),
+            ..AudioAugment::default()
+        }),
+    }
 }
 
 /// What the network is built from: the preprocessing, the joint-label transform group and
@@ -338,7 +424,14 @@ fn train(
     cfg.seed = args.seed;
     cfg.budget_secs = args.budget_mins.map(|m| (m * 60.0) as u64);
 
-    let train_data = FeatureData::from_dataset(&data.train, &design.preprocess, true)?;
+    let mut train_data = FeatureData::from_dataset(&data.train, &design.preprocess, true)?;
+    if let Some(a) = audio_augment(args, &design.preprocess) {
+        train_data.set_room(a, data.bed_pcm());
+    }
+    if args.background_class.is_some() {
+        let label = data.train.classes.len() - 1;
+        train_data.add_background(label, data.counts[label]);
+    }
     let val_data = data
         .val
         .as_ref()
@@ -482,8 +575,14 @@ fn write_package(
     checkpoint::save(&trained.net, &state_tmp)?;
     let state = fs::read(&state_tmp).with_context(|| format!("reading {}", state_tmp.display()))?;
     fs::remove_file(&state_tmp).ok();
-    let replay_items: Vec<(usize, &Raw)> =
-        data.train.items.iter().map(|i| (i.label, &i.raw)).collect();
+    let background = background_replay(args, data, &design.preprocess);
+    let replay_items: Vec<(usize, &Raw)> = data
+        .train
+        .items
+        .iter()
+        .map(|i| (i.label, &i.raw))
+        .chain(background.iter().map(|(l, r)| (*l, r)))
+        .collect();
     let mut files = vec![
         (MODEL_ONNX.to_string(), write_onnx(&deployed)),
         (TRAIN_STATE.to_string(), state),
@@ -516,7 +615,8 @@ fn write_package(
         parent: None,
         created_at: now_rfc3339(),
         classes: classes.clone(),
-        preprocess: design.preprocess,
+        background: args.background_class.clone(),
+        preprocess: design.preprocess.clone(),
         arch: design.arch,
         method: trained.cfg.clone(),
         train_state: CheckpointInfo {
@@ -530,6 +630,12 @@ fn write_package(
             split: args.split.clone(),
             samples_per_class: classes.iter().cloned().zip(data.counts.clone()).collect(),
             init: init.map(|b| b.dir.display().to_string()),
+            audio_augment: audio_augment(args, &design.preprocess),
+            noise_beds: data
+                .beds
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect(),
         }),
         training_seconds: trained.seconds,
         metrics: Vec::new(),
@@ -543,6 +649,33 @@ fn write_package(
         files: Default::default(),
     };
     Ok(ModelPackage::write(&args.out, manifest, files)?)
+}
+
+/// Replay exemplars of `--background-class`: fixed windows of the beds (seeded by
+/// `--seed`), so that fine-tunes on the device keep the class.
+fn background_replay(
+    args: &TrainArgs,
+    data: &TrainingData,
+    preprocess: &Preprocess,
+) -> Vec<(usize, Raw)> {
+    let (Some(_), Preprocess::Audio(spec)) = (&args.background_class, preprocess) else {
+        return Vec::new();
+    };
+    let label = data.train.classes.len() - 1;
+    let beds = data.bed_pcm();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(args.seed);
+    (0..args.replay_per_class)
+        .map(|_| {
+            let samples = BedMix::default().background(&beds, spec.clip_samples, &mut rng);
+            (
+                label,
+                Raw::Audio(crate::features::Clip {
+                    samples,
+                    sample_rate_hz: spec.sample_rate_hz,
+                }),
+            )
+        })
+        .collect()
 }
 
 /// Validation metrics through the deployed path (tract), recorded in the manifest.

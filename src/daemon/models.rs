@@ -19,6 +19,7 @@ pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
         name: pkg.manifest.name.clone(),
         version: pkg.manifest.version,
         classes: pkg.manifest.classes.clone(),
+        background: pkg.manifest.background.clone(),
         preprocess: pkg.manifest.preprocess.clone(),
         classifier: Classifier::load(&pkg.onnx_path())?,
     })

@@ -237,6 +237,47 @@ impl Dataset {
     }
 }
 
+/// The `*.wav` files directly in `dir`, in name order, decoded to mono: background beds
+/// for `train --noise-beds`. Fails on an unreadable or undecodable file, and when there is
+/// none.
+pub fn load_wavs(dir: &Path) -> Result<Vec<(PathBuf, crate::features::Clip)>, DatasetError> {
+    let io = |source| DatasetError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()).map_err(io))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(DatasetError::Layout {
+            path: dir.to_path_buf(),
+            reason: "no .wav files".into(),
+        });
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).map_err(|source| DatasetError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            match decode(&bytes) {
+                Ok(Raw::Audio(clip)) => Ok((path, clip)),
+                Ok(Raw::Image(_)) => Err(DatasetError::Layout {
+                    path,
+                    reason: "an image, not a WAV file".into(),
+                }),
+                Err(source) => Err(DatasetError::Decode { path, source }),
+            }
+        })
+        .collect()
+}
+
 /// Load split `split` of the data set in `dir`.
 ///
 /// Layouts: `dir/split-images-idx3-ubyte` + `dir/split-labels-idx1-ubyte` (IDX,

@@ -94,6 +94,7 @@ pub struct StableState {
     pub v: u32,
     pub ts: u64,
     pub pipeline: String,
+    /// The stable label; empty while nothing known happens (the model's background class).
     pub label: String,
     pub score: f32,
 }

@@ -2,6 +2,20 @@
 //! whether a prediction is published (rate limit / on change). Driven by unit tests, no
 //! clocks or sockets.
 
+/// The stable state's label while nothing known happens: what a model's background class
+/// (`Manifest::background`) becomes, an empty label (a class name is never empty).
+pub const NOTHING: &str = "";
+
+/// The label a prediction of `label` feeds to the [`Debouncer`]: [`NOTHING`] for the
+/// model's background class, else the label itself.
+pub fn state_label<'a>(label: &'a str, background: Option<&str>) -> &'a str {
+    if background == Some(label) {
+        NOTHING
+    } else {
+        label
+    }
+}
+
 /// A label becomes stable after `count` consecutive predictions of it, each scoring at
 /// least `min_score`.
 #[derive(Debug, Clone)]
@@ -97,6 +111,20 @@ mod tests {
         assert_eq!(d.observe("door", 0.9).as_deref(), Some("door"));
         assert_eq!(d.observe("door", 0.9), None, "no repeat while unchanged");
         assert_eq!(d.stable(), Some("door"));
+    }
+
+    #[test]
+    fn the_background_class_becomes_a_stable_nothing() {
+        let mut d = Debouncer::new(2, 0.5);
+        let bg = Some("background");
+        let feed = |d: &mut Debouncer, l| d.observe(state_label(l, bg), 0.9);
+        feed(&mut d, "speech");
+        assert_eq!(feed(&mut d, "speech").as_deref(), Some("speech"));
+        assert_eq!(feed(&mut d, "background"), None);
+        assert_eq!(feed(&mut d, "background").as_deref(), Some(NOTHING));
+        assert_eq!(d.stable(), Some(NOTHING));
+        // A model without a background class reports the label as it is.
+        assert_eq!(state_label("background", None), "background");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct LoadedModel {
     pub name: String,
     pub version: u32,
     pub classes: Vec<String>,
+    /// The class whose stable state is [`super::decide::NOTHING`] (`Manifest::background`).
+    pub background: Option<String>,
     pub preprocess: Preprocess,
     pub classifier: Classifier,
 }
@@ -178,7 +180,8 @@ pub fn run(
                 model_version: m.version,
             }));
         }
-        if let Some(label) = debounce.observe(&best.label, best.score) {
+        let label = super::decide::state_label(&best.label, m.background.as_deref());
+        if let Some(label) = debounce.observe(label, best.score) {
             emit(Output::State(StableState {
                 v: SCHEMA_VERSION,
                 ts: capture.ts_ms,

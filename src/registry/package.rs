@@ -86,6 +86,12 @@ pub struct DataInfo {
     /// The package training started from (`train --init`), if any.
     #[serde(default)]
     pub init: Option<String>,
+    /// The audio augmentation training used (absent for images and older packages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_augment: Option<crate::augment::AudioAugment>,
+    /// The background beds mixed under the clips (`train --noise-beds`), by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noise_beds: Vec<String>,
 }
 
 /// Accuracy of the deployed ONNX model on a named set.
@@ -121,6 +127,10 @@ pub struct Manifest {
     pub parent: Option<u32>,
     pub created_at: String,
     pub classes: Vec<String>,
+    /// The class that means "no known sound" (`train --background-class`): a pipeline's
+    /// stable state reports it as nothing ([`crate::pipeline`]'s debounce).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<String>,
     pub preprocess: Preprocess,
     pub arch: ArchConfig,
     pub method: TrainConfig,
@@ -215,6 +225,13 @@ impl ModelPackage {
         }
         if manifest.classes.is_empty() {
             return Err(bad("no classes".into()));
+        }
+        if let Some(b) = &manifest.background
+            && !manifest.classes.contains(b)
+        {
+            return Err(bad(format!(
+                "background class `{b}` is not one of the classes"
+            )));
         }
         manifest
             .preprocess

@@ -454,3 +454,75 @@ fn training_can_continue_from_a_package_with_the_same_classes() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("auxiliary heads"), "{}", stderr(&o));
 }
+
+#[test]
+fn train_with_beds_and_a_background_class_records_both_in_the_package() {
+    let _cpu = crate::common::cpu_shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("kws");
+    for word in ["yes", "no"] {
+        let d = root.join("train").join(word);
+        fs::create_dir_all(&d).expect("mkdir");
+        for i in 0..3 {
+            fs::copy(
+                kws().join(format!("train/{word}/{i}.wav")),
+                d.join(format!("{i}.wav")),
+            )
+            .expect("copy");
+        }
+    }
+    let beds = dir.path().join("beds");
+    fs::create_dir_all(&beds).expect("mkdir");
+    fs::copy(
+        crate::common::data_root().join("sound-events/beds/5_harbour-ship.wav"),
+        beds.join("ship.wav"),
+    )
+    .expect("copy bed");
+    let out = dir.path().join("pkg");
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            root.to_str().expect("utf-8"),
+            "--split",
+            "train",
+            "--epochs",
+            "1",
+            "--arch",
+            "resnet-xs",
+            "--replay-per-class",
+            "2",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ];
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    // The background class needs the beds it is drawn from.
+    let o = train(&["--background-class", "background"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--noise-beds"), "{}", stderr(&o));
+
+    let o = train(&[
+        "--noise-beds",
+        beds.to_str().expect("utf-8"),
+        "--mic-augment",
+        "--background-class",
+        "background",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).expect("read"))
+            .expect("json");
+    assert_eq!(m["classes"], serde_json::json!(["no", "yes", "background"]));
+    assert_eq!(m["background"], "background");
+    let data = &m["training_data"];
+    assert_eq!(data["samples_per_class"]["background"], 3);
+    assert_eq!(data["noise_beds"].as_array().map(Vec::len), Some(1));
+    let augment = &data["audio_augment"];
+    assert_eq!(augment["beds"]["snr_db"], serde_json::json!([0.0, 20.0]));
+    assert!(augment["band_limit"].is_object() && augment["reverb"].is_object());
+    // Replay keeps the background class, so that device fine-tunes keep it too.
+    let replay = fs::read_dir(out.join("replay/background")).expect("background replay");
+    assert_eq!(replay.count(), 2);
+}
