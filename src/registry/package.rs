@@ -128,7 +128,7 @@ pub struct Manifest {
     pub created_at: String,
     pub classes: Vec<String>,
     /// The class that means "no known sound" (`train --background-class`): a pipeline's
-    /// stable state reports it as nothing ([`crate::pipeline`]'s debounce).
+    /// stable state reports it as nothing (the pipeline's debounce, `pipeline::decide::NOTHING`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<String>,
     pub preprocess: Preprocess,
