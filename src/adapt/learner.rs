@@ -204,6 +204,34 @@ pub fn run(
     })
 }
 
+/// The files of a new version made from `pkg`: its model and training state, and the
+/// parent's replay exemplars (without those of the class `except`).
+fn version_files(
+    pkg: &ModelPackage,
+    onnx: Vec<u8>,
+    train_state: Vec<u8>,
+    except: Option<&str>,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let replay = format!("{REPLAY_DIR}/");
+    let skipped = except.map(|c| format!("{REPLAY_DIR}/{c}/"));
+    let mut files = vec![
+        (MODEL_ONNX.to_string(), onnx),
+        (TRAIN_STATE.to_string(), train_state),
+    ];
+    for rel in
+        pkg.manifest.files.keys().filter(|k| {
+            k.starts_with(&replay) && skipped.as_ref().is_none_or(|s| !k.starts_with(s))
+        })
+    {
+        let path = pkg.dir.join(rel);
+        files.push((
+            rel.clone(),
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        ));
+    }
+    Ok(files)
+}
+
 /// Write the chosen candidate as a new version (model, training state, the parent's replay
 /// plus [`NEW_CLASS_REPLAY`] exemplars of each new class) and promote it.
 fn write_version(
@@ -216,21 +244,7 @@ fn write_version(
 ) -> anyhow::Result<ModelPackage> {
     let pkg = &current.package;
     let m = &pkg.manifest;
-    let mut files = vec![
-        (MODEL_ONNX.to_string(), snapshot.onnx),
-        (TRAIN_STATE.to_string(), snapshot.train_state),
-    ];
-    for rel in m
-        .files
-        .keys()
-        .filter(|k| k.starts_with(&format!("{REPLAY_DIR}/")))
-    {
-        let path = pkg.dir.join(rel);
-        files.push((
-            rel.clone(),
-            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        ));
-    }
+    let mut files = version_files(pkg, snapshot.onnx, snapshot.train_state, None)?;
     for class in &adapted.new_classes {
         for (i, (_, raw)) in support
             .iter()
@@ -286,22 +300,7 @@ pub fn forget(versions: &Versions, label: &str) -> anyhow::Result<Forgotten> {
     let net = pkg.load_train_net(&device)?;
     let net = crate::lsskd::imprint::remove_class(net, class, m.train_state.transforms.len())?;
     let snapshot = super::job::Snapshot::of(&net, m.preprocess.input_shape())?;
-    let own_replay = format!("{REPLAY_DIR}/{label}/");
-    let mut files = vec![
-        (MODEL_ONNX.to_string(), snapshot.onnx),
-        (TRAIN_STATE.to_string(), snapshot.train_state),
-    ];
-    for rel in m
-        .files
-        .keys()
-        .filter(|k| k.starts_with(&format!("{REPLAY_DIR}/")) && !k.starts_with(&own_replay))
-    {
-        let path = pkg.dir.join(rel);
-        files.push((
-            rel.clone(),
-            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        ));
-    }
+    let files = version_files(pkg, snapshot.onnx, snapshot.train_state, Some(label))?;
     let mut manifest = m.clone();
     manifest.classes.remove(class);
     manifest.created_at = crate::registry::package::now_rfc3339();
