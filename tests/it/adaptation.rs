@@ -73,7 +73,7 @@ pub fn digit_files(
 
 /// `lsskd-edge sample send` of `files` as `label` to the test device, with `extra`
 /// arguments; asserts every sample was stored and returns what it printed.
-fn send_samples(broker: &Mosquitto, label: &str, files: &[PathBuf], extra: &[&str]) -> String {
+pub fn send_samples(broker: &Mosquitto, label: &str, files: &[PathBuf], extra: &[&str]) -> String {
     let mut args: Vec<String> = [
         "sample",
         "send",

@@ -16,9 +16,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::common::data_root;
-use crate::harness::{
-    Daemon, Mosquitto, PASSWORD, USER, json, publish, replay_vision_config, samples,
-};
+use crate::harness::{Daemon, Mosquitto, json, publish, replay_vision_config, samples};
 
 fn label(digit: &str) -> String {
     format!("digit_{digit}")
@@ -75,40 +73,7 @@ fn digit_sets(
 
 /// `lsskd-edge sample send` of `files` as `label`; asserts every sample was stored.
 fn send(broker: &Mosquitto, label: &str, files: &[PathBuf]) {
-    let mut args: Vec<String> = [
-        "sample",
-        "send",
-        "--model",
-        "vision",
-        "--label",
-        label,
-        "--device",
-        "it",
-        "--host",
-        "127.0.0.1",
-        "--username",
-        USER,
-        "--password",
-        PASSWORD,
-        "--port",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(broker.port.to_string());
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("sample send");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}");
-    assert_eq!(
-        text.matches("accepted (stored)").count(),
-        files.len(),
-        "{text}"
-    );
+    crate::adaptation::send_samples(broker, label, files, &[]);
 }
 
 fn retained(broker: &Mosquitto, topic: &str) -> Option<serde_json::Value> {
@@ -194,6 +159,13 @@ fn settle(broker: &Mosquitto, daemon: &Daemon, labels: &[String], timeout: Durat
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Whether a model card counts no stored sample.
+fn no_samples(card: &serde_json::Value) -> bool {
+    card["samples_per_class"]
+        .as_object()
+        .is_some_and(|c| c.is_empty())
 }
 
 fn served(card: &serde_json::Value, label: &str) -> bool {
@@ -376,46 +348,33 @@ fn any_three_digits_end_served_or_reported_over_five_draws() {
                 &format!("forget {l}")
             ));
         }
-        let start = Instant::now();
-        loop {
-            let card = retained(&broker, "lsskd/it/model/vision/info").expect("card");
-            let gone = labels.iter().all(|l| !served(&card, l));
-            if gone
-                && card["samples_per_class"]
-                    .as_object()
-                    .is_some_and(|c| c.is_empty())
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "forgotten labels still served: {card}; log:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let forgotten =
+            broker.wait_retained("lsskd/it/model/vision/info", Duration::from_secs(60), |p| {
+                let card = json(p);
+                labels.iter().all(|l| !served(&card, l)) && no_samples(&card)
+            });
+        assert!(
+            forgotten.is_some(),
+            "forgotten labels still served: {:?}; log:\n{}",
+            retained(&broker, "lsskd/it/model/vision/info"),
+            daemon.log()
+        );
         // The next draw starts from the shipped model.
         assert!(publish(
             broker.port,
             "lsskd/it/model/vision/cmd",
             "promote 0"
         ));
-        let start = Instant::now();
-        loop {
-            let card = retained(&broker, "lsskd/it/model/vision/info").expect("card");
-            if card["version"] == 0
-                && card["samples_per_class"]
-                    .as_object()
-                    .is_some_and(|c| c.is_empty())
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no reset: {card}; log:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let reset =
+            broker.wait_retained("lsskd/it/model/vision/info", Duration::from_secs(60), |p| {
+                let card = json(p);
+                card["version"] == 0 && no_samples(&card)
+            });
+        assert!(
+            reset.is_some(),
+            "no reset: {:?}; log:\n{}",
+            retained(&broker, "lsskd/it/model/vision/info"),
+            daemon.log()
+        );
     }
 }
