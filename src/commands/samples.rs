@@ -180,10 +180,9 @@ pub fn pipeline_models(settings: &Settings) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for p in &settings.pipeline {
         let dir = settings.model_path(p);
-        let name = std::fs::read(dir.join(crate::registry::package::MANIFEST))
+        let name = crate::registry::package::Manifest::read(&dir)
+            .map(|m| m.name)
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["name"].as_str().map(str::to_owned))
             .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default();
         if !name.is_empty() && !out.contains(&name) {

@@ -275,16 +275,13 @@ fn versions_reply(model: &str, slot: &ModelSlot) -> anyhow::Result<Vec<u8>> {
     let live = slot.live.load().version;
     let mut versions = Vec::new();
     for v in std::iter::once(0).chain(slot.versions.on_disk()?) {
-        let path = slot
-            .versions
-            .path_of(v)
-            .join(crate::registry::package::MANIFEST);
-        let Ok(m) = std::fs::read(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice::<crate::registry::package::Manifest>(&b)?))
-        else {
-            tracing::warn!(version = v, path = %path.display(), "unreadable manifest; left out of the listing");
-            continue;
+        let dir = slot.versions.path_of(v);
+        let m = match crate::registry::package::Manifest::read(&dir) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(version = v, error = %e, "unreadable manifest; left out of the listing");
+                continue;
+            }
         };
         versions.push(VersionSummary {
             version: v,

@@ -165,6 +165,22 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+impl Manifest {
+    /// The manifest of the package in `dir`, parsed but not checked against the files (a
+    /// listing, not a load: [`ModelPackage::load`] verifies).
+    pub fn read(dir: &Path) -> Result<Manifest, PackageError> {
+        let mpath = dir.join(MANIFEST);
+        if !mpath.exists() {
+            return Err(PackageError::MissingFile { path: mpath });
+        }
+        let text = fs::read_to_string(&mpath).map_err(io(&mpath))?;
+        serde_json::from_str(&text).map_err(|e| PackageError::Manifest {
+            path: mpath,
+            message: e.to_string(),
+        })
+    }
+}
+
 impl ModelPackage {
     pub fn onnx_path(&self) -> PathBuf {
         self.dir.join(MODEL_ONNX)
@@ -204,15 +220,7 @@ impl ModelPackage {
     /// Read and verify a package: manifest schema, every file's hash, and the ONNX graph.
     pub fn load(dir: &Path) -> Result<Self, PackageError> {
         let mpath = dir.join(MANIFEST);
-        if !mpath.exists() {
-            return Err(PackageError::MissingFile { path: mpath });
-        }
-        let text = fs::read_to_string(&mpath).map_err(io(&mpath))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| PackageError::Manifest {
-                path: mpath.clone(),
-                message: e.to_string(),
-            })?;
+        let manifest = Manifest::read(dir)?;
         let bad = |message: String| PackageError::Manifest {
             path: mpath.clone(),
             message,
