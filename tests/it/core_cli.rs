@@ -248,17 +248,7 @@ fn bad_data_sets_give_clear_errors_or_are_skipped_and_counted() {
 
     // A folder tree with one corrupt WAV among real clips.
     let root = dir.path().join("kws");
-    for word in ["yes", "no"] {
-        let d = root.join("train").join(word);
-        fs::create_dir_all(&d).expect("mkdir");
-        for i in 0..3 {
-            fs::copy(
-                kws().join(format!("train/{word}/{i}.wav")),
-                d.join(format!("{i}.wav")),
-            )
-            .expect("copy");
-        }
-    }
+    small_kws_train(&root);
     fs::write(
         root.join("train/yes/broken.wav"),
         b"RIFF....WAVEfmt garbage",
@@ -455,11 +445,8 @@ fn training_can_continue_from_a_package_with_the_same_classes() {
     assert!(stderr(&o).contains("auxiliary heads"), "{}", stderr(&o));
 }
 
-#[test]
-fn train_with_beds_and_a_background_class_records_both_in_the_package() {
-    let _cpu = crate::common::cpu_shared();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("kws");
+/// `root/train/{yes,no}/{0,1,2}.wav`: three real clips of two words.
+fn small_kws_train(root: &Path) {
     for word in ["yes", "no"] {
         let d = root.join("train").join(word);
         fs::create_dir_all(&d).expect("mkdir");
@@ -471,6 +458,14 @@ fn train_with_beds_and_a_background_class_records_both_in_the_package() {
             .expect("copy");
         }
     }
+}
+
+#[test]
+fn train_with_beds_and_a_background_class_records_both_in_the_package() {
+    let _cpu = crate::common::cpu_shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("kws");
+    small_kws_train(&root);
     let beds = dir.path().join("beds");
     fs::create_dir_all(&beds).expect("mkdir");
     fs::copy(
