@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lsskd_edge::commands::{
     self, bench, bench_train, eval, export, fewshot, predict, samples, train, validate, versions,
-    watch,
+    viewbench, watch,
 };
 use lsskd_edge::settings::{Settings, SettingsError, Sources};
 
@@ -36,6 +36,15 @@ enum Command {
         // Boxed: its many recipe flags would make every `Command` this large.
         #[command(flatten)]
         args: Box<fewshot::FewshotArgs>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-view teaching of a camera view's states: each view of a grouped image data set
+    /// taught from a few frames per state through the adaptation core, its other frames
+    /// scored.
+    ViewBench {
+        #[command(flatten)]
+        args: viewbench::ViewBenchArgs,
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => predict::execute(&args),
         Command::FewshotBench { args, json } => {
             commands::print_report(&fewshot::run(&args)?, json, fewshot::render)
+        }
+        Command::ViewBench { args, json } => {
+            commands::print_report(&viewbench::run(&args)?, json, viewbench::render)
         }
         Command::Run { config } => {
             let sources = Sources::from_process(config);

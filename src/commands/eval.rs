@@ -25,6 +25,9 @@ pub struct EvalArgs {
     pub json: bool,
     #[arg(long)]
     pub skip_bad: bool,
+    /// Cut each view's frames to its region first (`train --regions`).
+    #[arg(long)]
+    pub regions: Option<PathBuf>,
 }
 
 /// `lsskd-edge eval`: load the package and the split, evaluate, print the report.
@@ -34,8 +37,11 @@ pub fn execute(args: &EvalArgs) -> anyhow::Result<()> {
         skip_bad: args.skip_bad,
         ..LoadOptions::default()
     };
-    let ds = dataset::load(&args.data, &args.split, &opts)
+    let mut ds = dataset::load(&args.data, &args.split, &opts)
         .with_context(|| format!("loading split `{}` of {}", args.split, args.data.display()))?;
+    if let Some(path) = &args.regions {
+        ds.crop_to_regions(&dataset::regions::load(path)?)?;
+    }
     super::print_report(&evaluate(&pkg, &ds)?, args.json, render)
 }
 

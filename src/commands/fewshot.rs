@@ -272,7 +272,7 @@ fn novel_scores(items: &[(usize, Vec<f32>)], shipped: usize) -> (f64, f64) {
 }
 
 /// Each item's label and logits under `model`.
-fn logits_of(
+pub(crate) fn logits_of(
     model: &Classifier,
     pre: &Preprocess,
     items: &[(usize, &Raw)],
@@ -332,7 +332,7 @@ fn matched_operating_point(
     (chosen, accuracy_at(novel, first, chosen))
 }
 
-fn mean_ci95(v: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_ci95(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
@@ -347,7 +347,7 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn deployed_classifier(net: &TrainNet, shape: [usize; 3]) -> anyhow::Result<Classifier> {
+pub(crate) fn deployed_classifier(net: &TrainNet, shape: [usize; 3]) -> anyhow::Result<Classifier> {
     Ok(Classifier::from_bytes(&write_onnx(&export::deployed(
         &net.student,
         shape,
@@ -937,6 +937,7 @@ mod tests {
                     label,
                     raw: Raw::Image(::image::DynamicImage::new_luma8(1, 1)),
                     source: format!("c{label}/{i}"),
+                    group: None,
                 });
             }
         }

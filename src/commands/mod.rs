@@ -19,6 +19,7 @@ pub mod samples;
 pub mod train;
 pub mod validate;
 pub mod versions;
+pub mod viewbench;
 pub mod watch;
 
 /// Where a client helper connects: the settings file's `[mqtt]`, overridden per flag.

@@ -387,11 +387,9 @@ pub fn describe_state(st: &serde_json::Value) -> String {
     line
 }
 
-/// Publish `files` labelled `label` to `<prefix>/<device>/samples/<model>/add` and wait for
-/// every ack; with `wait`, also for the outcome of the training they start (until a final
-/// `training/state` with nothing queued, or `quiet` without any once acked). `timeout`
-/// bounds the whole.
-#[allow(clippy::too_many_arguments)]
+/// How long `send --wait` watches a settled `training/state` for a job that follows.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(3);
+
 /// What one sample is made of: a file, or a capture the device still holds (a recent one,
 /// or one a label request asked about).
 #[derive(Debug, Clone, PartialEq)]
@@ -409,6 +407,10 @@ impl std::fmt::Display for SendItem {
     }
 }
 
+/// Publish `files` labelled `label` to `<prefix>/<device>/samples/<model>/add` and wait for
+/// every ack; with `wait`, also for the outcome of the training they start (until a final
+/// `training/state` with nothing queued that no other job follows within
+/// [`SETTLE_GRACE`], or `quiet` without any once acked). `timeout` bounds the whole.
 #[allow(clippy::too_many_arguments)]
 pub fn send(
     mqtt: &MqttSettings,
@@ -463,7 +465,7 @@ pub fn send(
         filters.push(topics.status());
     }
     let mut states: Vec<serde_json::Value> = Vec::new();
-    let mut settled = false;
+    let mut settled: Option<std::time::Instant> = None;
     let mut acked_at: Option<std::time::Instant> = None;
     let quiet = wait.unwrap_or_default();
     let done = rt.block_on(client::session(
@@ -478,7 +480,9 @@ pub fn send(
                     && !m.retain
                     && st["model"].as_str() == Some(model)
                 {
-                    settled = is_final(&st) && st["queued"].as_array().is_none_or(|q| q.is_empty());
+                    let idle =
+                        is_final(&st) && st["queued"].as_array().is_none_or(|q| q.is_empty());
+                    settled = idle.then(std::time::Instant::now);
                     states.push(st);
                 }
             } else if let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload)
@@ -490,8 +494,13 @@ pub fn send(
                 return true;
             }
             let acked = *acked_at.get_or_insert_with(std::time::Instant::now);
-            if wait.is_none() || settled {
+            if wait.is_none() {
                 return false;
+            }
+            // A job's end can be followed at once by the next (an imprint by the
+            // fine-tune its samples also call for): settled only when none follows.
+            if let Some(t) = settled {
+                return t.elapsed() < SETTLE_GRACE;
             }
             // Nothing started within `quiet` of the last ack: nothing will.
             !(states.is_empty() && acked.elapsed() >= quiet)
@@ -508,7 +517,7 @@ pub fn send(
     Ok(Sent {
         acks: ids.iter().filter_map(|id| acks.remove(id)).collect(),
         states,
-        settled: settled || wait.is_none(),
+        settled: settled.is_some() || wait.is_none(),
     })
 }
 

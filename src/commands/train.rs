@@ -100,6 +100,25 @@ pub struct TrainArgs {
     /// pipeline's stable state reports it as nothing). Needs `--noise-beds`.
     #[arg(long)]
     pub background_class: Option<String>,
+    /// Images of a grouped data set (`<split>/<view>/<class>/*`): cut every frame to its
+    /// view's region of interest, a CSV `group,x,y,width,height` (see `dataset::regions`).
+    #[arg(long)]
+    pub regions: Option<PathBuf>,
+    /// Images: the model's input size `WIDTHxHEIGHT` (default: the first image's size).
+    #[arg(long, value_parser = parse_size)]
+    pub image_size: Option<(usize, usize)>,
+}
+
+/// `64x48` → (64, 48).
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}` is not WIDTHxHEIGHT (e.g. 64x64)");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w: usize = w.trim().parse().map_err(|_| bad())?;
+    let h: usize = h.trim().parse().map_err(|_| bad())?;
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
 }
 
 /// `lsskd-edge train`: [`run`], then what it wrote.
@@ -252,6 +271,17 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
         );
     }
     let mut train = train;
+    let regions = args
+        .regions
+        .as_deref()
+        .map(dataset::regions::load)
+        .transpose()?;
+    if let Some(r) = &regions {
+        train.crop_to_regions(r)?;
+    }
+    if let Some((w, h)) = args.image_size {
+        train.resize_images(w as u32, h as u32);
+    }
     let mut counts = train.class_counts();
     if let Some((i, _)) = counts.iter().enumerate().find(|(_, n)| **n == 0) {
         bail!(
@@ -280,12 +310,19 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
                 skip_bad: args.skip_bad,
                 limit_per_class: None,
             };
-            Some(dataset::load(&args.data, split, &vopts).with_context(|| {
+            let mut val = dataset::load(&args.data, split, &vopts).with_context(|| {
                 format!(
                     "loading validation split `{split}` of {}",
                     args.data.display()
                 )
-            })?)
+            })?;
+            if let Some(r) = &regions {
+                val.crop_to_regions(r)?;
+            }
+            if let Some((w, h)) = args.image_size {
+                val.resize_images(w as u32, h as u32);
+            }
+            Some(val)
         }
         None => None,
     };
@@ -380,7 +417,17 @@ impl Design {
 
     /// A fresh design: preprocessing fitted to the data, `--arch`'s preset.
     fn for_data(ds: &Dataset, args: &TrainArgs) -> anyhow::Result<Self> {
-        let (preprocess, transforms) = preprocess_for(ds)?;
+        let (mut preprocess, mut transforms) = preprocess_for(ds)?;
+        if let (Preprocess::Image(spec), Some((width, height))) = (&mut preprocess, args.image_size)
+        {
+            spec.width = width;
+            spec.height = height;
+            transforms = if width == height {
+                TransformSet::Rot4
+            } else {
+                TransformSet::Flip4
+            };
+        }
         let arch =
             ArchConfig::preset(&args.arch, preprocess.input_shape()[0]).with_context(|| {
                 format!(

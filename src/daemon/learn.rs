@@ -40,6 +40,9 @@ pub struct Inbox {
     pub models: BTreeMap<String, Arc<ModelSlot>>,
     /// Capture rings of the running pipelines: (pipeline, model, ring).
     pub rings: Vec<(String, String, Arc<Mutex<CaptureRing>>)>,
+    /// The region of interest of each model's pipeline (`[pipeline.region]`): image
+    /// samples sent as whole frames are cut to it, as the pipeline cuts its frames.
+    pub regions: BTreeMap<String, crate::features::Region>,
     /// Open label requests and their pinned captures.
     pub requests: Arc<Mutex<LabelRequests>>,
     pub publisher: Publisher,
@@ -193,8 +196,19 @@ impl Inbox {
         let pre = slot.live.load().preprocess.clone();
         let (bytes, ext, origin, capture_id) = match req.source {
             SampleSource::Data { bytes, ext } => {
-                ingest::check_data(&bytes, model, &pre)?;
-                (bytes, ext, "mqtt".to_string(), None)
+                let raw = ingest::check_data(&bytes, model, &pre)?;
+                let cut = match self.regions.get(model) {
+                    Some(region) => ingest::cut_to_region(&raw, region)?,
+                    None => None,
+                };
+                match cut {
+                    Some(cut) => {
+                        let (bytes, ext) =
+                            crate::registry::replay::encode(&cut).map_err(Reject::Store)?;
+                        (bytes, ext, "mqtt".to_string(), None)
+                    }
+                    None => (bytes, ext, "mqtt".to_string(), None),
+                }
             }
             SampleSource::Capture(id) => {
                 let found = self.rings.iter().filter(|(_, m, _)| m == model).find_map(

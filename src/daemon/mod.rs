@@ -326,6 +326,11 @@ fn start_inbound(
             .iter()
             .map(|p| (p.name.clone(), p.model.clone(), p.ring.clone()))
             .collect(),
+        regions: rt
+            .pipelines
+            .iter()
+            .filter_map(|p| Some((p.model.clone(), p.region?)))
+            .collect(),
         requests: ctx.requests.clone(),
         publisher: rt.publisher.clone(),
         scheduler,

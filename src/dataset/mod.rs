@@ -4,7 +4,9 @@
 //! Owns [`load`] and the [`Dataset`] it returns. Two layouts are read:
 //! - IDX (MNIST format): `dir/<split>-images-idx3-ubyte` + `dir/<split>-labels-idx1-ubyte`,
 //!   see `idx.rs`;
-//! - a folder tree `dir/<split>/<class>/*.{png,jpg,jpeg,wav}`, see `folder.rs`.
+//! - a folder tree `dir/<split>/<class>/*.{png,jpg,jpeg,wav}`, see `folder.rs`, or one
+//!   level deeper, `dir/<split>/<group>/<class>/*` (a group is one camera view of
+//!   scene-states: every item records its group).
 //!
 //! Class names come from `dir/classes.txt` (`index<TAB>name[<TAB>anything]` per line) when
 //! present.
@@ -12,6 +14,7 @@
 mod folder;
 mod idx;
 pub mod manifest;
+pub mod regions;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -42,6 +45,9 @@ pub struct Item {
     pub raw: Raw,
     /// Where it came from: the file path, or `path#index` for an IDX image.
     pub source: String,
+    /// The group folder of a grouped layout (`<split>/<group>/<class>/*`), e.g. a camera
+    /// view; `None` in the other layouts.
+    pub group: Option<String>,
 }
 
 /// Options for [`load`].
@@ -513,6 +519,7 @@ fn load_idx(
             label: new_label,
             raw: Raw::Image(DynamicImage::ImageLuma8(image)),
             source: format!("{source_prefix}#{index}"),
+            group: None,
         });
     }
     Ok(Dataset {
@@ -522,6 +529,25 @@ fn load_idx(
     })
 }
 
+/// The group folders of a grouped layout: `split_dir`'s folders, when `classes.txt` lists
+/// none of them but each holds at least one listed class folder. `None`: a flat layout.
+fn group_folders(
+    split_dir: &Path,
+    folders: &[String],
+    listed: &[String],
+) -> Result<Option<Vec<String>>, DatasetError> {
+    if folders.is_empty() || folders.iter().any(|f| listed.contains(f)) {
+        return Ok(None);
+    }
+    for f in folders {
+        let inner = folder::class_folders(&split_dir.join(f))?;
+        if !inner.iter().any(|c| listed.contains(c)) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(folders.to_vec()))
+}
+
 fn load_folder(
     dir: &Path,
     split_dir: &Path,
@@ -529,12 +555,14 @@ fn load_folder(
     opts: &LoadOptions,
 ) -> Result<Dataset, DatasetError> {
     let folders = folder::class_folders(split_dir)?;
+    let mut groups = None;
     let available = match listed {
         Some((classes_path, names)) => {
+            groups = group_folders(split_dir, &folders, &names)?;
             let known: HashSet<&str> = names.iter().map(String::as_str).collect();
             let unlisted: Vec<String> = folders
                 .iter()
-                .filter(|f| !known.contains(f.as_str()))
+                .filter(|f| groups.is_none() && !known.contains(f.as_str()))
                 .cloned()
                 .collect();
             if !unlisted.is_empty() {
@@ -552,32 +580,43 @@ fn load_folder(
     let limit = opts.limit_per_class.unwrap_or(usize::MAX);
     let mut items = Vec::new();
     let mut skipped_bad = 0;
+    // (group, the folder holding the class folders)
+    let roots: Vec<(Option<String>, PathBuf)> = match &groups {
+        Some(gs) => gs
+            .iter()
+            .map(|g| (Some(g.clone()), split_dir.join(g)))
+            .collect(),
+        None => vec![(None, split_dir.to_path_buf())],
+    };
     for (label, class) in selection.classes.iter().enumerate() {
         let mut kept = 0;
-        for path in folder::class_files(&split_dir.join(class))? {
-            if kept >= limit {
-                break;
-            }
-            let raw = match read_file(&path).and_then(|bytes| {
-                decode(&bytes).map_err(|source| DatasetError::Decode {
-                    path: path.clone(),
-                    source,
-                })
-            }) {
-                Ok(raw) => raw,
-                Err(err) if opts.skip_bad => {
-                    tracing::warn!(path = %path.display(), error = %err, "skipping bad data file");
-                    skipped_bad += 1;
-                    continue;
+        for (group, root) in &roots {
+            for path in folder::class_files(&root.join(class))? {
+                if kept >= limit {
+                    break;
                 }
-                Err(err) => return Err(err),
-            };
-            items.push(Item {
-                label,
-                raw,
-                source: path.display().to_string(),
-            });
-            kept += 1;
+                let raw = match read_file(&path).and_then(|bytes| {
+                    decode(&bytes).map_err(|source| DatasetError::Decode {
+                        path: path.clone(),
+                        source,
+                    })
+                }) {
+                    Ok(raw) => raw,
+                    Err(err) if opts.skip_bad => {
+                        tracing::warn!(path = %path.display(), error = %err, "skipping bad data file");
+                        skipped_bad += 1;
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                items.push(Item {
+                    label,
+                    raw,
+                    source: path.display().to_string(),
+                    group: group.clone(),
+                });
+                kept += 1;
+            }
         }
     }
     Ok(Dataset {

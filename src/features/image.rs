@@ -104,6 +104,54 @@ impl ImageSpec {
     }
 }
 
+/// A region of interest: the rectangle of a camera frame (in the frame's pixels) that a
+/// pipeline's model looks at. It is cut out of every frame before [`ImageSpec`] resizes it,
+/// in inference, samples, label requests and training alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Left edge, pixels from the frame's left.
+    pub x: u32,
+    /// Top edge, pixels from the frame's top.
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Region {
+    /// Why this region does not fit a `frame_width`×`frame_height` frame, if it does not.
+    pub fn check(&self, frame_width: u32, frame_height: u32) -> Result<(), String> {
+        if self.width == 0 || self.height == 0 {
+            return Err(format!("region {self} is empty"));
+        }
+        let right = u64::from(self.x) + u64::from(self.width);
+        let bottom = u64::from(self.y) + u64::from(self.height);
+        if right > u64::from(frame_width) || bottom > u64::from(frame_height) {
+            return Err(format!(
+                "region {self} reaches ({right}, {bottom}), outside the {frame_width}x{frame_height} frame"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The region of `img`; an error names the region and the frame when it does not fit.
+    pub fn crop(&self, img: &DynamicImage) -> Result<DynamicImage, FeatureError> {
+        self.check(img.width(), img.height())
+            .map_err(FeatureError::Region)?;
+        Ok(img.crop_imm(self.x, self.y, self.width, self.height))
+    }
+}
+
+impl std::fmt::Display for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{} at ({}, {})",
+            self.width, self.height, self.x, self.y
+        )
+    }
+}
+
 /// Resize (if needed) and split an 8-bit image into [0, 1] planes, CHW.
 fn planes<P>(img: &ImageBuffer<P, Vec<u8>>, width: usize, height: usize) -> Vec<f32>
 where
@@ -196,6 +244,33 @@ mod tests {
         let t = gray_spec(28, 28).unnormalised(&DynamicImage::ImageLuma8(img));
         assert_eq!(t.len(), 28 * 28);
         assert!(t.iter().all(|v| (v - 128.0 / 255.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn region_crops_inside_the_frame_and_names_a_region_outside_it() {
+        let mut img = RgbImage::from_pixel(8, 6, Rgb([0, 0, 0]));
+        img.put_pixel(5, 4, Rgb([255, 0, 0]));
+        let region = Region {
+            x: 4,
+            y: 3,
+            width: 3,
+            height: 2,
+        };
+        let cut = region
+            .crop(&DynamicImage::ImageRgb8(img.clone()))
+            .expect("fits");
+        assert_eq!((cut.width(), cut.height()), (3, 2));
+        assert_eq!(cut.to_rgb8().get_pixel(1, 1), &Rgb([255, 0, 0]));
+        let wide = Region { width: 5, ..region };
+        let msg = wide
+            .crop(&DynamicImage::ImageRgb8(img))
+            .expect_err("outside")
+            .to_string();
+        assert!(
+            msg.contains("5x2 at (4, 3)") && msg.contains("8x6 frame"),
+            "{msg}"
+        );
+        assert!(Region { width: 0, ..region }.check(8, 6).is_err());
     }
 
     #[test]

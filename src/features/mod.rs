@@ -9,7 +9,7 @@ pub mod audio;
 pub mod image;
 
 pub use audio::AudioSpec;
-pub use image::ImageSpec;
+pub use image::{ImageSpec, Region};
 
 use std::fmt;
 use std::io::Cursor;
@@ -141,6 +141,9 @@ pub enum FeatureError {
         got: Modality,
     },
     /// The preprocessing spec is inconsistent; the message lists the problems.
+    /// A region of interest that does not fit the frame.
+    #[error("{0}")]
+    Region(String),
     #[error("invalid preprocessing spec: {0}")]
     InvalidSpec(String),
     /// Resampling failed.

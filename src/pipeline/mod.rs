@@ -56,6 +56,8 @@ pub struct PipelineHandle {
     pub stats: Arc<PipelineStats>,
     pub source: Arc<SourceHealth>,
     pub ring: Arc<Mutex<CaptureRing>>,
+    /// `[pipeline.region]`: what the worker cuts every frame to.
+    pub region: Option<crate::features::Region>,
     /// A clone of the hand-over sender, for its drop count.
     input: slot::Sender<Capture>,
     live: Arc<ArcSwap<LoadedModel>>,
@@ -132,10 +134,12 @@ pub fn start(
     let (stats_w, ring_w, live_w) = (stats.clone(), ring.clone(), live.clone());
     let (publisher, topics, scene) = (ctx.publisher.clone(), ctx.topics.clone(), ctx.scene.clone());
     let (policy, requests) = (ctx.request_policy.clone(), ctx.requests.clone());
+    let region = p.region;
     let worker = Part::spawn(&format!("infer-{}", p.name), move || {
         worker::run(
             name.clone(),
             rx,
+            region,
             live_w,
             publish,
             ring_w,
@@ -152,6 +156,7 @@ pub fn start(
             stats,
             source: health,
             ring,
+            region: p.region,
             input: tx,
             live,
         },

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use super::{Debouncer, PublishGate};
 use crate::capture::ring::CaptureRing;
 use crate::capture::{Capture, slot};
-use crate::features::Preprocess;
+use crate::features::{FeatureError, Preprocess, Raw, Region};
 use crate::inference::Classifier;
 use crate::inference::{softmax, top_k_of};
 use crate::mqtt::payload::{LabelScore, Prediction, SCHEMA_VERSION, StableState};
@@ -111,6 +111,7 @@ pub enum Output {
 pub fn run(
     pipeline: String,
     input: slot::Receiver<Capture>,
+    region: Option<Region>,
     model: Arc<ArcSwap<LoadedModel>>,
     publish: PublishSettings,
     ring: Arc<Mutex<CaptureRing>>,
@@ -131,6 +132,16 @@ pub fn run(
             Ok(None) if stop.load(Ordering::Relaxed) => break,
             Ok(None) => continue,
             Err(_) => break,
+        };
+        // The region first: the ring, label requests and samples hold what the model saw.
+        let capture = match cut(capture, region.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                if stats.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(%pipeline, error = %e, "frame does not fit the pipeline's region (further failures are counted in status)");
+                }
+                continue;
+            }
         };
         let m = model.load();
         let started = Instant::now();
@@ -203,6 +214,14 @@ pub fn run(
             r.push(capture);
         }
     }
+}
+
+/// `capture` cut to `region` (images only).
+fn cut(mut capture: Capture, region: Option<&Region>) -> Result<Capture, FeatureError> {
+    if let (Some(r), Raw::Image(img)) = (region, &capture.raw) {
+        capture.raw = Raw::Image(r.crop(img)?);
+    }
+    Ok(capture)
 }
 
 #[cfg(test)]

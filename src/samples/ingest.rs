@@ -89,6 +89,8 @@ pub enum Reject {
         min_ms: u64,
         max_ms: u64,
     },
+    #[error("image does not fit the pipeline's region: {0}")]
+    Region(String),
     #[error("unknown model `{0}`")]
     UnknownModel(String),
     #[error("capture {0} is not held by any pipeline of this model (too old or never seen)")]
@@ -169,6 +171,22 @@ fn modality_name(m: Modality) -> &'static str {
 
 /// Decode the bytes and check them against the model's input: modality, image size,
 /// clip duration.
+/// A sent frame cut to the pipeline's region: a frame of the camera (larger than the
+/// region) is cut; one already the region's size (a capture, a cut-out) is kept as it is.
+/// `None` when it was kept.
+pub fn cut_to_region(raw: &Raw, region: &features::Region) -> Result<Option<Raw>, Reject> {
+    let Raw::Image(img) = raw else {
+        return Ok(None);
+    };
+    if (img.width(), img.height()) == (region.width, region.height) {
+        return Ok(None);
+    }
+    let cut = region
+        .crop(img)
+        .map_err(|e| Reject::Region(e.to_string()))?;
+    Ok(Some(Raw::Image(cut)))
+}
+
 pub fn check_data(bytes: &[u8], model: &str, pre: &Preprocess) -> Result<Raw, Reject> {
     let want = pre.modality();
     if let Ok(reader) = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()

@@ -39,6 +39,9 @@ impl Settings {
                 ));
             }
             p.extend(pl.source.problems(&at));
+            if let Some(region) = &pl.region {
+                p.extend(region_problem(&at, region, &pl.source));
+            }
         }
         p
     }
@@ -81,9 +84,54 @@ impl Settings {
                     self.resolve(path).display()
                 ));
             }
+            if let (Some(region), SourceSettings::ReplayImages { path, .. }) =
+                (&pl.region, &pl.source)
+                && let Some((w, h)) = first_image_size(&self.resolve(path))
+                && let Err(e) = region.check(w, h)
+            {
+                p.push(format!("`pipeline[{i}].region`: {e} (the replay's frames)"));
+            }
         }
         p
     }
+}
+
+/// A region's problem against its pipeline's source: only camera-like sources have one,
+/// and it must lie inside a camera's configured resolution.
+fn region_problem(
+    at: &str,
+    region: &crate::features::Region,
+    source: &SourceSettings,
+) -> Option<String> {
+    match source {
+        SourceSettings::Microphone { .. } | SourceSettings::ReplayAudio { .. } => Some(format!(
+            "`{at}.region`: a region applies to camera frames, not to an audio source"
+        )),
+        SourceSettings::Camera { width, height, .. } if *width > 0 && *height > 0 => region
+            .check(*width, *height)
+            .err()
+            .map(|e| format!("`{at}.region`: {e} (`{at}.source` asks for {width}x{height})")),
+        _ => region
+            .check(u32::MAX, u32::MAX)
+            .err()
+            .map(|e| format!("`{at}.region`: {e}")),
+    }
+}
+
+/// The size of a replay's first frame (`path` a file, or a folder read in name order).
+fn first_image_size(path: &std::path::Path) -> Option<(u32, u32)> {
+    let file = if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| image::ImageFormat::from_path(p).is_ok())
+            .collect();
+        files.sort();
+        files.into_iter().next()?
+    } else {
+        path.to_path_buf()
+    };
+    image::image_dimensions(file).ok()
 }
 
 impl AdaptSettings {
@@ -279,6 +327,7 @@ mod tests {
                 interval_ms: 500,
                 looped: true,
             },
+            region: None,
         });
         s
     }

@@ -193,6 +193,11 @@ pub struct PipelineSettings {
     pub name: String,
     pub model: PathBuf,
     pub source: SourceSettings,
+    /// The region of the camera's frame the model looks at (`{ x, y, width, height }` in
+    /// the frame's pixels); every frame, sample and label request of the pipeline is cut
+    /// to it before the model's own resize. None: the whole frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<crate::features::Region>,
 }
 
 /// Camera pixel formats that can be requested.

@@ -16,6 +16,7 @@ mod lsskd_training;
 mod packaging;
 mod registry;
 mod samples_mqtt;
+mod scenes;
 mod settings_cli;
 mod shipped;
 mod teach;

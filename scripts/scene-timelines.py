@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""End to end through the daemon (issue 30): for every view of a scene-states split, teach
+the view's five states by MQTT samples (frames 0-4 of each state, `lsskd-edge sample
+send`), then play its 90-frame timeline through a replay camera cut to the view's region
+and score the retained stable state frame by frame against timeline.csv.
+
+One frame of the timeline is one second of the camera. Frames are replayed every
+`--interval-ms` (250: four times real time) and scored in frames, so "2 s" is 2 frames:
+- accuracy: the stable state equals the truth, over the frames that are not within
+  2 frames after a change of the truth (the timeline's start is such a change);
+- latency: for each change, the frames until the stable state shows the new state (a
+  change counts as reported in time when that is under 2).
+
+Every daemon is a real one (`lsskd-edge run`, its embedded broker on a free loopback port,
+a fresh state folder per view, publish.debounce_count 2). Usage:
+  scripts/scene-timelines.py --bin target/debug/lsskd-edge --model models/scenes \
+      --data ../shared/data/scene-states --split val --regions REGIONS.csv [--views a,b]
+Prints one Markdown row per view and the mean.
+"""
+import argparse
+import csv
+import json
+import select
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+STATES = ["empty", "animal", "vehicle", "parcel", "lights_off"]
+LEAD = 12
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(model, frames, region, port, state_dir, interval_ms, looped):
+    x, y, w, h = region
+    return f"""device_id = "tl"
+state_dir = "{state_dir}"
+[[pipeline]]
+name = "cam"
+model = "{model}"
+region = {{ x = {x}, y = {y}, width = {w}, height = {h} }}
+[pipeline.source]
+kind = "replay_images"
+path = "{frames}"
+interval_ms = {interval_ms}
+loop = {"true" if looped else "false"}
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+embedded_broker = true
+homeassistant_prefix = ""
+
+[publish]
+debounce_count = 2
+"""
+
+
+def start(bin_, cfg_path, log_path):
+    log = open(log_path, "a")
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    return subprocess.Popen([bin_, "run", "--config", cfg_path], stdout=log, stderr=log, env=env)
+
+
+def wait_port(port, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"the daemon's broker never listened on {port}")
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def teach(a, view, model_name, port, cfg, work):
+    """Frames 0-4 of each state as samples; wait for the adaptation's outcome."""
+    out = []
+    for i, state in enumerate(STATES):
+        files = [f"{a.data}/{a.split}/{view}/{state}/{n}.jpg" for n in range(a.shot)]
+        cmd = [a.bin, "sample", "send", "--config", cfg, "--model", model_name,
+               "--label", state, "--port", str(port), "--timeout-secs", "300"]
+        if i == len(STATES) - 1:
+            cmd.append("--wait")
+        r = subprocess.run(cmd + files, capture_output=True, text=True)
+        out.append(r.stdout)
+        if r.returncode != 0:
+            raise SystemExit(f"sample send failed for {view}/{state}:\n{r.stdout}{r.stderr}")
+    return "".join(out)
+
+
+def play(a, view, port, cfg, work):
+    """Play the timeline once; the predictions and stable states, in order."""
+    n = sum(1 for _ in open(f"{a.data}/{a.split}/{view}/timeline.csv")) - 1
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-v", "-W", str(int(n * a.interval_ms / 1000) + 60),
+         "-t", "lsskd/tl/cam/prediction", "-t", "lsskd/tl/cam/state", "-C", str(10 * n)],
+        stdout=subprocess.PIPE, text=True)
+    return sub, n
+
+
+def score(messages, truth):
+    preds = [json.loads(p) for t, p in messages if t.endswith("/prediction")]
+    last = max(p["capture_id"] for p in preds)
+    preds = [p for p in preds if p["capture_id"] > last - len(truth)]
+    states = [json.loads(p) for t, p in messages if t.endswith("/state")]
+    if len(preds) != len(truth):
+        raise SystemExit(f"{len(preds)} predictions for {len(truth)} frames (frames dropped?)")
+    shown, k, per_frame = None, 0, []
+    for p in preds:
+        while k < len(states) and states[k]["ts"] <= p["ts"]:
+            shown = states[k]["label"]
+            k += 1
+        per_frame.append(shown)
+    changes = [0] + [t for t in range(1, len(truth)) if truth[t] != truth[t - 1]]
+    settling = set()
+    for c in changes:
+        settling.update(range(c, c + 2))
+    scored = [t for t in range(len(truth)) if t not in settling]
+    right = sum(per_frame[t] == truth[t] for t in scored)
+    late = []
+    for c in changes:
+        end = next((t for t in changes if t > c), len(truth))
+        hit = next((t - c for t in range(c, end) if per_frame[t] == truth[c]), None)
+        late.append(hit)
+    in_time = sum(1 for h in late if h is not None and h < 2)
+    return right / len(scored), in_time, len(changes), per_frame
+
+
+def run_view(a, view, region, work):
+    model_name = json.load(open(f"{a.model}/manifest.json"))["name"]
+    port = free_port()
+    state_dir = f"{work}/{view}/state"
+    os.makedirs(state_dir, exist_ok=True)
+    log = f"{work}/{view}/daemon.log"
+    # 1. Teach, with the camera on the view's empty frames.
+    cfg = f"{work}/{view}/teach.toml"
+    open(cfg, "w").write(config(os.path.abspath(a.model), f"{a.data}/{a.split}/{view}/empty", region,
+                                port, state_dir, 1000, True))
+    d = start(a.bin, cfg, log)
+    try:
+        wait_port(port)
+        taught = teach(a, view, model_name, port, cfg, work)
+    finally:
+        stop(d)
+    verdict = "promoted" if "promoted" in taught else "not promoted"
+    # 2. The timeline once, frame names in time order.
+    frames = f"{work}/{view}/timeline"
+    os.makedirs(frames, exist_ok=True)
+    truth = [r["state"] for r in csv.DictReader(open(f"{a.data}/{a.split}/{view}/timeline.csv"))]
+    # A lead-in of LEAD copies of frame 0 (the timeline starts empty) while the subscriber
+    # connects; the frames are scored by capture id, the last len(truth) of them.
+    for t in range(-LEAD, len(truth)):
+        os.symlink(os.path.abspath(f"{a.data}/{a.split}/{view}/timeline/{max(t, 0)}.jpg"),
+                   f"{frames}/{t + LEAD:04d}.jpg")
+    cfg = f"{work}/{view}/timeline.toml"
+    open(cfg, "w").write(config(os.path.abspath(a.model), frames, region, port, state_dir,
+                                a.interval_ms, False))
+    d = start(a.bin, cfg, log)
+    try:
+        wait_port(port)
+        sub, n = play(a, view, port, cfg, work)
+        messages = []
+        # The replay plays once: done when no prediction came for 3 s after the first.
+        quiet = 0.0
+        while quiet < 3.0:
+            ready, _, _ = select.select([sub.stdout], [], [], 0.5)
+            if not ready:
+                quiet += 0.5 if messages else 0.0
+                continue
+            line = sub.stdout.readline()
+            if not line:
+                break
+            quiet = 0.0
+            topic, _, payload = line.strip().partition(" ")
+            messages.append((topic, payload))
+        sub.kill()
+    finally:
+        stop(d)
+    return score(messages, truth) + (verdict,)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/debug/lsskd-edge")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--regions", required=True)
+    ap.add_argument("--views")
+    ap.add_argument("--shot", type=int, default=5)
+    ap.add_argument("--interval-ms", type=int, default=250)
+    ap.add_argument("--work")
+    a = ap.parse_args()
+    a.data = os.path.abspath(a.data)
+    regions = {r["group"]: (int(r["x"]), int(r["y"]), int(r["width"]), int(r["height"]))
+               for r in csv.DictReader(open(a.regions))}
+    views = a.views.split(",") if a.views else sorted(regions)
+    work = a.work or tempfile.mkdtemp(prefix="scene-timelines-")
+    print("| view | state right (frames outside 2 s after a change) | changes reported within 2 s | teaching |")
+    print("|---|---|---|---|")
+    accs, hits, changes = [], 0, 0
+    for view in views:
+        acc, in_time, n_changes, _, verdict = run_view(a, view, regions[view], work)
+        accs.append(acc)
+        hits += in_time
+        changes += n_changes
+        print(f"| {view} | {acc:.3f} | {in_time} of {n_changes} | {verdict} |", flush=True)
+    print(f"| **mean** | {sum(accs) / len(accs):.3f} (worst {min(accs):.3f}) | {hits} of {changes} | |")
+    print(f"work folder: {work}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
