@@ -122,3 +122,127 @@ fn validate_names_a_region_outside_the_cameras_frame() {
         "{err}"
     );
 }
+
+/// `scripts/scene-regions.py`'s region of val view `va03_meadow` (from its teaching frames).
+const MEADOW_REGION: &str = "region = { x = 58, y = 87, width = 153, height = 153 }";
+
+fn camera_config(frames: &str, interval_ms: u64, looped: bool, port: u16) -> String {
+    format!(
+        "device_id = \"it\"\n[[pipeline]]\nname = \"cam\"\nmodel = \"{}\"\n{MEADOW_REGION}\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{frames}\"\ninterval_ms = {interval_ms}\nloop = {looped}\n\n{}[publish]\ndebounce_count = 2\n",
+        model("scenes"),
+        mqtt_section(port)
+    )
+}
+
+/// Each frame's shown stable state: the last `state` message at or before its prediction.
+fn shown_states(messages: &[(String, String)], frames: usize) -> Vec<String> {
+    let preds: Vec<serde_json::Value> = messages
+        .iter()
+        .filter(|(t, _)| t.ends_with("/prediction"))
+        .map(|(_, p)| json(p))
+        .collect();
+    let last = preds
+        .iter()
+        .filter_map(|p| p["capture_id"].as_u64())
+        .max()
+        .expect("predictions");
+    let mut preds: Vec<_> = preds
+        .into_iter()
+        .filter(|p| p["capture_id"].as_u64().is_some_and(|id| id + frames as u64 > last))
+        .collect();
+    preds.sort_by_key(|p| p["capture_id"].as_u64());
+    assert_eq!(preds.len(), frames, "a prediction for every frame");
+    let states: Vec<serde_json::Value> = messages
+        .iter()
+        .filter(|(t, _)| t.ends_with("/state"))
+        .map(|(_, p)| json(p))
+        .collect();
+    let (mut k, mut shown) = (0, String::new());
+    preds
+        .iter()
+        .map(|p| {
+            while k < states.len() && states[k]["ts"].as_u64() <= p["ts"].as_u64() {
+                shown = states[k]["label"].as_str().unwrap_or_default().to_string();
+                k += 1;
+            }
+            shown.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
+    let _cpu = crate::common::cpu_alone();
+    let broker = Mosquitto::start();
+    let view = crate::common::data_root().join("scene-states/val/va03_meadow");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+
+    // 1. Teach: five frames of each state, the camera meanwhile on the empty view.
+    let empty = view.join("empty").display().to_string();
+    let mut daemon = Daemon::start_in(&state, &camera_config(&empty, 500, true, broker.port), &[]);
+    let mut said = String::new();
+    let states = ["empty", "animal", "vehicle", "parcel", "lights_off"];
+    for (i, s) in states.iter().enumerate() {
+        let files: Vec<String> = (0..5)
+            .map(|n| view.join(s).join(format!("{n}.jpg")).display().to_string())
+            .collect();
+        let port = broker.port.to_string();
+        let mut args = vec![
+            "sample", "send", "--model", "scenes", "--label", s, "--device", "it", "--host",
+            "127.0.0.1", "--port", &port, "--username", crate::harness::USER, "--password",
+            crate::harness::PASSWORD, "--timeout-secs", "300",
+        ];
+        if i == states.len() - 1 {
+            args.push("--wait");
+        }
+        args.extend(files.iter().map(String::as_str));
+        let o = cli(&args);
+        said += &crate::common::stdout(&o);
+        assert!(o.status.success(), "{said}{}", stderr(&o));
+    }
+    assert!(said.contains("promoted"), "the teaching was not promoted:\n{said}\n{}", daemon.log());
+    daemon.terminate(Duration::from_secs(20));
+
+    // 2. The timeline once, in time order, after a lead-in of its first (empty) frame.
+    let truth: Vec<String> = std::fs::read_to_string(view.join("timeline.csv"))
+        .expect("timeline.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).expect("state").to_string())
+        .collect();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).expect("mkdir");
+    const LEAD: usize = 10;
+    for t in 0..LEAD + truth.len() {
+        let src = view.join("timeline").join(format!("{}.jpg", t.saturating_sub(LEAD)));
+        std::os::unix::fs::symlink(src, frames.join(format!("{t:04}.jpg"))).expect("link");
+    }
+    let path = frames.display().to_string();
+    let sub = broker.sub_background("lsskd/it/cam/#", 100_000, Duration::from_secs(30));
+    let daemon = Daemon::start_in(&state, &camera_config(&path, 100, false, broker.port), &[]);
+    let messages = crate::harness::collect(sub);
+    let shown = shown_states(&messages, truth.len());
+
+    // Scored outside 2 frames (2 s of the 1 frame/s timeline) after each change.
+    let changes: Vec<usize> = (0..truth.len())
+        .filter(|&t| t == 0 || truth[t] != truth[t - 1])
+        .collect();
+    let scored: Vec<usize> = (0..truth.len())
+        .filter(|t| !changes.iter().any(|c| (*c..c + 2).contains(t)))
+        .collect();
+    let right = scored.iter().filter(|&&t| shown[t] == truth[t]).count();
+    let accuracy = right as f64 / scored.len() as f64;
+    let in_time = changes
+        .iter()
+        .filter(|&&c| (c..(c + 2).min(truth.len())).any(|t| shown[t] == truth[c]))
+        .count();
+    eprintln!("timeline: state right on {right} of {} frames ({accuracy:.3}); {in_time} of {} changes within 2 s", scored.len(), changes.len());
+    assert!(
+        accuracy >= 0.9 && in_time + 1 >= changes.len(),
+        "shown vs truth:\n{:?}\n{:?}\n{}",
+        shown,
+        truth,
+        daemon.log()
+    );
+}
