@@ -351,14 +351,17 @@ pub fn run(
     health: &SourceHealth,
     stop: &Arc<AtomicBool>,
 ) -> Result<(), CaptureError> {
-    // After a failure the state keeps its reason (`retrying: …`) until frames flow again.
-    if !health.get().starts_with("retrying") {
+    // After a failure the state keeps its reason (`retrying: …`) until frames flow again,
+    // and the reconnects of a long outage are not logged at INFO one by one.
+    if health.get().starts_with("retrying") {
+        tracing::debug!(url = %req.url, "rtsp reconnecting");
+    } else {
         health.set("connecting");
+        tracing::info!(url = %req.url, transport = req.transport.as_str(), "rtsp connecting");
     }
     let mut child = spawn(FFMPEG, req)?;
     let stdout = child.0.stdout.take().expect("stdout is piped");
     let stderr = child.0.stderr.take().expect("stderr is piped");
-    tracing::info!(url = %req.url, transport = req.transport.as_str(), "rtsp connecting");
     let tail = Mutex::new(VecDeque::new());
     let reader_done = AtomicBool::new(false);
     let progress = Progress {
@@ -369,6 +372,9 @@ pub fn run(
         frames: AtomicU64::new(0),
     };
     let (watched, end, status) = std::thread::scope(|s| {
+        // Owned here, so that even a panic kills the child (closing the pipes the two
+        // threads read) before the scope waits for them.
+        let mut child = child;
         let reader = s.spawn(|| {
             let end = read_frames(stdout, &progress, req);
             reader_done.store(true, Ordering::Relaxed);
