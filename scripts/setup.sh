@@ -6,9 +6,14 @@ set -euo pipefail
 # Build: pkg-config, ALSA headers (cpal), libudev + clang/libclang (nokhwa's V4L2 bindings).
 # Tests and demo tooling: mosquitto (+ clients), ALSA utilities and sox (audio fixtures),
 # systemd (systemd-analyze verifies the unit), systemd-container (the package test boots
-# systemd in systemd-nspawn).
+# systemd in systemd-nspawn). RTSP cameras: ffmpeg (the RTSP source's decoder), and for
+# the test's camera on loopback GStreamer's RTSP server through Debian's Python
+# (python3-gi, gir1.2-gst-rtsp-server-1.0) with multifilesrc / jpegdec (base, good) and
+# x264enc (ugly).
 APT_PACKAGES=(pkg-config libasound2-dev libudev-dev clang libclang-dev
-  mosquitto mosquitto-clients alsa-utils sox systemd systemd-container)
+  mosquitto mosquitto-clients alsa-utils sox systemd systemd-container
+  ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,4 +1,4 @@
-//! Capture: sources of model inputs (camera, microphone, replay files), the hand-over
+//! Capture: sources of model inputs (camera, RTSP stream, microphone, replay files), the hand-over
 //! channels to inference with their full-buffer rules, sliding audio windows and the ring
 //! of recent captures.
 
@@ -7,6 +7,7 @@ pub mod health;
 pub mod microphone;
 pub mod replay;
 pub mod ring;
+pub mod rtsp;
 pub mod slot;
 pub mod source;
 pub mod window;

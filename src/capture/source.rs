@@ -1,18 +1,26 @@
-//! One pipeline's source thread: runs the configured source (camera, microphone, replay),
-//! retries it with capped backoff when it fails — a failing source never stops the other
-//! pipelines — and reports its state for the status message.
+//! One pipeline's source thread: runs the configured source (camera, RTSP stream,
+//! microphone, replay), retries it with capped backoff when it fails — a failing source
+//! never stops the other pipelines — and reports its state and restarts for the status
+//! message.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::camera::{self, CameraRequest};
 pub use super::health::SourceHealth;
 use super::replay::{ReplayAudio, ReplayImages};
+use super::rtsp::{self, RtspRequest};
 use super::window::Windower;
 use super::{Capture, CaptureError, microphone, now_ms, slot};
 use crate::settings::SourceSettings;
+
+/// The first wait before reopening a failed source; it doubles up to `max_backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A source that ran this long before failing starts again at [`FIRST_BACKOFF`].
+const RAN_WELL: Duration = Duration::from_secs(60);
 
 /// Everything a source thread needs.
 pub struct SourceJob {
@@ -133,6 +141,24 @@ fn run_once(job: &SourceJob, next_id: &Arc<AtomicU64>) -> Result<(), CaptureErro
             job.health.set("running");
             camera::run(&req, &job.out, next_id, &job.health, &job.stop)
         }
+        SourceSettings::Rtsp {
+            url,
+            transport,
+            width,
+            height,
+            interval_ms,
+            timeout_ms,
+        } => {
+            let req = RtspRequest {
+                url: url.clone(),
+                transport: *transport,
+                width: *width,
+                height: *height,
+                interval_ms: *interval_ms,
+                timeout: Duration::from_millis(*timeout_ms),
+            };
+            rtsp::run(&req, &job.out, next_id, &job.health, &job.stop)
+        }
         SourceSettings::Microphone {
             device,
             window_ms,
@@ -156,13 +182,19 @@ fn run_once(job: &SourceJob, next_id: &Arc<AtomicU64>) -> Result<(), CaptureErro
 /// reported in `health`, and retried with doubling backoff up to `max_backoff`.
 pub fn run(job: SourceJob) {
     let next_id = Arc::new(AtomicU64::new(now_ms()));
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
     job.health.set("starting");
     job.health.alive();
     while !job.stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
         match run_once(&job, &next_id) {
             Ok(()) => break,
             Err(e) => {
+                if started.elapsed() >= RAN_WELL {
+                    // A source that ran for a while (a camera stream that dropped after
+                    // hours) is reopened quickly, not after the last outage's backoff.
+                    backoff = FIRST_BACKOFF;
+                }
                 job.health.restarts.fetch_add(1, Ordering::Relaxed);
                 job.health.set(format!("retrying: {e}"));
                 tracing::warn!(pipeline = %job.pipeline, error = %e, retry_in = ?backoff, "source failed; retrying");

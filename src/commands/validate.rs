@@ -1,10 +1,11 @@
-//! `lsskd-edge validate` and `print-config`: check settings and every pipeline's model
-//! package, reporting every problem at once.
+//! `lsskd-edge validate` and `print-config`: check settings, every pipeline's model
+//! package and the programs its source needs, reporting every problem at once.
 
 use std::path::PathBuf;
 
+use crate::capture::rtsp;
 use crate::registry::ModelPackage;
-use crate::settings::{Settings, SettingsError, Sources};
+use crate::settings::{Settings, SettingsError, SourceSettings, Sources};
 
 /// Arguments of `validate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,17 +55,29 @@ pub fn render(settings: &Settings) -> String {
     )
 }
 
-/// Load settings and verify each pipeline's model package (hashes, graph vs manifest).
+/// Load settings, verify each pipeline's model package (hashes, graph vs manifest), and
+/// that the programs its source runs are there (ffmpeg for an RTSP stream; the daemon
+/// itself starts without them and reports the source as retrying).
 pub fn run(sources: &Sources) -> Result<Settings, SettingsError> {
     let settings = Settings::load(sources)?;
+    let mut decoder = None;
     let problems: Vec<String> = settings
         .pipeline
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| {
-            ModelPackage::load(&settings.model_path(p))
+        .flat_map(|(i, p)| {
+            let model = ModelPackage::load(&settings.model_path(p))
                 .err()
-                .map(|e| format!("`pipeline[{i}].model`: {e}"))
+                .map(|e| format!("`pipeline[{i}].model`: {e}"));
+            let source = matches!(p.source, SourceSettings::Rtsp { .. })
+                .then(|| {
+                    decoder
+                        .get_or_insert_with(|| rtsp::decoder_problem(rtsp::FFMPEG))
+                        .clone()
+                })
+                .flatten()
+                .map(|e| format!("`pipeline[{i}].source`: {e}"));
+            model.into_iter().chain(source)
         })
         .collect();
     if problems.is_empty() {

@@ -71,6 +71,7 @@ impl Runtime {
             dropped: 0,
             errors: 0,
             mean_latency_ms: 0.0,
+            restarts: 0,
         }));
         let c = self.publisher.counters();
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

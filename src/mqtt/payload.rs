@@ -36,7 +36,7 @@ pub struct Prediction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineHealth {
     pub name: String,
-    /// `running`, `starting`, or `retrying: <reason>`.
+    /// `running`, `starting`, `connecting` (a stream), or `retrying: <reason>`.
     pub state: String,
     pub model_version: u32,
     pub inferences: u64,
@@ -48,6 +48,10 @@ pub struct PipelineHealth {
     /// Mean features + inference time since start, milliseconds.
     #[serde(default)]
     pub mean_latency_ms: f64,
+    /// Times the source failed and was reopened (a camera unplugged, a stream that
+    /// stalled or dropped and reconnected).
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 /// `<p>/<dev>/status` when online (retained; the Last Will is the plain string `offline`).

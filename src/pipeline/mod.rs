@@ -74,6 +74,7 @@ impl PipelineHandle {
             dropped: self.input.dropped() + self.source.dropped_blocks.load(Ordering::Relaxed),
             errors: self.stats.errors.load(Ordering::Relaxed),
             mean_latency_ms: self.stats.mean_latency_ms(),
+            restarts: self.source.restarts.load(Ordering::Relaxed),
         }
     }
 }
@@ -105,7 +106,9 @@ pub fn start(
 ) -> std::io::Result<Started> {
     let pre = live.load().preprocess.clone();
     let (tx, rx) = match p.source {
-        SourceSettings::Camera { .. } | SourceSettings::ReplayImages { .. } => slot::latest(),
+        SourceSettings::Camera { .. }
+        | SourceSettings::Rtsp { .. }
+        | SourceSettings::ReplayImages { .. } => slot::latest(),
         _ => slot::bounded(AUDIO_QUEUE),
     };
     let health = Arc::new(SourceHealth::default());

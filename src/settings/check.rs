@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    AdaptSettings, MqttSettings, PublishSettings, Settings, SourceSettings, is_topic_level,
+    AdaptSettings, MqttSettings, PublishSettings, Settings, SourceSettings, StreamUrl,
+    is_topic_level,
 };
 
 impl Settings {
@@ -279,6 +280,17 @@ impl SourceSettings {
             SourceSettings::ReplayImages { interval_ms, .. } => {
                 interval_checks(at, *interval_ms, &mut p)
             }
+            SourceSettings::Rtsp {
+                url,
+                width,
+                height,
+                interval_ms,
+                timeout_ms,
+                ..
+            } => {
+                stream_checks(at, url, (*width, *height), *timeout_ms, &mut p);
+                interval_checks(at, *interval_ms, &mut p);
+            }
             SourceSettings::Microphone {
                 window_ms, hop_ms, ..
             }
@@ -289,6 +301,39 @@ impl SourceSettings {
         p
     }
 }
+
+/// An RTSP source: its address, frame size and stall timeout.
+fn stream_checks(
+    at: &str,
+    url: &StreamUrl,
+    (width, height): (u32, u32),
+    timeout_ms: u64,
+    p: &mut Vec<String>,
+) {
+    match url.scheme().as_deref() {
+        Some("rtsp" | "rtsps") if url.expose().len() > "rtsp://".len() => {}
+        _ => p.push(format!(
+            "`{at}.source.url`: `{url}` is not an rtsp:// or rtsps:// address \
+             (e.g. rtsp://user:password@192.168.1.20:554/stream1)"
+        )),
+    }
+    if (width == 0) != (height == 0) {
+        p.push(format!(
+            "`{at}.source.width` and `{at}.source.height`: give both (scale to that size) \
+             or neither (the stream's own size)"
+        ));
+    }
+    if timeout_ms < MIN_STREAM_TIMEOUT_MS {
+        p.push(format!(
+            "`{at}.source.timeout_ms`: {timeout_ms} is under {MIN_STREAM_TIMEOUT_MS} \
+             (connecting to a camera takes a moment)"
+        ));
+    }
+}
+
+/// The shortest stall timeout: ffmpeg needs about a second to connect and find the
+/// stream's format.
+const MIN_STREAM_TIMEOUT_MS: u64 = 2_000;
 
 fn interval_checks(at: &str, interval_ms: u64, p: &mut Vec<String>) {
     if interval_ms == 0 {
@@ -379,5 +424,29 @@ mod tests {
             ["`pipeline[0].source.hop_ms`: 0 must be within 1..=window_ms (100)"]
         );
         assert_eq!(s.problems().len(), 5);
+    }
+
+    #[test]
+    fn an_rtsp_source_needs_an_rtsp_address_a_whole_size_and_a_real_timeout() {
+        let source = |url: &str, width, height, timeout_ms| SourceSettings::Rtsp {
+            url: StreamUrl::new(url),
+            transport: Default::default(),
+            width,
+            height,
+            interval_ms: 200,
+            timeout_ms,
+        };
+        let ok = source("rtsp://admin:hunter22@10.0.0.5:554/h264", 320, 240, 10_000);
+        assert_eq!(ok.problems("pipeline[0]"), Vec::<String>::new());
+        let bad = source("http://admin:hunter22@10.0.0.5/h264", 320, 0, 100);
+        let p = bad.problems("pipeline[0]").join("\n");
+        for needle in [
+            "`pipeline[0].source.url`: `http://***@10.0.0.5/h264` is not an rtsp://",
+            "`pipeline[0].source.width` and `pipeline[0].source.height`: give both",
+            "`pipeline[0].source.timeout_ms`: 100 is under 2000",
+        ] {
+            assert!(p.contains(needle), "missing {needle} in:\n{p}");
+        }
+        assert!(!p.contains("hunter22") && !p.contains("admin"), "{p}");
     }
 }

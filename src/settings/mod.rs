@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod check;
+mod stream_url;
+
+pub use stream_url::{StreamUrl, redact};
 
 /// The embedded defaults; they document every key.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -223,6 +226,29 @@ fn default_interval_ms() -> u64 {
 fn default_device() -> String {
     "default".into()
 }
+fn default_stream_timeout_ms() -> u64 {
+    10_000
+}
+
+/// How an RTSP stream's packets travel: interleaved in the TCP connection (the default:
+/// it passes NAT and firewalls and loses nothing), or UDP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl RtspTransport {
+    /// The value of ffmpeg's `-rtsp_transport`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
+}
 
 /// `[pipeline.source]`, selected by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +274,27 @@ pub enum SourceSettings {
         window_ms: u64,
         #[serde(default = "default_hop_ms")]
         hop_ms: u64,
+    },
+    /// An IP camera's RTSP stream, decoded by an `ffmpeg` child process
+    /// (`capture::rtsp`).
+    Rtsp {
+        /// `rtsp://[user:password@]host[:port]/path`; the credentials are redacted
+        /// wherever the address is shown.
+        url: StreamUrl,
+        #[serde(default)]
+        transport: RtspTransport,
+        /// Frames are scaled to `width`×`height`; 0 and 0: the stream's own size.
+        #[serde(default)]
+        width: u32,
+        #[serde(default)]
+        height: u32,
+        /// Minimum time between two frames handed to inference.
+        #[serde(default = "default_interval_ms")]
+        interval_ms: u64,
+        /// No frame for this long (a stalled stream) is a failure: ffmpeg is stopped
+        /// and the stream reopened.
+        #[serde(default = "default_stream_timeout_ms")]
+        timeout_ms: u64,
     },
     ReplayImages {
         path: PathBuf,
@@ -474,7 +521,7 @@ impl Settings {
         }
     }
 
-    /// The merged settings as TOML (passwords masked).
+    /// The merged settings as TOML (passwords and stream credentials masked).
     pub fn to_toml(&self) -> String {
         let mut masked = self.clone();
         if !masked.mqtt.password_file.is_empty() {
@@ -482,6 +529,11 @@ impl Settings {
             masked.mqtt.password.clear();
         } else if !masked.mqtt.password.is_empty() {
             masked.mqtt.password = "********".into();
+        }
+        for pl in &mut masked.pipeline {
+            if let SourceSettings::Rtsp { url, .. } = &mut pl.source {
+                *url = StreamUrl::new(url.to_string());
+            }
         }
         toml::to_string_pretty(&masked)
             .unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
@@ -802,6 +854,51 @@ kind = "microphone"
         );
         let text = s.expect("valid").to_toml();
         assert!(!text.contains("secret") && text.contains("********"));
+    }
+
+    #[test]
+    fn an_rtsp_source_loads_with_defaults_and_print_config_hides_its_credentials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fake_package(dir.path(), "vision");
+        let pipeline = |extra: &str| {
+            format!(
+                "models_dir = \"{}\"\n[[pipeline]]\nname = \"gate\"\nmodel = \"vision\"\n\
+                 [pipeline.source]\nkind = \"rtsp\"\n\
+                 url = \"rtsp://admin:hunter22@10.0.0.5:554/h264\"\n{extra}",
+                dir.path().display()
+            )
+        };
+        let (s, _d) = load(Some(&pipeline("")), &[]);
+        let s = s.expect("valid");
+        let SourceSettings::Rtsp {
+            url,
+            transport,
+            width,
+            interval_ms,
+            timeout_ms,
+            ..
+        } = &s.pipeline[0].source
+        else {
+            panic!("not rtsp: {:?}", s.pipeline[0].source);
+        };
+        assert_eq!(url.expose(), "rtsp://admin:hunter22@10.0.0.5:554/h264");
+        assert_eq!(
+            (*transport, *width, *interval_ms, *timeout_ms),
+            (RtspTransport::Tcp, 0, 500, 10_000)
+        );
+        let shown = format!("{}\n{:?}", s.to_toml(), s.pipeline[0]);
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("admin"),
+            "{shown}"
+        );
+        assert!(shown.contains("rtsp://***@10.0.0.5:554/h264"), "{shown}");
+
+        let (s, _d) = load(Some(&pipeline("transport = \"quic\"\n")), &[]);
+        let text = s.expect_err("unknown transport").to_string();
+        assert!(
+            text.contains("`pipeline[0]`") && text.contains("quic") && !text.contains("hunter22"),
+            "{text}"
+        );
     }
 
     #[test]

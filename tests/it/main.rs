@@ -15,6 +15,7 @@ mod ingest_fuzz;
 mod lsskd_training;
 mod packaging;
 mod registry;
+mod rtsp;
 mod samples_mqtt;
 mod scenes;
 mod settings_cli;

@@ -73,3 +73,44 @@ fn validate_warns_about_a_password_in_a_settings_file_every_user_can_read() {
     assert!(o.status.success());
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+#[test]
+fn validate_checks_an_rtsp_source_and_its_ffmpeg_without_showing_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("cam.toml");
+    let config = |url: &str| {
+        format!(
+            "[[pipeline]]\nname = \"gate\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"rtsp\"\nurl = \"{url}\"\n",
+            crate::harness::model("vision")
+        )
+    };
+    let validate = |path: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"));
+        cmd.args(["validate", "--config", f.to_str().expect("utf-8")]);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        cmd.output().expect("spawn")
+    };
+    fs::write(&f, config("rtsp://admin:hunter22@10.0.0.5:554/h264")).expect("write");
+    let o = validate(None);
+    assert!(o.status.success(), "ffmpeg installed: {}", stderr(&o));
+    // No ffmpeg on PATH: named, with the package to install.
+    let o = validate(Some(dir.path()));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "`pipeline[0].source`: `ffmpeg` was not found on PATH: install the ffmpeg package"
+        ),
+        "{err}"
+    );
+    // Not an RTSP address: named with the credentials hidden.
+    fs::write(&f, config("http://admin:hunter22@10.0.0.5/h264")).expect("write");
+    let err = stderr(&validate(None));
+    assert!(
+        err.contains("`pipeline[0].source.url`: `http://***@10.0.0.5/h264` is not an rtsp://"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter22"), "{err}");
+}
