@@ -89,19 +89,27 @@ def stop(proc):
 
 
 def teach(a, view, model_name, port, cfg, work):
-    """Frames 0-4 of each state as samples; wait for the adaptation's outcome."""
-    out = []
-    for i, state in enumerate(STATES):
+    """Frames 0-4 of each state as samples, then `adapt` (the fine-tune the first samples
+    started may not have had them all); wait for its outcome."""
+    for state in STATES:
         files = [f"{a.data}/{a.split}/{view}/{state}/{n}.jpg" for n in range(a.shot)]
         cmd = [a.bin, "sample", "send", "--config", cfg, "--model", model_name,
-               "--label", state, "--port", str(port), "--timeout-secs", "300"]
-        if i == len(STATES) - 1:
-            cmd.append("--wait")
+               "--label", state, "--port", str(port)]
         r = subprocess.run(cmd + files, capture_output=True, text=True)
-        out.append(r.stdout)
         if r.returncode != 0:
             raise SystemExit(f"sample send failed for {view}/{state}:\n{r.stdout}{r.stderr}")
-    return "".join(out)
+    asked = int(time.time() * 1000)
+    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-W", "600",
+                            "-t", "lsskd/tl/training/state"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port),
+                    "-t", f"lsskd/tl/model/{model_name}/cmd", "-m", "adapt"], check=True)
+    for line in sub.stdout:
+        st = json.loads(line)
+        if st["ts"] >= asked and st["state"] in ("promoted", "rejected", "failed") and not st.get("queued"):
+            sub.kill()
+            return st["state"] + ("" if st["state"] == "promoted" else f" ({st.get('reason', '')[:80]})")
+    raise SystemExit(f"no training outcome for {view}")
 
 
 def play(a, view, port, cfg, work):
@@ -155,10 +163,9 @@ def run_view(a, view, region, work):
     d = start(a.bin, cfg, log)
     try:
         wait_port(port)
-        taught = teach(a, view, model_name, port, cfg, work)
+        verdict = teach(a, view, model_name, port, cfg, work)
     finally:
         stop(d)
-    verdict = "promoted" if "promoted" in taught else "not promoted"
     # 2. The timeline once, frame names in time order.
     frames = f"{work}/{view}/timeline"
     os.makedirs(frames, exist_ok=True)

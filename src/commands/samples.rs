@@ -476,8 +476,10 @@ pub fn send(
         Some(timeout),
         |m| {
             if m.topic == state_topic {
+                // A retained state is an earlier job's: its outcome is stale, but a job
+                // still running (or queued) is one these samples wait for.
                 if let Ok(st) = serde_json::from_slice::<serde_json::Value>(&m.payload)
-                    && !m.retain
+                    && !(m.retain && is_final(&st))
                     && st["model"].as_str() == Some(model)
                 {
                     let idle =

@@ -108,10 +108,15 @@ fn region_problem(
         SourceSettings::Microphone { .. } | SourceSettings::ReplayAudio { .. } => Some(format!(
             "`{at}.region`: a region applies to camera frames, not to an audio source"
         )),
-        SourceSettings::Camera { width, height, .. } if *width > 0 && *height > 0 => region
-            .check(*width, *height)
-            .err()
-            .map(|e| format!("`{at}.region`: {e} (`{at}.source` asks for {width}x{height})")),
+        SourceSettings::Camera { width, height, .. }
+        | SourceSettings::Rtsp { width, height, .. }
+            if *width > 0 && *height > 0 =>
+        {
+            region
+                .check(*width, *height)
+                .err()
+                .map(|e| format!("`{at}.region`: {e} (`{at}.source` asks for {width}x{height})"))
+        }
         _ => region
             .check(u32::MAX, u32::MAX)
             .err()

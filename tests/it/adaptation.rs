@@ -74,11 +74,22 @@ pub fn digit_files(
 /// `lsskd-edge sample send` of `files` as `label` to the test device, with `extra`
 /// arguments; asserts every sample was stored and returns what it printed.
 pub fn send_samples(broker: &Mosquitto, label: &str, files: &[PathBuf], extra: &[&str]) -> String {
+    send_samples_to(broker, "vision", label, files, extra)
+}
+
+/// [`send_samples`] to model `model`.
+pub fn send_samples_to(
+    broker: &Mosquitto,
+    model: &str,
+    label: &str,
+    files: &[PathBuf],
+    extra: &[&str],
+) -> String {
     let mut args: Vec<String> = [
         "sample",
         "send",
         "--model",
-        "vision",
+        model,
         "--label",
         label,
         "--device",

@@ -360,6 +360,13 @@ pub fn samples(kind: &str) -> String {
         .to_string()
 }
 
+/// Milliseconds since the Unix epoch (the `ts` of the daemon's messages).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }

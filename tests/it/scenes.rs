@@ -148,7 +148,11 @@ fn shown_states(messages: &[(String, String)], frames: usize) -> Vec<String> {
         .expect("predictions");
     let mut preds: Vec<_> = preds
         .into_iter()
-        .filter(|p| p["capture_id"].as_u64().is_some_and(|id| id + frames as u64 > last))
+        .filter(|p| {
+            p["capture_id"]
+                .as_u64()
+                .is_some_and(|id| id + frames as u64 > last)
+        })
         .collect();
     preds.sort_by_key(|p| p["capture_id"].as_u64());
     assert_eq!(preds.len(), frames, "a prediction for every frame");
@@ -181,27 +185,32 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
     // 1. Teach: five frames of each state, the camera meanwhile on the empty view.
     let empty = view.join("empty").display().to_string();
     let mut daemon = Daemon::start_in(&state, &camera_config(&empty, 500, true, broker.port), &[]);
-    let mut said = String::new();
+    // Subscribed to its samples once its model card is out.
+    let card = broker.wait_retained(
+        "lsskd/it/model/scenes/info",
+        Duration::from_secs(60),
+        |_| true,
+    );
+    assert!(card.is_some(), "no model card; log:\n{}", daemon.log());
     let states = ["empty", "animal", "vehicle", "parcel", "lights_off"];
-    for (i, s) in states.iter().enumerate() {
-        let files: Vec<String> = (0..5)
-            .map(|n| view.join(s).join(format!("{n}.jpg")).display().to_string())
+    for s in states {
+        let files: Vec<std::path::PathBuf> = (0..5)
+            .map(|n| view.join(s).join(format!("{n}.jpg")))
             .collect();
-        let port = broker.port.to_string();
-        let mut args = vec![
-            "sample", "send", "--model", "scenes", "--label", s, "--device", "it", "--host",
-            "127.0.0.1", "--port", &port, "--username", crate::harness::USER, "--password",
-            crate::harness::PASSWORD, "--timeout-secs", "300",
-        ];
-        if i == states.len() - 1 {
-            args.push("--wait");
-        }
-        args.extend(files.iter().map(String::as_str));
-        let o = cli(&args);
-        said += &crate::common::stdout(&o);
-        assert!(o.status.success(), "{said}{}", stderr(&o));
+        crate::adaptation::send_samples_to(&broker, "scenes", s, &files, &[]);
     }
-    assert!(said.contains("promoted"), "the teaching was not promoted:\n{said}\n{}", daemon.log());
+    // The fine-tune the first fifteen started may be running: ask for one on all of them
+    // and wait for its outcome.
+    let asked = crate::harness::now_ms();
+    assert!(publish(broker.port, "lsskd/it/model/scenes/cmd", "adapt"));
+    let done = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(300), |p| {
+        let st = json(p);
+        st["ts"].as_u64() >= Some(asked)
+            && ["promoted", "rejected", "failed"].contains(&st["state"].as_str().unwrap_or(""))
+            && st["queued"].as_array().is_none_or(|q| q.is_empty())
+    });
+    let done = done.unwrap_or_else(|| panic!("no outcome; log:\n{}", daemon.log()));
+    assert_eq!(json(&done)["state"], "promoted", "{done}\n{}", daemon.log());
     daemon.terminate(Duration::from_secs(20));
 
     // 2. The timeline once, in time order, after a lead-in of its first (empty) frame.
@@ -215,7 +224,9 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
     std::fs::create_dir(&frames).expect("mkdir");
     const LEAD: usize = 10;
     for t in 0..LEAD + truth.len() {
-        let src = view.join("timeline").join(format!("{}.jpg", t.saturating_sub(LEAD)));
+        let src = view
+            .join("timeline")
+            .join(format!("{}.jpg", t.saturating_sub(LEAD)));
         std::os::unix::fs::symlink(src, frames.join(format!("{t:04}.jpg"))).expect("link");
     }
     let path = frames.display().to_string();
@@ -237,7 +248,11 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
         .iter()
         .filter(|&&c| (c..(c + 2).min(truth.len())).any(|t| shown[t] == truth[c]))
         .count();
-    eprintln!("timeline: state right on {right} of {} frames ({accuracy:.3}); {in_time} of {} changes within 2 s", scored.len(), changes.len());
+    eprintln!(
+        "timeline: state right on {right} of {} frames ({accuracy:.3}); {in_time} of {} changes within 2 s",
+        scored.len(),
+        changes.len()
+    );
     assert!(
         accuracy >= 0.9 && in_time + 1 >= changes.len(),
         "shown vs truth:\n{:?}\n{:?}\n{}",
