@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::features::Raw;
+use crate::features::{Raw, Region};
 use crate::inference::{Classifier, fma_per_node};
 use crate::registry::{ModelPackage, replay};
 
@@ -116,12 +116,60 @@ pub struct BenchArgs {
     /// One JSON object per model, one per line.
     #[arg(long)]
     pub json: bool,
+    /// Time camera frames instead of the replay exemplars: the image files of this folder
+    /// as the camera delivers them (JPEG), so the features stage is decode + region cut +
+    /// the model's resize and normalisation.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// With `--frames`: the region cut from each frame, `X,Y,WIDTH,HEIGHT`.
+    #[arg(long, value_parser = parse_region)]
+    pub region: Option<Region>,
+}
+
+/// `40,30,160,160` → the region at (40, 30), 160×160.
+fn parse_region(s: &str) -> Result<Region, String> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{s}` is not X,Y,WIDTH,HEIGHT"))?;
+    match v[..] {
+        [x, y, width, height] => Ok(Region {
+            x,
+            y,
+            width,
+            height,
+        }),
+        _ => Err(format!("`{s}` is not X,Y,WIDTH,HEIGHT")),
+    }
+}
+
+/// What one timed input is: a decoded exemplar, or the bytes of a camera frame.
+enum Input {
+    Raw(Raw),
+    Frame(Vec<u8>),
+}
+
+/// The image files of `dir`, read into memory, in name order.
+fn frame_files(dir: &Path) -> anyhow::Result<Vec<Input>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--frames {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| image::ImageFormat::from_path(p).is_ok())
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no image files in {}", dir.display());
+    files
+        .iter()
+        .map(|f| Ok(Input::Frame(std::fs::read(f)?)))
+        .collect()
 }
 
 /// `lsskd-edge bench`: time each model in turn, printing each report as it is done.
 pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
+    let frames = args.frames.as_deref().map(frame_files).transpose()?;
     for m in &args.models {
-        let r = run(m, args.iterations, args.warmup, args.profile)?;
+        let r = run_on(m, args, frames.as_deref())?;
         super::print_report(&r, args.json, render)?;
     }
     Ok(())
@@ -135,25 +183,59 @@ pub fn run(
     warmup: usize,
     profile: bool,
 ) -> anyhow::Result<BenchReport> {
+    let args = BenchArgs {
+        models: vec![model.to_path_buf()],
+        iterations,
+        warmup,
+        profile,
+        json: false,
+        frames: None,
+        region: None,
+    };
+    run_on(model, &args, None)
+}
+
+fn run_on(model: &Path, args: &BenchArgs, frames: Option<&[Input]>) -> anyhow::Result<BenchReport> {
+    let (iterations, warmup) = (args.iterations, args.warmup);
     let pkg = ModelPackage::load(model)?;
     let classifier = load_classifier(&pkg.onnx_path())?;
-    let inputs: Vec<Raw> = replay::load(&pkg.dir, &pkg.manifest.classes)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("replay exemplars of {}", model.display()))?
-        .into_iter()
-        .map(|(_, raw)| raw)
-        .collect();
+    let exemplars: Vec<Input>;
+    let inputs = match frames {
+        Some(f) => f,
+        None => {
+            exemplars = replay::load(&pkg.dir, &pkg.manifest.classes)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("replay exemplars of {}", model.display()))?
+                .into_iter()
+                .map(|(_, raw)| Input::Raw(raw))
+                .collect();
+            &exemplars
+        }
+    };
     anyhow::ensure!(
         !inputs.is_empty(),
         "{} has no replay exemplars to time",
         model.display()
     );
     let pre = &pkg.manifest.preprocess;
+    let features = |input: &Input| -> anyhow::Result<Vec<f32>> {
+        match input {
+            Input::Raw(raw) => Ok(pre.tensor(raw)?),
+            Input::Frame(bytes) => {
+                let raw = crate::features::decode(bytes)?;
+                let raw = match (&args.region, raw) {
+                    (Some(r), Raw::Image(img)) => Raw::Image(r.crop(&img)?),
+                    (_, raw) => raw,
+                };
+                Ok(pre.tensor(&raw)?)
+            }
+        }
+    };
     let (mut feats, mut infer, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..warmup + iterations.max(1) {
-        let raw = &inputs[i % inputs.len()];
+        let input = &inputs[i % inputs.len()];
         let t0 = Instant::now();
-        let x = pre.tensor(raw)?;
+        let x = features(input)?;
         let t1 = Instant::now();
         let out = classifier.classify(&x)?;
         let t2 = Instant::now();
@@ -175,8 +257,8 @@ pub fn run(
         throughput_per_s: 1e3 / total.mean_ms,
         total,
         peak_rss_mb: super::fewshot::peak_rss_mb(),
-        profile: if profile {
-            let x = pre.tensor(&inputs[0])?;
+        profile: if args.profile {
+            let x = features(&inputs[0])?;
             Some(profile_of(&pkg.onnx_path(), &classifier, &x, iterations)?)
         } else {
             None

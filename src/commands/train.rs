@@ -762,3 +762,17 @@ pub fn rewrite_manifest(
     fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(ModelPackage::load(&pkg.dir)?)
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn an_input_size_is_width_x_height() {
+        assert_eq!(parse_size("64x48"), Ok((64, 48)));
+        assert_eq!(parse_size("96X72"), Ok((96, 72)));
+        for bad in ["64", "0x64", "ax4", "64x"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

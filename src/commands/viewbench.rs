@@ -365,3 +365,18 @@ pub fn render(r: &ViewBenchReport) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_is_taken_among_the_views_states_only() {
+        // Class 0 is a class of the model the view was not taught (e.g. a clothing class):
+        // it wins the first item's logits but does not count.
+        let items = vec![(1, vec![9.0, 2.0, 1.0]), (2, vec![0.0, 3.0, 1.0])];
+        assert_eq!(accuracy_among(&items, &[1, 2]), 0.5);
+        assert_eq!(accuracy_among(&items, &[0, 1, 2]), 0.0);
+        assert_eq!(accuracy_among(&[], &[1]), 0.0);
+    }
+}
