@@ -15,7 +15,9 @@ Every daemon is a real one (`lsskd-edge run`, its embedded broker on a free loop
 a fresh state folder per view, publish.debounce_count 2). Usage:
   scripts/scene-timelines.py --bin target/debug/lsskd-edge --model models/scenes \
       --data ../shared/data/scene-states --split val --regions REGIONS.csv [--views a,b]
-Prints one Markdown row per view and the mean.
+With --rtsp the timeline is played by an RTSP camera on loopback (scripts/rtsp-server.py,
+H.264, --interval-ms a frame) and the frames are matched by arrival time. Prints one
+Markdown row per view and the mean.
 """
 import argparse
 import csv
@@ -38,7 +40,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def config(model, frames, region, port, state_dir, interval_ms, looped):
+def replay_source(frames, interval_ms, looped):
+    return f"""kind = "replay_images"
+path = "{frames}"
+interval_ms = {interval_ms}
+loop = {"true" if looped else "false"}"""
+
+
+def rtsp_source(url, interval_ms):
+    # ffmpeg keeps a frame once `interval_ms` passed since the last: a little under the
+    # stream's frame period, so that jitter drops none.
+    return f"""kind = "rtsp"
+url = "{url}"
+interval_ms = {interval_ms * 4 // 5}"""
+
+
+def config(model, source, region, port, state_dir):
     x, y, w, h = region
     return f"""device_id = "tl"
 state_dir = "{state_dir}"
@@ -47,10 +64,7 @@ name = "cam"
 model = "{model}"
 region = {{ x = {x}, y = {y}, width = {w}, height = {h} }}
 [pipeline.source]
-kind = "replay_images"
-path = "{frames}"
-interval_ms = {interval_ms}
-loop = {"true" if looped else "false"}
+{source}
 
 [mqtt]
 host = "127.0.0.1"
@@ -122,13 +136,37 @@ def play(a, view, port, cfg, work):
     return sub, n
 
 
-def score(messages, truth):
-    preds = [json.loads(p) for t, p in messages if t.endswith("/prediction")]
+def frames_by_id(preds, n):
+    """Replay: capture ids are consecutive, the last n are the timeline."""
     last = max(p["capture_id"] for p in preds)
-    preds = [p for p in preds if p["capture_id"] > last - len(truth)]
+    by = {p["capture_id"] - (last - n + 1): p for p in preds if p["capture_id"] > last - n}
+    if len(by) != n:
+        raise SystemExit(f"{len(by)} predictions for {n} frames (frames dropped?)")
+    return by
+
+
+def frames_by_time(preds, n, period_ms):
+    """RTSP: the stream starts at the lead-in's first frame when the daemon connects; a
+    frame's index is its arrival time over the frame period (the last prediction of a
+    frame counts)."""
+    t0 = min(p["ts"] for p in preds)
+    by = {}
+    for p in sorted(preds, key=lambda p: p["ts"]):
+        t = round((p["ts"] - t0) / period_ms) - LEAD
+        if 0 <= t < n:
+            by[t] = p
+    return by
+
+
+def score(messages, truth, period_ms=None):
+    preds = [json.loads(p) for t, p in messages if t.endswith("/prediction")]
     states = [json.loads(p) for t, p in messages if t.endswith("/state")]
-    if len(preds) != len(truth):
-        raise SystemExit(f"{len(preds)} predictions for {len(truth)} frames (frames dropped?)")
+    by = frames_by_id(preds, len(truth)) if period_ms is None else frames_by_time(preds, len(truth), period_ms)
+    # A frame without a prediction (RTSP: dropped) shows the state of the one before.
+    preds, last = [], None
+    for t in range(len(truth)):
+        last = by.get(t, last) or {"ts": 0}
+        preds.append(last)
     shown, k, per_frame = None, 0, []
     for p in preds:
         while k < len(states) and states[k]["ts"] <= p["ts"]:
@@ -158,8 +196,8 @@ def run_view(a, view, region, work):
     log = f"{work}/{view}/daemon.log"
     # 1. Teach, with the camera on the view's empty frames.
     cfg = f"{work}/{view}/teach.toml"
-    open(cfg, "w").write(config(os.path.abspath(a.model), f"{a.data}/{a.split}/{view}/empty", region,
-                                port, state_dir, 1000, True))
+    empty = replay_source(f"{a.data}/{a.split}/{view}/empty", 1000, True)
+    open(cfg, "w").write(config(os.path.abspath(a.model), empty, region, port, state_dir))
     d = start(a.bin, cfg, log)
     try:
         wait_port(port)
@@ -172,20 +210,38 @@ def run_view(a, view, region, work):
     truth = [r["state"] for r in csv.DictReader(open(f"{a.data}/{a.split}/{view}/timeline.csv"))]
     # A lead-in of LEAD copies of frame 0 (the timeline starts empty) while the subscriber
     # connects; the frames are scored by capture id, the last len(truth) of them.
+    # (RTSP: the server wants N.jpg.)
     for t in range(-LEAD, len(truth)):
+        name = f"{t + LEAD}.jpg" if a.rtsp else f"{t + LEAD:04d}.jpg"
         os.symlink(os.path.abspath(f"{a.data}/{a.split}/{view}/timeline/{max(t, 0)}.jpg"),
-                   f"{frames}/{t + LEAD:04d}.jpg")
+                   f"{frames}/{name}")
     cfg = f"{work}/{view}/timeline.toml"
-    open(cfg, "w").write(config(os.path.abspath(a.model), frames, region, port, state_dir,
-                                a.interval_ms, False))
+    server = None
+    if a.rtsp:
+        # The camera comes up once the subscriber listens (the daemon's source retries
+        # meanwhile), so that the first frame it delivers is the stream's first.
+        rtsp_port = free_port()
+        source = rtsp_source(f"rtsp://127.0.0.1:{rtsp_port}/cam", a.interval_ms)
+    else:
+        source = replay_source(frames, a.interval_ms, False)
+    open(cfg, "w").write(config(os.path.abspath(a.model), source, region, port, state_dir))
     d = start(a.bin, cfg, log)
     try:
         wait_port(port)
         sub, n = play(a, view, port, cfg, work)
+        if a.rtsp:
+            time.sleep(0.5)
+            server = subprocess.Popen(
+                ["/usr/bin/python3", "scripts/rtsp-server.py", frames, str(rtsp_port),
+                 "--fps", str(1000 // a.interval_ms)], stdout=subprocess.PIPE, text=True)
+            if server.stdout.readline().strip() != "ready":
+                raise SystemExit("the RTSP server did not start")
         messages = []
         # The replay plays once: done when no prediction came for 3 s after the first.
-        quiet = 0.0
-        while quiet < 3.0:
+        # The RTSP stream loops: done once the lead-in and the timeline have played.
+        quiet, first = 0.0, None
+        span = (LEAD + n + 2) * a.interval_ms / 1000
+        while quiet < 3.0 and not (a.rtsp and first and time.time() - first > span):
             ready, _, _ = select.select([sub.stdout], [], [], 0.5)
             if not ready:
                 quiet += 0.5 if messages else 0.0
@@ -194,12 +250,15 @@ def run_view(a, view, region, work):
             if not line:
                 break
             quiet = 0.0
+            first = first or time.time()
             topic, _, payload = line.strip().partition(" ")
             messages.append((topic, payload))
         sub.kill()
     finally:
         stop(d)
-    return score(messages, truth) + (verdict,)
+        if server:
+            server.kill()
+    return score(messages, truth, a.interval_ms if a.rtsp else None) + (verdict,)
 
 
 def main():
@@ -213,6 +272,8 @@ def main():
     ap.add_argument("--shot", type=int, default=5)
     ap.add_argument("--interval-ms", type=int, default=250)
     ap.add_argument("--work")
+    ap.add_argument("--rtsp", action="store_true",
+                    help="play the timeline through an RTSP camera (scripts/rtsp-server.py) instead of a replay")
     a = ap.parse_args()
     a.data = os.path.abspath(a.data)
     regions = {r["group"]: (int(r["x"]), int(r["y"]), int(r["width"]), int(r["height"]))
