@@ -16,7 +16,7 @@ a fresh state folder per view, publish.debounce_count 2). Usage:
   scripts/scene-timelines.py --bin target/debug/lsskd-edge --model models/scenes \
       --data ../shared/data/scene-states --split val --regions REGIONS.csv [--views a,b]
 With --rtsp the timeline is played by an RTSP camera on loopback (scripts/rtsp-server.py,
-H.264, --interval-ms a frame) and the frames are matched by arrival time. Prints one
+H.264, --interval-ms a frame) and the frames are matched by their order. Prints one
 Markdown row per view and the mean.
 """
 import argparse
@@ -145,28 +145,22 @@ def frames_by_id(preds, n):
     return by
 
 
-def frames_by_time(preds, n, period_ms):
-    """RTSP: the stream starts at the lead-in's first frame when the daemon connects; a
-    frame's index is its arrival time over the frame period (the last prediction of a
-    frame counts)."""
-    t0 = min(p["ts"] for p in preds)
-    by = {}
-    for p in sorted(preds, key=lambda p: p["ts"]):
-        t = round((p["ts"] - t0) / period_ms) - LEAD
-        if 0 <= t < n:
-            by[t] = p
-    return by
+def frames_by_order(preds, n):
+    """RTSP: the stream starts at the lead-in's first frame once the daemon connects, and
+    ffmpeg keeps every frame (their stream timestamps are a period apart, over
+    `interval_ms`): the i-th prediction is frame i of the lead-in and the timeline. (Not
+    their arrival times: ffmpeg holds the first frames while it probes the stream.)"""
+    ordered = sorted(preds, key=lambda p: p["capture_id"])[LEAD:LEAD + n]
+    if len(ordered) != n:
+        raise SystemExit(f"{len(ordered)} predictions for {n} frames of the stream")
+    return dict(enumerate(ordered))
 
 
-def score(messages, truth, period_ms=None):
+def score(messages, truth, rtsp=False):
     preds = [json.loads(p) for t, p in messages if t.endswith("/prediction")]
     states = [json.loads(p) for t, p in messages if t.endswith("/state")]
-    by = frames_by_id(preds, len(truth)) if period_ms is None else frames_by_time(preds, len(truth), period_ms)
-    # A frame without a prediction (RTSP: dropped) shows the state of the one before.
-    preds, last = [], None
-    for t in range(len(truth)):
-        last = by.get(t, last) or {"ts": 0}
-        preds.append(last)
+    by = frames_by_order(preds, len(truth)) if rtsp else frames_by_id(preds, len(truth))
+    preds = [by[t] for t in range(len(truth))]
     shown, k, per_frame = None, 0, []
     for p in preds:
         while k < len(states) and states[k]["ts"] <= p["ts"]:
@@ -258,7 +252,7 @@ def run_view(a, view, region, work):
         stop(d)
         if server:
             server.kill()
-    return score(messages, truth, a.interval_ms if a.rtsp else None) + (verdict,)
+    return score(messages, truth, a.rtsp) + (verdict,)
 
 
 def main():
