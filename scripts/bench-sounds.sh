@@ -5,7 +5,7 @@
 # after the other, then evaluate each through tract on `val` and `val-noisy` (core
 # classes; the novel ones are skipped). Prints a Markdown table for BENCHMARKS.md
 # ("Sound events"). Usage:
-#   scripts/bench-sounds.sh [BUDGET_MINS] [OUT_DIR]
+#   scripts/bench-sounds.sh [BUDGET_MINS] [OUT_DIR]      (BUDGET_MINS 0: the whole schedule)
 # METHODS="lsskd sla" (default) picks the methods, SEED (0) the seed, EPOCHS (60) the
 # planned schedule that --budget-mins fits to the time. Run it with RAYON_NUM_THREADS=1
 # and `nice -n 19` beside other work; the epoch times are wall-clock.
@@ -26,8 +26,9 @@ for method in ${METHODS:-lsskd sla}; do
   dir="$out/$method"
   cmd=("$bin" train --data "$data" --split train --val-split val --classes "$core"
        --background-class background --noise-beds "$data/beds" --mic-augment
-       --arch resnet-s --method "$method" --epochs "$epochs" --budget-mins "$budget"
+       --arch resnet-s --method "$method" --epochs "$epochs"
        --batch-size 32 --seed "$seed" --out "$dir")
+  [ "$budget" = 0 ] || cmd+=(--budget-mins "$budget")
   echo "${cmd[*]}" > "$out/$method.cmd"
   "${cmd[@]}" > "$out/$method.log" 2>&1
   for split in val val-noisy; do
