@@ -169,33 +169,16 @@ fn frame_files(dir: &Path) -> anyhow::Result<Vec<Input>> {
 pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
     let frames = args.frames.as_deref().map(frame_files).transpose()?;
     for m in &args.models {
-        let r = run_on(m, args, frames.as_deref())?;
+        let r = run(m, args, frames.as_deref())?;
         super::print_report(&r, args.json, render)?;
     }
     Ok(())
 }
 
-/// Time `iterations` inputs (cycling over the replay exemplars) after `warmup` untimed ones;
-/// with `profile`, then time tract's plan node by node over `iterations` more runs.
-pub fn run(
-    model: &Path,
-    iterations: usize,
-    warmup: usize,
-    profile: bool,
-) -> anyhow::Result<BenchReport> {
-    let args = BenchArgs {
-        models: vec![model.to_path_buf()],
-        iterations,
-        warmup,
-        profile,
-        json: false,
-        frames: None,
-        region: None,
-    };
-    run_on(model, &args, None)
-}
-
-fn run_on(model: &Path, args: &BenchArgs, frames: Option<&[Input]>) -> anyhow::Result<BenchReport> {
+/// Time `args.iterations` inputs (cycling over `frames`, or else the replay exemplars)
+/// after `args.warmup` untimed ones; with `args.profile`, then time tract's plan node by
+/// node over `args.iterations` more runs.
+fn run(model: &Path, args: &BenchArgs, frames: Option<&[Input]>) -> anyhow::Result<BenchReport> {
     let (iterations, warmup) = (args.iterations, args.warmup);
     let pkg = ModelPackage::load(model)?;
     let classifier = load_classifier(&pkg.onnx_path())?;

@@ -182,18 +182,23 @@ fn csv_line(r: &EpochReport) -> String {
     )
 }
 
+/// The joint-label transforms of an image input: rotations need square inputs; non-square
+/// images use the flip group.
+fn image_transforms(spec: &crate::features::ImageSpec) -> TransformSet {
+    if spec.height == spec.width {
+        TransformSet::Rot4
+    } else {
+        TransformSet::Flip4
+    }
+}
+
 /// Preprocessing and transform group for a data set.
 pub fn preprocess_for(ds: &Dataset) -> anyhow::Result<(Preprocess, TransformSet)> {
     let first = ds.items.first().context("empty data set")?;
     Ok(match &first.raw {
         Raw::Image(_) => {
             let spec = image_spec_for(ds)?;
-            // Rotations need square inputs; non-square images use the flip group.
-            let set = if spec.height == spec.width {
-                TransformSet::Rot4
-            } else {
-                TransformSet::Flip4
-            };
+            let set = image_transforms(&spec);
             (Preprocess::Image(spec), set)
         }
         Raw::Audio(_) => (Preprocess::Audio(audio_spec_for(ds)?), TransformSet::Flip4),
@@ -276,12 +281,16 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
         .as_deref()
         .map(dataset::regions::load)
         .transpose()?;
-    if let Some(r) = &regions {
-        train.crop_to_regions(r)?;
-    }
-    if let Some((w, h)) = args.image_size {
-        train.resize_images(w as u32, h as u32);
-    }
+    let as_model_sees = |ds: &mut Dataset| -> anyhow::Result<()> {
+        if let Some(r) = &regions {
+            ds.crop_to_regions(r)?;
+        }
+        if let Some((w, h)) = args.image_size {
+            ds.resize_images(w as u32, h as u32);
+        }
+        Ok(())
+    };
+    as_model_sees(&mut train)?;
     let mut counts = train.class_counts();
     if let Some((i, _)) = counts.iter().enumerate().find(|(_, n)| **n == 0) {
         bail!(
@@ -316,12 +325,7 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
                     args.data.display()
                 )
             })?;
-            if let Some(r) = &regions {
-                val.crop_to_regions(r)?;
-            }
-            if let Some((w, h)) = args.image_size {
-                val.resize_images(w as u32, h as u32);
-            }
+            as_model_sees(&mut val)?;
             Some(val)
         }
         None => None,
@@ -422,11 +426,7 @@ impl Design {
         {
             spec.width = width;
             spec.height = height;
-            transforms = if width == height {
-                TransformSet::Rot4
-            } else {
-                TransformSet::Flip4
-            };
+            transforms = image_transforms(spec);
         }
         let arch =
             ArchConfig::preset(&args.arch, preprocess.input_shape()[0]).with_context(|| {

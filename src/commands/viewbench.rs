@@ -189,10 +189,8 @@ fn teach(
     let pick = |ids: &[(String, String)]| -> Vec<(String, Raw)> {
         ids.iter()
             .map(|(l, i)| {
-                (
-                    l.clone(),
-                    support[i.parse::<usize>().unwrap_or(0)].1.clone(),
-                )
+                let i: usize = i.parse().expect("ids are support indices");
+                (l.clone(), support[i].1.clone())
             })
             .collect()
     };
@@ -294,22 +292,18 @@ fn summarise(
     let mean = |f: &dyn Fn(&Teaching) -> f64| {
         teachings.iter().map(f).sum::<f64>() / teachings.len().max(1) as f64
     };
-    let per_view = |f: &dyn Fn(&Teaching) -> f64| -> Vec<(String, f64)> {
-        let mut out: Vec<(String, f64)> = Vec::new();
-        for t in &teachings {
-            match out.iter_mut().find(|(v, _)| *v == t.view) {
-                Some((_, sum)) => *sum += f(t),
-                None => out.push((t.view.clone(), f(t))),
-            }
+    // Each view's mean fine-tuned accuracy over its teachings.
+    let mut tuned: Vec<(String, f64)> = Vec::new();
+    for t in &teachings {
+        match tuned.iter_mut().find(|(v, _)| *v == t.view) {
+            Some((_, sum)) => *sum += t.finetuned,
+            None => tuned.push((t.view.clone(), t.finetuned)),
         }
-        let n = args.draws.max(1) as f64;
-        out.into_iter().map(|(v, s)| (v, s / n)).collect()
-    };
-    let tuned_views: Vec<f64> = per_view(&|t| t.finetuned)
-        .into_iter()
-        .map(|v| v.1)
-        .collect();
-    let worst = per_view(&|t| t.finetuned)
+    }
+    let draws = args.draws.max(1) as f64;
+    tuned.iter_mut().for_each(|(_, s)| *s /= draws);
+    let tuned_views: Vec<f64> = tuned.iter().map(|v| v.1).collect();
+    let worst = tuned
         .into_iter()
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or_default();

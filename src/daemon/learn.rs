@@ -201,14 +201,11 @@ impl Inbox {
                     Some(region) => ingest::cut_to_region(&raw, region)?,
                     None => None,
                 };
-                match cut {
-                    Some(cut) => {
-                        let (bytes, ext) =
-                            crate::registry::replay::encode(&cut).map_err(Reject::Store)?;
-                        (bytes, ext, "mqtt".to_string(), None)
-                    }
-                    None => (bytes, ext, "mqtt".to_string(), None),
-                }
+                let (bytes, ext) = match cut {
+                    Some(cut) => crate::registry::replay::encode(&cut).map_err(Reject::Store)?,
+                    None => (bytes, ext),
+                };
+                (bytes, ext, "mqtt".to_string(), None)
             }
             SampleSource::Capture(id) => {
                 let found = self.rings.iter().filter(|(_, m, _)| m == model).find_map(

@@ -169,8 +169,6 @@ fn modality_name(m: Modality) -> &'static str {
     }
 }
 
-/// Decode the bytes and check them against the model's input: modality, image size,
-/// clip duration.
 /// A sent frame cut to the pipeline's region: a frame of the camera (larger than the
 /// region) is cut; one already the region's size (a capture, a cut-out) is kept as it is.
 /// `None` when it was kept.
@@ -187,6 +185,8 @@ pub fn cut_to_region(raw: &Raw, region: &features::Region) -> Result<Option<Raw>
     Ok(Some(Raw::Image(cut)))
 }
 
+/// Decode the bytes and check them against the model's input: modality, image size,
+/// clip duration.
 pub fn check_data(bytes: &[u8], model: &str, pre: &Preprocess) -> Result<Raw, Reject> {
     let want = pre.modality();
     if let Ok(reader) = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()

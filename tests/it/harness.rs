@@ -360,6 +360,23 @@ pub fn samples(kind: &str) -> String {
         .to_string()
 }
 
+/// Every file under `dir` (none when it does not exist).
+pub fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Milliseconds since the Unix epoch (the `ts` of the daemon's messages).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

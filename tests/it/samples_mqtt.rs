@@ -9,6 +9,7 @@ use base64::Engine;
 
 use crate::harness::{
     Daemon, Mosquitto, PASSWORD, USER, collect, json, publish, replay_vision_config, samples,
+    walk_files,
 };
 
 fn b64(bytes: &[u8]) -> String {
@@ -323,23 +324,6 @@ fn a_flood_of_samples_is_acked_one_by_one_and_the_refusals_are_counted() {
             .len(),
         1
     );
-}
-
-/// Every file under `dir` (none when it does not exist).
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Label requests: every prediction is uncertain here (`request_margin = 1`), so the

@@ -78,25 +78,12 @@ fn a_frame_classifies_by_its_region_and_a_sent_frame_is_stored_cut_to_it() {
         "sample not accepted: {acks:?}\n{}",
         daemon.log()
     );
-    let stored: Vec<_> = walk(&daemon.state_dir())
+    let stored: Vec<_> = crate::harness::walk_files(&daemon.state_dir())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
     assert_eq!(stored.len(), 1, "one stored sample: {stored:?}");
     assert_eq!(image::image_dimensions(&stored[0]).expect("png"), (80, 80));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
