@@ -379,15 +379,14 @@ fn advise(
 ///   logits do not change, so serving a weak label costs little and more samples improve
 ///   it). The fine-tuned candidate, which changes the backbone, is rejected when the
 ///   estimate itself is below `min_new_accuracy`. *(choice, measured)* Its estimate is the
-///   imprint's leave-one-out when that is at or above the threshold (a pessimistic proxy:
-///   the fine-tune adds about 25 points on digits); below it, whatever the upper bound,
-///   the learner cross-validates the fine-tune itself (`candidates::finetune_cv`: three
-///   folds, each fine-tuned on the other samples with two thirds of the epochs and a fifth
-///   of the budget, predicts its own).
+///   imprint's leave-one-out when that decides (a pessimistic proxy: the fine-tune adds
+///   about 25 points on digits, so an imprint estimate at or above the threshold passes
+///   the fine-tune, and one whose upper bound is below it fails it); in between, the
+///   learner cross-validates the fine-tune itself (`candidates::finetune_cv`: three folds,
+///   each fine-tuned on the other samples with two thirds of the epochs and a fifth of the
+///   budget, predicts its own).
 ///   With the imprint's point value alone 6 of 10 good vision 5-way 5-shot episodes
-///   were promoted as fine-tunes; failing the fine-tune whenever the imprint's upper bound
-///   was short refused good digits episodes and 7 of 12 teachings of camera views
-///   (BENCHMARKS.md "The gate's error rates").
+///   were promoted as fine-tunes (BENCHMARKS.md "The gate's error rates").
 /// - **One shipped class taken by a new label** (most of its lost images now predicted as
 ///   that label: the same thing sent under a new name): rejected when that class's drop
 ///   has a lower bound above `max_class_drop`. One such class of ten moves the overall
