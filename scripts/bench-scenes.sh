@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Camera scenes (issue 30), every number of BENCHMARKS.md "Camera scenes":
 #  1. regions of interest for the views (scripts/scene-regions.py, from the teaching frames);
-#  2. the candidate backbones for `models/scenes`: resnet-s at 64x64 colour on the views'
-#     regions, trained on 30 train views (4 held out for validation and the gate set), one
-#     per METHOD (default "lsskd ce");
+#  2. the candidate backbones for `models/scenes`: resnet-s at 64x64 colour on the square
+#     around each frame's change from its view's empty reference (`--crop-to-change empty`,
+#     inside the view's region), trained on 30 train views (4 held out for validation and
+#     the gate set), one per METHOD (default "lsskd ce");
 #  3. per-view teaching on the val views (`view-bench`: 5 frames per state teach, the other
-#     11 per state test) for each candidate and for the shipped Fashion-MNIST model (whole
-#     frame, and the region), imprint-only beside fine-tuned;
+#     11 per state test; the empty ones are the reference) for each candidate and for the
+#     shipped Fashion-MNIST model (whole frame, the region, the change), imprint-only beside
+#     fine-tuned;
 #  4. the end-to-end timelines through the daemon for MODEL (default: the shipped
 #     models/scenes; scripts/scene-timelines.py).
 # Usage: scripts/bench-scenes.sh [OUT_DIR]   (EPOCHS=10, SEED=0, DRAWS=1, STAGES="train views timelines")
@@ -36,7 +38,8 @@ if [[ $stages == *train* ]]; then
   for method in ${METHODS:-lsskd ce}; do
     cmd=("$bin" train --data "$out/data" --split fit --val-split hold
          --regions "$out/regions-train.csv" --image-size 64x64 --arch resnet-s
-         --method "$method" --epochs "$epochs" --batch-size 32 --seed "$seed" --name scenes
+         --crop-to-change empty --method "$method" --epochs "$epochs" --batch-size 32
+         --seed "$seed" --name scenes
          --replay-per-class 20 --gate-per-class 40 --out "$out/$method")
     echo "# ${cmd[*]}"
     "${cmd[@]}" > "$out/$method.log" 2>&1
@@ -66,6 +69,7 @@ PY
   }
   view fashion-whole models/vision
   view fashion-region models/vision --regions "$out/regions-val.csv"
+  view fashion-change models/vision --regions "$out/regions-val.csv" --crop-to-change empty
   for method in ${METHODS:-lsskd ce}; do
     [ -d "$out/$method" ] && view "scenes-$method" "$out/$method" --regions "$out/regions-val.csv"
   done

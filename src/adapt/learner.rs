@@ -17,9 +17,9 @@ use super::core::{self, Request, ShippedSets};
 use super::gate::{Candidate, GateConfig, Verdict, split_holdout};
 use super::job::Adapted;
 use super::recipe::{Overrides, Recipe};
-use crate::features::Raw;
+use crate::features::{ChangeLocator, Raw};
 pub use crate::registry::card::AdaptationInfo;
-use crate::registry::package::{MODEL_ONNX, REPLAY_DIR, TRAIN_STATE};
+use crate::registry::package::{MODEL_ONNX, REFERENCE_PNG, REPLAY_DIR, TRAIN_STATE};
 use crate::registry::versions::{Current, Versions};
 use crate::registry::{ModelPackage, replay};
 use crate::samples::SampleStore;
@@ -38,6 +38,9 @@ pub enum Outcome {
     Rejected {
         reason: String,
         info: AdaptationInfo,
+        /// A view's new reference, promoted with the model unchanged (see
+        /// [`keep_reference`]).
+        reference: Option<Box<ModelPackage>>,
     },
     /// Nothing to learn from (no usable samples).
     Skipped(String),
@@ -110,6 +113,47 @@ fn pick(
     }))
 }
 
+/// For a model with a `change_reference` class: the view's reference (the mean of the
+/// stored samples of that class, or the live version's when there are none), and every
+/// picked sample cut to its change from it, as the pipeline will cut frames.
+fn cut_to_changes(
+    pkg: &ModelPackage,
+    picked: &mut Picked,
+) -> anyhow::Result<Option<ChangeLocator>> {
+    let Some(class) = &pkg.manifest.change_reference else {
+        return Ok(None);
+    };
+    let frames: Vec<_> = picked
+        .support
+        .iter()
+        .chain(&picked.held)
+        .filter(|(l, _)| l == class)
+        .filter_map(|(_, raw)| match raw {
+            Raw::Image(img) => Some(img),
+            Raw::Audio(_) => None,
+        })
+        .collect();
+    let locator = if frames.is_empty() {
+        pkg.change_locator()?
+    } else {
+        Some(ChangeLocator::from_references(&frames).with_context(|| {
+            format!("the samples of `{class}` cannot make the view's reference")
+        })?)
+    };
+    let Some(locator) = locator else {
+        return Ok(None);
+    };
+    for (label, raw) in picked.support.iter_mut().chain(picked.held.iter_mut()) {
+        if let Raw::Image(img) = raw {
+            let cut = locator.cut(img).with_context(|| {
+                format!("a sample of `{label}` does not match the view's reference")
+            })?;
+            *raw = Raw::Image(cut);
+        }
+    }
+    Ok(Some(locator))
+}
+
 /// Adapt the live version of `versions` to the samples in `store`.
 pub fn run(
     versions: &Versions,
@@ -134,10 +178,11 @@ pub fn run(
     let shipped_classes = shipped_pkg
         .as_ref()
         .map_or_else(|| m.classes.clone(), |p| p.manifest.classes.clone());
-    let picked = match pick(store, &m.classes, &shipped_classes, cfg, imprint_only)? {
+    let mut picked = match pick(store, &m.classes, &shipped_classes, cfg, imprint_only)? {
         Ok(p) => p,
         Err(reason) => return Ok(Outcome::Skipped(reason)),
     };
+    let reference = cut_to_changes(pkg, &mut picked)?;
     let sets = ShippedSets::load(pkg, shipped_pkg.as_ref())?;
     let recipe = Recipe::resolve(
         m.preprocess.modality(),
@@ -185,7 +230,15 @@ pub fn run(
             Verdict::Reject(r) => r.clone(),
             Verdict::Promote => unreachable!("a passing candidate is chosen"),
         };
-        return Ok(Outcome::Rejected { reason, info });
+        let reference = match &reference {
+            Some(locator) => keep_reference(versions, &current, locator, &info)?.map(Box::new),
+            None => None,
+        };
+        return Ok(Outcome::Rejected {
+            reason,
+            info,
+            reference,
+        });
     }
     if cancel() {
         anyhow::bail!("adaptation cancelled");
@@ -196,6 +249,7 @@ pub fn run(
         &candidates.adapted,
         reported.snapshot.clone(),
         &picked.support,
+        reference.as_ref(),
         &info,
     )?;
     Ok(Outcome::Promoted {
@@ -204,8 +258,44 @@ pub fn run(
     })
 }
 
-/// The files of a new version made from `pkg`: its model and training state, and the
-/// parent's replay exemplars (without those of the class `except`).
+/// When the samples of a view's reference class make another reference than the live
+/// version's: a new version with the live model unchanged and that reference, promoted.
+/// The reference is a measurement of the view, not something learnt (the shipped classes'
+/// weights do not move), so it is kept when the gate refuses the teaching — a view whose
+/// fine-tune was refused is still seen through its own empty frames.
+fn keep_reference(
+    versions: &Versions,
+    current: &Current,
+    locator: &ChangeLocator,
+    info: &AdaptationInfo,
+) -> anyhow::Result<Option<ModelPackage>> {
+    let pkg = &current.package;
+    let (png, _) =
+        replay::encode(&Raw::Image(locator.frame().clone())).map_err(anyhow::Error::msg)?;
+    if std::fs::read(pkg.dir.join(REFERENCE_PNG)).ok().as_deref() == Some(png.as_slice()) {
+        return Ok(None);
+    }
+    let read = |rel: &str| {
+        let path = pkg.dir.join(rel);
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut files = version_files(pkg, read(MODEL_ONNX)?, read(TRAIN_STATE)?, None)?;
+    files.retain(|(name, _)| name != REFERENCE_PNG);
+    files.push((REFERENCE_PNG.to_string(), png));
+    let mut manifest = pkg.manifest.clone();
+    manifest.created_at = crate::registry::package::now_rfc3339();
+    manifest.adaptation = Some(AdaptationInfo {
+        chosen: "reference".into(),
+        new_classes: Vec::new(),
+        ..info.clone()
+    });
+    let staged = versions.stage(manifest, current.version, files)?;
+    Ok(Some(versions.promote(staged.manifest.version)?))
+}
+
+/// The files of a new version made from `pkg`: its model and training state, the
+/// parent's view reference, and the parent's replay exemplars (without those of the class
+/// `except`).
 fn version_files(
     pkg: &ModelPackage,
     onnx: Vec<u8>,
@@ -218,11 +308,10 @@ fn version_files(
         (MODEL_ONNX.to_string(), onnx),
         (TRAIN_STATE.to_string(), train_state),
     ];
-    for rel in
-        pkg.manifest.files.keys().filter(|k| {
-            k.starts_with(&replay) && skipped.as_ref().is_none_or(|s| !k.starts_with(s))
-        })
-    {
+    for rel in pkg.manifest.files.keys().filter(|k| {
+        *k == REFERENCE_PNG
+            || (k.starts_with(&replay) && skipped.as_ref().is_none_or(|s| !k.starts_with(s)))
+    }) {
         let path = pkg.dir.join(rel);
         files.push((
             rel.clone(),
@@ -240,11 +329,18 @@ fn write_version(
     adapted: &Adapted,
     snapshot: super::job::Snapshot,
     support: &[(String, Raw)],
+    reference: Option<&ChangeLocator>,
     info: &AdaptationInfo,
 ) -> anyhow::Result<ModelPackage> {
     let pkg = &current.package;
     let m = &pkg.manifest;
     let mut files = version_files(pkg, snapshot.onnx, snapshot.train_state, None)?;
+    if let Some(locator) = reference {
+        let frame = Raw::Image(locator.frame().clone());
+        let (bytes, _) = replay::encode(&frame).map_err(anyhow::Error::msg)?;
+        files.retain(|(name, _)| name != REFERENCE_PNG);
+        files.push((REFERENCE_PNG.to_string(), bytes));
+    }
     for class in &adapted.new_classes {
         for (i, (_, raw)) in support
             .iter()

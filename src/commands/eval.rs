@@ -42,6 +42,10 @@ pub fn execute(args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.regions {
         ds.crop_to_regions(&dataset::regions::load(path)?)?;
     }
+    if let Some(reference) = &pkg.manifest.change_reference {
+        // As `train --crop-to-change`: each view's first frames of the reference state.
+        ds.crop_to_changes(reference, crate::features::change::REFERENCE_FRAMES)?;
+    }
     super::print_report(&evaluate(&pkg, &ds)?, args.json, render)
 }
 

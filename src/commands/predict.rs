@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::features::decode;
+use crate::features::{Raw, decode};
 use crate::inference::Classifier;
 use crate::inference::{Scored, top_k};
 use crate::registry::ModelPackage;
@@ -40,11 +40,18 @@ pub fn execute(args: &PredictArgs) -> anyhow::Result<()> {
 pub fn run(model: &Path, files: &[PathBuf], k: usize) -> anyhow::Result<Vec<FilePrediction>> {
     let pkg = ModelPackage::load(model)?;
     let classifier = Classifier::load(&pkg.onnx_path())?;
+    // A taught view's version cuts each frame to its change, as the pipeline does.
+    let change = pkg.change_locator()?;
     files
         .iter()
         .map(|f| {
             let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let raw = decode(&bytes).with_context(|| format!("decoding {}", f.display()))?;
+            let mut raw = decode(&bytes).with_context(|| format!("decoding {}", f.display()))?;
+            if let (Some(locator), Raw::Image(img)) = (&change, &raw) {
+                raw = Raw::Image(locator.cut(img).with_context(|| {
+                    format!("{} does not fit the view's reference", f.display())
+                })?);
+            }
             let x = pkg.manifest.preprocess.tensor(&raw).with_context(|| {
                 format!("{} does not fit model {}", f.display(), pkg.manifest.name)
             })?;

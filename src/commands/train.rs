@@ -13,6 +13,7 @@ use tracing::info;
 use super::eval::{EvalReport, evaluate};
 use crate::augment::{AudioAugment, BandLimit, BedMix, Reverb};
 use crate::dataset::{self, Dataset, LoadOptions};
+use crate::features::change::REFERENCE_FRAMES;
 use crate::features::{Modality, Preprocess, Raw};
 use crate::inference::write_onnx;
 use crate::lsskd::{
@@ -107,6 +108,11 @@ pub struct TrainArgs {
     /// Images: the model's input size `WIDTHxHEIGHT` (default: the first image's size).
     #[arg(long, value_parser = parse_size)]
     pub image_size: Option<(usize, usize)>,
+    /// Images of a grouped data set: after the region, cut every frame to the square around
+    /// its change from its view's reference, the mean of the view's first five frames of
+    /// this class (`features::ChangeLocator`).
+    #[arg(long)]
+    pub crop_to_change: Option<String>,
 }
 
 /// `64x48` → (64, 48).
@@ -284,6 +290,9 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<TrainingData> {
     let as_model_sees = |ds: &mut Dataset| -> anyhow::Result<()> {
         if let Some(r) = &regions {
             ds.crop_to_regions(r)?;
+        }
+        if let Some(reference) = &args.crop_to_change {
+            ds.crop_to_changes(reference, REFERENCE_FRAMES)?;
         }
         if let Some((w, h)) = args.image_size {
             ds.resize_images(w as u32, h as u32);
@@ -663,6 +672,7 @@ fn write_package(
         created_at: now_rfc3339(),
         classes: classes.clone(),
         background: args.background_class.clone(),
+        change_reference: args.crop_to_change.clone(),
         preprocess: design.preprocess.clone(),
         arch: design.arch,
         method: trained.cfg.clone(),

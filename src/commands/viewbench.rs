@@ -56,6 +56,11 @@ pub struct ViewBenchArgs {
     /// Fine-tune wall-clock budget per teaching, seconds (default: `adapt.budget_secs`).
     #[arg(long)]
     pub budget_secs: Option<u64>,
+    /// After the region, cut every frame to the square around its change from the view's
+    /// reference, the mean of the teaching frames of this state, as the daemon does for a
+    /// model with a `change_reference` (default: the model's `change_reference`).
+    #[arg(long)]
+    pub crop_to_change: Option<String>,
 }
 
 /// One teaching of one view.
@@ -117,7 +122,7 @@ fn view_items<'a>(ds: &'a Dataset, view: &str) -> Vec<Vec<&'a Raw>> {
     by_class
 }
 
-fn load(args: &ViewBenchArgs) -> anyhow::Result<(Dataset, Vec<String>)> {
+fn load(args: &ViewBenchArgs, pkg: &ModelPackage) -> anyhow::Result<(Dataset, Vec<String>)> {
     let mut ds = dataset::load(&args.data, &args.split, &LoadOptions::default())
         .with_context(|| format!("loading split `{}` of {}", args.split, args.data.display()))?;
     if let Some(path) = &args.regions {
@@ -132,6 +137,11 @@ fn load(args: &ViewBenchArgs) -> anyhow::Result<(Dataset, Vec<String>)> {
         args.data.display(),
         args.split
     );
+    let change = args.crop_to_change.as_ref();
+    if let Some(reference) = change.or(pkg.manifest.change_reference.as_ref()) {
+        // The teaching frames of the reference state (draw 0's) are the reference.
+        ds.crop_to_changes(reference, args.shot)?;
+    }
     if let Some(only) = &args.views {
         for v in only {
             anyhow::ensure!(views.contains(v), "no view `{v}` in the split");
@@ -265,7 +275,7 @@ fn teach(
 /// Run the benchmark.
 pub fn run(args: &ViewBenchArgs) -> anyhow::Result<ViewBenchReport> {
     let pkg = ModelPackage::load(&args.model)?;
-    let (ds, views) = load(args)?;
+    let (ds, views) = load(args, &pkg)?;
     let mut settings = AdaptSettings::defaults();
     if let Some(b) = args.budget_secs {
         settings.budget_secs = b;

@@ -538,10 +538,24 @@ impl TrainerThread {
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }
-                    Outcome::Rejected { reason, info } => {
+                    Outcome::Rejected {
+                        reason,
+                        info,
+                        reference,
+                    } => {
                         tracing::info!(%model, %reason, "candidate rejected");
                         st = TrainingState::new(model, TrainState::Rejected);
-                        st.reason = Some(reason);
+                        st.reason = Some(match reference {
+                            Some(package) => {
+                                self.swap(slot, &package)?;
+                                st.version = Some(package.manifest.version);
+                                format!(
+                                    "{reason}; the view's new reference is served with the model unchanged as version {}",
+                                    package.manifest.version
+                                )
+                            }
+                            None => reason,
+                        });
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }

@@ -20,6 +20,7 @@ pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
         version: pkg.manifest.version,
         classes: pkg.manifest.classes.clone(),
         background: pkg.manifest.background.clone(),
+        change: pkg.change_locator()?,
         preprocess: pkg.manifest.preprocess.clone(),
         classifier: Classifier::load(&pkg.onnx_path())?,
     })

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::{Dataset, DatasetError};
-use crate::features::{Raw, Region};
+use image::DynamicImage;
+
+use crate::features::{ChangeLocator, Raw, Region};
 
 /// Read a regions file: header `group,x,y,width,height`, one row per group.
 pub fn load(path: &Path) -> Result<HashMap<String, Region>, DatasetError> {
@@ -80,6 +82,46 @@ impl Dataset {
 }
 
 impl Dataset {
+    /// Cut every image to the square around its largest change from its view's reference
+    /// ([`crate::features::ChangeLocator`]): the mean of the first `shots` images (file
+    /// order) of class `reference` in the same group — the frames a person teaching that
+    /// view would send of its empty state.
+    pub fn crop_to_changes(&mut self, reference: &str, shots: usize) -> anyhow::Result<()> {
+        let class = self
+            .classes
+            .iter()
+            .position(|c| c == reference)
+            .ok_or_else(|| anyhow::anyhow!("no class `{reference}` to take references from"))?;
+        let mut groups: Vec<Option<String>> = self.items.iter().map(|i| i.group.clone()).collect();
+        groups.sort();
+        groups.dedup();
+        for group in groups {
+            let frames: Vec<&DynamicImage> = self
+                .items
+                .iter()
+                .filter(|i| i.group == group && i.label == class)
+                .filter_map(|i| match &i.raw {
+                    Raw::Image(img) => Some(img),
+                    Raw::Audio(_) => None,
+                })
+                .take(shots)
+                .collect();
+            let name = group.as_deref().unwrap_or("(no group)");
+            let locator = ChangeLocator::from_references(&frames)
+                .map_err(|e| anyhow::anyhow!("view `{name}`: {e}"))?;
+            for item in self.items.iter_mut().filter(|i| i.group == group) {
+                let Raw::Image(img) = &item.raw else {
+                    anyhow::bail!("{}: changes apply to images only", item.source);
+                };
+                let cut = locator
+                    .cut(img)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", item.source))?;
+                item.raw = Raw::Image(cut);
+            }
+        }
+        Ok(())
+    }
+
     /// Resize every image to `width`×`height` with the filter [`crate::features::ImageSpec`]
     /// resizes with, so that the model's own resize is then a no-op: the tensors are the
     /// same, and the exemplars a package keeps are stored at the model's input size.

@@ -6,9 +6,11 @@
 //! log-mel audio recipe in [`audio`]. Everything here is a pure function of its inputs.
 
 pub mod audio;
+pub mod change;
 pub mod image;
 
 pub use audio::AudioSpec;
+pub use change::ChangeLocator;
 pub use image::{ImageSpec, Region};
 
 use std::fmt;
@@ -144,6 +146,9 @@ pub enum FeatureError {
     /// A region of interest that does not fit the frame.
     #[error("{0}")]
     Region(String),
+    /// A frame that cannot be compared with its view's reference.
+    #[error("change: {0}")]
+    Change(String),
     #[error("invalid preprocessing spec: {0}")]
     InvalidSpec(String),
     /// Resampling failed.

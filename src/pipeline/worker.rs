@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use super::{Debouncer, PublishGate};
 use crate::capture::ring::CaptureRing;
 use crate::capture::{Capture, slot};
-use crate::features::{FeatureError, Preprocess, Raw, Region};
+use crate::features::{ChangeLocator, FeatureError, Preprocess, Raw, Region};
 use crate::inference::Classifier;
 use crate::inference::{softmax, top_k_of};
 use crate::mqtt::payload::{LabelScore, Prediction, SCHEMA_VERSION, StableState};
@@ -25,8 +25,23 @@ pub struct LoadedModel {
     pub classes: Vec<String>,
     /// The class whose stable state is [`super::decide::NOTHING`] (`Manifest::background`).
     pub background: Option<String>,
+    /// The view's reference (`Manifest::change_reference`): frames are cut to their change.
+    pub change: Option<ChangeLocator>,
     pub preprocess: Preprocess,
     pub classifier: Classifier,
+}
+
+impl LoadedModel {
+    /// The model's input tensor of `raw` (cut to its change first when the version holds
+    /// a reference).
+    pub fn input(&self, raw: &Raw) -> Result<Vec<f32>, FeatureError> {
+        match (&self.change, raw) {
+            (Some(locator), Raw::Image(img)) => {
+                self.preprocess.tensor(&Raw::Image(locator.cut(img)?))
+            }
+            _ => self.preprocess.tensor(raw),
+        }
+    }
 }
 
 /// Per-pipeline counters (status message, watchdog).
@@ -146,8 +161,7 @@ pub fn run(
         let m = model.load();
         let started = Instant::now();
         let result = m
-            .preprocess
-            .tensor(&capture.raw)
+            .input(&capture.raw)
             .map_err(anyhow::Error::from)
             .and_then(|x| Ok(m.classifier.classify(&x)?));
         let out = match result {

@@ -110,7 +110,9 @@ pub struct GateMetrics {
 pub struct AdaptationInfo {
     /// `imprint` (new labels only, no fine-tune) or `finetune`.
     pub kind: String,
-    /// The candidate that was judged best and kept: `imprinted` or `finetuned`.
+    /// The candidate that was judged best and kept: `imprinted` or `finetuned`; or
+    /// `reference` when the gate refused the teaching and only the view's new reference
+    /// was kept, the model unchanged (`adapt::learner`).
     pub chosen: String,
     pub new_classes: Vec<String>,
     /// Stored samples per label when it was made.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::features::Preprocess;
+use crate::features::{ChangeLocator, Preprocess};
 use crate::inference::{GraphSummary, inspect};
 use crate::lsskd::{ArchConfig, LsskdError, TrainConfig, TrainNet, TransformSet, checkpoint};
 use burn::prelude::Device;
@@ -26,6 +26,8 @@ pub const MODEL_ONNX: &str = "model.onnx";
 pub const TRAIN_STATE: &str = "train-state.bpk";
 pub const REPLAY_DIR: &str = "replay";
 pub const GATE_DIR: &str = "gate";
+/// A view's reference frame, the mean of its taught frames of `Manifest::change_reference`.
+pub const REFERENCE_PNG: &str = "reference.png";
 /// Manifest format written by this build.
 pub const FORMAT: u32 = 1;
 
@@ -131,6 +133,11 @@ pub struct Manifest {
     /// stable state reports it as nothing (the pipeline's debounce, `pipeline::decide::NOTHING`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<String>,
+    /// Images: the class whose frames are a view's reference (`train --crop-to-change`).
+    /// Once a version holds [`REFERENCE_PNG`], every frame is cut to the square around its
+    /// change from it (`features::ChangeLocator`) before preprocessing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_reference: Option<String>,
     pub preprocess: Preprocess,
     pub arch: ArchConfig,
     pub method: TrainConfig,
@@ -182,6 +189,23 @@ impl Manifest {
 }
 
 impl ModelPackage {
+    /// The view's change locator, when this version holds a reference frame.
+    pub fn change_locator(&self) -> Result<Option<ChangeLocator>, PackageError> {
+        if !self.manifest.files.contains_key(REFERENCE_PNG) {
+            return Ok(None);
+        }
+        let path = self.dir.join(REFERENCE_PNG);
+        let bad = |message: String| PackageError::Manifest {
+            path: path.clone(),
+            message,
+        };
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let frame = image::load_from_memory(&bytes).map_err(|e| bad(e.to_string()))?;
+        ChangeLocator::new(frame)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
+    }
+
     pub fn onnx_path(&self) -> PathBuf {
         self.dir.join(MODEL_ONNX)
     }
@@ -239,6 +263,11 @@ impl ModelPackage {
         {
             return Err(bad(format!(
                 "background class `{b}` is not one of the classes"
+            )));
+        }
+        if manifest.files.contains_key(REFERENCE_PNG) && manifest.change_reference.is_none() {
+            return Err(bad(format!(
+                "`files` lists {REFERENCE_PNG} but there is no change_reference"
             )));
         }
         manifest
