@@ -144,12 +144,9 @@ fn cut_to_changes(
         return Ok(None);
     };
     for (label, raw) in picked.support.iter_mut().chain(picked.held.iter_mut()) {
-        if let Raw::Image(img) = raw {
-            let cut = locator.cut(img).with_context(|| {
-                format!("a sample of `{label}` does not match the view's reference")
-            })?;
-            *raw = Raw::Image(cut);
-        }
+        *raw = locator.cut_raw(raw).with_context(|| {
+            format!("a sample of `{label}` does not match the view's reference")
+        })?;
     }
     Ok(Some(locator))
 }
@@ -270,8 +267,7 @@ fn keep_reference(
     info: &AdaptationInfo,
 ) -> anyhow::Result<Option<ModelPackage>> {
     let pkg = &current.package;
-    let (png, _) =
-        replay::encode(&Raw::Image(locator.frame().clone())).map_err(anyhow::Error::msg)?;
+    let png = reference_png(locator)?;
     if std::fs::read(pkg.dir.join(REFERENCE_PNG)).ok().as_deref() == Some(png.as_slice()) {
         return Ok(None);
     }
@@ -280,8 +276,7 @@ fn keep_reference(
         std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
     };
     let mut files = version_files(pkg, read(MODEL_ONNX)?, read(TRAIN_STATE)?, None)?;
-    files.retain(|(name, _)| name != REFERENCE_PNG);
-    files.push((REFERENCE_PNG.to_string(), png));
+    set_reference(&mut files, png);
     let mut manifest = pkg.manifest.clone();
     manifest.created_at = crate::registry::package::now_rfc3339();
     manifest.adaptation = Some(AdaptationInfo {
@@ -291,6 +286,18 @@ fn keep_reference(
     });
     let staged = versions.stage(manifest, current.version, files)?;
     Ok(Some(versions.promote(staged.manifest.version)?))
+}
+
+/// The view's reference frame as the PNG a version stores.
+fn reference_png(locator: &ChangeLocator) -> anyhow::Result<Vec<u8>> {
+    let frame = Raw::Image(locator.frame().clone());
+    Ok(replay::encode(&frame).map_err(anyhow::Error::msg)?.0)
+}
+
+/// `png` as the version's reference, in place of the parent's.
+fn set_reference(files: &mut Vec<(String, Vec<u8>)>, png: Vec<u8>) {
+    files.retain(|(name, _)| name != REFERENCE_PNG);
+    files.push((REFERENCE_PNG.to_string(), png));
 }
 
 /// The files of a new version made from `pkg`: its model and training state, the
@@ -336,10 +343,7 @@ fn write_version(
     let m = &pkg.manifest;
     let mut files = version_files(pkg, snapshot.onnx, snapshot.train_state, None)?;
     if let Some(locator) = reference {
-        let frame = Raw::Image(locator.frame().clone());
-        let (bytes, _) = replay::encode(&frame).map_err(anyhow::Error::msg)?;
-        files.retain(|(name, _)| name != REFERENCE_PNG);
-        files.push((REFERENCE_PNG.to_string(), bytes));
+        set_reference(&mut files, reference_png(locator)?);
     }
     for class in &adapted.new_classes {
         for (i, (_, raw)) in support

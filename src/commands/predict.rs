@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::features::{Raw, decode};
+use crate::features::decode;
 use crate::inference::Classifier;
 use crate::inference::{Scored, top_k};
 use crate::registry::ModelPackage;
@@ -47,10 +47,10 @@ pub fn run(model: &Path, files: &[PathBuf], k: usize) -> anyhow::Result<Vec<File
         .map(|f| {
             let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
             let mut raw = decode(&bytes).with_context(|| format!("decoding {}", f.display()))?;
-            if let (Some(locator), Raw::Image(img)) = (&change, &raw) {
-                raw = Raw::Image(locator.cut(img).with_context(|| {
+            if let Some(locator) = &change {
+                raw = locator.cut_raw(&raw).with_context(|| {
                     format!("{} does not fit the view's reference", f.display())
-                })?);
+                })?;
             }
             let x = pkg.manifest.preprocess.tensor(&raw).with_context(|| {
                 format!("{} does not fit model {}", f.display(), pkg.manifest.name)

@@ -6,7 +6,7 @@
 
 use image::{DynamicImage, RgbImage};
 
-use super::{FeatureError, Region};
+use super::{FeatureError, Raw, Region};
 
 /// Frames of a view's reference state its reference is the mean of when a data set is cut
 /// for training or evaluation (a person teaching a view sends five of each state).
@@ -29,8 +29,6 @@ const MIN_SIDE: f32 = 0.2;
 /// The reference of one view and the rule that finds where a frame differs from it.
 #[derive(Debug, Clone)]
 pub struct ChangeLocator {
-    width: usize,
-    height: usize,
     /// The reference frame (kept to be stored with a model version).
     frame: DynamicImage,
     /// Blurred, contrast-normalised luma of `frame`.
@@ -74,12 +72,7 @@ impl ChangeLocator {
         }
         let mut reference = box_blur(&luma(&frame.to_rgb8()), width, height, BLUR);
         standardise(&mut reference);
-        Ok(Self {
-            width,
-            height,
-            frame,
-            reference,
-        })
+        Ok(Self { frame, reference })
     }
 
     /// A locator against the mean of `frames`.
@@ -92,10 +85,15 @@ impl ChangeLocator {
         &self.frame
     }
 
+    /// `(width, height)` of the reference, the size every frame must have.
+    fn size(&self) -> (usize, usize) {
+        (self.frame.width() as usize, self.frame.height() as usize)
+    }
+
     /// The square of `img` around its largest change from the reference; `img` must be
     /// the reference's size.
     pub fn locate(&self, img: &DynamicImage) -> Result<Region, FeatureError> {
-        let (w, h) = (self.width, self.height);
+        let (w, h) = self.size();
         if (img.width() as usize, img.height() as usize) != (w, h) {
             return Err(FeatureError::Change(format!(
                 "frame is {}x{}, the view's reference {w}x{h}",
@@ -138,10 +136,18 @@ impl ChangeLocator {
         self.locate(img)?.crop(img)
     }
 
+    /// An image input cut as [`ChangeLocator::cut`]; any other input as it is.
+    pub fn cut_raw(&self, raw: &Raw) -> Result<Raw, FeatureError> {
+        match raw {
+            Raw::Image(img) => Ok(Raw::Image(self.cut(img)?)),
+            Raw::Audio(_) => Ok(raw.clone()),
+        }
+    }
+
     /// The shift `(dx, dy)` that best lays `g` over the reference (sum of absolute
     /// differences on every other pixel of the interior).
     fn shake(&self, g: &[f32]) -> (i32, i32) {
-        let (w, h, s) = (self.width, self.height, SHIFT as usize);
+        let ((w, h), s) = (self.size(), SHIFT as usize);
         let mut best = (f32::MAX, 0, 0);
         for dy in -SHIFT..=SHIFT {
             for dx in -SHIFT..=SHIFT {

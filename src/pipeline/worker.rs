@@ -35,11 +35,9 @@ impl LoadedModel {
     /// The model's input tensor of `raw` (cut to its change first when the version holds
     /// a reference).
     pub fn input(&self, raw: &Raw) -> Result<Vec<f32>, FeatureError> {
-        match (&self.change, raw) {
-            (Some(locator), Raw::Image(img)) => {
-                self.preprocess.tensor(&Raw::Image(locator.cut(img)?))
-            }
-            _ => self.preprocess.tensor(raw),
+        match &self.change {
+            Some(locator) => self.preprocess.tensor(&locator.cut_raw(raw)?),
+            None => self.preprocess.tensor(raw),
         }
     }
 }
