@@ -536,6 +536,8 @@ mod tests {
             request_entropy: 0.8,
             requests_per_hour: 6,
             request_ttl_secs: 3600,
+            teach_now_count: 5,
+            teach_now_spacing_ms: 1000,
         };
         let waiting = Arc::new(AtomicBool::new(false));
         let mut s = Scheduler::new(cfg, tx, waiting.clone());

@@ -13,6 +13,10 @@ pub struct CaptureRing {
     capacity: usize,
     max_bytes: usize,
     bytes: usize,
+    /// The capture that made the pipeline's latest stable state, with its label: kept
+    /// beyond the ring (one capture) so "that was wrong" can correct it however long the
+    /// state has held.
+    stable: Option<(String, Capture)>,
 }
 
 impl CaptureRing {
@@ -22,6 +26,7 @@ impl CaptureRing {
             capacity: capacity.max(1),
             max_bytes,
             bytes: 0,
+            stable: None,
         }
     }
 
@@ -41,11 +46,28 @@ impl CaptureRing {
         self.bytes
     }
 
-    /// A capture still held, by id.
+    /// A capture still held (the stable state's included), by id.
     pub fn get(&self, id: u64) -> Option<&Capture> {
         // Ids increase, so a binary search over the deque's order works.
-        let idx = self.items.binary_search_by_key(&id, |c| c.id).ok()?;
-        self.items.get(idx)
+        match self.items.binary_search_by_key(&id, |c| c.id) {
+            Ok(idx) => self.items.get(idx),
+            Err(_) => self.stable.as_ref().map(|(_, c)| c).filter(|c| c.id == id),
+        }
+    }
+
+    /// The newest capture.
+    pub fn latest(&self) -> Option<&Capture> {
+        self.items.back()
+    }
+
+    /// `capture` made the stable state `label`.
+    pub fn set_stable(&mut self, label: String, capture: Capture) {
+        self.stable = Some((label, capture));
+    }
+
+    /// The latest stable state's label and the capture that made it.
+    pub fn stable(&self) -> Option<(&str, &Capture)> {
+        self.stable.as_ref().map(|(l, c)| (l.as_str(), c))
     }
 
     pub fn len(&self) -> usize {
@@ -83,6 +105,21 @@ mod tests {
         assert!(ring.get(2).is_none(), "evicted");
         assert_eq!(ring.get(4).map(|c| c.id), Some(4));
         assert!(ring.get(9).is_none());
+        assert_eq!(ring.latest().map(|c| c.id), Some(5));
+    }
+
+    #[test]
+    fn the_stable_states_capture_outlives_the_ring() {
+        let mut ring = CaptureRing::new(2, usize::MAX);
+        ring.push(cap(1));
+        ring.set_stable("door_open".into(), cap(1));
+        for id in 2..=6 {
+            ring.push(cap(id));
+        }
+        assert_eq!(ring.get(1).map(|c| c.id), Some(1), "kept as the stable one");
+        assert!(ring.get(3).is_none());
+        let (label, c) = ring.stable().expect("stable");
+        assert_eq!((label, c.id), ("door_open", 1));
     }
 
     #[test]

@@ -108,7 +108,11 @@ pub fn format_message(msg: &Inbound) -> Option<String> {
         Topic::Scene => Some(format!("{dev} scene {text}")),
         Topic::ModelInfo { model } => Some(format!("{dev} model {model}: {text}")),
         Topic::SamplesAck { model } => Some(format!("{dev} sample {model}: {text}")),
-        Topic::LabelRequest | Topic::ModelCmd { .. } | Topic::SamplesAdd { .. } => None,
+        Topic::LabelRequest
+        | Topic::ModelCmd { .. }
+        | Topic::SamplesAdd { .. }
+        | Topic::TeachSet { .. }
+        | Topic::TeachPress { .. } => None,
     }
 }
 

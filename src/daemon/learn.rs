@@ -1,353 +1,28 @@
-//! On-device learning in the daemon, the inbound thread and the trainer thread:
-//! - [`Inbox`], on the inbound thread: sample ingestion (`samples/<m>/add`: validate,
-//!   store, ack; the busy reply when the inbound queue is full) and model commands
-//!   (`model/<m>/cmd`), which feed the scheduler (`adapt::schedule`);
-//! - the trainer thread: imprint / fine-tune / gate / promote (`adapt::learner`),
-//!   rollback, promote-to-version, hot swaps of the live model;
-//! - what is published about it (`training/state`, `model/<m>/info`; the payload types
-//!   live in `mqtt::payload`).
+//! On-device learning in the daemon, the trainer thread (fed by the scheduler on the
+//! inbound thread, `daemon::inbox`):
+//! - imprint / fine-tune / gate / promote (`adapt::learner`), rollback, promote-to-version,
+//!   `forget`, hot swaps of the live model;
+//! - what is published about it (`training/state`, `model/<m>/verdict`, `model/<m>/info`,
+//!   Home Assistant's discovery again; the payload types live in `mqtt::payload`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::announce::Announcer;
 use super::metrics::AdaptCounters;
 use super::models::{ModelSlot, load_model};
 use crate::adapt::learner::{self, Forgotten, Outcome, Phase};
-use crate::adapt::schedule::{Job, JobEnd, Labels, Scheduler, TrainerQueue, parse_command};
+use crate::adapt::schedule::{Job, JobEnd, Labels, TrainerQueue};
 use crate::capture::now_ms;
-use crate::capture::ring::CaptureRing;
+use crate::mqtt::Topics;
 use crate::mqtt::client::Publisher;
-use crate::mqtt::client::{Inbound, Outbound, OverflowReply};
 pub use crate::mqtt::payload::{ModelCard, TrainState, TrainingState, Unserved};
-use crate::mqtt::payload::{SampleTraffic, SamplesReply, VersionSummary, VersionsReply};
-use crate::mqtt::{Topic, Topics, topics};
-use crate::pipeline::requests::LabelRequests;
 use crate::registry::ModelPackage;
 use crate::registry::card::GateMetrics;
-use crate::samples::ingest::{self, Ack, Reject, SampleSource};
 use crate::settings::AdaptSettings;
-
-/// Sample ingestion and model commands, on their own thread (`inbound`): decoding a
-/// sample and the sample store's fsync never hold up the main loop. Fed by the MQTT
-/// connection's inbound queue (full: the connection answers [`busy_reply`] itself); the
-/// trainer runs the jobs.
-pub struct Inbox {
-    pub adapt: AdaptSettings,
-    pub topics: Topics,
-    pub models: BTreeMap<String, Arc<ModelSlot>>,
-    /// Capture rings of the running pipelines: (pipeline, model, ring).
-    pub rings: Vec<(String, String, Arc<Mutex<CaptureRing>>)>,
-    /// The region of interest of each model's pipeline (`[pipeline.region]`): image
-    /// samples sent as whole frames are cut to it, as the pipeline cuts its frames.
-    pub regions: BTreeMap<String, crate::features::Region>,
-    /// Open label requests and their pinned captures.
-    pub requests: Arc<Mutex<LabelRequests>>,
-    pub publisher: Publisher,
-    /// `None` when `adapt.enabled = false`.
-    pub scheduler: Option<Scheduler>,
-    /// Sample requests answered so far (read by the status).
-    pub samples: Arc<Mutex<SampleTraffic>>,
-    /// Home Assistant discovery, published again when Home Assistant comes online.
-    pub discovery: Option<(String, Vec<u8>)>,
-}
-
-impl Inbox {
-    /// Handle messages until `stop` is set or the connection's end of the queue is gone;
-    /// then refuse what is still queued (each sample gets its ack).
-    pub fn run(mut self, rx: Receiver<Inbound>, stop: Arc<AtomicBool>) {
-        while !stop.load(Ordering::Relaxed) {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(msg) => self.handle(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-        let refuse = refusal(self.topics.clone(), STOPPING);
-        for msg in rx.try_iter() {
-            if let Some(r) = refuse(&msg) {
-                self.count(|t| t.refused += 1);
-                self.publish(r.topic, r.payload, r.retain);
-            }
-        }
-    }
-
-    /// React to a message on a subscribed topic.
-    pub fn handle(&mut self, msg: Inbound) {
-        if self.topics.homeassistant_status().as_deref() == Some(msg.topic.as_str()) {
-            if msg.payload == b"online"
-                && let Some((topic, body)) = &self.discovery
-            {
-                self.publisher.send(topic.clone(), body.clone(), true);
-            }
-            return;
-        }
-        match topics::parse(&msg.topic) {
-            Some((_, Topic::SamplesAdd { model })) => self.on_sample(model, &msg.payload),
-            Some((_, Topic::ModelCmd { model })) => self.on_command(model, &msg.payload),
-            _ => tracing::debug!(topic = %msg.topic, "message on an unhandled topic ignored"),
-        }
-    }
-
-    fn count(&self, f: impl FnOnce(&mut SampleTraffic)) {
-        f(&mut self.samples.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) {
-        self.publisher.send(topic, payload, retain);
-    }
-
-    /// `samples/<model>/add`: every request gets an ack, accepted or refused with a reason.
-    fn on_sample(&mut self, model: &str, payload: &[u8]) {
-        let model = model.to_string();
-        // Learning disabled: refused before anything is parsed or stored.
-        let ingested = self
-            .scheduler
-            .is_some()
-            .then(|| self.ingest(&model, payload));
-        let ack = match ingested {
-            None => Ack {
-                id: ingest::peek_id(payload),
-                accepted: false,
-                reason: "learning is disabled on this device (adapt.enabled = false)".into(),
-            },
-            Some(Ok((ack, stored_label))) => {
-                match stored_label {
-                    Some(label) => {
-                        self.count(|t| t.stored += 1);
-                        self.after_sample(&model, &label);
-                    }
-                    None => self.count(|t| t.duplicates += 1),
-                }
-                ack
-            }
-            Some(Err(reject)) => {
-                tracing::info!(%model, reason = %reject, "sample rejected");
-                Ack {
-                    id: ingest::peek_id(payload),
-                    accepted: false,
-                    reason: reject.to_string(),
-                }
-            }
-        };
-        if !ack.accepted {
-            self.count(|t| t.refused += 1);
-        }
-        if let Ok(body) = serde_json::to_vec(&ack) {
-            self.publish(self.topics.samples_ack(&model), body, false);
-        }
-    }
-
-    /// `model/<model>/cmd`: queued for the trainer, or refused with a reason on
-    /// `training/state`.
-    fn on_command(&mut self, model: &str, payload: &[u8]) {
-        let text = String::from_utf8_lossy(payload).to_string();
-        // Questions about what the device holds, answered here (they need no trainer):
-        // whoever asks need not open the device's store beside it.
-        if let Some(slot) = self.models.get(model) {
-            let answer = match text.trim() {
-                "versions" => Some((
-                    self.topics.model_versions(model),
-                    versions_reply(model, slot),
-                )),
-                "samples" => Some((self.topics.samples_list(model), samples_reply(model, slot))),
-                _ => None,
-            };
-            if let Some((topic, body)) = answer {
-                match body {
-                    Ok(body) => self.publish(topic, body, false),
-                    Err(e) => {
-                        tracing::warn!(%model, error = %e, "cannot answer a `{}` command", text.trim())
-                    }
-                }
-                return;
-            }
-        }
-        let result = if !self.models.contains_key(model) {
-            Err(format!("unknown model `{model}`"))
-        } else {
-            parse_command(model, &text)
-        };
-        let outcome = match (result, self.scheduler.as_mut()) {
-            (Err(e), _) => Err(e),
-            (Ok(_), None) => Err("learning is disabled on this device".into()),
-            (Ok(job), Some(s)) => s.submit(job).map_err(|r| r.to_string()),
-        };
-        let mut st = TrainingState::new(model, TrainState::Queued);
-        if let Err(reason) = outcome {
-            tracing::warn!(%model, %reason, "model command refused");
-            st.state = TrainState::Failed;
-            st.reason = Some(reason);
-        }
-        if let Ok(body) = serde_json::to_vec(&st) {
-            self.publish(self.topics.training_state(), body, true);
-        }
-    }
-
-    /// Validate and store one sample request; the ack says what happened.
-    fn ingest(&self, model: &str, payload: &[u8]) -> Result<(Ack, Option<String>), Reject> {
-        let slot = self
-            .models
-            .get(model)
-            .ok_or_else(|| Reject::UnknownModel(model.into()))?;
-        let req = ingest::parse(payload, self.adapt.max_payload_bytes)?;
-        let pre = slot.live.load().preprocess.clone();
-        let (bytes, ext, origin, capture_id) = match req.source {
-            SampleSource::Data { bytes, ext } => {
-                let raw = ingest::check_data(&bytes, model, &pre)?;
-                let cut = match self.regions.get(model) {
-                    Some(region) => ingest::cut_to_region(&raw, region)?,
-                    None => None,
-                };
-                let (bytes, ext) = match cut {
-                    Some(cut) => crate::registry::replay::encode(&cut).map_err(Reject::Store)?,
-                    None => (bytes, ext),
-                };
-                (bytes, ext, "mqtt".to_string(), None)
-            }
-            SampleSource::Capture(id) => {
-                let found = self.rings.iter().filter(|(_, m, _)| m == model).find_map(
-                    |(pipeline, _, ring)| {
-                        let ring = ring.lock().ok()?;
-                        ring.get(id).map(|c| (pipeline.clone(), c.raw.clone()))
-                    },
-                );
-                // Not in a ring any more: a capture a label request pinned.
-                let found = found.or_else(|| {
-                    self.requests
-                        .lock()
-                        .ok()?
-                        .get(model, id, now_ms())
-                        .map(|raw| ("request".to_string(), raw))
-                });
-                let (pipeline, raw) = found.ok_or(Reject::UnknownCapture(id))?;
-                ingest::check_raw(&raw, &pre)?;
-                let (bytes, ext) = crate::registry::replay::encode(&raw).map_err(Reject::Store)?;
-                (bytes, ext, format!("capture:{pipeline}:{id}"), Some(id))
-            }
-        };
-        let outcome = slot
-            .store
-            .add(&req.id, &req.label, &bytes, ext, &origin)
-            .map_err(|e| Reject::Store(e.to_string()))?;
-        // An answered label request lets its capture go.
-        if let Some(id) = capture_id
-            && let Ok(mut r) = self.requests.lock()
-        {
-            r.answered(model, id);
-        }
-        Ok(match outcome {
-            crate::samples::AddOutcome::Stored { evicted } => {
-                if !evicted.is_empty() {
-                    tracing::info!(%model, evicted = evicted.len(), "sample quota reached; oldest samples evicted");
-                }
-                (
-                    Ack {
-                        id: req.id,
-                        accepted: true,
-                        reason: "stored".into(),
-                    },
-                    Some(req.label),
-                )
-            }
-            crate::samples::AddOutcome::Duplicate => (
-                Ack {
-                    id: req.id,
-                    accepted: true,
-                    reason: "duplicate".into(),
-                },
-                None,
-            ),
-        })
-    }
-
-    fn after_sample(&mut self, model: &str, label: &str) {
-        let Some(slot) = self.models.get(model) else {
-            return;
-        };
-        let count = slot
-            .store
-            .counts()
-            .ok()
-            .and_then(|c| c.get(label).copied())
-            .unwrap_or(0);
-        let known = slot.live.load().classes.clone();
-        if let Some(s) = self.scheduler.as_mut() {
-            s.sample_stored(model, label, count, &known);
-        }
-    }
-}
-
-/// The answer to `versions`: every stored version of `model` (manifests only, not
-/// verified: a listing, not a load), the shipped package as version 0.
-fn versions_reply(model: &str, slot: &ModelSlot) -> anyhow::Result<Vec<u8>> {
-    let live = slot.live.load().version;
-    let mut versions = Vec::new();
-    for v in std::iter::once(0).chain(slot.versions.on_disk()?) {
-        let dir = slot.versions.path_of(v);
-        let m = match crate::registry::package::Manifest::read(&dir) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(version = v, error = %e, "unreadable manifest; left out of the listing");
-                continue;
-            }
-        };
-        versions.push(VersionSummary {
-            version: v,
-            parent: m.parent,
-            created_at: m.created_at,
-            classes: m.classes,
-            made_by: m.adaptation.map(|a| format!("{} ({})", a.kind, a.chosen)),
-            live: v == live,
-        });
-    }
-    Ok(serde_json::to_vec(&VersionsReply {
-        model: model.into(),
-        live,
-        versions,
-    })?)
-}
-
-/// The answer to `samples`: the stored samples per label.
-fn samples_reply(model: &str, slot: &ModelSlot) -> anyhow::Result<Vec<u8>> {
-    Ok(serde_json::to_vec(&SamplesReply {
-        model: model.into(),
-        counts: slot.store.counts()?,
-    })?)
-}
-
-/// Why a sample that found the inbound queue full is refused.
-pub const BUSY: &str =
-    "the device is busy (its queue of incoming messages is full); send the sample again";
-
-/// Why a sample still queued at shutdown is refused.
-pub const STOPPING: &str = "the device is shutting down; send the sample again";
-
-/// What the daemon answers on a sample's ack topic when its inbound queue is full.
-pub(super) fn busy_reply(topics: Topics) -> OverflowReply {
-    refusal(topics, BUSY)
-}
-
-/// A refusal with `reason` on the ack topic of a sample request (other messages: none).
-fn refusal(topics: Topics, reason: &'static str) -> OverflowReply {
-    Box::new(move |msg: &Inbound| match topics::parse(&msg.topic) {
-        Some((_, Topic::SamplesAdd { model })) => {
-            let ack = Ack {
-                id: ingest::peek_id(&msg.payload),
-                accepted: false,
-                reason: reason.into(),
-            };
-            Some(Outbound {
-                topic: topics.samples_ack(model),
-                payload: serde_json::to_vec(&ack).ok()?,
-                retain: false,
-            })
-        }
-        _ => None,
-    })
-}
 
 /// Everything the trainer thread needs.
 pub struct TrainerThread {
@@ -360,6 +35,8 @@ pub struct TrainerThread {
     pub imprint_waiting: Arc<AtomicBool>,
     /// Adaptation outcomes, for the metrics.
     pub counters: Arc<AdaptCounters>,
+    /// Home Assistant discovery, sent again when a model changes.
+    pub announcer: Arc<Announcer>,
 }
 
 /// How a job ended.
@@ -443,6 +120,7 @@ impl TrainerThread {
         tracing::info!(model = %model.name, version = model.version, classes = model.classes.len(), "live model swapped");
         slot.live.store(Arc::new(model));
         self.publish_card(slot);
+        self.announcer.announce(false);
         Ok(())
     }
 
@@ -672,6 +350,12 @@ impl TrainerThread {
                 st.unserved = unserved(&labels_of(slot), self.cfg.min_shots, st.gate.as_ref());
             }
             self.state(&st);
+            if end != JobEnd::Yielded
+                && let Ok(body) = serde_json::to_vec(&st)
+            {
+                self.publish
+                    .send(self.topics.model_verdict(job.model()), body, true);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //!   slot (camera/images: keep newest; audio: bounded, drop new, both counted);
 //! - one OS thread per pipeline running tract (`infer-<pipeline>`), never a tokio worker;
 //! - one OS thread for inbound messages (`inbound`: samples and model commands, which
-//!   decode and fsync; [`learn::Inbox`]) and one for training (`trainer`, low priority);
+//!   decode and fsync; [`inbox::Inbox`]) and one for training (`trainer`, low priority);
 //! - tokio tasks: the MQTT connection (owns the rumqttc event loop), and this main loop
 //!   (status/watchdog tick, metrics, supervision of every part, the shutdown future).
 //!
@@ -28,11 +28,14 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+pub mod announce;
+pub mod inbox;
 pub mod learn;
 pub mod metrics;
 pub mod models;
 pub mod running;
 pub mod status;
+pub mod teach;
 
 pub use models::{ModelSlot, load_model};
 pub use status::{Runtime, STALL_MS};
@@ -43,6 +46,7 @@ use crate::mqtt::client::{self, Connection, LinkConfig, Publisher};
 use crate::parts::Part;
 use crate::pipeline::{self, PipelineHandle};
 use crate::settings::Settings;
+use announce::Announcer;
 use learn::TrainerThread;
 use metrics::{AdaptCounters, MetricsProbe, Scrape};
 use models::open_model;
@@ -114,6 +118,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let ctx = pipeline_context(&settings, &device, &topics, &publisher, &stops);
     let pipelines = start_pipelines(&settings, &mut models, &ctx)?;
     let adapt_counters = Arc::new(AdaptCounters::default());
+    let announcer = Arc::new(Announcer::new(
+        &topics,
+        &device,
+        pipelines
+            .handles
+            .iter()
+            .map(|p| (p.name.clone(), p.model.clone()))
+            .collect(),
+        &models,
+        &publisher,
+    ));
     let (scheduler, trainer) = start_trainer(
         &settings,
         &models,
@@ -121,6 +136,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         &publisher,
         &stops,
         &adapt_counters,
+        &announcer,
     )?;
     let mut rt = Runtime {
         device: device.clone(),
@@ -132,6 +148,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         publisher,
         samples: Arc::default(),
         adapt_counters,
+        announcer,
     };
     let inbound = start_inbound(&settings, &rt, &ctx, scheduler, inbound, &stops)?;
     let mqtt = go_online(&rt, &online_tx, connection, mqtt_stop)?;
@@ -203,6 +220,7 @@ fn link_config(
         format!("{prefix}/{device}/model/+/cmd"),
         format!("{prefix}/{device}/samples/+/add"),
     ];
+    subscriptions.extend(topics.teach_commands());
     subscriptions.extend(topics.homeassistant_status());
     LinkConfig {
         settings: settings.mqtt.clone(),
@@ -211,7 +229,7 @@ fn link_config(
         subscriptions,
         online,
         inbound_capacity: settings.mqtt.inbound_queue,
-        overflow_reply: learn::busy_reply(topics.clone()),
+        overflow_reply: inbox::busy_reply(topics.clone()),
     }
 }
 
@@ -288,6 +306,7 @@ fn start_trainer(
     publisher: &Publisher,
     stops: &Stops,
     counters: &Arc<AdaptCounters>,
+    announcer: &Arc<Announcer>,
 ) -> anyhow::Result<(Option<Scheduler>, Option<Part>)> {
     if !settings.adapt.enabled {
         return Ok((None, None));
@@ -302,6 +321,7 @@ fn start_trainer(
         stop: stops.trainer.clone(),
         imprint_waiting: imprint_waiting.clone(),
         counters: counters.clone(),
+        announcer: announcer.clone(),
     };
     let part = Part::spawn("trainer", move || trainer.run(jobs_rx))?;
     let scheduler = Scheduler::new(settings.adapt.clone(), jobs_tx, imprint_waiting);
@@ -317,7 +337,7 @@ fn start_inbound(
     inbound: std::sync::mpsc::Receiver<client::Inbound>,
     stops: &Stops,
 ) -> anyhow::Result<Part> {
-    let inbox = learn::Inbox {
+    let inbox = inbox::Inbox {
         adapt: settings.adapt.clone(),
         topics: rt.topics.clone(),
         models: rt.models.clone(),
@@ -335,7 +355,8 @@ fn start_inbound(
         publisher: rt.publisher.clone(),
         scheduler,
         samples: rt.samples.clone(),
-        discovery: rt.homeassistant_discovery(),
+        announcer: rt.announcer.clone(),
+        teach: Default::default(),
     };
     let stop = stops.inbound.clone();
     Ok(Part::spawn("inbound", move || inbox.run(inbound, stop))?)
@@ -351,9 +372,7 @@ fn go_online(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     online_tx.send_replace(serde_json::to_vec(&rt.status())?);
-    if let Some((topic, body)) = rt.homeassistant_discovery() {
-        rt.publish(topic, body, true);
-    }
+    rt.announcer.announce(true);
     let mqtt = tokio::spawn(client::run(connection, stop));
     tracing::info!(device = %rt.device, pipelines = rt.pipelines.len(), failed = rt.failed.len(), "daemon running");
     let _ = sd_notify::notify(&[

@@ -1,6 +1,5 @@
 //! What the main loop reports: the retained status (pipelines, MQTT counters, samples),
-//! systemd's `STATUS=` line, the stalled pipelines that withhold the watchdog, and Home
-//! Assistant discovery.
+//! systemd's `STATUS=` line and the stalled pipelines that withhold the watchdog.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +41,8 @@ pub struct Runtime {
     pub samples: Arc<std::sync::Mutex<SampleTraffic>>,
     /// Adaptation outcomes (counted by the trainer thread).
     pub adapt_counters: Arc<metrics::AdaptCounters>,
+    /// Home Assistant discovery.
+    pub announcer: Arc<super::announce::Announcer>,
 }
 
 impl Runtime {
@@ -126,15 +127,6 @@ impl Runtime {
             }),
             now_ms(),
         )
-    }
-
-    /// Home Assistant device discovery (`mqtt::discovery`), `None` when it is off.
-    pub fn homeassistant_discovery(&self) -> Option<(String, Vec<u8>)> {
-        let pipelines: Vec<&str> = self.pipelines.iter().map(|p| p.name.as_str()).collect();
-        let models: Vec<&str> = self.models.keys().map(String::as_str).collect();
-        let (topic, body) =
-            crate::mqtt::discovery::payload(&self.topics, &self.device, &pipelines, &models)?;
-        Some((topic, serde_json::to_vec(&body).ok()?))
     }
 }
 

@@ -10,4 +10,4 @@ pub mod payload;
 pub mod session;
 pub mod topics;
 
-pub use topics::{Topic, Topics};
+pub use topics::{TeachScope, Topic, Topics};

@@ -338,6 +338,19 @@ pub struct AdaptationCounts {
     pub failed: u64,
 }
 
+/// `<p>/<dev>/teach/status` (retained): what the last teaching action from Home
+/// Assistant (a label picked, an answer, "teach now", "that was wrong") did, or why it did
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeachStatus {
+    pub v: u32,
+    pub ts: u64,
+    /// `request` (the label request's entities) or the pipeline's name.
+    pub scope: String,
+    pub ok: bool,
+    pub message: String,
+}
+
 /// `<p>/<dev>/label_request`: the device asks for the label of an uncertain capture. The
 /// answer is a `samples/<model>/add` with this `capture_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -83,6 +83,49 @@ impl Topics {
         self.at("training/state")
     }
 
+    /// Retained: the last finished trainer job of `model` (its verdict and reason).
+    pub fn model_verdict(&self, model: &str) -> String {
+        self.at(&format!("model/{model}/verdict"))
+    }
+
+    fn teach(&self, scope: TeachScope<'_>, leaf: &str) -> String {
+        match scope {
+            TeachScope::Request => self.at(&format!("teach/request/{leaf}")),
+            TeachScope::Pipeline(p) => self.at(&format!("teach/pipeline/{p}/{leaf}")),
+        }
+    }
+
+    /// Teaching from Home Assistant: the label picked (a select) or typed (a text) for a
+    /// scope.
+    pub fn teach_set(&self, scope: TeachScope<'_>) -> String {
+        self.teach(scope, "set")
+    }
+
+    /// Retained: the label a scope's next answer, "teach now" or correction stores.
+    pub fn teach_label(&self, scope: TeachScope<'_>) -> String {
+        self.teach(scope, "label")
+    }
+
+    /// A scope's buttons: `answer` (the label request), `teach` and `wrong` (a pipeline).
+    pub fn teach_press(&self, scope: TeachScope<'_>) -> String {
+        self.teach(scope, "press")
+    }
+
+    /// Retained: what the last teaching action did (or why it did nothing).
+    pub fn teach_status(&self) -> String {
+        self.at("teach/status")
+    }
+
+    /// What the daemon subscribes to for teaching (the command topics of every scope).
+    pub fn teach_commands(&self) -> [String; 4] {
+        [
+            self.teach_set(TeachScope::Request),
+            self.teach_press(TeachScope::Request),
+            self.teach_set(TeachScope::Pipeline("+")),
+            self.teach_press(TeachScope::Pipeline("+")),
+        ]
+    }
+
     /// Wildcard for everything the device publishes.
     pub fn all(&self) -> String {
         self.at("#")
@@ -110,6 +153,14 @@ impl Topics {
     }
 }
 
+/// Whom a teaching entity of Home Assistant speaks for: the device's label request, or
+/// one pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TeachScope<'a> {
+    Request,
+    Pipeline(&'a str),
+}
+
 /// What a topic of the tree is, parsed back (the inverse of the builders of [`Topics`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic<'a> {
@@ -123,6 +174,8 @@ pub enum Topic<'a> {
     ModelCmd { model: &'a str },
     SamplesAdd { model: &'a str },
     SamplesAck { model: &'a str },
+    TeachSet { scope: TeachScope<'a> },
+    TeachPress { scope: TeachScope<'a> },
 }
 
 /// A device topic `<prefix>/<device>/…` (one-level prefix) parsed into its device and kind;
@@ -140,6 +193,18 @@ pub fn parse(topic: &str) -> Option<(&str, Topic<'_>)> {
         [_, _, "model", model, "cmd"] => Topic::ModelCmd { model },
         [_, _, "samples", model, "add"] => Topic::SamplesAdd { model },
         [_, _, "samples", model, "ack"] => Topic::SamplesAck { model },
+        [_, _, "teach", "request", "set"] => Topic::TeachSet {
+            scope: TeachScope::Request,
+        },
+        [_, _, "teach", "request", "press"] => Topic::TeachPress {
+            scope: TeachScope::Request,
+        },
+        [_, _, "teach", "pipeline", p, "set"] => Topic::TeachSet {
+            scope: TeachScope::Pipeline(p),
+        },
+        [_, _, "teach", "pipeline", p, "press"] => Topic::TeachPress {
+            scope: TeachScope::Pipeline(p),
+        },
         _ => return None,
     };
     Some((levels[1], kind))
@@ -163,6 +228,18 @@ mod tests {
             (t.model_cmd("vision"), Topic::ModelCmd { model: "vision" }),
             (t.samples_add("audio"), Topic::SamplesAdd { model: "audio" }),
             (t.samples_ack("audio"), Topic::SamplesAck { model: "audio" }),
+            (
+                t.teach_set(TeachScope::Request),
+                Topic::TeachSet {
+                    scope: TeachScope::Request,
+                },
+            ),
+            (
+                t.teach_press(TeachScope::Pipeline("door")),
+                Topic::TeachPress {
+                    scope: TeachScope::Pipeline("door"),
+                },
+            ),
         ];
         for (topic, want) in cases {
             assert_eq!(parse(&topic), Some(("pi4", want)), "{topic}");
@@ -192,5 +269,10 @@ mod tests {
         );
         assert_eq!(Topics::new("p", "d", "").homeassistant_config(), None);
         assert_eq!(Topics::all_predictions("lsskd"), "lsskd/+/+/prediction");
+        assert_eq!(
+            t.teach_label(TeachScope::Pipeline("door")),
+            "lsskd/pi4/teach/pipeline/door/label"
+        );
+        assert_eq!(t.model_verdict("vision"), "lsskd/pi4/model/vision/verdict");
     }
 }

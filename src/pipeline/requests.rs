@@ -171,6 +171,15 @@ impl LabelRequests {
         self.pinned.remove(&(model.to_string(), capture_id));
     }
 
+    /// The newest request still open: its model and capture id.
+    pub fn latest(&mut self, now_ms: u64) -> Option<(String, u64)> {
+        self.expire(now_ms);
+        self.pinned
+            .iter()
+            .max_by_key(|((_, id), p)| (p.expires_ms, *id))
+            .map(|((model, id), _)| (model.clone(), *id))
+    }
+
     pub fn open(&self) -> usize {
         self.pinned.len()
     }
@@ -232,9 +241,11 @@ mod tests {
             "budget"
         );
         assert!(r.get("vision", 1, 30_000).is_some());
+        assert_eq!(r.latest(30_000), Some(("vision".into(), 2)));
         r.answered("vision", 1);
         assert!(r.get("vision", 1, 30_000).is_none(), "answered");
         assert!(r.get("vision", 2, 60_011).is_none(), "expired");
+        assert_eq!(r.latest(60_011), None);
         // An hour later the budget is back.
         assert!(
             r.request("door", "vision", &capture(4), &top, 3_600_001)

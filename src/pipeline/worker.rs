@@ -204,12 +204,13 @@ pub fn run(
             }));
         }
         let label = super::decide::state_label(&best.label, m.background.as_deref());
-        if let Some(label) = debounce.observe(label, best.score) {
+        let stable = debounce.observe(label, best.score);
+        if let Some(label) = &stable {
             emit(Output::State(StableState {
                 v: SCHEMA_VERSION,
                 ts: capture.ts_ms,
                 pipeline: pipeline.clone(),
-                label,
+                label: label.clone(),
                 score: best.score,
             }));
         }
@@ -223,6 +224,9 @@ pub fn run(
             });
         }
         if let Ok(mut r) = ring.lock() {
+            if let Some(label) = stable {
+                r.set_stable(label, capture.clone());
+            }
             r.push(capture);
         }
     }

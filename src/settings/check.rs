@@ -152,6 +152,7 @@ impl AdaptSettings {
             ("min_shots", self.min_shots),
             ("epochs", self.epochs.unwrap_or(1)),
             ("keep_versions", self.keep_versions),
+            ("teach_now_count", self.teach_now_count),
         ] {
             if value == 0 {
                 p.push(format!("`adapt.{key}`: must be at least 1"));

@@ -70,6 +70,11 @@ pub struct AdaptSettings {
     pub requests_per_hour: usize,
     /// A request's capture is kept this long for the answer.
     pub request_ttl_secs: u64,
+    /// "Teach now" (Home Assistant): the next this many captures of the pipeline are stored
+    /// as samples of the label...
+    pub teach_now_count: usize,
+    /// ...at least this far apart, milliseconds.
+    pub teach_now_spacing_ms: u64,
 }
 
 impl AdaptSettings {

@@ -2,8 +2,9 @@
 //! device (user = its id) publishes its predictions; a user without the trainer role can
 //! read them but can neither teach it (its sample never reaches the device, nothing is
 //! stored), nor forge its predictions, nor read what it was taught with or asked about
-//! (samples, label requests and their thumbnails); the `trainer` user can teach it and
-//! read those.
+//! (samples, label requests and their thumbnails), nor teach it through Home Assistant's
+//! entities; the `trainer` user can teach it and read those, and the `homeassistant` user
+//! can teach through the entities.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +16,7 @@ use crate::harness::{Daemon, Mosquitto, json, model, samples};
 const DEVICE_PW: &str = "device-pw";
 const TRAINER_PW: &str = "trainer-pw";
 const VIEWER_PW: &str = "viewer-pw";
+const HA_PW: &str = "homeassistant-pw";
 
 fn pub_as(port: u16, user: &str, password: &str, topic: &str, payload: &str) {
     let ok = Command::new("mosquitto_pub")
@@ -83,6 +85,7 @@ fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
             ("it", DEVICE_PW),
             ("trainer", TRAINER_PW),
             ("viewer", VIEWER_PW),
+            ("homeassistant", HA_PW),
         ],
     );
     // The device logs in with its password in a file of its own (`mqtt.password_file`),
@@ -91,7 +94,7 @@ fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
     let password_file = secrets.path().join("mqtt-password");
     std::fs::write(&password_file, format!("{DEVICE_PW}\n")).expect("password file");
     let config = format!(
-        "device_id = \"it\"\n[[pipeline]]\nname = \"door\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{}\"\ninterval_ms = 100\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"it\"\npassword_file = \"{}\"\nreconnect_max_secs = 2\nhomeassistant_prefix = \"\"\n[adapt]\nauto_after = 0\n",
+        "device_id = \"it\"\n[[pipeline]]\nname = \"door\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{}\"\ninterval_ms = 100\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"it\"\npassword_file = \"{}\"\nreconnect_max_secs = 2\nhomeassistant_prefix = \"\"\n[adapt]\nauto_after = 0\n[publish]\ndebounce_count = 1\n",
         model("vision"),
         samples("vision"),
         broker.port,
@@ -232,6 +235,44 @@ fn only_the_trainer_can_teach_the_device_through_the_example_acl() {
         "a home's user read a thumbnail: {viewer:?}"
     );
     assert_eq!(trainer.len(), 1, "the trainer reads label requests");
+
+    // Teaching through Home Assistant's entities: a home's user cannot (the label and the
+    // press never reach the device), Home Assistant's login can.
+    let (set, press) = (
+        "lsskd/it/teach/pipeline/door/set",
+        "lsskd/it/teach/pipeline/door/press",
+    );
+    let status = sub_as(
+        broker.port,
+        "homeassistant",
+        HA_PW,
+        "lsskd/it/teach/status",
+        1,
+        Duration::from_secs(4),
+    );
+    pub_as(broker.port, "viewer", VIEWER_PW, set, "parcel");
+    pub_as(broker.port, "viewer", VIEWER_PW, press, "wrong");
+    let got = crate::harness::collect(status);
+    assert!(got.is_empty(), "a home's user taught the device: {got:?}");
+    assert_eq!(stored(&daemon.state_dir()).len(), 1);
+    let status = sub_as(
+        broker.port,
+        "homeassistant",
+        HA_PW,
+        "lsskd/it/teach/status",
+        2,
+        Duration::from_secs(15),
+    );
+    pub_as(broker.port, "homeassistant", HA_PW, set, "parcel");
+    pub_as(broker.port, "homeassistant", HA_PW, press, "wrong");
+    let got = crate::harness::collect(status);
+    assert!(
+        got.last()
+            .is_some_and(|(_, p)| p.contains("stored as `parcel`")),
+        "{got:?}; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(stored(&daemon.state_dir()).len(), 2);
 }
 
 fn pub_retained_as(port: u16, user: &str, password: &str, topic: &str, payload: &str) {

@@ -9,6 +9,7 @@ mod core_cli;
 mod crash;
 mod daemon;
 mod harness;
+mod home_assistant;
 mod imports;
 mod in_process;
 mod ingest_fuzz;
