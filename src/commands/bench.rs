@@ -13,7 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::features::{Raw, Region};
+use crate::features::change::REFERENCE_FRAMES;
+use crate::features::{ChangeLocator, Raw, Region};
 use crate::inference::{Classifier, fma_per_node};
 use crate::registry::{ModelPackage, replay};
 
@@ -124,6 +125,11 @@ pub struct BenchArgs {
     /// With `--frames`: the region cut from each frame, `X,Y,WIDTH,HEIGHT`.
     #[arg(long, value_parser = parse_region)]
     pub region: Option<Region>,
+    /// With `--frames`: the view's empty frames (image files of this folder, the first
+    /// five, cut to the region): their mean is the reference each frame is then cut to its
+    /// change from, as the pipeline worker does for a version that holds one.
+    #[arg(long, requires = "frames")]
+    pub reference: Option<PathBuf>,
 }
 
 /// `40,30,160,160` → the region at (40, 30), 160×160.
@@ -151,25 +157,57 @@ enum Input {
 }
 
 /// The image files of `dir`, read into memory, in name order.
-fn frame_files(dir: &Path) -> anyhow::Result<Vec<Input>> {
+fn frame_bytes(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--frames {}", dir.display()))?
+        .with_context(|| format!("{}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| image::ImageFormat::from_path(p).is_ok())
         .collect();
     files.sort();
     anyhow::ensure!(!files.is_empty(), "no image files in {}", dir.display());
-    files
-        .iter()
-        .map(|f| Ok(Input::Frame(std::fs::read(f)?)))
-        .collect()
+    files.iter().map(|f| Ok(std::fs::read(f)?)).collect()
+}
+
+/// The view's reference from the first [`REFERENCE_FRAMES`] image files of `dir`, each cut
+/// to `region`.
+fn reference_of(dir: &Path, region: Option<&Region>) -> anyhow::Result<ChangeLocator> {
+    let frames = frame_bytes(dir)
+        .and_then(|files| {
+            files
+                .iter()
+                .take(REFERENCE_FRAMES)
+                .map(|bytes| {
+                    let img = image::load_from_memory(bytes)?;
+                    Ok(match region {
+                        Some(r) => r.crop(&img)?,
+                        None => img,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("--reference {}", dir.display()))?;
+    Ok(ChangeLocator::from_references(
+        &frames.iter().collect::<Vec<_>>(),
+    )?)
 }
 
 /// `lsskd-edge bench`: time each model in turn, printing each report as it is done.
 pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
-    let frames = args.frames.as_deref().map(frame_files).transpose()?;
+    let frames = args
+        .frames
+        .as_deref()
+        .map(|dir| {
+            let files = frame_bytes(dir).with_context(|| format!("--frames {}", dir.display()))?;
+            anyhow::Ok(files.into_iter().map(Input::Frame).collect::<Vec<_>>())
+        })
+        .transpose()?;
+    let change = args
+        .reference
+        .as_deref()
+        .map(|dir| reference_of(dir, args.region.as_ref()))
+        .transpose()?;
     for m in &args.models {
-        let r = run(m, args, frames.as_deref())?;
+        let r = run(m, args, frames.as_deref(), change.as_ref())?;
         super::print_report(&r, args.json, render)?;
     }
     Ok(())
@@ -178,7 +216,12 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
 /// Time `args.iterations` inputs (cycling over `frames`, or else the replay exemplars)
 /// after `args.warmup` untimed ones; with `args.profile`, then time tract's plan node by
 /// node over `args.iterations` more runs.
-fn run(model: &Path, args: &BenchArgs, frames: Option<&[Input]>) -> anyhow::Result<BenchReport> {
+fn run(
+    model: &Path,
+    args: &BenchArgs,
+    frames: Option<&[Input]>,
+    change: Option<&ChangeLocator>,
+) -> anyhow::Result<BenchReport> {
     let (iterations, warmup) = (args.iterations, args.warmup);
     let pkg = ModelPackage::load(model)?;
     let classifier = load_classifier(&pkg.onnx_path())?;
@@ -209,6 +252,10 @@ fn run(model: &Path, args: &BenchArgs, frames: Option<&[Input]>) -> anyhow::Resu
                 let raw = match (&args.region, raw) {
                     (Some(r), Raw::Image(img)) => Raw::Image(r.crop(&img)?),
                     (_, raw) => raw,
+                };
+                let raw = match change {
+                    Some(c) => c.cut_raw(&raw)?,
+                    None => raw,
                 };
                 Ok(pre.tensor(&raw)?)
             }

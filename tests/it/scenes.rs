@@ -115,7 +115,7 @@ const MEADOW_REGION: &str = "region = { x = 58, y = 87, width = 153, height = 15
 
 fn camera_config(frames: &str, interval_ms: u64, looped: bool, port: u16) -> String {
     format!(
-        "device_id = \"it\"\n[[pipeline]]\nname = \"cam\"\nmodel = \"{}\"\n{MEADOW_REGION}\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{frames}\"\ninterval_ms = {interval_ms}\nloop = {looped}\n\n{}[publish]\ndebounce_count = 2\n",
+        "device_id = \"it\"\n[[pipeline]]\nname = \"cam\"\nmodel = \"{}\"\n{MEADOW_REGION}\n[pipeline.source]\nkind = \"replay_images\"\npath = \"{frames}\"\ninterval_ms = {interval_ms}\nloop = {looped}\n\n{}[publish]\ndebounce_count = 2\n[adapt]\nauto_after = 0\n",
         model("scenes"),
         mqtt_section(port)
     )
@@ -186,8 +186,8 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
             .collect();
         crate::adaptation::send_samples_to(&broker, "scenes", s, &files, &[]);
     }
-    // The fine-tune the first fifteen started may be running: ask for one on all of them
-    // and wait for its outcome.
+    // One fine-tune on all of them (`auto_after = 0`: none started by the first fifteen, whose
+    // result could be the outcome seen here), and its outcome.
     let asked = crate::harness::now_ms();
     assert!(publish(broker.port, "lsskd/it/model/scenes/cmd", "adapt"));
     let done = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(300), |p| {
@@ -263,4 +263,43 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
         truth,
         daemon.log()
     );
+}
+
+/// `bench --frames --reference`: camera frames timed through the cut a taught view's
+/// worker makes (region, then the change from the view's empty frames); a reference folder
+/// without images is named in the error.
+#[test]
+fn bench_times_frames_through_the_region_and_the_change_cut() {
+    let view = crate::common::data_root().join("scene-states/val/va03_meadow");
+    let (timeline, empty) = (view.join("timeline"), view.join("empty"));
+    let args = |reference: &str| {
+        cli(&[
+            "bench",
+            "--model",
+            &model("scenes"),
+            "--frames",
+            timeline.to_str().expect("utf-8"),
+            "--region",
+            "58,87,153,153",
+            "--reference",
+            reference,
+            "--iterations",
+            "5",
+            "--warmup",
+            "1",
+            "--json",
+        ])
+    };
+    let o = args(empty.to_str().expect("utf-8"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(crate::common::stdout(&o).trim());
+    assert_eq!(r["iterations"], 5, "{r}");
+    assert!(
+        r["features"]["mean_ms"].as_f64().expect("features") > 0.0,
+        "{r}"
+    );
+    let nothing = tempfile::tempdir().expect("tempdir");
+    let o = args(nothing.path().to_str().expect("utf-8"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--reference"), "{}", stderr(&o));
 }
