@@ -6,7 +6,8 @@
 # `cargo run` use); LSSKD_EDGE_BIN=<binary> measures a binary built before (with
 # `--features bench`). Each model also runs once with tract's own convolutions
 # (LSSKD_EDGE_DIRECT_CONV=0, which only a `bench` build honours) for the comparison with
-# ours (src/inference/direct.rs).
+# ours (src/inference/direct.rs); the first run loads each model as the daemon does, the
+# faster of the two on this machine (`chosen at load`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
@@ -34,6 +35,7 @@ print(f"{o['model']:<7} features {f['mean_ms']:.3f} ms (p95 {f['p95_ms']:.3f})  
       f"onnxruntime {p['onnxruntime']} {p['mean_ms']:.3f} ms (p95 {p['p95_ms']:.3f})  "
       f"tract/ort {i['mean_ms']/p['mean_ms']:.2f}x  peak RSS {o['peak_rss_mb']:.0f} MiB  "
       f"(tract's own convolutions {w['inference']['mean_ms']:.3f} ms, "
-      f"{w['inference']['mean_ms']/p['mean_ms']:.2f}x)")
+      f"{w['inference']['mean_ms']/p['mean_ms']:.2f}x; chosen at load: {o['kernel']}, "
+      f"{i['mean_ms']/w['inference']['mean_ms']:.2f}x of tract's own)")
 PY
 done

@@ -268,6 +268,8 @@ pub struct GateData<'a> {
     pub shipped: Vec<(String, &'a Raw)>,
     /// `gate` or `replay`.
     pub shipped_source: String,
+    /// The live model serves one view ([`super::gate::Evidence::per_view`]).
+    pub per_view: bool,
     /// Reference exemplars of imprinting (the replay the adaptation used).
     pub reference: Vec<&'a Raw>,
     /// The support set (every sample trained on).
@@ -427,6 +429,7 @@ fn judge_one(
             .map(|((l, _), (b, a))| (b == l, &a == l))
             .collect(),
         lookalikes: view.lookalikes.clone(),
+        per_view: data.per_view,
     };
     let (gate, verdict) = judge(cfg, &ev, candidate);
     Ok(Judged {

@@ -180,6 +180,7 @@ pub fn run(
             .map(|(l, r)| (m.classes[*l].clone(), r))
             .collect(),
         shipped_source: req.sets.gate_source.into(),
+        per_view: m.change_reference.is_some(),
         reference: req.sets.replay.iter().map(|(_, r)| r).collect(),
         support: req.support.iter().map(|(l, r)| (l.clone(), r)).collect(),
         new_labels: new_labels.clone(),

@@ -113,6 +113,11 @@ pub struct Evidence {
     /// Per new label, the shipped class it is closest to in the live model's embedding
     /// space ([`lookalikes`]).
     pub lookalikes: Vec<Lookalike>,
+    /// The live model serves one view (it holds a view's reference): its shipped classes
+    /// are that view's states, which teaching is meant to specialise. With held-back frames
+    /// of the view (`labelled`), those judge the shipped classes; `shipped` (other views)
+    /// is reported but rejects nothing.
+    pub per_view: bool,
 }
 
 /// Where a new label's samples sit among a shipped class's own images, in the live
@@ -239,6 +244,7 @@ fn shipped_classes(ev: &Evidence, confidence: f64) -> Option<(Paired, ShippedCla
         all,
         ShippedClasses {
             set: ev.shipped_source.clone(),
+            judged: !ev.per_view || ev.labelled.is_empty(),
             n: all.n,
             losses: all.losses,
             gains: all.gains,
@@ -414,8 +420,9 @@ pub fn judge(cfg: &GateConfig, ev: &Evidence, candidate: Candidate) -> (GateMetr
     let labelled_p = (!ev.labelled.is_empty()).then(|| labelled.mcnemar_p());
 
     let mut reasons: Vec<String> = Vec::new();
-    reasons.extend(shipped_card.and_then(|o| shipped_drop_reason(cfg, o)));
-    reasons.extend(shipped_card.into_iter().flat_map(|o| {
+    let judged = shipped_card.filter(|o| o.judged);
+    reasons.extend(judged.and_then(|o| shipped_drop_reason(cfg, o)));
+    reasons.extend(judged.into_iter().flat_map(|o| {
         o.worst
             .iter()
             .filter_map(|w| taken_class_reason(cfg, o, w, &labels))
@@ -718,6 +725,7 @@ mod tests {
             new_method: "test".into(),
             labelled: Vec::new(),
             lookalikes: Vec::new(),
+            per_view: false,
         }
     }
 
@@ -967,6 +975,28 @@ mod tests {
             "{v:?}"
         );
         assert!((m.labelled_p.expect("p") - 1.0 / 64.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_views_own_held_back_frames_judge_its_states_not_other_views() {
+        let cfg = GateConfig::default();
+        // The candidate loses 10 of 100 images of other views.
+        let mut e = ev(old(100, 0, 10, 0, "a"), Vec::new());
+        e.labelled = vec![(true, true), (false, true), (true, true), (true, true)];
+        let rejected =
+            |e: &Evidence| matches!(judge(&cfg, e, Candidate::Finetuned).1, Verdict::Reject(_));
+        assert!(rejected(&e), "a model of every view answers for every view");
+        e.per_view = true;
+        let (m, v) = judge(&cfg, &e, Candidate::Finetuned);
+        assert_eq!(v, Verdict::Promote, "{m:?}");
+        let old = m.old.expect("still reported");
+        assert!(!old.judged && old.losses == 10);
+        // Without held-back frames of the view, other views are all the evidence there is.
+        e.labelled.clear();
+        assert!(rejected(&e));
+        // The view's own frames still reject a candidate that gets them wrong.
+        e.labelled = vec![(true, false); 6];
+        assert!(rejected(&e));
     }
 
     #[test]

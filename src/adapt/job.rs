@@ -86,6 +86,9 @@ pub struct Adapted {
     pub tuned: TrainNet,
     /// Fine-tune steps taken (0: imprint only).
     pub steps: usize,
+    /// The recipe's steps (its epochs × steps an epoch); more than `steps` when the
+    /// wall-clock budget cut the schedule short.
+    pub recipe_steps: usize,
     pub classes: Vec<String>,
     pub new_classes: Vec<String>,
     /// The offset the new labels' logits got in `tuned` ([`Recipe::new_label_offset`]).
@@ -245,7 +248,7 @@ fn train_config(recipe: &Recipe, set: TransformSet, stages: usize) -> TrainConfi
 }
 
 /// Fine-tune `net` on `data`; the result is mixed with `net` as it started
-/// ([`Recipe::mix`]). Returns the network and the steps taken.
+/// ([`Recipe::mix`]). Returns the network, the steps taken and the recipe's steps.
 fn fine_tune(
     net: TrainNet,
     data: &FeatureData<'_>,
@@ -254,13 +257,16 @@ fn fine_tune(
     shape: [usize; 3],
     cancel: &dyn Fn() -> bool,
     on_progress: &mut dyn FnMut(f64),
-) -> anyhow::Result<(TrainNet, usize)> {
+) -> anyhow::Result<(TrainNet, usize, usize)> {
     let tc = train_config(recipe, set, net.student.stages.len());
     let start = (recipe.mix < 1.0).then(|| net.float_values());
     let mut trainer = Trainer::new(net, tc, shape);
-    let mut total = 0usize;
+    let (mut total, mut recipe_steps) = (0usize, 0usize);
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
         crate::lsskd::Progress::Planned { total_steps, .. } => {
+            if recipe_steps == 0 {
+                recipe_steps = total_steps;
+            }
             if total > 0 {
                 tracing::debug!(
                     from = total,
@@ -285,7 +291,7 @@ fn fine_tune(
         Some(start) => net.interpolate(&start, recipe.mix),
         None => net,
     };
-    Ok((net, steps))
+    Ok((net, steps, recipe_steps))
 }
 
 /// Imprint then fine-tune. `support` holds (label name, raw) — labels not in `classes` are
@@ -316,6 +322,7 @@ pub fn adapt(
             imprinted: snapshot,
             tuned: imprinted,
             steps: 0,
+            recipe_steps: 0,
             classes: all,
             new_classes,
             new_label_offset: 0.0,
@@ -324,12 +331,14 @@ pub fn adapt(
 
     // 2. Fine-tune on support + replay.
     let data = training_set(support, &all, classes.len(), replay, preprocess, recipe)?;
-    let (tuned, steps) = fine_tune(imprinted, &data, recipe, set, shape, cancel, on_progress)?;
+    let (tuned, steps, recipe_steps) =
+        fine_tune(imprinted, &data, recipe, set, shape, cancel, on_progress)?;
     let tuned = offset_labels(tuned, classes.len(), recipe.new_label_offset);
     Ok(Adapted {
         imprinted: snapshot,
         tuned,
         steps,
+        recipe_steps,
         classes: all,
         new_classes,
         new_label_offset: recipe.new_label_offset,

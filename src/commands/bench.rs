@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::features::change::REFERENCE_FRAMES;
 use crate::features::{ChangeLocator, Raw, Region};
-use crate::inference::{Classifier, fma_per_node};
+use crate::inference::{Classifier, KernelChoice, fma_per_node};
 use crate::registry::{ModelPackage, replay};
 
 /// Latency distribution of one stage, milliseconds.
@@ -53,6 +53,10 @@ pub struct BenchReport {
     /// Frames or windows per second one pipeline thread sustains (1 / mean total).
     pub throughput_per_s: f64,
     pub peak_rss_mb: Option<f64>,
+    /// Which convolutions ran (`direct <isa>` or `tract`).
+    pub kernel: String,
+    /// How the daemon's load-time timing chose them (none with `LSSKD_EDGE_DIRECT_CONV=0`).
+    pub kernel_choice: Option<KernelChoice>,
     /// Per-node profile (`bench --profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
@@ -83,21 +87,23 @@ pub struct ProfileRow {
     pub gflops: Option<f64>,
 }
 
-/// The package's classifier as the daemon loads it, or, with `LSSKD_EDGE_DIRECT_CONV=0` in a
-/// build with the `bench` feature, with tract's own convolutions instead of ours
-/// (`inference::direct`), for the comparison in `scripts/bench-latency.sh`.
-fn load_classifier(onnx: &Path) -> anyhow::Result<Classifier> {
+/// The package's classifier as the daemon loads it (the faster of our convolutions and
+/// tract's, with the timings it chose by), or, with `LSSKD_EDGE_DIRECT_CONV=0` in a build
+/// with the `bench` feature, with tract's own convolutions only, for the comparison in
+/// `scripts/bench-latency.sh`.
+fn load_classifier(onnx: &Path) -> anyhow::Result<(Classifier, Option<KernelChoice>)> {
     let tract_only = std::env::var_os("LSSKD_EDGE_DIRECT_CONV").is_some_and(|v| v == "0");
     #[cfg(feature = "bench")]
     if tract_only {
-        return Ok(Classifier::load_tract_only(onnx)?);
+        return Ok((Classifier::load_tract_only(onnx)?, None));
     }
     #[cfg(not(feature = "bench"))]
     anyhow::ensure!(
         !tract_only,
         "LSSKD_EDGE_DIRECT_CONV=0 needs a build with `--features bench` (the shipped build always runs our convolutions)"
     );
-    Ok(Classifier::load(onnx)?)
+    let (classifier, choice) = Classifier::load_fastest(onnx)?;
+    Ok((classifier, Some(choice)))
 }
 
 /// Arguments of `bench`.
@@ -224,7 +230,7 @@ fn run(
 ) -> anyhow::Result<BenchReport> {
     let (iterations, warmup) = (args.iterations, args.warmup);
     let pkg = ModelPackage::load(model)?;
-    let classifier = load_classifier(&pkg.onnx_path())?;
+    let (classifier, choice) = load_classifier(&pkg.onnx_path())?;
     let exemplars: Vec<Input>;
     let inputs = match frames {
         Some(f) => f,
@@ -287,6 +293,8 @@ fn run(
         throughput_per_s: 1e3 / total.mean_ms,
         total,
         peak_rss_mb: super::fewshot::peak_rss_mb(),
+        kernel: classifier.kernel(),
+        kernel_choice: choice,
         profile: if args.profile {
             let x = features(&inputs[0])?;
             Some(profile_of(&pkg.onnx_path(), &classifier, &x, iterations)?)
@@ -405,6 +413,18 @@ pub fn render(r: &BenchReport) -> String {
         r.throughput_per_s,
         r.peak_rss_mb.map_or("-".into(), |v| format!("{v:.0} MiB"))
     );
+    let _ = match &r.kernel_choice {
+        Some(KernelChoice {
+            direct_ms: Some(d),
+            tract_ms: Some(t),
+            ..
+        }) => writeln!(
+            out,
+            "  convolutions: {} (timed when loaded: ours {d:.3} ms, tract's {t:.3} ms a run)",
+            r.kernel
+        ),
+        _ => writeln!(out, "  convolutions: {}", r.kernel),
+    };
     if let Some(p) = &r.profile {
         out.push_str(&render_profile(p));
     }

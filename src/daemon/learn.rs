@@ -168,6 +168,8 @@ impl TrainerThread {
                 let waiting = self.imprint_waiting.clone();
                 let finetune = !*imprint_only;
                 let mut last_progress = 0.0f64;
+                // The first training step seen: when, and how far along.
+                let mut first_step: Option<(std::time::Instant, f64)> = None;
                 let outcome = learner::run(
                     &slot.versions,
                     &slot.store,
@@ -185,6 +187,9 @@ impl TrainerThread {
                             Phase::Training(f) => (TrainState::Training, Some(f)),
                             Phase::Gating => (TrainState::Gating, None),
                         };
+                        if let Phase::Training(f) = phase {
+                            first_step.get_or_insert_with(|| (std::time::Instant::now(), f));
+                        }
                         if let Some(f) = fraction {
                             if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
                                 return;
@@ -194,6 +199,14 @@ impl TrainerThread {
                         let mut st = TrainingState::new(model, state);
                         st.kind = Some(kind.into());
                         st.progress = fraction;
+                        // The expected length, from the speed since the first step (the
+                        // schedule is already fitted to the budget).
+                        st.expected_secs = match (first_step, fraction) {
+                            (Some((at, f0)), Some(f)) if f > f0 => {
+                                Some(at.elapsed().as_secs_f64() / (f - f0))
+                            }
+                            _ => None,
+                        };
                         self.state(&st);
                     },
                 );
@@ -213,6 +226,7 @@ impl TrainerThread {
                         self.swap(slot, &package)?;
                         st = TrainingState::new(model, TrainState::Promoted);
                         st.version = Some(package.manifest.version);
+                        st.reason = info.cut_short(self.cfg.budget_secs);
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }
@@ -234,6 +248,9 @@ impl TrainerThread {
                             }
                             None => reason,
                         });
+                        if let Some(cut) = info.cut_short(self.cfg.budget_secs) {
+                            st.reason = st.reason.map(|r| format!("{r}; {cut}"));
+                        }
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }

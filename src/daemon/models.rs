@@ -13,8 +13,10 @@ use crate::registry::versions::Versions;
 use crate::samples::SampleStore;
 use crate::settings::Settings;
 
-/// Build a ready-to-run model from a package.
+/// Build a ready-to-run model from a package, its convolutions the faster of ours and
+/// tract's on this machine ([`Classifier::load_fastest`]).
 pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
+    let (classifier, choice) = Classifier::load_fastest(&pkg.onnx_path())?;
     Ok(LoadedModel {
         name: pkg.manifest.name.clone(),
         version: pkg.manifest.version,
@@ -22,7 +24,8 @@ pub fn load_model(pkg: &ModelPackage) -> anyhow::Result<LoadedModel> {
         background: pkg.manifest.background.clone(),
         change: pkg.change_locator()?,
         preprocess: pkg.manifest.preprocess.clone(),
-        classifier: Classifier::load(&pkg.onnx_path())?,
+        kernel: choice.kernel,
+        classifier,
     })
 }
 

@@ -68,6 +68,7 @@ impl Runtime {
             name: name.clone(),
             state: format!("failed: {why}"),
             model_version: 0,
+            kernel: String::new(),
             inferences: 0,
             dropped: 0,
             errors: 0,

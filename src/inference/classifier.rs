@@ -40,6 +40,28 @@ pub struct Output {
     pub embedding: Vec<f32>,
 }
 
+/// Rounds and runs per round of [`Classifier::load_fastest`]'s timing.
+pub const CHOICE_ROUNDS: usize = 5;
+pub const CHOICE_RUNS: usize = 4;
+
+/// What [`Classifier::load_fastest`] chose, and the timings it chose by (milliseconds a
+/// run; `None` when there was nothing to choose).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KernelChoice {
+    pub kernel: String,
+    pub direct_ms: Option<f64>,
+    pub tract_ms: Option<f64>,
+}
+
+/// Mean milliseconds of [`CHOICE_RUNS`] runs of `c` on `x`.
+fn mean_ms(c: &Classifier, x: &[f32]) -> Result<f64, InferenceError> {
+    let t = std::time::Instant::now();
+    for _ in 0..CHOICE_RUNS {
+        c.classify(x)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / CHOICE_RUNS as f64)
+}
+
 /// A loaded, optimized ONNX classifier.
 #[derive(Debug, Clone)]
 pub struct Classifier {
@@ -67,6 +89,53 @@ impl Classifier {
     #[cfg(feature = "bench")]
     pub fn load_tract_only(path: &Path) -> Result<Classifier, InferenceError> {
         Self::from_bytes_at(&read(path)?, path, false)
+    }
+
+    /// Reads the model at `path` and loads it both ways, with our convolutions and with
+    /// tract's own, times both on this machine and keeps the faster: a kernel of ours runs
+    /// only where it wins. The timing is the best of [`CHOICE_ROUNDS`] rounds (the two
+    /// alternating, after a warm-up) of [`CHOICE_RUNS`] runs on a zero input, so a busy
+    /// moment slows both. A model with no convolution ours can take is loaded once.
+    pub fn load_fastest(path: &Path) -> Result<(Classifier, KernelChoice), InferenceError> {
+        let bytes = read(path)?;
+        let direct = Self::from_bytes_at(&bytes, path, true)?;
+        if direct.direct == 0 {
+            let choice = KernelChoice {
+                kernel: direct.kernel(),
+                direct_ms: None,
+                tract_ms: None,
+            };
+            return Ok((direct, choice));
+        }
+        let tract = Self::from_bytes_at(&bytes, path, false)?;
+        let x = vec![0.0f32; direct.input_shape.iter().product()];
+        let (mut d_ms, mut t_ms) = (f64::INFINITY, f64::INFINITY);
+        for c in [&direct, &tract] {
+            for _ in 0..CHOICE_RUNS {
+                c.classify(&x)?;
+            }
+        }
+        for _ in 0..CHOICE_ROUNDS {
+            d_ms = d_ms.min(mean_ms(&direct, &x)?);
+            t_ms = t_ms.min(mean_ms(&tract, &x)?);
+        }
+        let chosen = if d_ms <= t_ms { direct } else { tract };
+        let choice = KernelChoice {
+            kernel: chosen.kernel(),
+            direct_ms: Some(d_ms),
+            tract_ms: Some(t_ms),
+        };
+        tracing::debug!(model = %path.display(), kernel = %choice.kernel, direct_ms = d_ms, tract_ms = t_ms, "convolution kernel chosen");
+        Ok((chosen, choice))
+    }
+
+    /// Which convolutions run: `direct <isa>` (ours, [`super::direct::isa`]) or `tract`.
+    pub fn kernel(&self) -> String {
+        if self.direct > 0 {
+            format!("direct {}", super::direct::isa())
+        } else {
+            "tract".into()
+        }
     }
 
     /// Loads an ONNX model from memory (with our convolutions, as [`Self::load`]).

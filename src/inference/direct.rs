@@ -113,6 +113,12 @@ impl TypedOp for DirectConv {
     }
 }
 
+/// The vector path our convolution takes on this machine (`avx512f`, `avx2+fma`, `neon`,
+/// `portable`).
+pub fn isa() -> &'static str {
+    lsskd_kernels::direct::isa()
+}
+
 /// Replaces every convolution [`DirectConv`] can run (see the module's doc) in a
 /// decluttered model; returns how many it replaced.
 pub fn use_direct_convolutions(model: &mut TypedModel) -> TractResult<usize> {
@@ -329,6 +335,32 @@ mod tests {
             );
         }
         ours.direct_convolutions()
+    }
+
+    #[test]
+    fn the_faster_of_ours_and_tracts_is_kept_and_says_which_it_is() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vision/model.onnx");
+        let (clf, choice) = Classifier::load_fastest(&path).expect("load");
+        let (d, t) = (
+            choice.direct_ms.expect("timed"),
+            choice.tract_ms.expect("timed"),
+        );
+        assert!(d > 0.0 && t > 0.0, "{choice:?}");
+        let want = if d <= t {
+            format!("direct {}", super::isa())
+        } else {
+            "tract".into()
+        };
+        assert_eq!(
+            (choice.kernel.as_str(), clf.kernel()),
+            (want.as_str(), want.clone())
+        );
+        assert_eq!(clf.direct_convolutions() > 0, d <= t);
+        assert!(
+            ["avx512f", "avx2+fma", "neon", "portable"].contains(&super::isa()),
+            "{}",
+            super::isa()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod scores;
 #[cfg(test)]
 mod test_nets;
 
-pub use classifier::{Classifier, NodeTime, Output, fma_per_node};
+pub use classifier::{Classifier, KernelChoice, NodeTime, Output, fma_per_node};
 pub use error::InferenceError;
 pub use graph::*;
 pub use inspect::{GraphSummary, ModelSource, inspect};

@@ -39,6 +39,10 @@ pub struct PipelineHealth {
     /// `running`, `starting`, `connecting` (a stream), or `retrying: <reason>`.
     pub state: String,
     pub model_version: u32,
+    /// Which convolutions run its model on this machine: `direct <isa>` (ours: `avx512f`,
+    /// `avx2+fma`, `neon`, `portable`) or `tract`, whichever timed faster when it loaded.
+    #[serde(default)]
+    pub kernel: String,
     pub inferences: u64,
     /// Inputs dropped by full hand-over buffers (and audio blocks by the callback queue).
     pub dropped: u64,
@@ -175,6 +179,10 @@ pub struct TrainingState {
     /// Fraction of the fine-tune done (0..1), while training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
+    /// While training: the seconds the fine-tune is expected to take in all, from its speed
+    /// on this machine so far (`ts` + the rest is when it should end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_secs: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +222,7 @@ impl TrainingState {
             state,
             kind: None,
             progress: None,
+            expected_secs: None,
             version: None,
             reason: None,
             gate: None,

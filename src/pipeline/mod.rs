@@ -70,6 +70,7 @@ impl PipelineHandle {
             name: self.name.clone(),
             state: self.source.get(),
             model_version: self.live.load().version,
+            kernel: self.live.load().kernel.clone(),
             inferences: self.stats.inferences.load(Ordering::Relaxed),
             dropped: self.input.dropped() + self.source.dropped_blocks.load(Ordering::Relaxed),
             errors: self.stats.errors.load(Ordering::Relaxed),

@@ -29,6 +29,8 @@ pub struct LoadedModel {
     pub change: Option<ChangeLocator>,
     pub preprocess: Preprocess,
     pub classifier: Classifier,
+    /// Which convolutions run it (`inference::Classifier::kernel`), chosen by timing.
+    pub kernel: String,
 }
 
 impl LoadedModel {

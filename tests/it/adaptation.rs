@@ -301,3 +301,50 @@ fn first_run_with_default_settings_serves_every_label_and_reports_each_outcome()
         assert!(classes.iter().any(|c| c == label(d).as_str()), "{card}");
     }
 }
+
+/// A fine-tune that `adapt.budget_secs` cuts short says so: the outcome's reason names the
+/// steps it ran of its recipe's (and the card records both), never a silently shorter
+/// recipe; while it trains, `training/state` carries the seconds it is expected to take.
+#[test]
+fn a_fine_tune_cut_short_by_its_budget_says_so_and_training_states_carry_the_expected_time() {
+    let _cpu = crate::common::cpu_shared();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (support, query_dir) = digit_files(dir.path(), 4, 2);
+    let config = format!(
+        "{}\n[adapt]\nauto_after = 0\nbudget_secs = 1\n",
+        replay_vision_config("desk", &query_dir.display().to_string(), broker.port)
+    );
+    let daemon = Daemon::start(&config, &[]);
+    wait_card(&broker, &daemon, Duration::from_secs(20), |c| {
+        c["version"] == 0
+    });
+    for (label, files) in support.iter().take(2) {
+        send_samples(&broker, label, files, &[]);
+    }
+    // One fine-tune of at most a second and its gate: over well within 40 s.
+    let states = broker.sub_background("lsskd/it/training/state", 1000, Duration::from_secs(40));
+    assert!(publish(broker.port, "lsskd/it/model/vision/cmd", "adapt"));
+    let seen: Vec<serde_json::Value> = crate::harness::collect(states)
+        .iter()
+        .map(|(_, p)| json(p))
+        .collect();
+    let end = seen
+        .iter()
+        .find(|s| {
+            s["kind"] == "finetune"
+                && ["promoted", "rejected"].contains(&s["state"].as_str().unwrap_or(""))
+        })
+        .unwrap_or_else(|| panic!("no fine-tune outcome in {seen:?}; log:\n{}", daemon.log()));
+    let reason = end["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("of its recipe's") && reason.contains("adapt.budget_secs (1 s)"),
+        "{end}"
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s["state"] == "training"
+                && s["expected_secs"].as_f64().is_some_and(|e| e > 0.0)),
+        "no expected time while training: {seen:?}"
+    );
+}

@@ -244,6 +244,8 @@ fn home_assistant_answers_a_request_corrects_a_prediction_and_teaches_through_it
         "{}\n[adapt]\nauto_after = 0\nrequest_margin = 1.0\nrequests_per_hour = 2\nteach_now_count = 3\nteach_now_spacing_ms = 300\n[publish]\ndebounce_count = 1\n",
         replay_vision_config("door", &images.path().display().to_string(), broker.port),
     );
+    // Label requests are not retained: listen before the device starts.
+    let requests = broker.sub_background("lsskd/it/label_request", 2, Duration::from_secs(40));
     let daemon = Daemon::start(
         &config,
         &[("LSSKD_EDGE__MQTT__HOMEASSISTANT_PREFIX", "homeassistant")],
@@ -265,13 +267,9 @@ fn home_assistant_answers_a_request_corrects_a_prediction_and_teaches_through_it
         json(&s)
     };
 
-    // The device asks twice (every prediction is uncertain here, two an hour, one capture
-    // every 100 ms): both are open once the latest is retained and a moment has passed.
-    let asked = broker.wait_retained("lsskd/it/label_request", Duration::from_secs(30), |p| {
-        !p.is_empty()
-    });
-    assert!(asked.is_some(), "no label request; log:\n{}", log());
-    std::thread::sleep(Duration::from_secs(1));
+    // The device asks twice (every prediction is uncertain here, two an hour).
+    let asked = crate::harness::collect(requests);
+    assert_eq!(asked.len(), 2, "log:\n{}", log());
     set(
         broker.port,
         component(&d, "request_teach_new_label"),

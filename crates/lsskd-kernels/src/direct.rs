@@ -387,6 +387,26 @@ impl Lanes for Plain {
     }
 }
 
+/// The vector path [`DirectConv::run`] takes on this machine: `avx512f`, `avx2+fma`,
+/// `neon` or `portable` (plain multiply and add).
+pub fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+    }
+    if cfg!(target_arch = "aarch64") {
+        "neon"
+    } else {
+        "portable"
+    }
+}
+
 fn dispatch<const T: usize>(a: &Args<'_>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
