@@ -43,8 +43,8 @@ pub const CV_FOLDS: usize = 3;
 /// Held-out predictions of the fine-tune: the new labels' samples are split into `folds`
 /// (every `folds`-th sample of each label, oldest first; a label keeps at least one sample
 /// to train on), and for each fold the live model is imprinted and fine-tuned on the
-/// other samples (samples of shipped classes and the replay all train) with `recipe`
-/// recipe shortened to `2/folds` of its epochs and a fifth of its budget, then predicts
+/// other samples (samples of shipped classes and the replay all train) with the recipe
+/// shortened to a quarter of its epochs, then predicts
 /// the fold's samples through tract. Returns `(true label, predicted label)` per held-out sample.
 #[allow(clippy::too_many_arguments)]
 pub fn finetune_cv(
@@ -74,14 +74,15 @@ pub fn finetune_cv(
         })
         .collect();
     let fold_recipe = Recipe {
-        // Two `folds`-ths of the epochs: at one, the folds of the image recipe (strong
-        // augmentation) were still underfitted and judged good fine-tunes below the
+        // A quarter of the recipe's epochs each (4 of vision's 15, 8 of audio's 30): the
+        // three folds together cost about 80 % of the fine-tune they judge. What the
+        // folds were measured with before recipes ran in steps: two `folds`-ths of the
+        // epochs compressed into a fifth of the 10 s budget, about 4 of 15 vision epochs
+        // and 6 of 30 audio ones on the 2-core reference machine; at one epoch the folds
+        // of the image recipe were still underfitted and judged good fine-tunes below the
         // imprint (BENCHMARKS.md "Few-shot vision: the sample augmentation and the
         // fine-tune's method").
-        epochs: (2 * recipe.epochs).div_ceil(folds).max(1),
-        // A fifth of the budget each: the three folds together cost about 60 % of the
-        // fine-tune they judge.
-        budget_secs: recipe.budget_secs.map(|b| (b / 5).max(1)),
+        epochs: recipe.epochs.div_ceil(4).max(1),
         ..recipe.clone()
     };
     let m = &pkg.manifest;

@@ -389,8 +389,8 @@ fn advise(
 ///   about 25 points on digits, so an imprint estimate at or above the threshold passes
 ///   the fine-tune, and one whose upper bound is below it fails it); in between, the
 ///   learner cross-validates the fine-tune itself (`candidates::finetune_cv`: three folds,
-///   each fine-tuned on the other samples with two thirds of the epochs and a fifth of the
-///   budget, predicts its own).
+///   each fine-tuned on the other samples with a quarter of the recipe's epochs, predicts
+///   its own).
 ///   With the imprint's point value alone 6 of 10 good vision 5-way 5-shot episodes
 ///   were promoted as fine-tunes (BENCHMARKS.md "The gate's error rates").
 /// - **One shipped class taken by a new label** (most of its lost images now predicted as

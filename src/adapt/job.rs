@@ -86,9 +86,6 @@ pub struct Adapted {
     pub tuned: TrainNet,
     /// Fine-tune steps taken (0: imprint only).
     pub steps: usize,
-    /// The recipe's steps (its epochs × steps an epoch); more than `steps` when the
-    /// wall-clock budget cut the schedule short.
-    pub recipe_steps: usize,
     pub classes: Vec<String>,
     pub new_classes: Vec<String>,
     /// The offset the new labels' logits got in `tuned` ([`Recipe::new_label_offset`]).
@@ -236,7 +233,7 @@ fn train_config(recipe: &Recipe, set: TransformSet, stages: usize) -> TrainConfi
     tc.epochs = recipe.epochs;
     tc.batch_size = recipe.batch_size;
     tc.lr = recipe.lr;
-    tc.budget_secs = recipe.budget_secs;
+    tc.time_cap_secs = recipe.budget_secs;
     tc.freeze_early = true;
     tc.frozen_stages = stages.saturating_sub(recipe.trained_stages);
     tc.anchor_weight = recipe.anchor_weight;
@@ -248,7 +245,8 @@ fn train_config(recipe: &Recipe, set: TransformSet, stages: usize) -> TrainConfi
 }
 
 /// Fine-tune `net` on `data`; the result is mixed with `net` as it started
-/// ([`Recipe::mix`]). Returns the network, the steps taken and the recipe's steps.
+/// ([`Recipe::mix`]). Returns the network and the steps taken: the recipe's, all of
+/// them, or an error when this machine cannot run them within `recipe.budget_secs`.
 fn fine_tune(
     net: TrainNet,
     data: &FeatureData<'_>,
@@ -257,25 +255,13 @@ fn fine_tune(
     shape: [usize; 3],
     cancel: &dyn Fn() -> bool,
     on_progress: &mut dyn FnMut(f64),
-) -> anyhow::Result<(TrainNet, usize, usize)> {
+) -> anyhow::Result<(TrainNet, usize)> {
     let tc = train_config(recipe, set, net.student.stages.len());
     let start = (recipe.mix < 1.0).then(|| net.float_values());
     let mut trainer = Trainer::new(net, tc, shape);
-    let (mut total, mut recipe_steps) = (0usize, 0usize);
+    let mut total = 0usize;
     let mut report = |p: crate::lsskd::Progress<'_>| match p {
-        crate::lsskd::Progress::Planned { total_steps, .. } => {
-            if recipe_steps == 0 {
-                recipe_steps = total_steps;
-            }
-            if total > 0 {
-                tracing::debug!(
-                    from = total,
-                    to = total_steps,
-                    "fine-tune schedule refitted to the budget"
-                );
-            }
-            total = total_steps.max(1);
-        }
+        crate::lsskd::Progress::Planned { total_steps, .. } => total = total_steps.max(1),
         crate::lsskd::Progress::Step { step, .. } => {
             on_progress(((step + 1) as f64 / total.max(1) as f64).min(1.0))
         }
@@ -284,6 +270,9 @@ fn fine_tune(
     let steps = match trainer.fit(data, None, cancel, &mut report) {
         Ok(reports) => reports.iter().map(|r| r.steps).sum(),
         Err(LsskdError::Cancelled) => anyhow::bail!("adaptation cancelled"),
+        Err(e @ LsskdError::TimeCap { .. }) => anyhow::bail!(
+            "the fine-tune cannot finish its recipe within adapt.budget_secs on this machine: {e}; raise adapt.budget_secs"
+        ),
         Err(e) => return Err(e.into()),
     };
     let net = trainer.into_net();
@@ -291,7 +280,7 @@ fn fine_tune(
         Some(start) => net.interpolate(&start, recipe.mix),
         None => net,
     };
-    Ok((net, steps, recipe_steps))
+    Ok((net, steps))
 }
 
 /// Imprint then fine-tune. `support` holds (label name, raw) — labels not in `classes` are
@@ -322,7 +311,6 @@ pub fn adapt(
             imprinted: snapshot,
             tuned: imprinted,
             steps: 0,
-            recipe_steps: 0,
             classes: all,
             new_classes,
             new_label_offset: 0.0,
@@ -331,14 +319,12 @@ pub fn adapt(
 
     // 2. Fine-tune on support + replay.
     let data = training_set(support, &all, classes.len(), replay, preprocess, recipe)?;
-    let (tuned, steps, recipe_steps) =
-        fine_tune(imprinted, &data, recipe, set, shape, cancel, on_progress)?;
+    let (tuned, steps) = fine_tune(imprinted, &data, recipe, set, shape, cancel, on_progress)?;
     let tuned = offset_labels(tuned, classes.len(), recipe.new_label_offset);
     Ok(Adapted {
         imprinted: snapshot,
         tuned,
         steps,
-        recipe_steps,
         classes: all,
         new_classes,
         new_label_offset: recipe.new_label_offset,

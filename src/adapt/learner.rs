@@ -215,7 +215,6 @@ pub fn run(
         gate: reported.gate.clone(),
         seconds: started.elapsed().as_secs_f64(),
         steps: candidates.adapted.steps,
-        recipe_steps: candidates.adapted.recipe_steps,
         finetune_rejected: match (&judgement.chosen, &judgement.finetuned) {
             (Some(Candidate::Imprinted), Some(f)) => match &f.verdict {
                 Verdict::Reject(r) => Some(r.clone()),

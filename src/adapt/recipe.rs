@@ -25,7 +25,8 @@ pub struct Recipe {
     pub batch_size: usize,
     /// Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay).
     pub lr: f64,
-    /// Wall-clock budget of the fine-tune; the schedule is compressed to fit.
+    /// The most the fine-tune may take, seconds: it runs its epochs' steps, all of them,
+    /// or fails with the reason when this machine's speed says it cannot within this.
     pub budget_secs: Option<u64>,
     /// Stages that train, counted from the output side (with the head); the stem and the
     /// earlier stages are frozen, weights and BatchNorm statistics.
@@ -48,6 +49,12 @@ pub struct Recipe {
     pub new_label_offset: f32,
     pub seed: u64,
 }
+
+/// `adapt.budget_secs` by default: the recipes take 5–10 s on the 2-core x86 reference
+/// machine; a Pi Zero 2 W or Pi 3 (Cortex-A53, 1–1.2 GHz, one 128-bit multiply-add a
+/// cycle: 8–10 GFLOP/s a core against about 190 with AVX-512 here) is some 20–25× slower,
+/// about 4 minutes for audio's; twice that is the limit.
+pub const DEFAULT_LIMIT_SECS: u64 = 600;
 
 /// What a caller may change in the modality's recipe (`fewshot-bench`'s flags; the daemon
 /// takes `epochs` and `budget_secs` from `[adapt]`). `None`: the recipe's.
@@ -79,7 +86,8 @@ impl Recipe {
     ///
     /// Both fine-tune with plain cross-entropy, batch 16, the last stage and the head only,
     /// replay exemplars anchored to the model before adapting (weight 0.5 on their
-    /// prediction, 1 on their embedding), within a 10 s budget.
+    /// prediction, 1 on their embedding), all of their steps (`adapt.budget_secs` only
+    /// limits the time: 5–10 s here).
     ///
     /// Images: 15 epochs at 0.02; the user's samples are shifted by up to 4 pixels,
     /// rotated by up to 20° and scaled by up to 20 %, never mirrored (BENCHMARKS.md
@@ -104,7 +112,7 @@ impl Recipe {
             epochs: 15,
             batch_size: 16,
             lr: 0.02,
-            budget_secs: Some(10),
+            budget_secs: Some(DEFAULT_LIMIT_SECS),
             trained_stages: 1,
             anchor_weight: 0.5,
             anchor_embedding_weight: 1.0,

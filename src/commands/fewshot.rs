@@ -111,8 +111,8 @@ pub struct FewshotArgs {
     /// `Recipe::for_modality`).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Fine-tune wall-clock budget per episode, seconds (default: the daemon's
-    /// `adapt.budget_secs`).
+    /// The most one episode's fine-tune may take, seconds: it runs its recipe's steps or
+    /// fails (default: the daemon's `adapt.budget_secs`).
     #[arg(long)]
     pub budget_secs: Option<u64>,
     /// Stages the fine-tune trains, counted from the output side (0: the head only;
@@ -201,7 +201,7 @@ pub struct Episode {
     /// The gate (evaluating both candidates on their evidence), seconds: the daemon spends
     /// `seconds + gate_seconds` from the job's start to its verdict.
     pub gate_seconds: f64,
-    /// Fine-tune steps within the budget.
+    /// Fine-tune steps run (the recipe's).
     pub steps: usize,
     /// The offset of the new labels' logits in the fine-tuned model.
     pub new_label_offset: f32,

@@ -53,7 +53,8 @@ pub struct ViewBenchArgs {
     /// Fine-tune epochs (0: imprint only; default: the modality's recipe).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Fine-tune wall-clock budget per teaching, seconds (default: `adapt.budget_secs`).
+    /// The most one teaching's fine-tune may take, seconds: it runs its recipe's steps or
+    /// fails (default: `adapt.budget_secs`).
     #[arg(long)]
     pub budget_secs: Option<u64>,
     /// After the region, cut every frame to the square around its change from the view's

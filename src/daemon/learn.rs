@@ -199,8 +199,7 @@ impl TrainerThread {
                         let mut st = TrainingState::new(model, state);
                         st.kind = Some(kind.into());
                         st.progress = fraction;
-                        // The expected length, from the speed since the first step (the
-                        // schedule is already fitted to the budget).
+                        // The expected length, from the speed since the first step.
                         st.expected_secs = match (first_step, fraction) {
                             (Some((at, f0)), Some(f)) if f > f0 => {
                                 Some(at.elapsed().as_secs_f64() / (f - f0))
@@ -226,7 +225,6 @@ impl TrainerThread {
                         self.swap(slot, &package)?;
                         st = TrainingState::new(model, TrainState::Promoted);
                         st.version = Some(package.manifest.version);
-                        st.reason = info.cut_short(self.cfg.budget_secs);
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }
@@ -248,9 +246,6 @@ impl TrainerThread {
                             }
                             None => reason,
                         });
-                        if let Some(cut) = info.cut_short(self.cfg.budget_secs) {
-                            st.reason = st.reason.map(|r| format!("{r}; {cut}"));
-                        }
                         st.gate = Some(info.gate);
                         st.seconds = Some(info.seconds);
                     }

@@ -41,6 +41,15 @@ pub enum LsskdError {
     },
     #[error("invalid architecture: {0}")]
     Arch(String),
+    #[error(
+        "the schedule's {steps} steps would take about {projected_secs:.0} s at this machine's {steps_per_sec:.1} steps a second, over the {cap_secs} s limit"
+    )]
+    TimeCap {
+        steps: usize,
+        steps_per_sec: f64,
+        projected_secs: f64,
+        cap_secs: u64,
+    },
 }
 
 /// The device a module's parameters live on.

@@ -102,6 +102,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Wall-clock budget; the schedule is compressed to fit it (measured after a few steps).
     pub budget_secs: Option<u64>,
+    /// A wall-clock limit that never shortens the schedule: when the speed measured after a
+    /// few steps (and again every 25) says the configured steps cannot finish within it,
+    /// training stops with [`LsskdError::TimeCap`].
+    #[serde(default)]
+    pub time_cap_secs: Option<u64>,
     /// Freeze the stem and the first `frozen_stages` stages — weights and BatchNorm
     /// statistics (few-shot fine-tuning).
     pub freeze_early: bool,
@@ -138,6 +143,7 @@ impl TrainConfig {
             lambda_feat: 1.0,
             seed: 0,
             budget_secs: None,
+            time_cap_secs: None,
             freeze_early: false,
             frozen_stages: 1,
             anchor_weight: 0.0,
@@ -398,7 +404,7 @@ impl Trainer {
                     step,
                     loss: s.parts.total,
                 });
-                if plan.refit(step, started.elapsed()) {
+                if plan.refit(step, started.elapsed())? {
                     progress(plan.planned());
                 }
             }
@@ -692,6 +698,7 @@ struct Schedule {
     total_steps: usize,
     epochs: usize,
     budget: Option<Duration>,
+    cap: Option<u64>,
     /// The end of the first step and the step count then.
     steady_from: Option<(Instant, usize)>,
 }
@@ -705,6 +712,7 @@ impl Schedule {
             total_steps: epochs * steps_per_epoch,
             epochs,
             budget: cfg.budget_secs.map(Duration::from_secs),
+            cap: cfg.time_cap_secs,
             steady_from: None,
         }
     }
@@ -716,21 +724,40 @@ impl Schedule {
         }
     }
 
-    /// After `step` steps, `elapsed` since the fit began: whether the plan changed.
-    fn refit(&mut self, step: usize, elapsed: Duration) -> bool {
+    /// After `step` steps, `elapsed` since the fit began: whether the plan changed; an
+    /// error when the steps left cannot finish within the time cap.
+    fn refit(&mut self, step: usize, elapsed: Duration) -> Result<bool, LsskdError> {
         // The speed is measured from the end of the first step: that one also pays for the
         // allocations and the first touch of every buffer.
         let (steady_at, steady_step) = *self
             .steady_from
             .get_or_insert_with(|| (Instant::now(), step));
+        if !(step == 5 || step.is_multiple_of(25)) {
+            return Ok(false);
+        }
+        if let Some(cap) = self.cap
+            && step > steady_step
+        {
+            let per_step = steady_at.elapsed().as_secs_f64() / (step - steady_step) as f64;
+            let projected = projected_secs(
+                elapsed,
+                per_step,
+                self.total_steps - step.min(self.total_steps),
+            );
+            if projected > cap as f64 {
+                return Err(LsskdError::TimeCap {
+                    steps: self.total_steps,
+                    steps_per_sec: 1.0 / per_step.max(1e-9),
+                    projected_secs: projected,
+                    cap_secs: cap,
+                });
+            }
+        }
         // Budget: re-estimate the speed now and then and fit the schedule to what is left
         // (the machine may be shared, so speed changes).
         let Some(budget) = self.budget else {
-            return false;
+            return Ok(false);
         };
-        if !(step == 5 || step.is_multiple_of(25)) {
-            return false;
-        }
         let fitted = fit_to_budget(
             budget,
             elapsed,
@@ -740,11 +767,11 @@ impl Schedule {
             self.planned_steps,
         );
         if fitted == self.total_steps {
-            return false;
+            return Ok(false);
         }
         self.total_steps = fitted;
         self.epochs = fitted.div_ceil(self.steps_per_epoch);
-        true
+        Ok(true)
     }
 }
 
@@ -792,6 +819,11 @@ pub fn accuracy(
     Ok(correct as f32 / data.len().max(1) as f32)
 }
 
+/// Seconds a schedule takes in all: `elapsed` so far and `left` steps at `per_step` seconds.
+fn projected_secs(elapsed: Duration, per_step: f64, left: usize) -> f64 {
+    elapsed.as_secs_f64() + per_step * left as f64
+}
+
 /// The steps a budgeted schedule can take: those done (`step`) plus as many as the budget's
 /// remaining 90 % (the rest is left for validation passes) holds at the steady speed,
 /// measured over the `steady_steps` taken in `steady` since the first step. At least one
@@ -819,10 +851,41 @@ fn fit_to_budget(
 
 #[cfg(test)]
 mod tests {
-    use super::fit_to_budget;
+    use super::{Schedule, fit_to_budget};
+    use crate::lsskd::{LsskdError, Method, TrainConfig, TransformSet};
     use std::time::Duration;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_time_cap_never_shortens_the_schedule_it_stops_one_that_cannot_finish() {
+        let mut cfg = TrainConfig::new(Method::Ce, TransformSet::Rot4);
+        cfg.epochs = 4;
+        cfg.time_cap_secs = Some(60);
+        // 4 epochs of 10 steps; 20 ms a step: 0.8 s, well within the cap.
+        let mut fits = Schedule::new(&cfg, 10);
+        fits.refit(1, MS(30)).expect("first step");
+        std::thread::sleep(MS(80));
+        assert!(!fits.refit(5, MS(110)).expect("fits"));
+        assert_eq!(fits.total_steps, 40, "never shortened");
+        // 1000 epochs of 10 steps at 20 ms: 200 s, over a 60 s cap.
+        cfg.epochs = 1000;
+        let mut slow = Schedule::new(&cfg, 10);
+        slow.refit(1, MS(30)).expect("first step");
+        std::thread::sleep(MS(80));
+        match slow.refit(5, MS(110)) {
+            Err(LsskdError::TimeCap {
+                steps,
+                projected_secs,
+                cap_secs,
+                ..
+            }) => {
+                assert_eq!((steps, cap_secs), (10_000, 60));
+                assert!(projected_secs > 60.0, "{projected_secs}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_slow_first_step_does_not_shorten_a_schedule_that_fits() {

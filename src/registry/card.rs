@@ -129,12 +129,9 @@ pub struct AdaptationInfo {
     pub held_back: usize,
     pub gate: GateMetrics,
     pub seconds: f64,
-    /// Fine-tune steps run (0: an imprint)...
+    /// Fine-tune steps run (0: an imprint): always the whole recipe's.
     #[serde(default)]
     pub steps: usize,
-    /// ...of the recipe's: fewer when `adapt.budget_secs` cut the schedule on this machine.
-    #[serde(default)]
-    pub recipe_steps: usize,
     /// Why the fine-tuned candidate was not kept, when the imprinted one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune_rejected: Option<String>,
@@ -160,16 +157,6 @@ pub struct Provisional {
 }
 
 impl AdaptationInfo {
-    /// What to tell the user when the fine-tune ran fewer steps than its recipe.
-    pub fn cut_short(&self, budget_secs: u64) -> Option<String> {
-        (self.steps < self.recipe_steps).then(|| {
-            format!(
-                "the fine-tune ran {} of its recipe's {} steps: adapt.budget_secs ({budget_secs} s) cut it short on this machine, so it learnt less than the recipe does (raise adapt.budget_secs)",
-                self.steps, self.recipe_steps
-            )
-        })
-    }
-
     /// The labels of this adaptation whose estimate is below `min_new_accuracy`.
     pub fn provisional(&self, min_new_accuracy: f64) -> Vec<Provisional> {
         self.gate
@@ -251,7 +238,6 @@ mod tests {
             },
             seconds: 1.0,
             steps: 0,
-            recipe_steps: 0,
             finetune_rejected: None,
         };
         let p = info.provisional(0.6);
@@ -268,25 +254,10 @@ mod tests {
         assert!(p[0].send.contains("`digit_3`"), "{}", p[0].send);
         assert!(info.provisional(0.0).is_empty());
 
-        // A fine-tune the budget cut short says so; one that ran its recipe says nothing.
-        assert_eq!(info.cut_short(10), None, "an imprint");
-        let cut = AdaptationInfo {
-            steps: 120,
-            recipe_steps: 240,
-            ..info.clone()
-        };
-        let said = cut.cut_short(10).expect("cut short");
-        assert!(
-            said.contains("120 of its recipe's 240 steps") && said.contains("(10 s)"),
-            "{said}"
-        );
-        let full = AdaptationInfo { steps: 240, ..cut };
-        assert_eq!(full.cut_short(10), None);
         // Cards written before the steps were recorded still read.
         let mut json = serde_json::to_value(&info).expect("json");
         json.as_object_mut().expect("object").remove("steps");
-        json.as_object_mut().expect("object").remove("recipe_steps");
         let old: AdaptationInfo = serde_json::from_value(json).expect("an older card");
-        assert_eq!((old.steps, old.recipe_steps), (0, 0));
+        assert_eq!(old.steps, 0);
     }
 }

@@ -105,6 +105,7 @@ fn the_benchmark_and_the_daemon_learner_give_the_same_verdict_and_model_bytes() 
         Candidate::Finetuned => "finetuned",
     };
     assert_eq!(info.chosen, chosen_name, "the same candidate chosen");
+    assert!(info.steps > 0, "the fine-tune's steps are recorded");
     assert_eq!(
         serde_json::to_value(&info.gate).expect("json"),
         serde_json::to_value(&judged.gate).expect("json"),
@@ -199,4 +200,38 @@ fn forget_serves_a_version_without_the_label_and_every_other_score_unchanged() {
             assert!((p - q).abs() < 1e-4, "{a:?} vs {b:?}");
         }
     }
+}
+
+/// `adapt.budget_secs` is a limit, not a schedule: a recipe this machine cannot finish
+/// within it is not cut short and shipped, the adaptation fails and says why.
+#[test]
+fn a_recipe_that_cannot_finish_within_the_limit_fails_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = repo().join("models/vision");
+    let versions = Versions::new(dir.path(), "vision", &shipped, 3).expect("versions");
+    let store = SampleStore::open(dir.path(), "vision", 1000).expect("store");
+    store_digits(&store);
+    let mut settings = AdaptSettings::defaults();
+    settings.epochs = Some(100_000);
+    settings.budget_secs = 1;
+    let err = learner::run(
+        &versions,
+        &store,
+        &settings,
+        false,
+        1,
+        &|| false,
+        &mut |_| {},
+    )
+    .expect_err("cannot finish");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot finish its recipe within adapt.budget_secs")
+            && msg.contains("over the 1 s limit"),
+        "{msg}"
+    );
+    assert!(
+        versions.on_disk().expect("versions").is_empty(),
+        "nothing staged or promoted"
+    );
 }

@@ -162,12 +162,10 @@ fn three_new_classes_over_mqtt_are_learnt_promoted_served_and_rolled_back() {
     let config = format!(
         "{}\n{}",
         replay_vision_config("desk", &query_dir.display().to_string(), broker.port),
-        r#"# The default gate; the automatic fine-tune's trigger is set, and a budget large
-# enough that the whole schedule runs even while the other tests load the machine.
+        r#"# The default gate; the automatic fine-tune's trigger is set.
 [adapt]
 auto_after = 15
 cooldown_secs = 0
-budget_secs = 25
 "#
     );
     let daemon = Daemon::start(&config, &[]);
@@ -302,17 +300,18 @@ fn first_run_with_default_settings_serves_every_label_and_reports_each_outcome()
     }
 }
 
-/// A fine-tune that `adapt.budget_secs` cuts short says so: the outcome's reason names the
-/// steps it ran of its recipe's (and the card records both), never a silently shorter
-/// recipe; while it trains, `training/state` carries the seconds it is expected to take.
+/// While a fine-tune trains, `training/state` carries the seconds it is expected to take
+/// (from its speed on this machine so far), and the card records the steps it ran: the
+/// recipe's, never a schedule shortened to fit the time (`adapt.budget_secs` is a limit:
+/// `adapt_core` shows one that binds).
 #[test]
-fn a_fine_tune_cut_short_by_its_budget_says_so_and_training_states_carry_the_expected_time() {
+fn training_states_carry_the_expected_time_and_the_card_the_steps_run() {
     let _cpu = crate::common::cpu_shared();
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (support, query_dir) = digit_files(dir.path(), 4, 2);
     let config = format!(
-        "{}\n[adapt]\nauto_after = 0\nbudget_secs = 1\n",
+        "{}\n[adapt]\nauto_after = 0\n",
         replay_vision_config("desk", &query_dir.display().to_string(), broker.port)
     );
     let daemon = Daemon::start(&config, &[]);
@@ -320,15 +319,22 @@ fn a_fine_tune_cut_short_by_its_budget_says_so_and_training_states_carry_the_exp
         c["version"] == 0
     });
     for (label, files) in support.iter().take(2) {
-        send_samples(&broker, label, files, &[]);
+        send_samples(&broker, label, files, &["--wait"]);
     }
-    // One fine-tune of at most a second and its gate: over well within 40 s.
-    let states = broker.sub_background("lsskd/it/training/state", 1000, Duration::from_secs(40));
+    // One fine-tune and its gate: over well within a minute.
+    let states = broker.sub_background("lsskd/it/training/state", 1000, Duration::from_secs(60));
     assert!(publish(broker.port, "lsskd/it/model/vision/cmd", "adapt"));
     let seen: Vec<serde_json::Value> = crate::harness::collect(states)
         .iter()
         .map(|(_, p)| json(p))
         .collect();
+    assert!(
+        seen.iter().any(|s| s["state"] == "training"
+            && s["kind"] == "finetune"
+            && s["expected_secs"].as_f64().is_some_and(|e| e > 0.0)),
+        "no expected time while training: {seen:?}\nlog:\n{}",
+        daemon.log()
+    );
     let end = seen
         .iter()
         .find(|s| {
@@ -336,15 +342,13 @@ fn a_fine_tune_cut_short_by_its_budget_says_so_and_training_states_carry_the_exp
                 && ["promoted", "rejected"].contains(&s["state"].as_str().unwrap_or(""))
         })
         .unwrap_or_else(|| panic!("no fine-tune outcome in {seen:?}; log:\n{}", daemon.log()));
-    let reason = end["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("of its recipe's") && reason.contains("adapt.budget_secs (1 s)"),
-        "{end}"
-    );
-    assert!(
-        seen.iter()
-            .any(|s| s["state"] == "training"
-                && s["expected_secs"].as_f64().is_some_and(|e| e > 0.0)),
-        "no expected time while training: {seen:?}"
-    );
+    if end["state"] == "promoted" {
+        let card = wait_card(&broker, &daemon, Duration::from_secs(10), |c| {
+            c["adaptation"]["kind"] == "finetune"
+        });
+        assert!(
+            card["adaptation"]["steps"].as_u64().is_some_and(|s| s > 0),
+            "{card}"
+        );
+    }
 }

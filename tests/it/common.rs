@@ -39,9 +39,9 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// The CPU, shared among the tests that train or run daemons. A test whose outcome depends
-/// on how many fine-tune steps fit a wall-clock budget (the default gate's verdict) takes it
-/// alone, so that on a 2-core machine it gets the schedule a quiet device would, not a third
-/// of it; the rest share it.
+/// on timing (a timeline scored frame by frame as it plays, a first run with the default
+/// settings) takes it alone, so that on a 2-core machine it runs as a quiet device would;
+/// the rest share it.
 static CPU: RwLock<()> = RwLock::new(());
 
 pub fn cpu_shared() -> RwLockReadGuard<'static, ()> {

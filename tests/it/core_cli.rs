@@ -352,7 +352,7 @@ fn fewshot_bench_reports_the_documented_json_on_the_shipped_audio_model() {
         "--epochs",
         "1",
         "--budget-secs",
-        "5",
+        "120",
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));

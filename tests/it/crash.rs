@@ -31,8 +31,8 @@ fn sigkill_at_random_moments_loses_no_acked_sample_and_always_restarts_serving()
                 .collect::<Vec<_>>()
         })
         .collect();
-    // A permissive gate and short budgets so that imprints, fine-tunes and promotions all
-    // happen while the kills land.
+    // A permissive gate and two-epoch fine-tunes so that imprints, fine-tunes and
+    // promotions all happen while the kills land.
     let config = format!(
         "{}\n{}",
         replay_vision_config("desk", &query_dir.display().to_string(), broker.port),
@@ -40,7 +40,6 @@ fn sigkill_at_random_moments_loses_no_acked_sample_and_always_restarts_serving()
 min_shots = 2
 auto_after = 4
 cooldown_secs = 0
-budget_secs = 4
 epochs = 2
 min_new_accuracy = 0.0
 max_old_drop = 1.0
