@@ -405,9 +405,9 @@ impl Inbox {
             );
         }
         if let TeachScope::Pipeline(p) = scope
-            && self.model_of(p).is_none()
+            && let Err(e) = self.pipeline(p)
         {
-            return self.teach_said(scope, Err(format!("no pipeline `{p}` on this device")));
+            return self.teach_said(scope, Err(e));
         }
         self.publish(
             self.topics.teach_label(scope),
@@ -441,12 +441,13 @@ impl Inbox {
         self.teach_said(scope, said);
     }
 
-    /// The model of pipeline `p`.
-    fn model_of(&self, p: &str) -> Option<String> {
+    /// Pipeline `p`'s model and capture ring, or why there is none.
+    fn pipeline(&self, p: &str) -> Result<(String, Arc<Mutex<CaptureRing>>), String> {
         self.rings
             .iter()
             .find(|(name, _, _)| name == p)
-            .map(|(_, m, _)| m.clone())
+            .map(|(_, m, r)| (m.clone(), r.clone()))
+            .ok_or_else(|| format!("no pipeline `{p}` on this device"))
     }
 
     fn picked(&self, scope: TeachScope<'_>) -> Result<String, String> {
@@ -473,12 +474,7 @@ impl Inbox {
     /// "Teach now": the pipeline's next captures become samples of its label.
     fn teach_now(&mut self, p: &str) -> Result<String, String> {
         let label = self.picked(TeachScope::Pipeline(p))?;
-        let ring = self
-            .rings
-            .iter()
-            .find(|(name, _, _)| name == p)
-            .map(|(_, _, r)| r.clone())
-            .ok_or_else(|| format!("no pipeline `{p}` on this device"))?;
+        let (_, ring) = self.pipeline(p)?;
         if let Some(b) = self.teach.burst_on(p) {
             return Err(format!(
                 "already storing captures of {p} as `{}` ({} to go)",
@@ -504,17 +500,11 @@ impl Inbox {
     /// sample of the label it should have said.
     fn correct(&mut self, p: &str) -> Result<String, String> {
         let label = self.picked(TeachScope::Pipeline(p))?;
-        let model = self
-            .model_of(p)
-            .ok_or_else(|| format!("no pipeline `{p}` on this device"))?;
-        let stable = self
-            .rings
-            .iter()
-            .find(|(name, _, _)| name == p)
-            .and_then(|(_, _, ring)| {
-                let ring = ring.lock().ok()?;
-                ring.stable().map(|(l, c)| (l.to_string(), c.id))
-            });
+        let (model, ring) = self.pipeline(p)?;
+        let stable = ring
+            .lock()
+            .ok()
+            .and_then(|r| r.stable().map(|(l, c)| (l.to_string(), c.id)));
         let (said, id) = stable.ok_or_else(|| format!("{p} has no stable state yet"))?;
         let said = if said.is_empty() {
             "nothing"
@@ -575,12 +565,7 @@ impl Inbox {
         }
         let now = now_ms();
         for b in &mut bursts {
-            let Some((model, ring)) = self
-                .rings
-                .iter()
-                .find(|(name, _, _)| *name == b.pipeline)
-                .map(|(_, m, r)| (m.clone(), r.clone()))
-            else {
+            let Ok((model, ring)) = self.pipeline(&b.pipeline) else {
                 continue;
             };
             let newest = ring.lock().ok().and_then(|r| r.latest().map(|c| c.id));
