@@ -168,7 +168,8 @@ impl TrainerThread {
                 let waiting = self.imprint_waiting.clone();
                 let finetune = !*imprint_only;
                 let mut last_progress = 0.0f64;
-                // The first training step seen: when, and how far along.
+                // When the training phase began (its first progress report), and the
+                // fraction it reported then.
                 let mut first_step: Option<(std::time::Instant, f64)> = None;
                 let outcome = learner::run(
                     &slot.versions,
@@ -199,7 +200,7 @@ impl TrainerThread {
                         let mut st = TrainingState::new(model, state);
                         st.kind = Some(kind.into());
                         st.progress = fraction;
-                        // The expected length, from the speed since the first step.
+                        // The training's expected length, from its speed since it began.
                         st.expected_secs = match (first_step, fraction) {
                             (Some((at, f0)), Some(f)) if f > f0 => {
                                 Some(at.elapsed().as_secs_f64() / (f - f0))
