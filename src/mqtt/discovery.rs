@@ -97,13 +97,14 @@ fn label_entities(
     topics: &Topics,
     key: &str,
     scope: TeachScope<'_>,
+    // The select's name; the text's is the same with "new" before its last "label".
     name: &str,
     labels: &[String],
 ) {
     add(
         format!("{key}_teach_label"),
         "select",
-        format!("{name} label"),
+        name.to_string(),
         json!({
             "command_topic": topics.teach_set(scope),
             "options": labels,
@@ -114,7 +115,10 @@ fn label_entities(
     add(
         format!("{key}_teach_new_label"),
         "text",
-        format!("{name} new label"),
+        match name.rfind("label") {
+            Some(i) => format!("{}new {}", &name[..i], &name[i..]),
+            None => format!("{name} (new)"),
+        },
         json!({
             "command_topic": topics.teach_set(scope),
             "state_topic": topics.teach_label(scope),
@@ -171,7 +175,16 @@ fn pipeline_entities(add: &mut Add<'_>, topics: &Topics, p: &PipelineEntities<'_
         }),
     );
     let scope = TeachScope::Pipeline(name);
-    label_entities(add, topics, name, scope, name, &p.labels);
+    // "door label" is the stable-state sensor's name: these are "door label to teach" and
+    // "door new label to teach".
+    label_entities(
+        add,
+        topics,
+        name,
+        scope,
+        &format!("{name} label to teach"),
+        &p.labels,
+    );
     button(
         add,
         format!("{name}_teach_now"),
@@ -287,7 +300,7 @@ fn request_entities(add: &mut Add<'_>, topics: &Topics, labels: &[String]) {
         topics,
         "request",
         TeachScope::Request,
-        "label request",
+        "label request label",
         labels,
     );
     button(
@@ -371,6 +384,23 @@ mod tests {
         assert_eq!(body["availability_topic"], "lsskd/pi4/status");
         // Teaching: a pipeline's select and text set its label, its buttons press.
         assert_eq!(cmps["door_teach_label"]["options"], json!(["bag", "coat"]));
+        // No two entities of the device share a name (the stable-state sensor is "door label").
+        let mut names: Vec<&str> = cmps
+            .values()
+            .map(|c| c["name"].as_str().expect("name"))
+            .collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "names repeat: {names:?}");
+        assert_eq!(
+            cmps["door_teach_new_label"]["name"],
+            "door new label to teach"
+        );
+        assert_eq!(
+            cmps["request_teach_new_label"]["name"],
+            "label request new label"
+        );
         assert_eq!(
             cmps["door_teach_new_label"]["command_topic"],
             "lsskd/pi4/teach/pipeline/door/set"
