@@ -383,6 +383,24 @@ impl TrainerQueue {
         None
     }
 
+    /// After a job of `model` ended, with its labels `now`: a label that became ready while
+    /// the job ran (its samples arrived after the job read the store, and the scheduler's
+    /// request for it was folded into the job, which was already waiting) gets an imprint
+    /// of its own, so no ready label is left unattempted. Bounded: a label is retried only
+    /// at a count not yet attempted.
+    pub fn catch_up(&mut self, model: &str, now: &Labels) {
+        let queued = self
+            .queue
+            .iter()
+            .any(|j| j.model() == model && is_adapt(j, true));
+        if !queued && !self.to_imprint(model, now).is_empty() {
+            self.push(Job::Adapt {
+                model: model.to_string(),
+                imprint_only: true,
+            });
+        }
+    }
+
     /// How the job [`TrainerQueue::next`] handed out ended.
     pub fn finished(&mut self, end: JobEnd) {
         let Some((job, labels)) = self.running.take() else {
@@ -585,6 +603,23 @@ mod tests {
             counts: counts.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
             live: live.iter().map(|l| l.to_string()).collect(),
         }
+    }
+
+    /// Labels that became ready while an imprint ran (their requests folded into it) get
+    /// an imprint of their own after it; once attempted at their count, nothing more.
+    #[test]
+    fn labels_ready_after_a_job_read_the_store_get_their_imprint() {
+        let mut q = TrainerQueue::new(3, false);
+        q.push(adapt("vision", true));
+        let at_start = labels(&[("eight", 5), ("seven", 2)], &["cat"]);
+        assert_eq!(q.next(|_| at_start.clone()), Some(adapt("vision", true)));
+        q.finished(JobEnd::Promoted);
+        let now = labels(&[("eight", 5), ("seven", 5)], &["cat", "eight"]);
+        q.catch_up("vision", &now);
+        assert_eq!(q.next(|_| now.clone()), Some(adapt("vision", true)));
+        q.finished(JobEnd::Rejected);
+        q.catch_up("vision", &now);
+        assert_eq!(q.next(|_| now.clone()), None, "attempted at its count");
     }
 
     /// Issue 28: `digit_2`'s imprint is rejected while a fine-tune is queued. The

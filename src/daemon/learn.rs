@@ -343,6 +343,11 @@ impl TrainerThread {
                 }
             };
             queue.finished(end);
+            if end != JobEnd::Yielded
+                && let Some(slot) = self.models.get(job.model())
+            {
+                queue.catch_up(job.model(), &labels_of(slot));
+            }
             let mut st = st;
             if matches!(job, Job::Adapt { .. }) && end != JobEnd::Yielded {
                 let c = &self.counters;
