@@ -155,6 +155,109 @@ impl TrainerThread {
         Ok(Ran::Done(Box::new(st)))
     }
 
+    /// An imprint or fine-tune: the learner, its progress on `training/state`, and the
+    /// outcome (a promoted version swapped in, a rejection with its reason).
+    fn adapt(
+        &self,
+        slot: &ModelSlot,
+        job: &Job,
+        imprint_only: bool,
+        seed: u64,
+    ) -> anyhow::Result<Ran> {
+        let model = job.model();
+        let kind = job.kind();
+        let stop = self.stop.clone();
+        let waiting = self.imprint_waiting.clone();
+        let finetune = !imprint_only;
+        let mut last_progress = 0.0f64;
+        // When the training phase began (its first progress report), and the
+        // fraction it reported then.
+        let mut first_step: Option<(std::time::Instant, f64)> = None;
+        let outcome = learner::run(
+            &slot.versions,
+            &slot.store,
+            &self.cfg,
+            imprint_only,
+            seed,
+            &move || stop.load(Ordering::Relaxed) || (finetune && waiting.load(Ordering::Relaxed)),
+            &mut |phase| {
+                // Published at most every 10 % of the fine-tune.
+                let (state, fraction) = match phase {
+                    Phase::Preparing => (TrainState::Training, Some(0.0)),
+                    Phase::Training(f) => (TrainState::Training, Some(f)),
+                    Phase::Gating => (TrainState::Gating, None),
+                };
+                if let Phase::Training(f) = phase {
+                    first_step.get_or_insert_with(|| (std::time::Instant::now(), f));
+                }
+                if let Some(f) = fraction {
+                    if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
+                        return;
+                    }
+                    last_progress = f;
+                }
+                let mut st = TrainingState::new(model, state);
+                st.kind = Some(kind.into());
+                st.progress = fraction;
+                // The training's expected length, from its speed since it began.
+                st.expected_secs = match (first_step, fraction) {
+                    (Some((at, f0)), Some(f)) if f > f0 => {
+                        Some(at.elapsed().as_secs_f64() / (f - f0))
+                    }
+                    _ => None,
+                };
+                self.state(&st);
+            },
+        );
+        let outcome = match outcome {
+            Err(_)
+                if finetune
+                    && !self.stop.load(Ordering::Relaxed)
+                    && self.imprint_waiting.load(Ordering::Relaxed) =>
+            {
+                return Ok(Ran::Yielded);
+            }
+            o => o?,
+        };
+        let mut st;
+        match outcome {
+            Outcome::Promoted { package, info } => {
+                self.swap(slot, &package)?;
+                st = TrainingState::new(model, TrainState::Promoted);
+                st.version = Some(package.manifest.version);
+                st.gate = Some(info.gate);
+                st.seconds = Some(info.seconds);
+            }
+            Outcome::Rejected {
+                reason,
+                info,
+                reference,
+            } => {
+                tracing::info!(%model, %reason, "candidate rejected");
+                st = TrainingState::new(model, TrainState::Rejected);
+                st.reason = Some(match reference {
+                    Some(package) => {
+                        self.swap(slot, &package)?;
+                        st.version = Some(package.manifest.version);
+                        format!(
+                            "{reason}; the view's new reference is served with the model unchanged as version {}",
+                            package.manifest.version
+                        )
+                    }
+                    None => reason,
+                });
+                st.gate = Some(info.gate);
+                st.seconds = Some(info.seconds);
+            }
+            Outcome::Skipped(reason) => {
+                st = TrainingState::new(model, TrainState::Idle);
+                st.reason = Some(reason);
+            }
+        }
+        st.kind = Some(kind.into());
+        Ok(Ran::Done(Box::new(st)))
+    }
+
     fn run_job(&self, job: &Job, seed: u64) -> anyhow::Result<Ran> {
         let model = job.model();
         let slot = self
@@ -162,102 +265,7 @@ impl TrainerThread {
             .get(model)
             .ok_or_else(|| anyhow::anyhow!("unknown model `{model}`"))?;
         match job {
-            Job::Adapt { imprint_only, .. } => {
-                let kind = job.kind();
-                let stop = self.stop.clone();
-                let waiting = self.imprint_waiting.clone();
-                let finetune = !*imprint_only;
-                let mut last_progress = 0.0f64;
-                // When the training phase began (its first progress report), and the
-                // fraction it reported then.
-                let mut first_step: Option<(std::time::Instant, f64)> = None;
-                let outcome = learner::run(
-                    &slot.versions,
-                    &slot.store,
-                    &self.cfg,
-                    *imprint_only,
-                    seed,
-                    &move || {
-                        stop.load(Ordering::Relaxed)
-                            || (finetune && waiting.load(Ordering::Relaxed))
-                    },
-                    &mut |phase| {
-                        // Published at most every 10 % of the fine-tune.
-                        let (state, fraction) = match phase {
-                            Phase::Preparing => (TrainState::Training, Some(0.0)),
-                            Phase::Training(f) => (TrainState::Training, Some(f)),
-                            Phase::Gating => (TrainState::Gating, None),
-                        };
-                        if let Phase::Training(f) = phase {
-                            first_step.get_or_insert_with(|| (std::time::Instant::now(), f));
-                        }
-                        if let Some(f) = fraction {
-                            if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
-                                return;
-                            }
-                            last_progress = f;
-                        }
-                        let mut st = TrainingState::new(model, state);
-                        st.kind = Some(kind.into());
-                        st.progress = fraction;
-                        // The training's expected length, from its speed since it began.
-                        st.expected_secs = match (first_step, fraction) {
-                            (Some((at, f0)), Some(f)) if f > f0 => {
-                                Some(at.elapsed().as_secs_f64() / (f - f0))
-                            }
-                            _ => None,
-                        };
-                        self.state(&st);
-                    },
-                );
-                let outcome = match outcome {
-                    Err(_)
-                        if finetune
-                            && !self.stop.load(Ordering::Relaxed)
-                            && self.imprint_waiting.load(Ordering::Relaxed) =>
-                    {
-                        return Ok(Ran::Yielded);
-                    }
-                    o => o?,
-                };
-                let mut st;
-                match outcome {
-                    Outcome::Promoted { package, info } => {
-                        self.swap(slot, &package)?;
-                        st = TrainingState::new(model, TrainState::Promoted);
-                        st.version = Some(package.manifest.version);
-                        st.gate = Some(info.gate);
-                        st.seconds = Some(info.seconds);
-                    }
-                    Outcome::Rejected {
-                        reason,
-                        info,
-                        reference,
-                    } => {
-                        tracing::info!(%model, %reason, "candidate rejected");
-                        st = TrainingState::new(model, TrainState::Rejected);
-                        st.reason = Some(match reference {
-                            Some(package) => {
-                                self.swap(slot, &package)?;
-                                st.version = Some(package.manifest.version);
-                                format!(
-                                    "{reason}; the view's new reference is served with the model unchanged as version {}",
-                                    package.manifest.version
-                                )
-                            }
-                            None => reason,
-                        });
-                        st.gate = Some(info.gate);
-                        st.seconds = Some(info.seconds);
-                    }
-                    Outcome::Skipped(reason) => {
-                        st = TrainingState::new(model, TrainState::Idle);
-                        st.reason = Some(reason);
-                    }
-                }
-                st.kind = Some(kind.into());
-                Ok(Ran::Done(Box::new(st)))
-            }
+            Job::Adapt { imprint_only, .. } => self.adapt(slot, job, *imprint_only, seed),
             Job::Rollback { .. } => {
                 let pkg = slot.versions.rollback()?;
                 self.swap(slot, &pkg)?;
