@@ -46,6 +46,16 @@ fn store_digits(store: &SampleStore) {
     }
 }
 
+/// The shipped vision model's version store and a sample store holding [`store_digits`],
+/// under `dir`.
+fn vision_with_digits(dir: &std::path::Path) -> (Versions, SampleStore) {
+    let versions =
+        Versions::new(dir, "vision", &repo().join("models/vision"), 3).expect("versions");
+    let store = SampleStore::open(dir, "vision", 1000).expect("store");
+    store_digits(&store);
+    (versions, store)
+}
+
 /// The stored samples as the learner trains on them: labels in name order, each label's
 /// samples in the store's order.
 fn stored_support(store: &SampleStore) -> Vec<(String, Raw)> {
@@ -64,9 +74,7 @@ fn stored_support(store: &SampleStore) -> Vec<(String, Raw)> {
 fn the_benchmark_and_the_daemon_learner_give_the_same_verdict_and_model_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shipped = repo().join("models/vision");
-    let versions = Versions::new(dir.path(), "vision", &shipped, 3).expect("versions");
-    let store = SampleStore::open(dir.path(), "vision", 1000).expect("store");
-    store_digits(&store);
+    let (versions, store) = vision_with_digits(dir.path());
     // Two epochs keep the test short; a budget no machine reaches keeps the schedule the
     // recipe's (a wall-clock budget that binds would make the step count timing-dependent).
     let mut settings = AdaptSettings::defaults();
@@ -134,10 +142,7 @@ fn forget_serves_a_version_without_the_label_and_every_other_score_unchanged() {
     use lsskd_edge::adapt::learner::Forgotten;
     use lsskd_edge::inference::Classifier;
     let dir = tempfile::tempdir().expect("tempdir");
-    let shipped = repo().join("models/vision");
-    let versions = Versions::new(dir.path(), "vision", &shipped, 3).expect("versions");
-    let store = SampleStore::open(dir.path(), "vision", 1000).expect("store");
-    store_digits(&store);
+    let (versions, store) = vision_with_digits(dir.path());
     let settings = AdaptSettings::defaults();
     let imprinted = learner::run(
         &versions,
@@ -207,10 +212,7 @@ fn forget_serves_a_version_without_the_label_and_every_other_score_unchanged() {
 #[test]
 fn a_recipe_that_cannot_finish_within_the_limit_fails_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let shipped = repo().join("models/vision");
-    let versions = Versions::new(dir.path(), "vision", &shipped, 3).expect("versions");
-    let store = SampleStore::open(dir.path(), "vision", 1000).expect("store");
-    store_digits(&store);
+    let (versions, store) = vision_with_digits(dir.path());
     let mut settings = AdaptSettings::defaults();
     settings.epochs = Some(100_000);
     settings.budget_secs = 1;
