@@ -4,7 +4,9 @@
 #    systemd-nspawn; the package is made from the test build's binary here (the release
 #    package, `scripts/package.sh`, takes a release build of its own);
 #  - the arm64 build under qemu (scripts/test-aarch64.sh), when the cross toolchain is
-#    installed (scripts/cross-env.sh installs it).
+#    installed (scripts/cross-env.sh installs it);
+#  - our convolution's x86 vector paths on emulated CPUs without AVX-512 or AVX
+#    (scripts/test-isa.sh), when qemu-user-static is installed (scripts/setup.sh does).
 # Each says SKIP when the machine lacks what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +20,4 @@ else
   echo "SKIP package test: needs root and systemd-nspawn (apt package systemd-container)"
 fi
 scripts/test-aarch64.sh
+scripts/test-isa.sh

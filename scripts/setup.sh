@@ -9,11 +9,12 @@ set -euo pipefail
 # systemd in systemd-nspawn). RTSP cameras: ffmpeg (the RTSP source's decoder), and for
 # the test's camera on loopback GStreamer's RTSP server through Debian's Python
 # (python3-gi, gir1.2-gst-rtsp-server-1.0) with multifilesrc / jpegdec (base, good) and
-# x264enc (ugly).
+# x264enc (ugly). Other x86 CPUs: qemu-user-static runs the kernels' tests on an emulated
+# CPU without AVX-512, or without AVX (scripts/test-isa.sh).
 APT_PACKAGES=(pkg-config libasound2-dev libudev-dev clang libclang-dev
   mosquitto mosquitto-clients alsa-utils sox systemd systemd-container
   ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly qemu-user-static)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -4,7 +4,9 @@
 //! one thread, as the inference thread runs them.
 //!
 //! A build with the `bench` feature also honours `LSSKD_EDGE_DIRECT_CONV=0`: tract's own
-//! convolutions instead of ours (`inference::direct`), to compare the two.
+//! convolutions instead of ours (`inference::direct`), to compare the two; and
+//! `LSSKD_EDGE_KERNEL_ISA=avx+fma` (or `portable`): our convolutions on no wider a vector
+//! path than that, to measure here what a CPU without AVX-512 (or AVX) would run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -136,6 +138,11 @@ pub struct BenchArgs {
     /// change from, as the pipeline worker does for a version that holds one.
     #[arg(long, requires = "frames")]
     pub reference: Option<PathBuf>,
+    /// Instead: this machine's figures of README's board table (inference, one adaptation
+    /// with the daemon's recipe, memory; CPU, cores, vector path, training kernels) as one
+    /// JSON object (`bench_report`).
+    #[arg(long, conflicts_with_all = ["frames", "profile", "json"])]
+    pub report: bool,
 }
 
 /// `40,30,160,160` → the region at (40, 30), 160×160.
@@ -197,8 +204,30 @@ fn reference_of(dir: &Path, region: Option<&Region>) -> anyhow::Result<ChangeLoc
     )?)
 }
 
+/// `LSSKD_EDGE_KERNEL_ISA`: in a `bench` build, the widest vector path our convolutions may
+/// take; refused in the shipped build.
+fn limit_isa_from_env() -> anyhow::Result<()> {
+    let Some(name) = std::env::var_os("LSSKD_EDGE_KERNEL_ISA") else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy();
+    let isa = lsskd_kernels::direct::Isa::parse(&name).with_context(|| {
+        format!("LSSKD_EDGE_KERNEL_ISA `{name}`: not one of portable, avx+fma, avx512f, neon")
+    })?;
+    anyhow::ensure!(
+        cfg!(feature = "bench"),
+        "LSSKD_EDGE_KERNEL_ISA needs a build with `--features bench`"
+    );
+    lsskd_kernels::direct::limit_isa(isa);
+    Ok(())
+}
+
 /// `lsskd-edge bench`: time each model in turn, printing each report as it is done.
 pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
+    limit_isa_from_env()?;
+    if args.report {
+        return super::bench_report::execute(args);
+    }
     let frames = args
         .frames
         .as_deref()
@@ -217,6 +246,11 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
         super::print_report(&r, args.json, render)?;
     }
     Ok(())
+}
+
+/// [`run`] on the package's replay exemplars (`bench --report`).
+pub(crate) fn time_exemplars(model: &Path, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    run(model, args, None, None)
 }
 
 /// Time `args.iterations` inputs (cycling over `frames`, or else the replay exemplars)
@@ -432,7 +466,7 @@ pub fn render(r: &BenchReport) -> String {
 }
 
 /// Best of five 512³ single-thread matrix products, GFLOP/s.
-fn peak_gflops() -> f64 {
+pub(crate) fn peak_gflops() -> f64 {
     let n = 512;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b = a.clone();

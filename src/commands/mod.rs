@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::settings::{MqttSettings, Settings, Sources};
 
 pub mod bench;
+pub mod bench_report;
 pub mod bench_train;
 pub mod eval;
 pub mod export;

@@ -294,6 +294,15 @@ impl TrainerThread {
     /// `min_shots`-th sample, or reported with a reason, and the trainer ends idle.
     pub fn run(self, jobs: Receiver<Job>) {
         lower_priority();
+        // Which training kernels this machine runs, timed now (at this thread's priority),
+        // not in the first fine-tune; `status` reports it.
+        let k = crate::lsskd::kernels::choice();
+        tracing::info!(
+            "training kernels: {} (a layer: ours {:.2} ms, burn's {:.2} ms)",
+            k.kernels,
+            k.ours_ms,
+            k.burn_ms
+        );
         let mut seed = now_ms();
         for slot in self.models.values() {
             self.publish_card(slot);

@@ -95,6 +95,7 @@ impl Runtime {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
             ),
+            training_kernels: crate::lsskd::kernels::measured().map(|c| c.kernels.clone()),
         }
     }
 

@@ -24,11 +24,16 @@
 //! times slower.
 //!
 //! Only float32 on flex with autodiff (no gradient checkpointing) takes these paths; any
-//! other tensor makes the functions return `None` and the caller uses plain burn ops.
+//! other tensor makes the functions return `None` and the caller uses plain burn ops. And
+//! only where they win: [`choice`] times one layer both ways once per process and training
+//! takes burn's plain ops on a machine where those are faster (`status` and
+//! `bench --report` say which).
 //! Gradients are checked against the plain ops in the tests below.
 
+use std::sync::OnceLock;
 #[cfg(feature = "bench")]
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -40,34 +45,108 @@ use burn::tensor::DType;
 use lsskd_kernels::{
     Geom, bn_apply, bn_backward, channel_stats, conv_backward, conv_forward, inv_std,
 };
+use serde::Serialize;
 
 /// `Autodiff<Flex>` without gradient checkpointing: what `Device::default().autodiff()` is.
 type Ad = Autodiff<Flex>;
 
-/// The benchmarks' A/B switch; only a `bench` build has it.
-#[cfg(feature = "bench")]
-static ENABLED: AtomicBool = AtomicBool::new(true);
+/// Which training kernels this machine runs, and the timings they were chosen by.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainKernelChoice {
+    /// `ours` (this module's) or `burn` (the plain burn ops).
+    pub kernels: String,
+    /// One convolution + BatchNorm + ReLU layer of the networks' first stage (batch 32,
+    /// 16 → 16 channels, 28×28, 3×3), forward and backward, best of 5 alternating rounds:
+    /// through this module's kernels, and through burn's modules.
+    pub ours_ms: f64,
+    pub burn_ms: f64,
+}
 
-/// Train through the kernels of this module (default) or through the plain burn ops: the
-/// A/B timing of `bench-train --plain` and the `kernels_bench` harness. Only in a build
-/// with the `bench` feature; the shipped build always takes the kernels.
+static CHOICE: OnceLock<TrainKernelChoice> = OnceLock::new();
+
+/// The training kernels of this machine: measured once per process, on first use (about
+/// 0.1 s here), and kept: ours where they win, burn's plain ops where those are faster
+/// (a CPU whose vector paths `gemm` or our loops serve worse than burn's).
+pub fn choice() -> &'static TrainKernelChoice {
+    CHOICE.get_or_init(measure_choice)
+}
+
+/// The choice if this process has made it yet (the daemon's trainer makes it as it starts).
+pub fn measured() -> Option<&'static TrainKernelChoice> {
+    CHOICE.get()
+}
+
+/// Times one layer both ways (see [`TrainKernelChoice`]).
+fn measure_choice() -> TrainKernelChoice {
+    let d = Device::default().autodiff();
+    let (n, c, hw) = (32, 16, 28);
+    let conv = burn::nn::conv::Conv2dConfig::new([c, c], [3, 3])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&d);
+    let bn = burn::nn::BatchNormConfig::new(c).init(&d);
+    let values: Vec<f32> = (0..n * c * hw * hw)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(values, [n, c, hw, hw]), &d).require_grad();
+    let w = conv.weight.val();
+    let (g, b) = (bn.gamma.val(), bn.beta.val());
+    let ours = || {
+        let y = conv2d(&x, &w, 1, 1).expect("float32 on flex");
+        let y = batch_norm_train(&y, &g, &b, 1e-5, true).expect("float32 on flex");
+        let _ = y.output.sum().backward();
+    };
+    let plain = || {
+        let y = burn::tensor::activation::relu(bn.forward(conv.forward(x.clone())));
+        let _ = y.sum().backward();
+    };
+    let time = |f: &dyn Fn()| {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed().as_secs_f64() * 1e3
+    };
+    ours();
+    plain();
+    let (mut best_ours, mut best_burn) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        best_ours = best_ours.min(time(&ours));
+        best_burn = best_burn.min(time(&plain));
+    }
+    TrainKernelChoice {
+        kernels: if best_ours <= best_burn {
+            "ours"
+        } else {
+            "burn"
+        }
+        .into(),
+        ours_ms: best_ours,
+        burn_ms: best_burn,
+    }
+}
+
+/// The benchmarks' A/B switch (0: as [`choice`] says, 1: ours, 2: burn's); only a `bench`
+/// build has it.
+#[cfg(feature = "bench")]
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Train through the kernels of this module (`true`) or through the plain burn ops,
+/// whatever [`choice`] says: the A/B timing of `bench-train --plain` and the
+/// `kernels_bench` harness. Only in a build with the `bench` feature.
 #[cfg(feature = "bench")]
 pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+    FORCED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// Whether training takes the kernels of this module: always, unless a `bench` build
-/// turned them off with `set_enabled`.
-#[cfg(feature = "bench")]
+/// Whether training takes the kernels of this module: as [`choice`] measured, unless a
+/// `bench` build forced one way with `set_enabled`.
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
-/// Whether training takes the kernels of this module: always (only a `bench` build can
-/// turn them off, to time the plain burn ops).
-#[cfg(not(feature = "bench"))]
-pub const fn enabled() -> bool {
-    true
+    #[cfg(feature = "bench")]
+    match FORCED.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    choice().kernels == "ours"
 }
 
 /// The `Autodiff<Flex>` primitive of a float32 tensor, or None (other backend, dtype or
@@ -279,6 +358,21 @@ pub(crate) mod tests {
     use burn::nn::{BatchNormConfig, PaddingConfig2d};
     use burn::tensor::Distribution;
     use burn::tensor::activation::relu;
+
+    #[test]
+    fn the_training_kernels_are_chosen_by_timing_both_ways() {
+        let c = choice();
+        assert!(c.ours_ms > 0.0 && c.burn_ms > 0.0, "{c:?}");
+        let want = if c.ours_ms <= c.burn_ms {
+            "ours"
+        } else {
+            "burn"
+        };
+        assert_eq!(c.kernels, want, "{c:?}");
+        #[cfg(not(feature = "bench"))]
+        assert_eq!(enabled(), want == "ours");
+        assert!(std::ptr::eq(c, choice()), "measured once");
+    }
 
     fn device() -> Device {
         let d = Device::default().autodiff();

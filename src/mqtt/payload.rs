@@ -40,7 +40,7 @@ pub struct PipelineHealth {
     pub state: String,
     pub model_version: u32,
     /// Which convolutions run its model on this machine: `direct <isa>` (ours: `avx512f`,
-    /// `avx2+fma`, `neon`, `portable`) or `tract`, whichever timed faster when it loaded.
+    /// `avx+fma`, `neon`, `portable`) or `tract`, whichever timed faster when it loaded.
     #[serde(default)]
     pub kernel: String,
     pub inferences: u64,
@@ -72,6 +72,10 @@ pub struct Status {
     /// Sample requests answered since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<SampleTraffic>,
+    /// The training kernels this machine runs (`ours` or `burn`: whichever timed faster
+    /// when the trainer started), once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_kernels: Option<String>,
 }
 
 /// The broker connection, in the status message (counts since start).

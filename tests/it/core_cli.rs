@@ -521,3 +521,65 @@ fn train_with_beds_and_a_background_class_records_both_in_the_package() {
     let replay = fs::read_dir(out.join("replay/background")).expect("background replay");
     assert_eq!(replay.count(), 2);
 }
+
+/// `bench --report`: the figures of README's board table for this machine, one JSON object
+/// (what a user runs on a board to compare); and a vector path that is not one is refused
+/// with the variable named.
+#[test]
+fn bench_report_gives_the_board_table_figures_as_one_json_object() {
+    let _cpu = crate::common::cpu_shared();
+    let model = crate::common::repo().join("models/vision");
+    let model = model.to_str().expect("utf-8");
+    let o = cli(&[
+        "bench",
+        "--report",
+        "--model",
+        model,
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    let m = &r["machine"];
+    assert!(m["cores"].as_u64().expect("cores") >= 1, "{r}");
+    assert!(
+        m["matmul_gflops_one_thread"].as_f64().expect("peak") > 0.0,
+        "{r}"
+    );
+    assert!(
+        ["avx512f", "avx+fma", "neon", "portable"]
+            .contains(&m["vector_path"].as_str().expect("path")),
+        "{r}"
+    );
+    let k = &r["training_kernels"];
+    assert!(
+        ["ours", "burn"].contains(&k["kernels"].as_str().expect("kernels")),
+        "{r}"
+    );
+    let v = &r["models"][0];
+    assert_eq!(v["model"], "vision", "{r}");
+    assert!(v["mfma_per_input"].as_f64().expect("mfma") > 1.0, "{r}");
+    assert!(v["inference"]["p50_ms"].as_f64().expect("p50") > 0.0, "{r}");
+    let a = &v["adaptation"];
+    assert_eq!(a["samples"], 5, "{r}");
+    assert!(
+        a["steps"].as_u64().expect("steps") > 0,
+        "the recipe's fine-tune ran: {r}"
+    );
+    assert!(a["train_secs"].as_f64().expect("train") > 0.0, "{r}");
+    assert!(r["peak_rss_mib"].as_f64().expect("rss") > 10.0, "{r}");
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lsskd-edge"))
+        .args(["bench", "--model", model, "--iterations", "1"])
+        .env("LSSKD_EDGE_KERNEL_ISA", "avx2")
+        .output()
+        .expect("spawn lsskd-edge");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("LSSKD_EDGE_KERNEL_ISA `avx2`"),
+        "{}",
+        stderr(&o)
+    );
+}

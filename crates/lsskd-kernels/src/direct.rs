@@ -17,8 +17,8 @@
 //! (2 of `W + 2` for stride 1) are computed and thrown away.
 //!
 //! The body is generic over a vector type per instruction set (intrinsics: the compiler
-//! did not keep generic array code in registers): AVX-512 (16 lanes) or AVX2 + FMA (8) on
-//! x86-64, chosen at run time; NEON (two registers, 8 lanes) on aarch64; plain multiply
+//! did not keep generic array code in registers): AVX-512 (16 lanes) or AVX + FMA (8) on
+//! x86-64, chosen at run time ([`isa`]); NEON (two registers, 8 lanes) on aarch64; plain multiply
 //! and add elsewhere.
 
 use std::cell::RefCell;
@@ -130,6 +130,19 @@ impl DirectConv {
         relu: bool,
         out: &mut [f32],
     ) {
+        self.run_on(isa(), (h, w), x, residual, relu, out)
+    }
+
+    /// [`Self::run`] on the vector path `isa` (one of [`Isa::available`]).
+    pub fn run_on(
+        &self,
+        isa: Isa,
+        (h, w): (usize, usize),
+        x: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+    ) {
         let (ho, wo) = self.output_hw(h, w);
         assert_eq!(x.len(), self.c_in * h * w, "input of {}×{h}×{w}", self.c_in);
         assert_eq!(
@@ -153,8 +166,8 @@ impl DirectConv {
                 relu,
             };
             match self.kernel {
-                3 => dispatch::<9>(&args, out),
-                _ => dispatch::<1>(&args, out),
+                3 => run_with::<9>(isa, &args, out),
+                _ => run_with::<1>(isa, &args, out),
             }
         })
     }
@@ -320,7 +333,7 @@ mod x86 {
         _mm512_storeu_ps
     );
     lanes!(
-        Avx2,
+        AvxFma,
         __m256,
         8,
         _mm256_set1_ps,
@@ -387,48 +400,98 @@ impl Lanes for Plain {
     }
 }
 
-/// The vector path [`DirectConv::run`] takes on this machine: `avx512f`, `avx2+fma`,
-/// `neon` or `portable` (plain multiply and add).
-pub fn isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512f";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2+fma";
+/// A vector path of [`DirectConv::run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Plain multiply and add (the compiler's own vectorisation, if any).
+    Portable,
+    /// 256-bit registers with fused multiply-add: AVX and FMA. The body uses only float
+    /// loads, stores, broadcasts and FMA, none of AVX2's integer instructions, so an x86
+    /// CPU with AVX and FMA but no AVX2 takes it too.
+    AvxFma,
+    /// 512-bit registers (AVX-512F).
+    Avx512f,
+    /// Two 128-bit NEON registers (the aarch64 baseline).
+    Neon,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::AvxFma => "avx+fma",
+            Isa::Avx512f => "avx512f",
+            Isa::Neon => "neon",
         }
     }
-    if cfg!(target_arch = "aarch64") {
-        "neon"
-    } else {
-        "portable"
+
+    /// `portable`, `avx+fma`, `avx512f` or `neon`.
+    pub fn parse(s: &str) -> Option<Isa> {
+        [Isa::Portable, Isa::AvxFma, Isa::Avx512f, Isa::Neon]
+            .into_iter()
+            .find(|i| i.name() == s)
+    }
+
+    /// Every path this CPU can run, slowest first (portable is always one).
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                out.push(Isa::AvxFma);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512f);
+            }
+        }
+        if cfg!(target_arch = "aarch64") {
+            out.push(Isa::Neon);
+        }
+        out
     }
 }
 
-fn dispatch<const T: usize>(a: &Args<'_>, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { run_avx512::<T>(a, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { run_avx2::<T>(a, out) };
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
+/// The widest path allowed by [`limit_isa`] (`u8::MAX`: no limit).
+static LIMIT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// Run no wider path than `isa` from now on, in this process: how a benchmark measures,
+/// on a CPU that has AVX-512, what a CPU with only AVX and FMA (or none) would run. The
+/// daemon never calls it.
+pub fn limit_isa(isa: Isa) {
+    LIMIT.store(isa as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The vector path [`DirectConv::run`] takes on this machine: the widest of
+/// [`Isa::available`] within [`limit_isa`]'s limit.
+pub fn isa() -> Isa {
+    let limit = LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    Isa::available()
+        .into_iter()
+        .rfind(|&i| i as u8 <= limit || i == Isa::Portable)
+        .unwrap_or(Isa::Portable)
+}
+
+/// The body on `isa`'s vector type; `isa` must be one of [`Isa::available`].
+fn run_with<const T: usize>(isa: Isa, a: &Args<'_>, out: &mut [f32]) {
+    assert!(
+        Isa::available().contains(&isa),
+        "{} is not available on this CPU",
+        isa.name()
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX-512F (available, asserted above).
+        Isa::Avx512f => unsafe { run_avx512::<T>(a, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX and FMA (available, asserted above).
+        Isa::AvxFma => unsafe { run_avx_fma::<T>(a, out) },
+        #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of the aarch64 baseline.
-        unsafe { run_body::<arm::Neon2, T>(a, out) }
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    // SAFETY: plain floats need no instruction set.
-    unsafe {
-        run_body::<Plain, T>(a, out)
+        Isa::Neon => unsafe { run_body::<arm::Neon2, T>(a, out) },
+        // SAFETY: plain floats need no instruction set.
+        _ => unsafe { run_body::<Plain, T>(a, out) },
     }
 }
 
@@ -439,9 +502,9 @@ unsafe fn run_avx512<const T: usize>(a: &Args<'_>, out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<const T: usize>(a: &Args<'_>, out: &mut [f32]) {
-    unsafe { run_body::<x86::Avx2, T>(a, out) }
+#[target_feature(enable = "avx,fma")]
+unsafe fn run_avx_fma<const T: usize>(a: &Args<'_>, out: &mut [f32]) {
+    unsafe { run_body::<x86::AvxFma, T>(a, out) }
 }
 
 /// # Safety
@@ -603,18 +666,36 @@ mod tests {
                 let res = values(c_out * ho * wo, 4);
                 for (residual, relu) in [(None, false), (None, true), (Some(&res[..]), true)] {
                     let want = reference((c_in, c_out, k, s), h, w, &x, &wt, &bias, residual, relu);
-                    let mut got = vec![f32::NAN; c_out * ho * wo];
-                    conv.run(h, w, &x, residual, relu, &mut got);
-                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                            "{c_in}->{c_out} {h}x{w} k{k} s{s} residual {} relu {relu}: [{i}] {g} vs {e}",
-                            residual.is_some()
-                        );
+                    // Every vector path this CPU has (under qemu, those of the emulated
+                    // CPU: scripts/test-isa.sh).
+                    for isa in Isa::available() {
+                        let mut got = vec![f32::NAN; c_out * ho * wo];
+                        conv.run_on(isa, (h, w), &x, residual, relu, &mut got);
+                        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                                "{} {c_in}->{c_out} {h}x{w} k{k} s{s} residual {} relu {relu}: [{i}] {g} vs {e}",
+                                isa.name(),
+                                residual.is_some()
+                            );
+                        }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_widest_available_path_is_taken_and_names_parse() {
+        let all = Isa::available();
+        assert_eq!(all[0], Isa::Portable);
+        assert_eq!(isa(), *all.last().unwrap());
+        for i in [Isa::Portable, Isa::AvxFma, Isa::Avx512f, Isa::Neon] {
+            assert_eq!(Isa::parse(i.name()), Some(i));
+        }
+        assert_eq!(Isa::parse("avx2"), None);
+        // Which path a CPU takes, printed for scripts/test-isa.sh (`--nocapture`).
+        println!("isa: {} of {:?}", isa().name(), all);
     }
 
     #[test]
