@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lsskd_edge::commands::{
-    self, bench, bench_train, eval, export, fewshot, predict, samples, train, validate, versions,
-    viewbench, watch,
+    self, bench, bench_report, bench_train, eval, export, fewshot, predict, samples, train,
+    validate, versions, viewbench, watch,
 };
 use lsskd_edge::settings::{Settings, SettingsError, Sources};
 
@@ -137,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Samples { command } => samples::execute(command),
         Command::Sample { command } => samples::execute_send(command),
         Command::Versions(args) => versions::execute(args),
+        Command::Bench(args) if args.report => bench_report::execute(&args),
         Command::Bench(args) => bench::execute(&args),
         Command::BenchTrain { args, json } => {
             commands::print_report(&bench_train::run(&args)?, json, bench_train::render)

@@ -140,7 +140,7 @@ pub struct BenchArgs {
     pub reference: Option<PathBuf>,
     /// Instead: this machine's figures of README's board table (inference, one adaptation
     /// with the daemon's recipe, memory; CPU, cores, vector path, training kernels) as one
-    /// JSON object (`bench_report`).
+    /// JSON object (`commands::bench_report`, which the binary calls instead).
     #[arg(long, conflicts_with_all = ["frames", "profile", "json"])]
     pub report: bool,
 }
@@ -225,9 +225,6 @@ fn limit_isa_from_env() -> anyhow::Result<()> {
 /// `lsskd-edge bench`: time each model in turn, printing each report as it is done.
 pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
     limit_isa_from_env()?;
-    if args.report {
-        return super::bench_report::execute(args);
-    }
     let frames = args
         .frames
         .as_deref()
