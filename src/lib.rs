@@ -38,6 +38,7 @@ pub mod commands;
 pub mod daemon;
 pub mod dataset;
 pub mod features;
+pub mod fleet;
 pub mod inference;
 pub mod lsskd;
 pub mod mqtt;
