@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lsskd_edge::commands::{
-    self, bench, bench_report, bench_train, eval, export, fewshot, predict, samples, train,
+    self, bench, bench_report, bench_train, eval, export, fewshot, fleet, predict, samples, train,
     validate, versions, viewbench, watch,
 };
 use lsskd_edge::settings::{Settings, SettingsError, Sources};
@@ -83,6 +83,9 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print the merged settings (defaults → file → environment) as TOML.
     PrintConfig(validate::PrintConfigArgs),
+    /// This device's public key for the fleet (`fleet id`), and the keys it accepts class
+    /// offers from (`fleet trust <key>`).
+    Fleet(fleet::FleetArgs),
     /// Re-export model.onnx from the package's training state.
     Export(export::ExportArgs),
 }
@@ -144,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate(args) => validate::execute(args),
         Command::PrintConfig(args) => validate::print_config(args),
+        Command::Fleet(args) => fleet::execute(args),
         Command::Export(args) => export::execute(args),
     }
 }

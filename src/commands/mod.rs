@@ -15,6 +15,7 @@ pub mod bench_train;
 pub mod eval;
 pub mod export;
 pub mod fewshot;
+pub mod fleet;
 pub mod predict;
 pub mod samples;
 pub mod train;

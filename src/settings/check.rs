@@ -25,6 +25,11 @@ impl Settings {
         p.extend(self.adapt.problems());
         p.extend(self.publish.problems());
         p.extend(self.mqtt.problems());
+        for (i, k) in self.fleet.trusted.iter().enumerate() {
+            if let Err(e) = k.parse::<crate::fleet::PublicKey>() {
+                p.push(format!("`fleet.trusted[{i}]`: {e}"));
+            }
+        }
         let mut names = BTreeSet::new();
         for (i, pl) in self.pipeline.iter().enumerate() {
             let at = format!("pipeline[{i}]");
@@ -404,6 +409,12 @@ mod tests {
         s.mqtt.tls.client_cert = Some("/nonexistent/cert.pem".into());
         s.publish.top_k = 0;
         s.adapt.holdout_every = 1;
+        s.fleet.trusted = vec![
+            crate::fleet::DeviceKey::from_seed([1; 32])
+                .public()
+                .to_string(),
+            "ssh-ed25519 AAAA".into(),
+        ];
         s.pipeline[0].source = SourceSettings::ReplayAudio {
             path: "clips".into(),
             window_ms: 100,
@@ -429,7 +440,12 @@ mod tests {
             s.pipeline[0].source.problems("pipeline[0]"),
             ["`pipeline[0].source.hop_ms`: 0 must be within 1..=window_ms (100)"]
         );
-        assert_eq!(s.problems().len(), 5);
+        let all = s.problems();
+        assert!(
+            all.contains(&"`fleet.trusted[1]`: `ssh-ed25519 AAAA` is not a device key: it must start with `ed25519:`".to_string()),
+            "{all:?}"
+        );
+        assert_eq!(all.len(), 6);
     }
 
     #[test]

@@ -32,7 +32,16 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub publish: PublishSettings,
     pub adapt: AdaptSettings,
+    pub fleet: FleetSettings,
     pub pipeline: Vec<PipelineSettings>,
+}
+
+/// `[fleet]`: the devices this one accepts class offers from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Public keys, `ed25519:<base64url>` (`crate::fleet::PublicKey`).
+    pub trusted: Vec<String>,
 }
 
 /// `[adapt]`: on-device learning from labelled samples.
@@ -326,13 +335,14 @@ pub struct SettingsError {
     pub problems: Vec<String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "device_id",
     "state_dir",
     "models_dir",
     "mqtt",
     "publish",
     "adapt",
+    "fleet",
     "pipeline",
 ];
 
@@ -615,6 +625,7 @@ fn sections(merged: &config::Config, problems: &mut Vec<String>) -> Option<Setti
     let mqtt = get::<MqttSettings>(merged, "mqtt", problems);
     let publish = get::<PublishSettings>(merged, "publish", problems);
     let adapt = get::<AdaptSettings>(merged, "adapt", problems);
+    let fleet = get::<FleetSettings>(merged, "fleet", problems);
     let pipeline = pipelines(merged, problems);
     Some(Settings {
         device_id: device_id?,
@@ -623,6 +634,7 @@ fn sections(merged: &config::Config, problems: &mut Vec<String>) -> Option<Setti
         mqtt: mqtt?,
         publish: publish?,
         adapt: adapt?,
+        fleet: fleet?,
         pipeline: pipeline?,
     })
 }
