@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chaoslib import broker, flood, fuzz, kill, report, soak  # noqa: E402
-from chaoslib.rig import REPO, Checks, binary, git_commit  # noqa: E402
+from chaoslib.rig import REPO, Checks, binary, git_commit, reap  # noqa: E402
 
 PARTS = {"fuzz": fuzz, "flood": flood, "broker": broker, "kill": kill, "soak": soak}
 ORDER = ["fuzz", "flood", "broker", "kill", "soak"]
@@ -46,7 +46,7 @@ SIZES = {
     "kill": ("iterations", 100, 8),
     "broker": ("iterations", 20, 3),
     "flood": ("samples", 1000, 200),
-    "soak": ("minutes", 60, 3),
+    "soak": ("minutes", 60, 4),
     "fuzz": ("cases", 1_000_000, 2000),
 }
 
@@ -93,6 +93,8 @@ def main():
                 traceback.print_exc()
                 checks.check("ran", False, f"the part stopped: {type(e).__name__}: {e}", "runs to its end")
                 details = {}
+            finally:
+                reap()
             if not checks.ok:
                 keep = out_dir / f"{part}-daemon.log"
                 src = Path(tmp) / "daemon.log"

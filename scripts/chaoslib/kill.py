@@ -3,16 +3,19 @@ restart, a quarter of the kills in each phase, each phase confirmed before the k
 
 - ingestion: 30 samples sent; killed at the first of their acks; confirmed when fewer than
   30 acks came (the inbound thread was still storing them);
-- imprint: 3 samples of a new label; killed as soon as `training/state` says training or
-  gating of kind `imprint`; confirmed when no end of that imprint (promoted, rejected,
-  idle, failed) was published before the kill (its `ts`, the daemon's clock);
-- fine-tune: `adapt`; killed 0–3 s after `training/state` says training of kind
-  `finetune`; confirmed as the imprint;
+- imprint: 3 samples of a new label; killed, by turns, as soon as `training/state` says
+  training or gating of kind `imprint`, or 0–1 s after it says gating (the gate ends by
+  staging the version and switching the pointer); confirmed when no end of that imprint
+  (promoted, rejected, idle, failed) was published before the kill (its `ts`, the
+  daemon's clock);
+- fine-tune: `adapt`; killed, by turns, 0–3 s after `training/state` says training of
+  kind `finetune` (preparing), or within a second of its first progress report (10 % of
+  its steps); confirmed as the imprint;
 - after a promotion: an imprint of a new digit promoted, `rollback`, or `promote <newest>`;
   killed as soon as `training/state` says promoted / rolled_back; confirmed by that
   message, and the registry's `current` must then name the version it announced.
 
-A phase that could not be confirmed (the job ended first) is tried again, at most three
+A phase that could not be confirmed (the job ended first) is tried again, at most five
 times. After every restart (and once more at the end): the daemon predicts; the version it
 serves (the card it publishes at start, the first prediction's `model_version`) is the
 registry's `current` read before the start; every acked sample has its metadata and data
@@ -121,7 +124,7 @@ class Run:
         return label, self.digits[g][:3]
 
     # ---- phases: each returns (confirmed, what) with the daemon still running ----------
-    def ingest(self, d):
+    def ingest(self, d, turn):
         t = time.time()
         batch = [self.rng.choice(self.shipped) for _ in range(30)]
         ids = set()
@@ -133,34 +136,47 @@ class Run:
         n = len({state_of(m).get("id") for m in self.sub.since(t, ACK)} & ids)
         return first is not None and n < len(ids), f"{n} of {len(ids)} acked"
 
-    def during(self, d, kind, send, linger):
+    def during(self, d, kind, send, states, linger_s):
+        """Send what starts a `kind` job, wait until `training/state` shows it in one of
+        `states`, kill 0–`linger_s` s later; confirmed when the job had not ended."""
         t = time.time()
         t_ms = int(t * 1000)
         send()
-        seen = self.sub.wait(t, STATE, timeout=90,
-                             pred=lambda m: state_of(m).get("state") in ("training", "gating")
-                             and state_of(m).get("kind") == kind and state_of(m).get("ts", 0) >= t_ms)
+        seen = self.sub.wait(t, STATE, timeout=180,
+                             pred=lambda m: states(state_of(m)) and state_of(m).get("kind") == kind
+                             and state_of(m).get("ts", 0) >= t_ms)
         if seen is None:
             d.kill()
             return False, f"no {kind} seen"
-        if linger:
-            exp = state_of(seen).get("expected_secs") or 6.0
-            time.sleep(self.rng.uniform(0.0, min(3.0, exp / 2)))
+        time.sleep(self.rng.uniform(0.0, linger_s))
         d.kill()
         kill_ms = int(time.time() * 1000)
         time.sleep(0.3)
         ended = [m for m in self.sub.since(t, STATE)
                  if state_of(m).get("kind") == kind and state_of(m).get("state") in ENDS
                  and t_ms <= state_of(m).get("ts", 0) <= kill_ms]
-        what = f"{state_of(seen).get('state')} at {state_of(seen).get('progress')}"
+        s = state_of(seen)
+        what = f"{s.get('state')}" + (f" at {s['progress']:.2f}" if s.get("progress") is not None else "")
         return not ended, what + (f", but it ended ({state_of(ended[0]).get('state')}) first" if ended else "")
 
-    def imprint(self, d):
+    def imprint(self, d, turn):
+        """By turns: killed at the imprint's first report (preparing), or 0–1 s into its
+        gate (which ends by staging the version and switching the pointer)."""
         label, pngs = self.new_label()
-        return self.during(d, "imprint", lambda: self.send(label, pngs), linger=False)
+        if turn % 2 == 0:
+            return self.during(d, "imprint", lambda: self.send(label, pngs),
+                               lambda s: s.get("state") in ("training", "gating"), 0.0)
+        return self.during(d, "imprint", lambda: self.send(label, pngs),
+                           lambda s: s.get("state") == "gating", 1.0)
 
-    def finetune(self, d):
-        return self.during(d, "finetune", lambda: self.sub.publish(CMD, "adapt"), linger=True)
+    def finetune(self, d, turn):
+        """By turns: killed 0–3 s after the fine-tune began (preparing its data), or within
+        a second of its first progress report (10 % of its steps done)."""
+        if turn % 2 == 0:
+            return self.during(d, "finetune", lambda: self.sub.publish(CMD, "adapt"),
+                               lambda s: s.get("state") == "training", 3.0)
+        return self.during(d, "finetune", lambda: self.sub.publish(CMD, "adapt"),
+                           lambda s: s.get("state") == "training" and (s.get("progress") or 0) >= 0.1, 1.0)
 
     def promote(self, d, turn):
         cur = current_version(self.state)
@@ -201,10 +217,11 @@ def run(args, tmp, checks, rng):
     unconfirmed = []
     after = {"promoted": 0, "rolled_back": 0}
     turn = 0
+    turns = {p: 0 for p in phases}
     for i in range(n):
         phase = phases[i % 4]
         planned[phase] += 1
-        for attempt in range(3):
+        for attempt in range(5):
             t = time.time()
             d = r.start()
             if d is None:
@@ -216,13 +233,14 @@ def run(args, tmp, checks, rng):
                 if ok:
                     after["rolled_back" if "rolled_back" in what else "promoted"] += 1
             else:
-                ok, what = getattr(r, phase)(d)
+                ok, what = getattr(r, phase)(d, turns[phase])
+                turns[phase] += 1
             d.kill()
             r.collect_acks(t)
             log(f"kill {i + 1}/{n} {phase}{' (again)' if attempt else ''}: "
-                f"{'confirmed' if ok else 'NOT confirmed'} ({what}); served "
-                f"v{r.restarts[-1]['card_version']} (current {r.restarts[-1]['expected_version']}), "
-                f"{r.restarts[-1]['stored']} samples stored")
+                f"{'confirmed' if ok else 'NOT confirmed'} ({what}); at its start it served "
+                f"v{r.restarts[-1]['card_version']} (current {r.restarts[-1]['expected_version']}) "
+                f"and held {r.restarts[-1]['stored']} samples")
             if ok:
                 confirmed[phase] += 1
                 break

@@ -27,6 +27,24 @@ def binary():
     return str(target / "debug" / "lsskd-edge")
 
 
+# Every child process a part started, stopped by `reap` when the part ends, however it ends.
+CHILDREN = []
+
+
+def spawn(cmd, **kw):
+    p = subprocess.Popen(cmd, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+def reap():
+    while CHILDREN:
+        p = CHILDREN.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
 def log(msg):
     print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -85,7 +103,7 @@ class Broker:
     def start(self):
         """Start it; returns (and keeps in `up_at`) the moment it first accepted a TCP
         connection, polled every 5 ms."""
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
+        self.proc = spawn(["mosquitto", "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -142,7 +160,7 @@ class Daemon:
         env = dict(os.environ, RUST_LOG="info", TMPDIR=str(tmpdir))
         env.pop("NOTIFY_SOCKET", None)
         self.started = time.time()
-        self.proc = subprocess.Popen([binary(), "run", "--config", str(conf)], env=env,
+        self.proc = spawn([binary(), "run", "--config", str(conf)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         self.pid = self.proc.pid
 

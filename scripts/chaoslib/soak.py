@@ -4,7 +4,7 @@ replay of the demo images every 200 ms (5/s), and `cam`, an IP camera
 a second, read through ffmpeg like any RTSP camera) — while:
 
 - a sample of a shipped class arrives over MQTT every 15 s;
-- ten teaching rounds, spread over the run, alternate a new digit (5 good samples: its
+- teaching rounds (one per 6 minutes, 2 to 10), spread over the run, alternate a new digit (5 good samples: its
   imprint should be promoted, then an `adapt` fine-tune) and five images of a shipped class
   (`bag`) under a new name (the gate should reject it: the same thing sent under a new
   name);
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .mqtt import Client
 from .rig import (BASE, DATA, REPO, Broker, Daemon, digit_pngs, free_port, jload, log,
-                  replay_pipeline, sample, shipped_pngs, write_config)
+                  replay_pipeline, sample, shipped_pngs, spawn, write_config)
 
 RATE_HZ = 5.0
 SLACK = 0.05
@@ -49,7 +49,7 @@ class Camera:
         self.plug()
 
     def plug(self):
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             ["/usr/bin/python3", str(REPO / "scripts" / "rtsp-server.py"), str(self.folder),
              str(self.port), "--fps", str(int(RATE_HZ))],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
@@ -101,7 +101,7 @@ def run(args, tmp, checks, rng):
     bags = [f.read_bytes() for f in sorted((DATA / "fashion-mnist" / "preview" / "bag").glob("*.png"))][:5]
     # The schedule: (seconds after the start, action, argument).
     events = [(total / 3, "broker", 1), (2 * total / 3, "broker", 2), (total / 2, "camera", None)]
-    rounds = 10
+    rounds = max(2, min(10, int(args.minutes / 6)))
     for k in range(rounds):
         events.append((total * (0.05 + 0.9 * k / rounds), "teach", k))
     t = 15.0
