@@ -16,7 +16,8 @@ restart, a quarter of the kills in each phase, each phase confirmed before the k
   message, and the registry's `current` must then name the version it announced.
 
 A phase that could not be confirmed (the job ended first) is tried again, at most five
-times. After every restart (and once more at the end): the daemon predicts; the version it
+times; a short run stops starting kills after 6 minutes (an unfinished plan fails
+`phases-confirmed`). After every restart (and once more at the end): the daemon predicts; the version it
 serves (the card it publishes at start, the first prediction's `model_version`) is the
 registry's `current` read before the start; every acked sample has its metadata and data
 on disk, and the daemon's own counts (`samples` command) equal those on disk; no `.tmp*`
@@ -142,12 +143,15 @@ class Run:
         t = time.time()
         t_ms = int(t * 1000)
         send()
+        # The awaited state, or the job's end (nothing to do, rejected, failed) before it.
         seen = self.sub.wait(t, STATE, timeout=180,
-                             pred=lambda m: states(state_of(m)) and state_of(m).get("kind") == kind
-                             and state_of(m).get("ts", 0) >= t_ms)
-        if seen is None:
+                             pred=lambda m: state_of(m).get("kind") == kind and state_of(m).get("ts", 0) >= t_ms
+                             and (states(state_of(m)) or state_of(m).get("state") in ENDS))
+        if seen is None or state_of(seen).get("state") in ENDS:
             d.kill()
-            return False, f"no {kind} seen"
+            s = state_of(seen)
+            return False, f"no {kind} seen" + (f": it ended {s.get('state')} {s.get('reason', '')}".rstrip()
+                                                if seen else " within 180 s")
         time.sleep(self.rng.uniform(0.0, linger_s))
         d.kill()
         kill_ms = int(time.time() * 1000)
@@ -188,17 +192,14 @@ class Run:
             label, pngs = self.new_label()
             self.send(label, pngs)
             how = f"imprint of {label}"
-            want = {"promoted", "rejected"}
         elif newest > cur:
             self.sub.publish(CMD, f"promote {newest}")
             how = f"promote {newest}"
-            want = {"promoted", "failed"}
         else:
             self.sub.publish(CMD, "rollback")
             how = "rollback"
-            want = {"rolled_back", "failed"}
         m = self.sub.wait(t, STATE, timeout=90,
-                          pred=lambda m: state_of(m).get("state") in want and state_of(m).get("ts", 0) >= t_ms)
+                          pred=lambda m: state_of(m).get("state") in ENDS and state_of(m).get("ts", 0) >= t_ms)
         d.kill()
         s = state_of(m)
         if s.get("state") not in ("promoted", "rolled_back"):
@@ -213,14 +214,16 @@ def run(args, tmp, checks, rng):
     n = args.iterations
     phases = ["ingest", "imprint", "finetune", "promote"]
     confirmed = {p: 0 for p in phases}
-    planned = {p: 0 for p in phases}
     unconfirmed = []
     after = {"promoted": 0, "rolled_back": 0}
     turn = 0
     turns = {p: 0 for p in phases}
+    deadline = time.time() + args.budget_min * 60 if args.budget_min else None
     for i in range(n):
+        if deadline and time.time() > deadline:
+            log(f"kill: over its {args.budget_min:g} min budget after {i} iterations")
+            break
         phase = phases[i % 4]
-        planned[phase] += 1
         for attempt in range(5):
             t = time.time()
             d = r.start()
@@ -260,6 +263,7 @@ def run(args, tmp, checks, rng):
     starts = r.restarts
     names = {"ingest": "ingestion", "imprint": "an imprint", "finetune": "a fine-tune",
              "promote": "right after a promotion"}
+    planned = {p: (n // 4) + (phases.index(p) < n % 4) for p in phases}
     checks.check("phases-confirmed", confirmed == planned,
                  ", ".join(f"{names[p]} {confirmed[p]}/{planned[p]}" for p in phases)
                  + f" ({after['promoted']} after a promote, {after['rolled_back']} after a rollback; "
