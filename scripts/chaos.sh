@@ -5,7 +5,7 @@
 # loopback ports.
 #   scripts/chaos.sh short              every part, bounded (~10 min): what CI runs
 #   scripts/chaos.sh short kill         the named parts, bounded
-#   scripts/chaos.sh all                every part at full size (~2.5 h, the soak 1 h), then
+#   scripts/chaos.sh all                every part at full size (~2 h, the soak 1 h), then
 #                                       rewrites RELIABILITY.md from that run
 #   scripts/chaos.sh kill broker        the named parts at full size (kill | broker | flood |
 #                                       soak | fuzz); RELIABILITY.md untouched

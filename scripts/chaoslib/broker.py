@@ -99,7 +99,7 @@ def run(args, tmp, checks, rng):
                     ("card", "retained model card re-published")]:
         med, mx = median_max(delays[k])
         fig = (f"{what}: {len(delays[k])}/{n} restarts, delay at the subscriber from broker-up "
-               + (f"median {med:.2f} s, max {mx:.2f} s" if delays[k] else "-")
+               + (f"median {med:.3f} s, max {mx:.3f} s" if delays[k] else "-")
                + f"; {within[k]}/{n} within the outage + {SLACK_S} s")
         checks.check(f"{k}-delay", within[k] == n, fig,
                      f"{n}/{n}, each within the outage + {SLACK_S} s (reconnect backoff 1 s doubling)")
