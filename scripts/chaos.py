@@ -46,7 +46,7 @@ ORDER = ["fuzz", "flood", "broker", "kill", "soak"]
 SIZES = {
     "kill": ("iterations", 100, 8),
     "broker": ("iterations", 20, 3),
-    "flood": ("samples", 1000, 200),
+    "flood": ("samples", 1000, 400),
     "soak": ("minutes", 60, 4),
     "fuzz": ("cases", 1_000_000, 2000),
 }
