@@ -47,7 +47,7 @@ SIZES = {
     "kill": ("iterations", 100, 8),
     "broker": ("iterations", 20, 3),
     "flood": ("samples", 1000, 400),
-    "soak": ("minutes", 60, 4),
+    "soak": ("minutes", 60, 5),
     "fuzz": ("cases", 1_000_000, 2000),
 }
 
