@@ -49,6 +49,36 @@ fn sleep_unless_stopped(stop: &AtomicBool, d: Duration, health: &SourceHealth) {
     health.alive();
 }
 
+/// A replay's clock: frames (or audio hops) due every `interval` from the first, so the
+/// time spent sending and the sleeps' overshoot do not add up into a lower rate (a
+/// sleep of the interval after each frame ran 3–5 % slow). A source that fell more than
+/// an interval behind (a stopped process) starts again from now rather than catching up
+/// in a burst.
+struct Pacer {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(interval: Duration, now: Instant) -> Self {
+        Pacer {
+            interval,
+            next: now + interval,
+        }
+    }
+
+    /// How long to wait at `now` for the next item's time; that time moves on by an
+    /// interval.
+    fn wait(&mut self, now: Instant) -> Duration {
+        if now > self.next + self.interval {
+            self.next = now;
+        }
+        let wait = self.next.saturating_duration_since(now);
+        self.next += self.interval;
+        wait
+    }
+}
+
 fn replay_images(
     path: &Path,
     interval_ms: u64,
@@ -58,6 +88,7 @@ fn replay_images(
 ) -> Result<(), CaptureError> {
     let mut src = ReplayImages::open(path, looped)?;
     job.health.set("running");
+    let mut pace = Pacer::new(Duration::from_millis(interval_ms), Instant::now());
     while !job.stop.load(Ordering::Relaxed) {
         let Some(raw) = src.next_image() else { break };
         let capture = Capture {
@@ -68,7 +99,7 @@ fn replay_images(
         if job.out.send(capture).is_err() {
             break;
         }
-        sleep_unless_stopped(&job.stop, Duration::from_millis(interval_ms), &job.health);
+        sleep_unless_stopped(&job.stop, pace.wait(Instant::now()), &job.health);
     }
     Ok(())
 }
@@ -86,6 +117,7 @@ fn replay_audio(
     let mut windows = Windower::from_ms(rate, window_ms, hop_ms);
     let hop = (rate as u64 * hop_ms / 1000).max(1) as usize;
     job.health.set("running");
+    let mut pace = Pacer::new(Duration::from_millis(hop_ms), Instant::now());
     while !job.stop.load(Ordering::Relaxed) {
         let chunk = src.next_chunk(hop);
         if chunk.is_empty() {
@@ -104,7 +136,7 @@ fn replay_audio(
             break;
         }
         // Real-time pacing: one hop of audio per hop of wall clock.
-        sleep_unless_stopped(&job.stop, Duration::from_millis(hop_ms), &job.health);
+        sleep_unless_stopped(&job.stop, pace.wait(Instant::now()), &job.health);
     }
     Ok(())
 }
@@ -206,4 +238,38 @@ pub fn run(job: SourceJob) {
     job.health.set("stopped");
     job.health.ended();
     job.out.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_keeps_its_rate_whatever_each_frame_costs() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut pace = Pacer::new(ms(200), start);
+        // Each frame takes 7 ms to send and each sleep overshoots by 3 ms.
+        let mut now = start;
+        for _ in 0..50 {
+            now += ms(7);
+            now += pace.wait(now) + ms(3);
+        }
+        // 50 frames in 50 intervals (+ the last overshoot), not 50 × 210 ms.
+        assert_eq!(now - start, ms(50 * 200 + 3));
+    }
+
+    #[test]
+    fn a_replay_far_behind_starts_again_instead_of_bursting() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut pace = Pacer::new(ms(100), start);
+        let late = start + ms(1000);
+        assert_eq!(pace.wait(late), Duration::ZERO, "the overdue frame at once");
+        assert_eq!(
+            pace.wait(late),
+            ms(100),
+            "then one interval later, not a burst"
+        );
+    }
 }

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 pub mod announce;
 pub mod inbox;
 pub mod learn;
+pub mod leftovers;
 pub mod metrics;
 pub mod models;
 pub mod running;
@@ -190,11 +191,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     fatal.map_or(Ok(()), Err)
 }
 
-/// Before any part starts: the state folder exists, and the embedded broker (when
-/// configured) listens.
+/// Before any part starts: the state folder exists without the temporaries a killed
+/// daemon left ([`leftovers`]), and the embedded broker (when configured) listens.
 fn prepare(settings: &Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.state_dir)
         .map_err(|e| anyhow::anyhow!("state_dir {}: {e}", settings.state_dir.display()))?;
+    for path in leftovers::remove_temporaries(&settings.state_dir)
+        .map_err(|e| anyhow::anyhow!("state_dir {}: {e}", settings.state_dir.display()))?
+    {
+        tracing::warn!(path = %path.display(), "removed an unfinished write left by an earlier run");
+    }
     if settings.mqtt.embedded_broker {
         #[cfg(feature = "embedded-broker")]
         crate::mqtt::embedded::start(&settings.mqtt.host, settings.mqtt.port)?;
