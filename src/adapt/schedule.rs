@@ -149,15 +149,21 @@ impl Scheduler {
                 ..
             }
         );
+        // Raised before the job is sent: the trainer clears it when it takes jobs from the
+        // channel, so raised after, it could outlive the job (taken in between) and hold
+        // back every later imprint.
+        let was = imprint && self.imprint_waiting.swap(true, Ordering::Relaxed);
         match self.jobs.try_send(job) {
-            Ok(()) => {
-                if imprint {
-                    self.imprint_waiting.store(true, Ordering::Relaxed);
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if imprint && !was {
+                    self.imprint_waiting.store(false, Ordering::Relaxed);
                 }
-                Ok(())
+                match e {
+                    TrySendError::Full(_) => Err(Refused::Busy),
+                    TrySendError::Disconnected(_) => Err(Refused::TrainerStopped),
+                }
             }
-            Err(TrySendError::Full(_)) => Err(Refused::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(Refused::TrainerStopped),
         }
     }
 
