@@ -7,6 +7,8 @@
 //! Module map, in dependency order (ARCHITECTURE.md has what each depends on, and which
 //! third-party crates each imports: its module table, which `tests/it/imports.rs` keeps
 //! true):
+//! - [`durable`]: the file operations whose order decides what survives a crash (and,
+//!   in tests, the crash-point explorer that replays every crash state of them).
 //! - [`settings`]: layered configuration with validation that reports every problem.
 //! - [`features`]: pure functions from images / PCM to model input tensors.
 //! - [`augment`]: training-time augmentation of images and audio.
@@ -37,6 +39,7 @@ pub mod capture;
 pub mod commands;
 pub mod daemon;
 pub mod dataset;
+pub mod durable;
 pub mod features;
 pub mod fleet;
 pub mod inference;

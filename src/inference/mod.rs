@@ -14,7 +14,7 @@ pub mod inspect;
 pub mod onnx;
 pub mod scores;
 #[cfg(test)]
-mod test_nets;
+pub(crate) mod test_nets;
 
 pub use classifier::{Classifier, KernelChoice, NodeTime, Output, fma_per_node};
 pub use error::InferenceError;

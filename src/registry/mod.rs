@@ -7,3 +7,6 @@ pub mod replay;
 pub mod versions;
 
 pub use package::{Manifest, ModelPackage, PackageError};
+
+#[cfg(test)]
+mod crash;

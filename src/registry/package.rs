@@ -8,14 +8,14 @@
 //! manifest (input shape, class count, embedding size, no auxiliary-head nodes): a package
 //! that does not check out is an error naming the file and the problem, never a guess.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::durable::{self, Fs, StdFs};
 use crate::features::{ChangeLocator, Preprocess};
 use crate::inference::{GraphSummary, inspect};
 use crate::lsskd::{ArchConfig, LsskdError, TrainConfig, TrainNet, TransformSet, checkpoint};
@@ -330,36 +330,59 @@ impl ModelPackage {
 
     /// Write a complete package into `dir` (created; must not hold another package's files).
     /// `files` are (relative path, bytes) for model.onnx, the train state and replay
-    /// exemplars; hashes are filled in. Files are fsynced before the manifest is written
-    /// last, so a package with a manifest is complete.
+    /// exemplars; hashes are filled in. Files and their folders are fsynced before the
+    /// manifest is written last (and its folder fsynced), so a package with a manifest is
+    /// complete, after a crash too.
     pub fn write(
+        dir: &Path,
+        manifest: Manifest,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Self, PackageError> {
+        Self::write_with(&StdFs, dir, manifest, files)
+    }
+
+    /// [`ModelPackage::write`], making every change through `fs`.
+    pub fn write_with(
+        fs: &dyn Fs,
         dir: &Path,
         mut manifest: Manifest,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<Self, PackageError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        durable::create_dir_all(fs, dir).map_err(io(dir))?;
         manifest.files.clear();
+        // Every folder that gains a name (the package's own, `replay/`, `replay/<class>/`
+        // ...), fsynced before the manifest is written: a file's fsync does not persist
+        // its name.
+        let mut folders = BTreeSet::from([dir.to_path_buf()]);
         for (rel, bytes) in &files {
             let path = dir.join(rel);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(io(parent))?;
-            }
-            write_synced(&path, bytes)?;
+            let parent = durable::parent_of(&path);
+            fs.create_dir_all(parent).map_err(io(parent))?;
+            folders.extend(
+                parent
+                    .ancestors()
+                    .take_while(|a| a.starts_with(dir))
+                    .map(Path::to_path_buf),
+            );
+            fs.write(&path, bytes, true).map_err(io(&path))?;
             manifest
                 .files
                 .insert(rel.clone(), hex::encode(Sha256::digest(bytes)));
         }
+        for folder in &folders {
+            fs.sync_dir(folder).map_err(io(folder))?;
+        }
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-        write_synced(&dir.join(MANIFEST), &json)?;
+        let mpath = dir.join(MANIFEST);
+        fs.write(&mpath, &json, true).map_err(io(&mpath))?;
+        fs.sync_dir(dir).map_err(io(dir))?;
         Self::load(dir)
     }
 }
 
 /// Write a file and fsync it.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    StdFs.write(path, bytes, true).map_err(io(path))
 }
 
 fn check_graph(m: &Manifest, g: &GraphSummary) -> Result<(), String> {

@@ -2,19 +2,27 @@
 //! `current` pointer switched atomically, pruning to the last K, rollback to the parent.
 //! The shipped package is the read-only version 0 and is never written.
 //!
-//! Crash safety: a version is written into a `.tmp-*` folder, fsynced, then renamed into
-//! place; the pointer is written to `current.tmp`, fsynced and renamed over `current`, and
-//! the folder is fsynced. At any instant `current` names either the old or the new version.
+//! Crash safety (every state checked by `registry::crash`'s tests): the store's folders
+//! are fsynced into their parents when created; a version is written into a `.tmp-*`
+//! folder (files, every folder, then the manifest fsynced), renamed into place, and the
+//! folder is fsynced; the pointer is written to `current.tmp`, fsynced and renamed over
+//! `current`, and the folder is fsynced. At any instant `current` names either the old or
+//! the new version. A pruned version is renamed to `.pruned-vNNNN` before it is deleted,
+//! so no `vNNNN/` is ever half there.
 //! On open, no pointer means nothing was ever promoted: the shipped package is live. A
 //! corrupt pointer, or a pointer to a version that no longer verifies, falls back to the
 //! newest version that does — loudly (a warning is returned and logged).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::package::{Manifest, ModelPackage, PackageError, write_synced};
+use super::package::{Manifest, ModelPackage, PackageError};
+use crate::durable::{self, Fs, StdFs};
 
 const CURRENT: &str = "current";
+/// The prefix of a version folder being deleted.
+const PRUNED: &str = ".pruned-";
 
 /// Errors of the version store.
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +73,11 @@ fn parse_dir(name: &str) -> Option<u32> {
         .and_then(|s| s.parse().ok())
 }
 
-fn sync_dir(path: &Path) -> Result<(), RegistryError> {
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
-}
-
 /// The version store of one model.
 #[derive(Debug, Clone)]
 pub struct Versions {
+    /// Every change goes through it (`durable::StdFs` but in the crash explorer's tests).
+    fs: Arc<dyn Fs>,
     model: String,
     root: PathBuf,
     shipped: PathBuf,
@@ -97,9 +101,21 @@ impl Versions {
         shipped: &Path,
         keep: usize,
     ) -> Result<Self, RegistryError> {
+        Self::new_with(Arc::new(StdFs), state_dir, model, shipped, keep)
+    }
+
+    /// [`Versions::new`], making every change through `fs`.
+    pub fn new_with(
+        fs: Arc<dyn Fs>,
+        state_dir: &Path,
+        model: &str,
+        shipped: &Path,
+        keep: usize,
+    ) -> Result<Self, RegistryError> {
         let root = state_dir.join("models").join(model);
-        fs::create_dir_all(&root).map_err(io(&root))?;
+        durable::create_dir_all(&*fs, &root).map_err(io(&root))?;
         Ok(Self {
+            fs,
             model: model.to_string(),
             root,
             shipped: shipped.to_path_buf(),
@@ -130,6 +146,10 @@ impl Versions {
             .collect();
         out.sort_unstable();
         Ok(out)
+    }
+
+    fn sync_dir(&self, path: &Path) -> Result<(), RegistryError> {
+        self.fs.sync_dir(path).map_err(io(path))
     }
 
     fn read_pointer(&self) -> Result<u32, String> {
@@ -218,17 +238,12 @@ impl Versions {
         manifest.parent = Some(parent);
         let tmp = self.root.join(format!(".tmp-{}", dir_name(version)));
         if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+            self.fs.remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
-        ModelPackage::write(&tmp, manifest, files)?;
-        for sub in [tmp.join("replay"), tmp.clone()] {
-            if sub.exists() {
-                sync_dir(&sub)?;
-            }
-        }
+        ModelPackage::write_with(&*self.fs, &tmp, manifest, files)?;
         let dest = self.path_of(version);
-        fs::rename(&tmp, &dest).map_err(io(&dest))?;
-        sync_dir(&self.root)?;
+        self.fs.rename(&tmp, &dest).map_err(io(&dest))?;
+        self.sync_dir(&self.root)?;
         Ok(ModelPackage::load(&dest)?)
     }
 
@@ -242,17 +257,53 @@ impl Versions {
             other => other.into(),
         })?;
         let tmp = self.root.join(format!("{CURRENT}.tmp"));
-        write_synced(&tmp, format!("{version}\n").as_bytes())?;
         let path = self.root.join(CURRENT);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        sync_dir(&self.root)?;
-        for old in prune_plan(&self.on_disk()?, version, self.keep) {
-            let dir = self.path_of(old);
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), error = %e, "could not prune an old version");
+        durable::write_atomic(&*self.fs, &path, &tmp, format!("{version}\n").as_bytes())
+            .map_err(io(&path))?;
+        self.sync_dir(&self.root)?;
+        self.prune(version);
+        Ok(package)
+    }
+
+    /// Delete the versions [`prune_plan`] names. Each is first renamed to
+    /// `.pruned-vNNNN` (and the folder fsynced), so that a crash while it is deleted never
+    /// leaves a `vNNNN/` that lacks files; what a crash leaves of those is deleted by the
+    /// next prune. Failures are logged: the promotion they follow has happened.
+    fn prune(&self, current: u32) {
+        self.delete_pruned();
+        let plan = match self.on_disk() {
+            Ok(on_disk) => prune_plan(&on_disk, current, self.keep),
+            Err(e) => return tracing::warn!(error = %e, "could not list versions to prune"),
+        };
+        for old in &plan {
+            let from = self.path_of(*old);
+            let to = self.root.join(format!("{PRUNED}{}", dir_name(*old)));
+            if let Err(e) = self.fs.rename(&from, &to) {
+                tracing::warn!(path = %from.display(), error = %e, "could not prune an old version");
             }
         }
-        Ok(package)
+        if !plan.is_empty() {
+            if let Err(e) = self.sync_dir(&self.root) {
+                tracing::warn!(error = %e, "could not fsync the pruned versions' folder");
+            }
+            self.delete_pruned();
+        }
+    }
+
+    /// Delete the `.pruned-*` folders.
+    fn delete_pruned(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if !entry.file_name().to_string_lossy().starts_with(PRUNED) {
+                continue;
+            }
+            let dir = entry.path();
+            if let Err(e) = self.fs.remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "could not delete a pruned version");
+            }
+        }
     }
 
     /// Re-point to the current version's parent.

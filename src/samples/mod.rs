@@ -4,7 +4,10 @@
 //! Atomic writes: the data file, then the metadata are each written to a temporary name,
 //! fsynced and renamed, and the folder is fsynced; the metadata file is the commit marker,
 //! so a crash never leaves a half-written sample visible. `id` makes delivery idempotent.
-//! Per-model quota with oldest-first eviction.
+//! Per-model quota with oldest-first eviction. The folders are fsynced into their parents
+//! when created, and a removal fsyncs the folder, so an acknowledged add or a returned
+//! `remove` survives any crash (every crash state is checked by `samples::crash`'s tests).
+//! Every change goes through `durable::Fs`; `export` writes a plain copy elsewhere.
 //!
 //! The metadata is read once, when the store is opened, into an index that every later
 //! add, remove, list and count keeps and reads (a store of this process is its only
@@ -14,7 +17,6 @@ pub mod ingest;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::durable::{self, Fs, StdFs};
 use crate::features::{Raw, decode};
 
 /// Errors of the store; each names the file or the offending value.
@@ -85,6 +88,8 @@ pub enum AddOutcome {
 /// Samples of one model.
 #[derive(Debug, Clone)]
 pub struct SampleStore {
+    /// Every change goes through it (`durable::StdFs` but in the crash explorer's tests).
+    fs: Arc<dyn Fs>,
     root: PathBuf,
     quota: usize,
     /// Committed samples by id (see the module docs).
@@ -93,33 +98,31 @@ pub struct SampleStore {
     meta_reads: Arc<AtomicUsize>,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SampleError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or_default()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
-}
-
 impl SampleStore {
     /// Open (create) `<state_dir>/samples/<model>`; leftover temporary files are removed.
     pub fn open(state_dir: &Path, model: &str, quota: usize) -> Result<Self, SampleError> {
+        Self::open_with(Arc::new(StdFs), state_dir, model, quota)
+    }
+
+    /// [`SampleStore::open`], making every change through `fs`.
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        state_dir: &Path,
+        model: &str,
+        quota: usize,
+    ) -> Result<Self, SampleError> {
         let root = state_dir.join("samples").join(model);
-        fs::create_dir_all(&root).map_err(io(&root))?;
+        durable::create_dir_all(&*fs, &root).map_err(io(&root))?;
         for entry in fs::read_dir(&root)
             .map_err(io(&root))?
             .filter_map(Result::ok)
         {
             if entry.file_name().to_string_lossy().ends_with(".tmp") {
-                fs::remove_file(entry.path()).ok();
+                fs.remove_file(&entry.path()).ok();
             }
         }
         let store = Self {
+            fs,
             root,
             quota: quota.max(1),
             index: Arc::default(),
@@ -149,6 +152,13 @@ impl SampleStore {
         self.root.join(format!("{id}.json"))
     }
 
+    /// `path` through `<path>.tmp` (fsynced, renamed); durable once the folder is fsynced.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), SampleError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        durable::write_atomic(&*self.fs, path, Path::new(&tmp), bytes).map_err(io(path))
+    }
+
     /// Store a sample durably (idempotent by `id`), then evict oldest-first over the quota.
     pub fn add(
         &self,
@@ -174,7 +184,7 @@ impl SampleStore {
             return Ok(AddOutcome::Duplicate);
         }
         let data = self.root.join(format!("{id}.{ext}"));
-        write_atomic(&data, bytes)?;
+        self.write_atomic(&data, bytes)?;
         let meta = SampleMeta {
             id: id.to_string(),
             label: label.to_string(),
@@ -184,10 +194,8 @@ impl SampleStore {
             origin: origin.to_string(),
         };
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
-        write_atomic(&self.meta_path(id), &json)?;
-        fs::File::open(&self.root)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.root))?;
+        self.write_atomic(&self.meta_path(id), &json)?;
+        self.fs.sync_dir(&self.root).map_err(io(&self.root))?;
         self.index().insert(id.to_string(), meta);
         let mut all = self.list()?;
         let mut evicted = Vec::new();
@@ -197,24 +205,36 @@ impl SampleStore {
                 if old.id == id {
                     continue;
                 }
-                self.remove(&old.id)?;
+                self.delete(&old.id, false)?;
                 evicted.push(old.id.clone());
             }
         }
         Ok(AddOutcome::Stored { evicted })
     }
 
-    /// Delete a sample (metadata first, so it disappears atomically).
+    /// Delete a sample durably: its metadata first (so it disappears atomically), the
+    /// folder fsynced (a `forget` stays done after a crash), then its data file.
     pub fn remove(&self, id: &str) -> Result<(), SampleError> {
+        self.delete(id, true)
+    }
+
+    /// [`SampleStore::remove`]; `sync: false` for eviction, whose sample is evicted again
+    /// by the next add if a crash brings it back.
+    fn delete(&self, id: &str, sync: bool) -> Result<(), SampleError> {
         let meta = self.meta_path(id);
         let ext = match self.index().get(id) {
             Some(m) => Some(m.ext.clone()),
             None => self.read_meta(&meta).map(|m| m.ext).ok(),
         };
-        fs::remove_file(&meta).map_err(io(&meta))?;
+        self.fs.remove_file(&meta).map_err(io(&meta))?;
         self.index().remove(id);
+        if sync {
+            self.fs.sync_dir(&self.root).map_err(io(&self.root))?;
+        }
         if let Some(ext) = ext {
-            fs::remove_file(self.root.join(format!("{id}.{ext}"))).ok();
+            self.fs
+                .remove_file(&self.root.join(format!("{id}.{ext}")))
+                .ok();
         }
         Ok(())
     }
@@ -294,6 +314,9 @@ impl SampleStore {
         Ok(all.len())
     }
 }
+
+#[cfg(test)]
+mod crash;
 
 #[cfg(test)]
 mod tests {
