@@ -61,7 +61,7 @@ fn check_all(payload: &[u8]) {
 
 /// The decompression bombs of the fuzz corpus (`fuzz/corpus/bombs`, written by the fuzz
 /// crate's `seeds`: PNGs and a JPEG whose headers claim 4096×4096 to 100000×100000 pixels in
-/// a few hundred bytes, WAVs that claim 37 hours or a rate of 1 Hz or 4 GHz), sent as sample
+/// a few hundred bytes, WAVs that claim 37 hours or a rate of 1 Hz or 4 MHz), sent as sample
 /// requests: each is refused from its header, with a reason that names the claim, by the
 /// model of its modality and by the other one.
 #[test]
