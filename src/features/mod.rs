@@ -15,6 +15,7 @@ pub use image::{ImageSpec, Region};
 
 use std::fmt;
 use std::io::Cursor;
+use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +179,56 @@ pub enum FeatureError {
     /// The WAV holds no samples.
     #[error("WAV has 0 samples")]
     EmptyWav,
+    /// The image's header names a side over [`MAX_IMAGE_SIDE`]; refused before decoding.
+    #[error("{format} of {width}x{height} is larger than {MAX_IMAGE_SIDE} pixels a side")]
+    ImageTooLarge {
+        format: &'static str,
+        width: u32,
+        height: u32,
+    },
+    /// The image's header claims more pixels than a file of its size can hold (a
+    /// decompression bomb, or a cut file); refused before any pixel is decoded.
+    #[error(
+        "{format} header claims {width}x{height} pixels, which need at least {min_bytes} bytes \
+         of {format}, but the file has {file_bytes}"
+    )]
+    ImageClaim {
+        format: &'static str,
+        width: u32,
+        height: u32,
+        min_bytes: u64,
+        file_bytes: usize,
+    },
+    /// The WAV's header claims more samples than the file holds (a header claiming hours
+    /// in front of a short file); refused before any sample is read.
+    #[error(
+        "WAV header claims {claimed_samples} samples ({claimed_secs:.1} s) but the file has \
+         {file_bytes} bytes"
+    )]
+    WavClaim {
+        claimed_samples: u64,
+        claimed_secs: f64,
+        file_bytes: usize,
+    },
 }
+
+/// Largest image side [`decode`] reads (and a sample request's, `samples::ingest`): a larger
+/// header is refused before a pixel is decoded, so one image holds at most 4096² pixels
+/// (128 MiB as 16-bit RGBA, the widest pixel PNG has).
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// Sample rates [`decode`] reads from a WAV header: what recorders write (8 kHz telephony to
+/// 384 kHz), with room below. Outside it a clip of a second is millions of samples at
+/// 16 kHz after resampling, or an FFT resampler the size of the rate.
+pub const WAV_RATES_HZ: RangeInclusive<u32> = 1_000..=384_000;
+
+/// Deflate codes at most 258 bytes in 2 bits: a PNG's pixels never take more than 1032
+/// times its file's bytes.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// Huffman-coded JPEG spends at least one bit on every 8×8 block of its full-resolution
+/// component (the DC coefficient's code): 512 pixels a byte at most.
+const JPEG_MAX_PIXELS_PER_BYTE: u64 = 512;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
@@ -186,6 +236,11 @@ const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
 /// Decode an encoded file's bytes: PNG/JPEG → [`Raw::Image`], RIFF WAV (8/16/24/32-bit
 /// integer or 32-bit float PCM, any channel count, downmixed to mono by averaging) →
 /// [`Raw::Audio`]. The format is sniffed from magic bytes, not from a file extension.
+///
+/// Memory is bounded by the file, not by what its header claims: an image over
+/// [`MAX_IMAGE_SIDE`] a side, or with more pixels than its bytes can code, and a WAV whose
+/// header claims more samples than the file holds or a rate outside [`WAV_RATES_HZ`], are
+/// refused from the header, before anything the size of the claim is allocated.
 pub fn decode(bytes: &[u8]) -> Result<Raw, FeatureError> {
     if bytes.starts_with(PNG_MAGIC) {
         decode_image(bytes, ::image::ImageFormat::Png, "PNG")
@@ -215,12 +270,55 @@ fn decode_image(
     format: ::image::ImageFormat,
     name: &'static str,
 ) -> Result<Raw, FeatureError> {
-    ::image::load_from_memory_with_format(bytes, format)
-        .map(Raw::Image)
-        .map_err(|source| FeatureError::Image {
+    let err = |source| FeatureError::Image {
+        format: name,
+        source,
+    };
+    let (width, height) = ::image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(err)?;
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(FeatureError::ImageTooLarge {
             format: name,
-            source,
-        })
+            width,
+            height,
+        });
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    let min_bytes = match format {
+        ::image::ImageFormat::Png => pixels * png_bits_per_pixel(bytes) / 8 / DEFLATE_MAX_RATIO,
+        _ => pixels / JPEG_MAX_PIXELS_PER_BYTE,
+    };
+    if (bytes.len() as u64) < min_bytes {
+        return Err(FeatureError::ImageClaim {
+            format: name,
+            width,
+            height,
+            min_bytes,
+            file_bytes: bytes.len(),
+        });
+    }
+    let mut reader = ::image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = ::image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    reader.decode().map(Raw::Image).map_err(err)
+}
+
+/// Bits per pixel of a PNG's stored samples (bit depth × samples per pixel), from its
+/// header (`IHDR`, which the decoder has checked comes first); 1 when unreadable.
+fn png_bits_per_pixel(bytes: &[u8]) -> u64 {
+    let (Some(&depth), Some(&colour)) = (bytes.get(24), bytes.get(25)) else {
+        return 1;
+    };
+    let samples = match colour {
+        2 => 3,
+        4 => 2,
+        6 => 4,
+        _ => 1,
+    };
+    (u64::from(depth) * samples).max(1)
 }
 
 fn decode_wav(bytes: &[u8]) -> Result<Clip, FeatureError> {
@@ -230,10 +328,21 @@ fn decode_wav(bytes: &[u8]) -> Result<Clip, FeatureError> {
     if channels == 0 {
         return Err(FeatureError::UnsupportedWav("0 channels".to_string()));
     }
-    if spec.sample_rate == 0 {
-        return Err(FeatureError::UnsupportedWav(
-            "sample rate is 0 Hz".to_string(),
-        ));
+    if !WAV_RATES_HZ.contains(&spec.sample_rate) {
+        return Err(FeatureError::UnsupportedWav(format!(
+            "sample rate of {} Hz (supported: {}..={} Hz)",
+            spec.sample_rate,
+            WAV_RATES_HZ.start(),
+            WAV_RATES_HZ.end()
+        )));
+    }
+    let claimed_samples = u64::from(reader.len());
+    if claimed_samples * u64::from(spec.bits_per_sample.div_ceil(8)) > bytes.len() as u64 {
+        return Err(FeatureError::WavClaim {
+            claimed_samples,
+            claimed_secs: claimed_samples as f64 / channels as f64 / f64::from(spec.sample_rate),
+            file_bytes: bytes.len(),
+        });
     }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>()?,
@@ -425,6 +534,131 @@ mod tests {
             matches!(err, FeatureError::Image { format: "PNG", .. }),
             "{err}"
         );
+    }
+
+    /// CRC-32 of a PNG chunk's type and data (the PNG decoder checks it).
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A valid 28×28 PNG whose header then claims `width`×`height` (its pixel data stays
+    /// that of 28×28).
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        DynamicImage::ImageLuma8(GrayImage::new(28, 28))
+            .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+            .expect("encode");
+        bytes[16..20].copy_from_slice(&width.to_be_bytes());
+        bytes[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    /// A valid 8×8 JPEG whose frame header then claims `width`×`height`.
+    fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        DynamicImage::ImageLuma8(GrayImage::new(8, 8))
+            .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Jpeg)
+            .expect("encode");
+        let sof = bytes
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("baseline frame header");
+        bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn refuses_a_png_that_claims_more_pixels_than_its_bytes_can_code() {
+        let bomb = png_claiming(4096, 4096);
+        assert!(bomb.len() < 400, "{} bytes", bomb.len());
+        let err = decode(&bomb).expect_err("bomb decoded");
+        assert!(
+            matches!(
+                err,
+                FeatureError::ImageClaim {
+                    format: "PNG",
+                    width: 4096,
+                    height: 4096,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("claims 4096x4096"), "{err}");
+        let err = decode(&png_claiming(100_000, 100_000)).expect_err("bomb decoded");
+        assert!(
+            matches!(err, FeatureError::ImageTooLarge { format: "PNG", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_jpeg_that_claims_huge_dimensions() {
+        let err = decode(&jpeg_claiming(65_000, 65_000)).expect_err("bomb decoded");
+        assert!(
+            matches!(
+                err,
+                FeatureError::ImageTooLarge {
+                    format: "JPEG",
+                    width: 65_000,
+                    height: 65_000
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("larger than 4096"), "{err}");
+        let err = decode(&jpeg_claiming(4096, 4096)).expect_err("bomb decoded");
+        assert!(
+            matches!(err, FeatureError::ImageClaim { format: "JPEG", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_wav_whose_header_claims_hours() {
+        let mut bytes = wav_bytes(spec(1, 16, hound::SampleFormat::Int), &[0i16; 8000]);
+        let data = bytes
+            .windows(4)
+            .position(|w| w == b"data")
+            .expect("data chunk");
+        bytes[data + 4..data + 8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        bytes[4..8].copy_from_slice(&0xFFFF_FFF8u32.to_le_bytes());
+        let err = decode(&bytes).expect_err("bomb decoded");
+        let FeatureError::WavClaim { claimed_secs, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(*claimed_secs > 3600.0 * 24.0, "{claimed_secs} s");
+        assert!(err.to_string().contains("WAV header claims"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_wav_sample_rate_no_recorder_writes() {
+        for rate in [1, 999, 384_001, 4_000_000] {
+            let mut s = spec(1, 16, hound::SampleFormat::Int);
+            s.sample_rate = rate;
+            let err = decode(&wav_bytes(s, &[0i16; 16])).expect_err("odd rate decoded");
+            assert!(
+                matches!(err, FeatureError::UnsupportedWav(ref m) if m.contains("sample rate")),
+                "{rate}: {err}"
+            );
+        }
+        let mut s = spec(1, 16, hound::SampleFormat::Int);
+        s.sample_rate = 384_000;
+        decode(&wav_bytes(s, &[0i16; 16])).expect("384 kHz");
     }
 
     #[test]

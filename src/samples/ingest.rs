@@ -13,7 +13,7 @@ use super::valid_name;
 /// Default payload size limit (2 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 2 << 20;
 /// Largest image side accepted (before decoding: no decompression bombs).
-pub const MAX_IMAGE_SIDE: u32 = 4096;
+pub const MAX_IMAGE_SIDE: u32 = features::MAX_IMAGE_SIDE;
 /// Audio clips may be at most this many times the model's clip length.
 pub const MAX_CLIP_FACTOR: usize = 4;
 

@@ -1,11 +1,12 @@
 //! The parsers of what arrives over MQTT are fuzzed: sample requests and the data checks,
 //! model commands, topics. No input makes them panic, and every refusal is one the step can
 //! give. `LSSKD_FUZZ_CASES` sets the cases per property (400 by default; `scripts/chaos.py
-//! fuzz` runs a million each).
+//! fuzz` runs a million each). The coverage-guided fuzzing of every parser is
+//! `scripts/fuzz.sh` (`fuzz/`, FUZZ-REPORT.md); its decompression bombs are checked here.
 
 use base64::Engine;
 use lsskd_edge::features::{AudioSpec, ImageSpec, Preprocess};
-use lsskd_edge::samples::ingest::{Reject, SampleSource, check_data, parse};
+use lsskd_edge::samples::ingest::{DEFAULT_MAX_PAYLOAD, Reject, SampleSource, check_data, parse};
 use proptest::prelude::*;
 
 fn models() -> [Preprocess; 2] {
@@ -25,7 +26,7 @@ fn models() -> [Preprocess; 2] {
 /// (the parser refuses the request, the data check the file), never a model, capture or
 /// storage error, which only the daemon can produce.
 fn check_all(payload: &[u8]) {
-    match parse(payload, 1 << 16) {
+    match parse(payload, DEFAULT_MAX_PAYLOAD) {
         Ok(p) => {
             if let SampleSource::Data { bytes, .. } = p.source {
                 for pre in models() {
@@ -55,6 +56,63 @@ fn check_all(payload: &[u8]) {
             ),
             "parser gave {e:?}"
         ),
+    }
+}
+
+/// The decompression bombs of the fuzz corpus (`fuzz/corpus/bombs`, written by the fuzz
+/// crate's `seeds`: PNGs and a JPEG whose headers claim 4096×4096 to 100000×100000 pixels in
+/// a few hundred bytes, WAVs that claim 37 hours or a rate of 1 Hz or 4 MHz), sent as sample
+/// requests: each is refused from its header, with a reason that names the claim, by the
+/// model of its modality and by the other one.
+#[test]
+fn decompression_bombs_are_refused_from_their_headers() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/bombs");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fuzz/corpus/bombs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "{files:?}");
+    let [image_model, audio_model] = models();
+    for path in files {
+        let file = std::fs::read(&path).expect("bomb");
+        assert!(
+            file.len() < 4096,
+            "{}: {} bytes",
+            path.display(),
+            file.len()
+        );
+        let mut req = serde_json::Map::new();
+        req.insert("id".into(), "bomb".into());
+        req.insert("label".into(), "boom".into());
+        req.insert(
+            "data".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(&file)
+                .into(),
+        );
+        let payload = serde_json::Value::Object(req).to_string();
+        let parsed = parse(payload.as_bytes(), DEFAULT_MAX_PAYLOAD).expect("a well-formed request");
+        let SampleSource::Data { bytes, .. } = parsed.source else {
+            panic!("data");
+        };
+        let is_wav = path.extension().is_some_and(|e| e == "wav");
+        let (own, other) = if is_wav {
+            (&audio_model, &image_model)
+        } else {
+            (&image_model, &audio_model)
+        };
+        let why = check_data(&bytes, "m", own)
+            .expect_err("bomb accepted")
+            .to_string();
+        assert!(
+            ["claims", "larger than 4096", "sample rate"]
+                .iter()
+                .any(|w| why.contains(w)),
+            "{}: {why}",
+            path.display()
+        );
+        check_data(&bytes, "m", other).expect_err("bomb accepted by the other model");
     }
 }
 
