@@ -49,12 +49,15 @@ pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Fleet
     }
 }
 
-/// `bytes` to `path`, readable by the owner only: a temporary file, fsynced, renamed into
-/// place, the folder fsynced (the folder is made when missing).
+/// `bytes` to `path`, readable by the owner only: the folder made (each new folder fsynced
+/// into its parent, `durable::create_dir_all`), a temporary file created with mode 0600,
+/// fsynced, renamed into place, the folder fsynced. The secret's own variant of
+/// `durable::write_atomic`, whose files take the process's umask.
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), FleetError> {
+    use crate::durable::{Fs, StdFs};
     use std::io::Write;
-    let dir = path.parent().expect("a file in a folder");
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = crate::durable::parent_of(path);
+    crate::durable::create_dir_all(&StdFs, dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
     let mut f = {
         let mut o = std::fs::OpenOptions::new();
@@ -65,8 +68,6 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), 
     };
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    StdFs.rename(&tmp, path).map_err(io(path))?;
+    StdFs.sync_dir(dir).map_err(io(dir))
 }

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::identity::{DeviceKey, PublicKey};
-use super::{FleetError, io, write_private};
+use super::{FleetError, io};
+use crate::durable::{Fs, StdFs, create_dir_all, parent_of, write_atomic};
 
 /// Bytes of one chunk at most.
 pub const MAX_CHUNK: usize = 192 * 1024;
@@ -284,10 +285,13 @@ impl ReplayGuard {
         let k = Self::key_of(body);
         let top = self.seen.get(&k).copied().unwrap_or(0).max(body.counter);
         self.seen.insert(k, top);
-        write_private(
-            &self.path,
-            &serde_json::to_vec(&self.seen).expect("a map of counters serialises"),
-        )
+        // Not a secret: the store's own atomic write (`durable`).
+        let dir = parent_of(&self.path);
+        let bytes = serde_json::to_vec(&self.seen).expect("a map of counters serialises");
+        create_dir_all(&StdFs, dir).map_err(io(dir))?;
+        write_atomic(&StdFs, &self.path, &self.path.with_extension("tmp"), &bytes)
+            .map_err(io(&self.path))?;
+        StdFs.sync_dir(dir).map_err(io(dir))
     }
 }
 
