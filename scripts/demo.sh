@@ -24,6 +24,10 @@ for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/1884) 2>/dev/null && break
   sleep 0.2
 done
+# The broker listens before the daemon has subscribed (a sample published then reaches no
+# one and is never acknowledged): wait for the camera model's card, which the daemon
+# publishes after its subscriptions.
+mosquitto_sub -h 127.0.0.1 -p 1884 -t lsskd/demo/model/scenes/info -C 1 -W 60 >/dev/null || true
 # Teach the camera its view (kept in target/demo-state: a second run finds it taught, and
 # the samples are acknowledged as duplicates).
 for state in empty animal vehicle parcel lights_off; do
