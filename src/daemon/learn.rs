@@ -90,6 +90,18 @@ fn lower_priority() {
     }
 }
 
+/// Give the heap a job freed back to the system. A fine-tune's working set (tens of MiB of
+/// tensors, freed when it ends) otherwise stays in glibc's arenas, and the resident size of
+/// a daemon that has trained stays at its training peak (the soak's RSS check saw +6 % in
+/// five minutes). Other C libraries return large blocks themselves.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages of the heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl TrainerThread {
     fn state(&self, st: &TrainingState) {
         if let Ok(body) = serde_json::to_vec(st) {
@@ -360,6 +372,7 @@ impl TrainerThread {
                 }
             };
             queue.finished(end);
+            release_freed_memory();
             if end != JobEnd::Yielded
                 && let Some(slot) = self.models.get(job.model())
             {
