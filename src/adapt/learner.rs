@@ -46,6 +46,17 @@ pub enum Outcome {
     Skipped(String),
 }
 
+/// Samples of a label that are not in the sample store: a class offer from another device
+/// of the fleet (`daemon::fleet`), learnt as a new label (imprint only) and judged by this
+/// device's gate like its own.
+#[derive(Debug, Clone)]
+pub struct Offered {
+    pub label: String,
+    pub samples: Vec<Raw>,
+    /// Where it came from, for the card (`AdaptationInfo::offer`).
+    pub origin: Option<String>,
+}
+
 /// The stored samples an adaptation learns from.
 struct Picked {
     /// Samples that train, shipped classes first, then new labels, each label's oldest
@@ -66,6 +77,7 @@ fn pick(
     shipped_classes: &[String],
     cfg: &AdaptSettings,
     imprint_only: bool,
+    offered: Option<&Offered>,
 ) -> anyhow::Result<Result<Picked, String>> {
     let metas = store.list()?;
     let mut by_label: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -75,15 +87,27 @@ fn pick(
             .or_default()
             .push(meta.id.clone());
     }
-    let per_label = by_label
+    let mut per_label: BTreeMap<String, usize> = by_label
         .iter()
         .map(|(l, ids)| (l.clone(), ids.len()))
         .collect();
     by_label.retain(|label, ids| live_classes.contains(label) || ids.len() >= cfg.min_shots);
-    if by_label.is_empty() {
+    if let Some(o) = offered {
+        if live_classes.contains(&o.label) || by_label.contains_key(&o.label) {
+            return Ok(Err(format!(
+                "`{}` is already a label here, taught on this device",
+                o.label
+            )));
+        }
+        // Only the offered label is new in this run: other labels waiting for their
+        // imprint keep waiting for their own job.
+        by_label.retain(|label, _| live_classes.contains(label));
+        *per_label.entry(o.label.clone()).or_default() += o.samples.len();
+    }
+    if by_label.is_empty() && offered.is_none() {
         return Ok(Err(format!("no label has {} samples yet", cfg.min_shots)));
     }
-    if imprint_only && by_label.keys().all(|l| live_classes.contains(l)) {
+    if imprint_only && offered.is_none() && by_label.keys().all(|l| live_classes.contains(l)) {
         return Ok(Err("no new label to imprint".into()));
     }
     let (shipped, new): (BTreeMap<_, _>, BTreeMap<_, _>) = by_label
@@ -104,7 +128,10 @@ fn pick(
         }
         out
     };
-    let support = load(&train_ids);
+    let mut support = load(&train_ids);
+    if let Some(o) = offered {
+        support.extend(o.samples.iter().map(|raw| (o.label.clone(), raw.clone())));
+    }
     anyhow::ensure!(!support.is_empty(), "no readable training samples");
     Ok(Ok(Picked {
         support,
@@ -161,6 +188,53 @@ pub fn run(
     cancel: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Phase),
 ) -> anyhow::Result<Outcome> {
+    run_with(
+        versions,
+        store,
+        cfg,
+        imprint_only,
+        None,
+        seed,
+        cancel,
+        progress,
+    )
+}
+
+/// [`run`] with an offered label besides the stored samples: an imprint of that label
+/// alone (the other new labels in the store wait for their own job), judged by this
+/// device's gate on its shipped gate set and its own samples.
+pub fn run_offered(
+    versions: &Versions,
+    store: &SampleStore,
+    cfg: &AdaptSettings,
+    offered: &Offered,
+    seed: u64,
+    cancel: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Phase),
+) -> anyhow::Result<Outcome> {
+    run_with(
+        versions,
+        store,
+        cfg,
+        true,
+        Some(offered),
+        seed,
+        cancel,
+        progress,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    versions: &Versions,
+    store: &SampleStore,
+    cfg: &AdaptSettings,
+    imprint_only: bool,
+    offered: Option<&Offered>,
+    seed: u64,
+    cancel: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Phase),
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     progress(Phase::Preparing);
     let current = versions.open_current()?;
@@ -175,7 +249,14 @@ pub fn run(
     let shipped_classes = shipped_pkg
         .as_ref()
         .map_or_else(|| m.classes.clone(), |p| p.manifest.classes.clone());
-    let mut picked = match pick(store, &m.classes, &shipped_classes, cfg, imprint_only)? {
+    let mut picked = match pick(
+        store,
+        &m.classes,
+        &shipped_classes,
+        cfg,
+        imprint_only,
+        offered,
+    )? {
         Ok(p) => p,
         Err(reason) => return Ok(Outcome::Skipped(reason)),
     };
@@ -222,11 +303,14 @@ pub fn run(
             },
             _ => None,
         },
+        offer: offered.and_then(|o| o.origin.clone()),
     };
-    if judgement.chosen.is_none() {
-        let reason = match &reported.verdict {
-            Verdict::Reject(r) => r.clone(),
-            Verdict::Promote => unreachable!("a passing candidate is chosen"),
+    let offer_fails = offered.and_then(|o| offered_label_fails(o, &reported.gate));
+    if judgement.chosen.is_none() || offer_fails.is_some() {
+        let reason = match (&reported.verdict, offer_fails) {
+            (_, Some(r)) => r,
+            (Verdict::Reject(r), None) => r.clone(),
+            (Verdict::Promote, None) => unreachable!("a passing candidate is chosen"),
         };
         let reference = match &reference {
             Some(locator) => keep_reference(versions, &current, locator, &info)?.map(Box::new),
@@ -254,6 +338,36 @@ pub fn run(
         package: Box::new(package),
         info,
     })
+}
+
+/// An offered label is also judged on its own, for coherence: refused when none of its
+/// samples is recognised as it when left out (leave-one-out, at least 3 samples) — they
+/// are not one class on this device, e.g. samples of several classes it knows shuffled
+/// under one new name. Weaker evidence is treated as for a label taught here (the gate of
+/// the new labels together; a weak label is served provisionally, its card says so).
+fn offered_label_fails(
+    offered: &Offered,
+    gate: &crate::registry::card::GateMetrics,
+) -> Option<String> {
+    let l = gate.labels.iter().find(|l| l.label == offered.label)?;
+    if l.correct > 0 || l.n < 3 {
+        return None;
+    }
+    let taken_for: Vec<String> = l
+        .confused_with
+        .iter()
+        .map(|c| format!("{} ({})", c.label, c.count))
+        .collect();
+    Some(format!(
+        "the offered label `{}` is not one class on this device: none of its {} samples is recognised as it when left out{}",
+        l.label,
+        l.n,
+        if taken_for.is_empty() {
+            String::new()
+        } else {
+            format!(" (taken for {})", taken_for.join(", "))
+        }
+    ))
 }
 
 /// When the samples of a view's reference class make another reference than the live

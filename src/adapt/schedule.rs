@@ -35,6 +35,12 @@ pub enum Job {
         model: String,
         label: String,
     },
+    /// Build the label of a class offer kept in the fleet's offer store (`offer`: its id)
+    /// on the live model and judge it with this device's gate (`daemon::fleet`).
+    Adopt {
+        model: String,
+        offer: String,
+    },
 }
 
 impl Job {
@@ -47,6 +53,7 @@ impl Job {
             Job::Rollback { .. } => "rollback",
             Job::Promote { .. } => "promote",
             Job::Forget { .. } => "forget",
+            Job::Adopt { .. } => "adopt",
         }
     }
 
@@ -55,7 +62,8 @@ impl Job {
             Job::Adapt { model, .. }
             | Job::Rollback { model }
             | Job::Promote { model, .. }
-            | Job::Forget { model, .. } => model,
+            | Job::Forget { model, .. }
+            | Job::Adopt { model, .. } => model,
         }
     }
 }
@@ -84,7 +92,7 @@ pub fn parse_command(model: &str, text: &str) -> Result<Job, String> {
             label.chars().take(64).collect::<String>()
         )),
         _ => Err(format!(
-            "unknown command `{}` (adapt, rollback, promote <version>, forget <label>, versions, samples)",
+            "unknown command `{}` (adapt, rollback, promote <version>, forget <label>, versions, samples, fleet install <offer>, fleet skip <offer>)",
             text.chars().take(64).collect::<String>()
         )),
     }
@@ -449,9 +457,11 @@ impl TrainerQueue {
                 s.finetuned = Some(labels.counts);
             }
             // The live model or the samples changed: every attempt may be made again.
-            (Job::Rollback { .. } | Job::Promote { .. } | Job::Forget { .. }, _) => {
+            (Job::Rollback { .. } | Job::Promote { .. } | Job::Forget { .. }, _)
+            | (Job::Adopt { .. }, JobEnd::Promoted) => {
                 self.settled.remove(&model);
             }
+            (Job::Adopt { .. }, _) => {}
         }
     }
 
@@ -863,6 +873,7 @@ mod tests {
                         JobEnd::Nothing
                     }
                     Job::Promote { .. } => JobEnd::Promoted,
+                    Job::Adopt { .. } => unreachable!("the model makes no fleet jobs"),
                 };
                 if matches!(job, Job::Adapt { .. }) {
                     for (l, n) in &ready {

@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::announce::Announcer;
+use super::fleet::{FleetDesk, Then};
 use super::models::ModelSlot;
 use super::teach::{Burst, TeachDesk, scope_name};
-use crate::adapt::schedule::{Scheduler, parse_command};
+use crate::adapt::schedule::{Job, Scheduler, parse_command};
 use crate::capture::now_ms;
 use crate::capture::ring::CaptureRing;
 use crate::features::Raw;
@@ -61,12 +62,17 @@ pub struct Inbox {
     pub announcer: Arc<Announcer>,
     /// Teaching from Home Assistant's entities (`daemon::teach`).
     pub teach: TeachDesk,
+    /// Class offers arriving from the fleet (`daemon::fleet`).
+    pub fleet: FleetDesk,
 }
 
 impl Inbox {
     /// Handle messages until `stop` is set or the connection's end of the queue is gone;
     /// then refuse what is still queued (each sample gets its ack).
     pub fn run(mut self, rx: Receiver<Inbound>, stop: Arc<AtomicBool>) {
+        for job in self.fleet.resume() {
+            self.queue_fleet_job(job);
+        }
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(msg) => self.handle(msg),
@@ -92,12 +98,31 @@ impl Inbox {
             }
             return;
         }
+        if let Some(t) = topics::parse_fleet(&msg.topic) {
+            if let Then::Queue(job) = self.fleet.on_message(t, &msg.payload) {
+                self.queue_fleet_job(job);
+            }
+            return;
+        }
         match topics::parse(&msg.topic) {
             Some((_, Topic::SamplesAdd { model })) => self.on_sample(model, &msg.payload),
             Some((_, Topic::ModelCmd { model })) => self.on_command(model, &msg.payload),
             Some((_, Topic::TeachSet { scope })) => self.on_teach_set(scope, &msg.payload),
             Some((_, Topic::TeachPress { scope })) => self.on_teach_press(scope, &msg.payload),
             _ => tracing::debug!(topic = %msg.topic, "message on an unhandled topic ignored"),
+        }
+    }
+
+    /// A job the fleet asked for (an offer to adopt, a retracted label to forget).
+    pub(super) fn queue_fleet_job(&mut self, job: Job) {
+        let model = job.model().to_string();
+        let refused = match self.scheduler.as_mut() {
+            None => Some("learning is disabled on this device".to_string()),
+            Some(s) => s.submit(job).err().map(|r| r.to_string()),
+        };
+        if let Some(reason) = refused {
+            // Kept on disk: queued again at the next start.
+            tracing::warn!(%model, %reason, "a fleet job was not queued");
         }
     }
 
@@ -175,21 +200,35 @@ impl Inbox {
                 return;
             }
         }
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut said = None;
         let result = if !self.models.contains_key(model) {
             Err(format!("unknown model `{model}`"))
+        } else if words.first() == Some(&"fleet") {
+            // `fleet install|skip [offer]`: a skip is done here; an install is an `adopt` job.
+            self.fleet
+                .command(model, &words[1..])
+                .and_then(|(msg, job)| {
+                    said = Some(msg);
+                    job.ok_or_else(String::new)
+                })
         } else {
             parse_command(model, &text)
         };
         let outcome = match (result, self.scheduler.as_mut()) {
+            (Err(e), _) if e.is_empty() => Ok(()),
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err("learning is disabled on this device".into()),
             (Ok(job), Some(s)) => s.submit(job).map_err(|r| r.to_string()),
         };
         let mut st = TrainingState::new(model, TrainState::Queued);
+        st.reason = said;
         if let Err(reason) = outcome {
             tracing::warn!(%model, %reason, "model command refused");
             st.state = TrainState::Failed;
             st.reason = Some(reason);
+        } else if st.reason.is_some() && words.get(1) == Some(&"skip") {
+            st.state = TrainState::Idle;
         }
         if let Ok(body) = serde_json::to_vec(&st) {
             self.publish(self.topics.training_state(), body, true);

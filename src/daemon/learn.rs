@@ -12,9 +12,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use super::announce::Announcer;
+use super::fleet::{Fleet, Untaken, Verdict};
 use super::metrics::AdaptCounters;
 use super::models::{ModelSlot, load_model};
-use crate::adapt::learner::{self, Forgotten, Outcome, Phase};
+use crate::adapt::learner::{self, Forgotten, Offered, Outcome, Phase};
 use crate::adapt::schedule::{Job, JobEnd, Labels, TrainerQueue};
 use crate::capture::now_ms;
 use crate::mqtt::Topics;
@@ -37,6 +38,10 @@ pub struct TrainerThread {
     pub counters: Arc<AdaptCounters>,
     /// Home Assistant discovery, sent again when a model changes.
     pub announcer: Arc<Announcer>,
+    /// Class offers to and from the fleet (`daemon::fleet`).
+    pub fleet: Arc<Fleet>,
+    /// Samples of the offer the last `adopt` job learnt from.
+    pub last_adopted: std::cell::Cell<usize>,
 }
 
 /// How a job ended.
@@ -130,8 +135,10 @@ impl TrainerThread {
     fn swap(&self, slot: &ModelSlot, pkg: &ModelPackage) -> anyhow::Result<()> {
         let model = load_model(pkg)?;
         tracing::info!(model = %model.name, version = model.version, classes = model.classes.len(), "live model swapped");
+        let name = model.name.clone();
         slot.live.store(Arc::new(model));
         self.publish_card(slot);
+        self.fleet.announce_waiting(&name);
         self.announcer.announce(false);
         Ok(())
     }
@@ -145,6 +152,7 @@ impl TrainerThread {
             n += 1;
         }
         tracing::info!(%model, %label, samples = n, "label's samples deleted");
+        self.fleet.retract(model, label);
         let mut st = TrainingState::new(model, TrainState::Idle);
         st.kind = Some("forget".into());
         st.reason = Some(match learner::forget(&slot.versions, label)? {
@@ -174,6 +182,7 @@ impl TrainerThread {
         slot: &ModelSlot,
         job: &Job,
         imprint_only: bool,
+        offered: Option<&Offered>,
         seed: u64,
     ) -> anyhow::Result<Ran> {
         let model = job.model();
@@ -185,42 +194,54 @@ impl TrainerThread {
         // When the training phase began (its first progress report), and the
         // fraction it reported then.
         let mut first_step: Option<(std::time::Instant, f64)> = None;
-        let outcome = learner::run(
-            &slot.versions,
-            &slot.store,
-            &self.cfg,
-            imprint_only,
-            seed,
-            &move || stop.load(Ordering::Relaxed) || (finetune && waiting.load(Ordering::Relaxed)),
-            &mut |phase| {
-                // Published at most every 10 % of the fine-tune.
-                let (state, fraction) = match phase {
-                    Phase::Preparing => (TrainState::Training, Some(0.0)),
-                    Phase::Training(f) => (TrainState::Training, Some(f)),
-                    Phase::Gating => (TrainState::Gating, None),
-                };
-                if let Phase::Training(f) = phase {
-                    first_step.get_or_insert_with(|| (std::time::Instant::now(), f));
+        let cancel =
+            move || stop.load(Ordering::Relaxed) || (finetune && waiting.load(Ordering::Relaxed));
+        let mut progress = |phase| {
+            // Published at most every 10 % of the fine-tune.
+            let (state, fraction) = match phase {
+                Phase::Preparing => (TrainState::Training, Some(0.0)),
+                Phase::Training(f) => (TrainState::Training, Some(f)),
+                Phase::Gating => (TrainState::Gating, None),
+            };
+            if let Phase::Training(f) = phase {
+                first_step.get_or_insert_with(|| (std::time::Instant::now(), f));
+            }
+            if let Some(f) = fraction {
+                if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
+                    return;
                 }
-                if let Some(f) = fraction {
-                    if f > 0.0 && f < 1.0 && f - last_progress < 0.1 {
-                        return;
-                    }
-                    last_progress = f;
-                }
-                let mut st = TrainingState::new(model, state);
-                st.kind = Some(kind.into());
-                st.progress = fraction;
-                // The training's expected length, from its speed since it began.
-                st.expected_secs = match (first_step, fraction) {
-                    (Some((at, f0)), Some(f)) if f > f0 => {
-                        Some(at.elapsed().as_secs_f64() / (f - f0))
-                    }
-                    _ => None,
-                };
-                self.state(&st);
-            },
-        );
+                last_progress = f;
+            }
+            let mut st = TrainingState::new(model, state);
+            st.kind = Some(kind.into());
+            st.progress = fraction;
+            // The training's expected length, from its speed since it began.
+            st.expected_secs = match (first_step, fraction) {
+                (Some((at, f0)), Some(f)) if f > f0 => Some(at.elapsed().as_secs_f64() / (f - f0)),
+                _ => None,
+            };
+            self.state(&st);
+        };
+        let outcome = match offered {
+            None => learner::run(
+                &slot.versions,
+                &slot.store,
+                &self.cfg,
+                imprint_only,
+                seed,
+                &cancel,
+                &mut progress,
+            ),
+            Some(o) => learner::run_offered(
+                &slot.versions,
+                &slot.store,
+                &self.cfg,
+                o,
+                seed,
+                &cancel,
+                &mut progress,
+            ),
+        };
         let outcome = match outcome {
             Err(_)
                 if finetune
@@ -231,10 +252,35 @@ impl TrainerThread {
             }
             o => o?,
         };
+        let mut st = self.outcome_state(slot, model, outcome, offered.is_some())?;
+        st.kind = Some(kind.into());
+        Ok(Ran::Done(Box::new(st)))
+    }
+
+    /// What an adaptation's outcome did: a promoted version swapped in (and, from this
+    /// device's own samples, its new labels offered to the fleet), a rejection with its
+    /// reason (a view's new reference swapped in), or nothing to learn.
+    fn outcome_state(
+        &self,
+        slot: &ModelSlot,
+        model: &str,
+        outcome: Outcome,
+        offered: bool,
+    ) -> anyhow::Result<TrainingState> {
         let mut st;
         match outcome {
             Outcome::Promoted { package, info } => {
                 self.swap(slot, &package)?;
+                if !offered {
+                    let evidence = serde_json::to_value(&info.gate).unwrap_or_default();
+                    self.fleet.offer_labels(
+                        model,
+                        &info.new_classes,
+                        package.manifest.version,
+                        &slot.store,
+                        evidence,
+                    );
+                }
                 st = TrainingState::new(model, TrainState::Promoted);
                 st.version = Some(package.manifest.version);
                 st.gate = Some(info.gate);
@@ -266,8 +312,82 @@ impl TrainerThread {
                 st.reason = Some(reason);
             }
         }
-        st.kind = Some(kind.into());
-        Ok(Ran::Done(Box::new(st)))
+        Ok(st)
+    }
+
+    /// Adopted offers' samples count towards `auto_after` as a person's samples do (the
+    /// scheduler counts those): once a model has `auto_after` of them since its last
+    /// fine-tune, a fine-tune follows, as it did on the device that was taught.
+    fn finetune_after_adoptions(
+        &self,
+        job: &Job,
+        end: JobEnd,
+        adopted: &mut BTreeMap<String, usize>,
+    ) -> Option<Job> {
+        let model = job.model().to_string();
+        match job {
+            Job::Adapt {
+                imprint_only: false,
+                ..
+            } if end != JobEnd::Yielded => {
+                adopted.remove(&model);
+            }
+            Job::Adopt { .. } if end == JobEnd::Promoted => {
+                *adopted.entry(model.clone()).or_default() += self.last_adopted.get();
+            }
+            _ => {}
+        }
+        let due = self.cfg.auto_after > 0
+            && adopted
+                .get(&model)
+                .is_some_and(|&n| n >= self.cfg.auto_after);
+        due.then(|| {
+            adopted.remove(&model);
+            Job::Adapt {
+                model,
+                imprint_only: false,
+            }
+        })
+    }
+
+    /// A class offer of the fleet: its label imprinted on the live model and judged by
+    /// this device's gate; the verdict goes back to the fleet ([`Fleet::settle`]).
+    fn adopt(&self, slot: &ModelSlot, job: &Job, id: &str, seed: u64) -> anyhow::Result<Ran> {
+        let model = job.model();
+        let (offer, offered) = match self.fleet.take(slot, model, id) {
+            Ok(taken) => taken,
+            Err(untaken) => {
+                let Untaken { offer, reason } = *untaken;
+                if let Some(offer) = offer {
+                    let detail = Verdict::because(reason.clone());
+                    self.fleet.settle(model, &offer, &slot.store, false, detail);
+                }
+                let mut st = TrainingState::new(model, TrainState::Rejected);
+                st.kind = Some(job.kind().into());
+                st.reason = Some(reason);
+                return Ok(Ran::Done(Box::new(st)));
+            }
+        };
+        self.last_adopted.set(offered.samples.len());
+        let ran = self.adapt(slot, job, true, Some(&offered), seed);
+        let st = match &ran {
+            Ok(Ran::Done(st)) => st.as_ref().clone(),
+            Ok(Ran::Yielded) => unreachable!("an imprint does not yield"),
+            // Failed (an error, not the gate): kept, tried again at the next start.
+            Err(_) => return ran,
+        };
+        let adopted = st.state == TrainState::Promoted;
+        let detail = Verdict {
+            reason: st.reason.clone(),
+            version: Some(slot.live.load().version),
+            gate: st.gate.clone(),
+        };
+        self.fleet
+            .settle(model, &offer, &slot.store, adopted, detail);
+        if adopted {
+            self.publish_card(slot);
+        }
+        ran
     }
 
     fn run_job(&self, job: &Job, seed: u64) -> anyhow::Result<Ran> {
@@ -277,7 +397,8 @@ impl TrainerThread {
             .get(model)
             .ok_or_else(|| anyhow::anyhow!("unknown model `{model}`"))?;
         match job {
-            Job::Adapt { imprint_only, .. } => self.adapt(slot, job, *imprint_only, seed),
+            Job::Adapt { imprint_only, .. } => self.adapt(slot, job, *imprint_only, None, seed),
+            Job::Adopt { offer, .. } => self.adopt(slot, job, offer, seed),
             Job::Rollback { .. } => {
                 let pkg = slot.versions.rollback()?;
                 self.swap(slot, &pkg)?;
@@ -320,6 +441,8 @@ impl TrainerThread {
             self.publish_card(slot);
         }
         let mut queue = TrainerQueue::new(self.cfg.min_shots, self.cfg.auto_after > 0);
+        // Samples adopted from the fleet per model since its last fine-tune.
+        let mut adopted: BTreeMap<String, usize> = BTreeMap::new();
         while !self.stop.load(Ordering::Relaxed) {
             if queue.is_idle() {
                 match jobs.recv_timeout(Duration::from_millis(200)) {
@@ -391,6 +514,9 @@ impl TrainerThread {
             }
             tracing::info!(kind = %job.kind(), model = %job.model(), state = ?st.state, "trainer job ended");
             jobs.try_iter().for_each(|j| queue.push(j));
+            if let Some(j) = self.finetune_after_adoptions(&job, end, &mut adopted) {
+                queue.push(j);
+            }
             st.queued = queue.queued(job.model());
             if let Some(slot) = self.models.get(job.model())
                 && end != JobEnd::Yielded

@@ -29,6 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub mod announce;
+pub mod fleet;
 pub mod inbox;
 pub mod learn;
 pub mod leftovers;
@@ -48,6 +49,7 @@ use crate::parts::Part;
 use crate::pipeline::{self, PipelineHandle};
 use crate::settings::Settings;
 use announce::Announcer;
+use fleet::{Fleet, FleetDesk};
 use learn::TrainerThread;
 use metrics::{AdaptCounters, MetricsProbe, Scrape};
 use models::open_model;
@@ -130,15 +132,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         &models,
         &publisher,
     ));
-    let (scheduler, trainer) = start_trainer(
-        &settings,
+    let fleet = Arc::new(Fleet::open(
+        &settings.fleet,
+        &settings.state_dir,
+        &device,
         &models,
         &topics,
         &publisher,
-        &stops,
-        &adapt_counters,
-        &announcer,
-    )?;
+    )?);
     let mut rt = Runtime {
         device: device.clone(),
         topics: topics.clone(),
@@ -150,7 +151,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         samples: Arc::default(),
         adapt_counters,
         announcer,
+        fleet,
     };
+    let (scheduler, trainer) = start_trainer(&settings, &rt, &stops)?;
     let inbound = start_inbound(&settings, &rt, &ctx, scheduler, inbound, &stops)?;
     let mqtt = go_online(&rt, &online_tx, connection, mqtt_stop)?;
     let mut running = Running {
@@ -227,6 +230,11 @@ fn link_config(
         format!("{prefix}/{device}/samples/+/add"),
     ];
     subscriptions.extend(topics.teach_commands());
+    if !settings.fleet.trusted.is_empty() {
+        for family in fleet_families(settings) {
+            subscriptions.extend(topics.fleet_subscriptions(&family));
+        }
+    }
     subscriptions.extend(topics.homeassistant_status());
     LinkConfig {
         settings: settings.mqtt.clone(),
@@ -237,6 +245,22 @@ fn link_config(
         inbound_capacity: settings.mqtt.inbound_queue,
         overflow_reply: inbox::busy_reply(topics.clone()),
     }
+}
+
+/// The model families of the configured pipelines (the shipped `model.onnx`'s SHA-256),
+/// for the fleet's subscriptions, which are made before the models are opened; a model that
+/// cannot be read has none (its pipeline fails to start and says why).
+fn fleet_families(settings: &Settings) -> std::collections::BTreeSet<String> {
+    settings
+        .pipeline
+        .iter()
+        .filter_map(|p| {
+            let onnx = settings
+                .model_path(p)
+                .join(crate::registry::package::MODEL_ONNX);
+            crate::fleet::family_of(&onnx).ok()
+        })
+        .collect()
 }
 
 /// What every pipeline shares: publishing, the capture rings' size, the stop flags of
@@ -307,12 +331,8 @@ fn start_pipelines(
 /// jobs; with it off, neither.
 fn start_trainer(
     settings: &Settings,
-    models: &BTreeMap<String, Arc<ModelSlot>>,
-    topics: &Topics,
-    publisher: &Publisher,
+    rt: &Runtime,
     stops: &Stops,
-    counters: &Arc<AdaptCounters>,
-    announcer: &Arc<Announcer>,
 ) -> anyhow::Result<(Option<Scheduler>, Option<Part>)> {
     if !settings.adapt.enabled {
         return Ok((None, None));
@@ -320,14 +340,16 @@ fn start_trainer(
     let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(16);
     let imprint_waiting = Arc::new(AtomicBool::new(false));
     let trainer = TrainerThread {
-        models: models.clone(),
+        models: rt.models.clone(),
         cfg: settings.adapt.clone(),
-        topics: topics.clone(),
-        publish: publisher.clone(),
+        topics: rt.topics.clone(),
+        publish: rt.publisher.clone(),
         stop: stops.trainer.clone(),
         imprint_waiting: imprint_waiting.clone(),
-        counters: counters.clone(),
-        announcer: announcer.clone(),
+        counters: rt.adapt_counters.clone(),
+        announcer: rt.announcer.clone(),
+        fleet: rt.fleet.clone(),
+        last_adopted: Default::default(),
     };
     let part = Part::spawn("trainer", move || trainer.run(jobs_rx))?;
     let scheduler = Scheduler::new(settings.adapt.clone(), jobs_tx, imprint_waiting);
@@ -363,6 +385,7 @@ fn start_inbound(
         samples: rt.samples.clone(),
         announcer: rt.announcer.clone(),
         teach: Default::default(),
+        fleet: FleetDesk::new(rt.fleet.clone()),
     };
     let stop = stops.inbound.clone();
     Ok(Part::spawn("inbound", move || inbox.run(inbound, stop))?)

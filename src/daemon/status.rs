@@ -43,6 +43,8 @@ pub struct Runtime {
     pub adapt_counters: Arc<metrics::AdaptCounters>,
     /// Home Assistant discovery.
     pub announcer: Arc<super::announce::Announcer>,
+    /// Class offers to and from the fleet.
+    pub fleet: Arc<super::fleet::Fleet>,
 }
 
 impl Runtime {
@@ -96,6 +98,7 @@ impl Runtime {
                     .clone(),
             ),
             training_kernels: crate::lsskd::kernels::measured().map(|c| c.kernels.clone()),
+            fleet: Some(self.fleet.status()),
         }
     }
 

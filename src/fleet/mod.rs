@@ -6,7 +6,10 @@
 //!
 //! This module holds what needs no broker and no model: each device's signing key
 //! ([`identity`]), and the offer itself — its signed manifest of per-part SHA-256 digests,
-//! its chunks, the checks a receiver makes and the reasons it refuses ([`offer`]).
+//! its chunks, the checks a receiver makes and the reasons it refuses ([`offer`]), and the
+//! offers kept on disk until their outcome is decided, with the device's offer counter
+//! ([`store`]). The daemon's side (publishing, receiving, policy, adoption) is
+//! `daemon::fleet`.
 //!
 //! Trust model: a device accepts offers only from the public keys its configuration lists
 //! (`fleet.trusted`); the key is made on the device at first start and never leaves its
@@ -20,9 +23,19 @@
 
 pub mod identity;
 pub mod offer;
+pub mod store;
 
 pub use identity::{DeviceKey, PublicKey};
 pub use offer::{Envelope, OfferBody, Part, PartKind, Refusal, ReplayGuard, Trust};
+pub use store::{OfferStore, StoredOffer};
+
+/// A model family: the SHA-256 (hex) of the shipped `model.onnx` at `onnx`. Devices whose
+/// shipped models are the same bytes share offers.
+pub fn family_of(onnx: &std::path::Path) -> Result<String, FleetError> {
+    use sha2::Digest;
+    let bytes = std::fs::read(onnx).map_err(io(onnx))?;
+    Ok(hex::encode(sha2::Sha256::digest(bytes)))
+}
 
 /// Errors of the fleet's files; each names the file.
 #[derive(Debug, thiserror::Error)]

@@ -266,17 +266,19 @@ impl ReplayGuard {
         format!("{} {}", body.origin.key, body.label)
     }
 
-    /// Refused when an offer of this origin and label with this counter or a higher one was
-    /// accepted before.
-    pub fn check(&self, body: &OfferBody) -> Result<(), Refusal> {
+    /// Whether the offer is new (`Ok(true)`) or the one of this origin and label already
+    /// acted on (`Ok(false)`: the same counter, as a broker delivers a retained offer again
+    /// after a restart); refused when a higher counter was acted on before.
+    pub fn check(&self, body: &OfferBody) -> Result<bool, Refusal> {
         match self.seen.get(&Self::key_of(body)) {
-            Some(&seen) if body.counter <= seen => Err(Refusal::Replayed {
+            Some(&seen) if body.counter < seen => Err(Refusal::Replayed {
                 key: body.origin.key.clone(),
                 label: body.label.clone(),
                 counter: body.counter,
                 seen,
             }),
-            _ => Ok(()),
+            Some(&seen) => Ok(body.counter > seen),
+            None => Ok(true),
         }
     }
 
@@ -292,6 +294,38 @@ impl ReplayGuard {
         write_atomic(&StdFs, &self.path, &self.path.with_extension("tmp"), &bytes)
             .map_err(io(&self.path))?;
         StdFs.sync_dir(dir).map_err(io(dir))
+    }
+}
+
+/// An offer ready for the broker: its manifest, the envelope's bytes and every chunk of
+/// every part as (part, chunk, bytes).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub body: OfferBody,
+    pub envelope: Vec<u8>,
+    pub chunks: Vec<(usize, usize, Vec<u8>)>,
+}
+
+/// `body` (its `parts` replaced by the manifest of `parts`) signed by `key`, with its chunks.
+pub fn seal(key: &DeviceKey, mut body: OfferBody, parts: &[(String, PartKind, Vec<u8>)]) -> Sealed {
+    body.parts = parts
+        .iter()
+        .map(|(name, kind, bytes)| Part::of(name, *kind, bytes))
+        .collect();
+    let chunks = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, (_, _, bytes))| {
+            chunks(bytes)
+                .into_iter()
+                .enumerate()
+                .map(move |(c, chunk)| (p, c, chunk.to_vec()))
+        })
+        .collect();
+    Sealed {
+        envelope: Envelope::seal(key, &body).to_bytes(),
+        body,
+        chunks,
     }
 }
 
@@ -511,17 +545,23 @@ mod tests {
         let porch = DeviceKey::from_seed([1; 32]);
         let mut guard = ReplayGuard::open(dir.path()).expect("open");
         let (old, new) = (body(&porch, 4, &[]), body(&porch, 5, &[]));
-        guard.check(&new).expect("first");
+        assert_eq!(guard.check(&new), Ok(true), "first");
         guard.record(&new).expect("record");
         let guard = ReplayGuard::open(dir.path()).expect("reopen");
         let e = guard.check(&old).expect_err("older");
         assert_eq!(e.kind(), "replayed", "{e}");
-        assert_eq!(guard.check(&new).expect_err("same").kind(), "replayed");
+        assert_eq!(
+            guard.check(&new),
+            Ok(false),
+            "the same offer again: already acted on"
+        );
         let mut other = body(&porch, 1, &[]);
         other.label = "dog".into();
-        guard
-            .check(&other)
-            .expect("another label has its own counter");
+        assert_eq!(
+            guard.check(&other),
+            Ok(true),
+            "another label has its own counter"
+        );
     }
 
     #[test]

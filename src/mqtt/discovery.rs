@@ -243,6 +243,26 @@ fn model_entities(add: &mut Add<'_>, topics: &Topics, m: &ModelEntities<'_>) {
             "icon": "mdi:history",
         }),
     );
+    // The fleet's class offers waiting for a person (policy `ask`): "update available" with
+    // the oldest one; install = `fleet install` (it is judged by this device's gate).
+    add(
+        format!("{name}_fleet_offer"),
+        "update",
+        format!("{name} class offer"),
+        json!({
+            "state_topic": topics.model_offers(name),
+            "value_template": concat!(
+                "{% set o = value_json.offers %}",
+                "{{ {'installed_version': 'v' ~ value_json.version, ",
+                "'latest_version': ('`' ~ o[0].label ~ '` from ' ~ o[0].origin) if o else 'v' ~ value_json.version, ",
+                "'title': ('new class `' ~ o[0].label ~ '` from `' ~ o[0].origin ~ '`') if o else 'no class offer', ",
+                "'release_summary': (o | length) ~ ' offer(s) waiting; installing one teaches it here only if the gate of this device passes'} | tojson }}"
+            ),
+            "command_topic": topics.model_cmd(name),
+            "payload_install": "fleet install",
+            "icon": "mdi:account-group",
+        }),
+    );
     let cmd = topics.model_cmd(name);
     button(
         add,
@@ -365,7 +385,7 @@ mod tests {
         let (topic, body) = sample();
         assert_eq!(topic, "homeassistant/device/pi4/config");
         let cmps = body["cmps"].as_object().expect("cmps");
-        assert_eq!(cmps.len(), 2 * 7 + 2 * 6 + 6);
+        assert_eq!(cmps.len(), 2 * 7 + 2 * 7 + 6);
         let mut ids: Vec<&str> = cmps
             .values()
             .map(|c| c["unique_id"].as_str().expect("id"))
@@ -381,6 +401,16 @@ mod tests {
         );
         assert_eq!(cmps["audio_rollback"]["payload_press"], "rollback");
         assert_eq!(cmps["vision_shipped"]["payload_press"], "promote 0");
+        // The fleet's class offers: an update entity whose install is `fleet install`.
+        assert_eq!(cmps["vision_fleet_offer"]["p"], "update");
+        assert_eq!(
+            cmps["vision_fleet_offer"]["state_topic"],
+            "lsskd/pi4/model/vision/offers"
+        );
+        assert_eq!(
+            cmps["vision_fleet_offer"]["payload_install"],
+            "fleet install"
+        );
         assert_eq!(body["availability_topic"], "lsskd/pi4/status");
         // Teaching: a pipeline's select and text set its label, its buttons press.
         assert_eq!(cmps["door_teach_label"]["options"], json!(["bag", "coat"]));

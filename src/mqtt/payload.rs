@@ -76,6 +76,73 @@ pub struct Status {
     /// when the trainer started), once measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_kernels: Option<String>,
+    /// Class offers to and from the fleet (counts since start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// What the status says of the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// This device's public key.
+    pub key: String,
+    pub trusted: usize,
+    /// Offers this device published (retractions included).
+    pub offered: u64,
+    /// Offers opened, put together and kept.
+    pub received: u64,
+    pub adopted: u64,
+    pub rejected: u64,
+    /// Offers waiting for `fleet install` (policy `ask`).
+    pub waiting: usize,
+    /// Refused offers by reason (`unknown_key`, `bad_signature`, `tampered`, `replayed`,
+    /// `expired`, `malformed`, `other_family`).
+    pub refused: std::collections::BTreeMap<String, u64>,
+}
+
+/// A device's verdict on an offer, retained on the fleet's verdict topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetVerdict {
+    pub v: u32,
+    pub ts: u64,
+    /// This device.
+    pub device: String,
+    pub model: String,
+    pub label: String,
+    pub origin: String,
+    pub counter: u64,
+    /// `adopted`, `rejected`, `waiting`, `skipped`, `refused`, `retracted`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The version this device serves after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// This device's gate evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::registry::card::GateMetrics>,
+}
+
+/// `<prefix>/<device>/model/<m>/offers` (retained): the version the model serves and the
+/// class offers waiting for `fleet install` (oldest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitingOffers {
+    pub v: u32,
+    pub model: String,
+    pub version: u32,
+    pub offers: Vec<WaitingOffer>,
+}
+
+/// An offer waiting for a person, as the model's retained `offers` topic lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitingOffer {
+    pub id: String,
+    pub label: String,
+    pub origin: String,
+    pub origin_version: u32,
+    pub samples: usize,
+    /// The origin's own gate evidence.
+    pub evidence: serde_json::Value,
 }
 
 /// The broker connection, in the status message (counts since start).

@@ -48,6 +48,11 @@ impl Topics {
         self.at(&format!("model/{model}/cmd"))
     }
 
+    /// Retained: the class offers of the fleet waiting for `fleet install` (policy `ask`).
+    pub fn model_offers(&self, model: &str) -> String {
+        self.at(&format!("model/{model}/offers"))
+    }
+
     /// The daemon's answer to the `versions` command (not retained).
     pub fn model_versions(&self, model: &str) -> String {
         self.at(&format!("model/{model}/versions"))
@@ -146,6 +151,42 @@ impl Topics {
         })
     }
 
+    fn fleet(&self, family: &str, rest: &str) -> String {
+        format!("{}/fleet/{family}/{rest}", self.prefix)
+    }
+
+    /// Retained: the signed envelope of `device`'s offer of `label` to the devices of a
+    /// model family (the shipped model's digest).
+    pub fn fleet_offer(&self, family: &str, device: &str, label: &str) -> String {
+        self.fleet(family, &format!("offer/{device}/{label}"))
+    }
+
+    /// Retained: chunk `chunk` of part `part` of the offer with counter `counter`.
+    pub fn fleet_part(&self, family: &str, device: &str, label: &str, at: PartAt) -> String {
+        self.fleet(
+            family,
+            &format!(
+                "part/{device}/{label}/{}/{}/{}",
+                at.counter, at.part, at.chunk
+            ),
+        )
+    }
+
+    /// Every chunk this device published for its offers of `label` (to clear them).
+    pub fn fleet_parts_of(&self, family: &str, label: &str) -> String {
+        self.fleet(family, &format!("part/{}/{label}/#", self.device))
+    }
+
+    /// Retained: this device's verdict on `origin`'s offer of `label`.
+    pub fn fleet_verdict(&self, family: &str, origin: &str, label: &str) -> String {
+        self.fleet(family, &format!("verdict/{origin}/{label}/{}", self.device))
+    }
+
+    /// What a device of `family` subscribes to: the offers and their parts.
+    pub fn fleet_subscriptions(&self, family: &str) -> [String; 2] {
+        [self.fleet(family, "offer/#"), self.fleet(family, "part/#")]
+    }
+
     /// Home Assistant's own status topic (re-announce when it says `online`).
     pub fn homeassistant_status(&self) -> Option<String> {
         (!self.homeassistant_prefix.is_empty())
@@ -176,6 +217,75 @@ pub enum Topic<'a> {
     SamplesAck { model: &'a str },
     TeachSet { scope: TeachScope<'a> },
     TeachPress { scope: TeachScope<'a> },
+}
+
+/// Where a chunk sits in an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartAt {
+    pub counter: u64,
+    pub part: usize,
+    pub chunk: usize,
+}
+
+/// A fleet topic `<prefix>/fleet/<family>/…` (one-level prefix), parsed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetTopic<'a> {
+    Offer {
+        family: &'a str,
+        device: &'a str,
+        label: &'a str,
+    },
+    Part {
+        family: &'a str,
+        device: &'a str,
+        label: &'a str,
+        at: PartAt,
+    },
+    Verdict {
+        family: &'a str,
+        origin: &'a str,
+        label: &'a str,
+        device: &'a str,
+    },
+}
+
+/// A fleet topic parsed; `None` for anything else (numbers that do not parse included).
+pub fn parse_fleet(topic: &str) -> Option<FleetTopic<'_>> {
+    let levels: Vec<&str> = topic.split('/').collect();
+    Some(match levels.as_slice() {
+        [_, "fleet", family, "offer", device, label] => FleetTopic::Offer {
+            family,
+            device,
+            label,
+        },
+        [
+            _,
+            "fleet",
+            family,
+            "part",
+            device,
+            label,
+            counter,
+            part,
+            chunk,
+        ] => FleetTopic::Part {
+            family,
+            device,
+            label,
+            at: PartAt {
+                counter: counter.parse().ok()?,
+                part: part.parse().ok()?,
+                chunk: chunk.parse().ok()?,
+            },
+        },
+        [_, "fleet", family, "verdict", origin, label, device] => FleetTopic::Verdict {
+            family,
+            origin,
+            label,
+            device,
+        },
+        _ => return None,
+    })
 }
 
 /// A device topic `<prefix>/<device>/…` (one-level prefix) parsed into its device and kind;
@@ -252,6 +362,44 @@ mod tests {
         ] {
             assert_eq!(parse(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn fleet_topics_parse_back_and_sit_beside_the_devices() {
+        let t = Topics::new("lsskd", "garden", "homeassistant");
+        let at = PartAt {
+            counter: 7,
+            part: 2,
+            chunk: 0,
+        };
+        assert_eq!(
+            t.fleet_offer("f00d", "porch", "cat"),
+            "lsskd/fleet/f00d/offer/porch/cat"
+        );
+        assert_eq!(
+            parse_fleet(&t.fleet_part("f00d", "porch", "cat", at)),
+            Some(FleetTopic::Part {
+                family: "f00d",
+                device: "porch",
+                label: "cat",
+                at
+            })
+        );
+        assert_eq!(
+            parse_fleet(&t.fleet_verdict("f00d", "porch", "cat")),
+            Some(FleetTopic::Verdict {
+                family: "f00d",
+                origin: "porch",
+                label: "cat",
+                device: "garden"
+            })
+        );
+        assert_eq!(
+            t.fleet_parts_of("f00d", "cat"),
+            "lsskd/fleet/f00d/part/garden/cat/#"
+        );
+        assert_eq!(parse_fleet("lsskd/fleet/f/part/d/l/x/0/0"), None);
+        assert_eq!(parse(&t.fleet_offer("f00d", "porch", "cat")), None);
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub struct AdaptationInfo {
     /// Why the fine-tuned candidate was not kept, when the imprinted one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune_rejected: Option<String>,
+    /// The fleet's class offer this version adopted (origin device, its version, the
+    /// offer's counter), when it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
 }
 
 /// A label a version serves on weak evidence: its held-out accuracy (`gate.labels`) is
@@ -239,6 +243,7 @@ mod tests {
             seconds: 1.0,
             steps: 0,
             finetune_rejected: None,
+            offer: None,
         };
         let p = info.provisional(0.6);
         assert_eq!(p.len(), 1, "{p:?}");

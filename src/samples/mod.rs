@@ -286,7 +286,8 @@ impl SampleStore {
     }
 
     /// Decode a stored sample, verifying its hash.
-    pub fn load(&self, meta: &SampleMeta) -> Result<Raw, SampleError> {
+    /// A stored sample's bytes as they arrived, checked against its digest.
+    pub fn bytes(&self, meta: &SampleMeta) -> Result<Vec<u8>, SampleError> {
         let path = self.root.join(format!("{}.{}", meta.id, meta.ext));
         let bytes = fs::read(&path).map_err(io(&path))?;
         if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
@@ -295,6 +296,12 @@ impl SampleStore {
                 message: "sha256 does not match its metadata".into(),
             });
         }
+        Ok(bytes)
+    }
+
+    pub fn load(&self, meta: &SampleMeta) -> Result<Raw, SampleError> {
+        let bytes = self.bytes(meta)?;
+        let path = self.root.join(format!("{}.{}", meta.id, meta.ext));
         decode(&bytes).map_err(|e| SampleError::Corrupt {
             path,
             message: e.to_string(),

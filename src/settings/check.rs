@@ -30,6 +30,9 @@ impl Settings {
                 p.push(format!("`fleet.trusted[{i}]`: {e}"));
             }
         }
+        if self.fleet.offer_days == 0 {
+            p.push("`fleet.offer_days`: must be at least 1".into());
+        }
         let mut names = BTreeSet::new();
         for (i, pl) in self.pipeline.iter().enumerate() {
             let at = format!("pipeline[{i}]");

@@ -6,7 +6,7 @@
 //! [`Settings::path_problems`]; both in `check`), each naming its key. Each part of the
 //! daemon receives only its own section.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -36,12 +36,51 @@ pub struct Settings {
     pub pipeline: Vec<PipelineSettings>,
 }
 
-/// `[fleet]`: the devices this one accepts class offers from.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[fleet]`: class offers between devices of a model family (`daemon::fleet`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSettings {
     /// Public keys, `ed25519:<base64url>` (`crate::fleet::PublicKey`).
     pub trusted: Vec<String>,
+    /// Offer the labels this device learns from its own samples to the fleet.
+    pub share: bool,
+    /// What an offer from a trusted device does, for models without their own entry.
+    pub policy: FleetPolicy,
+    /// Per model, in place of `policy`.
+    pub policies: BTreeMap<String, FleetPolicy>,
+    /// Days an offer stays valid after it is made.
+    pub offer_days: u32,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            trusted: Vec::new(),
+            share: false,
+            policy: FleetPolicy::Ask,
+            policies: BTreeMap::new(),
+            offer_days: 30,
+        }
+    }
+}
+
+impl FleetSettings {
+    /// The policy of `model`.
+    pub fn policy_of(&self, model: &str) -> FleetPolicy {
+        self.policies.get(model).copied().unwrap_or(self.policy)
+    }
+}
+
+/// What a device does with a verified offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetPolicy {
+    /// Build the candidate and judge it with this device's own gate; adopt it if it passes.
+    Auto,
+    /// Keep it until a person says `fleet install` (or `fleet skip`).
+    Ask,
+    /// Refuse it (counted and logged).
+    Never,
 }
 
 /// `[adapt]`: on-device learning from labelled samples.

@@ -85,6 +85,18 @@ pub fn send_samples_to(
     files: &[PathBuf],
     extra: &[&str],
 ) -> String {
+    send_samples_as(broker, "it", model, label, files, extra)
+}
+
+/// [`send_samples_to`] device `device`.
+pub fn send_samples_as(
+    broker: &Mosquitto,
+    device: &str,
+    model: &str,
+    label: &str,
+    files: &[PathBuf],
+    extra: &[&str],
+) -> String {
     let mut args: Vec<String> = [
         "sample",
         "send",
@@ -93,7 +105,7 @@ pub fn send_samples_to(
         "--label",
         label,
         "--device",
-        "it",
+        device,
         "--host",
         "127.0.0.1",
         "--username",

@@ -50,6 +50,23 @@ impl Mosquitto {
         Self::start_with(false, Some(acl), users)
     }
 
+    /// Like [`Mosquitto::start`], bridged to `remote` (as a mosquitto bridge: one
+    /// connection from this broker to it, with the password user) for `topic` both ways at
+    /// QoS 1.
+    pub fn start_bridged(remote: &Mosquitto, topic: &str) -> Mosquitto {
+        let mut m = Self::start_with(false, None, &[]);
+        m.stop();
+        let bridge = format!(
+            "connection bridge-{}\naddress 127.0.0.1:{}\nremote_username {USER}\nremote_password {PASSWORD}\ntopic {topic} both 1\ncleansession true\nrestart_timeout 1\n",
+            remote.port, remote.port
+        );
+        let mut text = std::fs::read_to_string(&m.conf).expect("conf");
+        text.push_str(&bridge);
+        std::fs::write(&m.conf, text).expect("conf");
+        m.spawn();
+        m
+    }
+
     /// Like [`Mosquitto::start`], with a TLS listener whose certificate (for `localhost`
     /// and 127.0.0.1) is signed by a fresh CA at [`Mosquitto::ca_file`].
     pub fn start_tls() -> Mosquitto {

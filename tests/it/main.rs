@@ -8,6 +8,7 @@ mod common;
 mod core_cli;
 mod crash;
 mod daemon;
+mod fleet;
 mod harness;
 mod home_assistant;
 mod imports;
