@@ -366,6 +366,22 @@ impl TrainerQueue {
             .collect()
     }
 
+    /// Drop the queued imprints that have nothing to do with each model's labels now (as
+    /// [`TrainerQueue::next`] would), so that what is reported as queued will run: an
+    /// imprint asked for by a sample that the running imprint already read is not one.
+    pub fn prune(&mut self, labels: impl Fn(&str) -> Labels) {
+        let queue = std::mem::take(&mut self.queue);
+        self.queue = queue
+            .into_iter()
+            .filter(|job| {
+                !is_adapt(job, true)
+                    || !self
+                        .to_imprint(job.model(), &labels(job.model()))
+                        .is_empty()
+            })
+            .collect();
+    }
+
     /// The next job to run, given each model's labels now (`None`: nothing to do). Jobs
     /// with nothing to do are dropped here; the caller reports the one it gets through
     /// [`TrainerQueue::finished`] before asking again.
@@ -636,6 +652,25 @@ mod tests {
         q.finished(JobEnd::Rejected);
         q.catch_up("vision", &now);
         assert_eq!(q.next(|_| now.clone()), None, "attempted at its count");
+    }
+
+    /// The imprint a sample asked for while the running imprint already read that sample
+    /// has nothing to do: it is not reported as queued (`sample send --wait` waited for it
+    /// until its timeout).
+    #[test]
+    fn an_imprint_with_nothing_to_do_is_not_reported_as_queued() {
+        let mut q = TrainerQueue::new(3, true);
+        q.push(adapt("vision", true));
+        let all_five = labels(&[("digit_3", 5)], &["shirt"]);
+        assert_eq!(q.next(|_| all_five.clone()), Some(adapt("vision", true)));
+        // The fifth sample's request arrives while it runs.
+        q.push(adapt("vision", true));
+        q.finished(JobEnd::Promoted);
+        let served = labels(&[("digit_3", 5)], &["shirt", "digit_3"]);
+        assert_eq!(q.queued("vision"), vec!["imprint"]);
+        q.prune(|_| served.clone());
+        assert!(q.queued("vision").is_empty());
+        assert!(q.is_idle());
     }
 
     /// Issue 28: `digit_2`'s imprint is rejected while a fine-tune is queued. The

@@ -517,6 +517,12 @@ impl TrainerThread {
             if let Some(j) = self.finetune_after_adoptions(&job, end, &mut adopted) {
                 queue.push(j);
             }
+            queue.prune(|model| {
+                self.models
+                    .get(model)
+                    .map(|slot| labels_of(slot))
+                    .unwrap_or_default()
+            });
             st.queued = queue.queued(job.model());
             if let Some(slot) = self.models.get(job.model())
                 && end != JobEnd::Yielded
