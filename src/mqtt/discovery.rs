@@ -266,6 +266,14 @@ fn model_entities(add: &mut Add<'_>, topics: &Topics, m: &ModelEntities<'_>) {
     let cmd = topics.model_cmd(name);
     button(
         add,
+        format!("{name}_fleet_skip"),
+        format!("{name} skip class offer"),
+        cmd.clone(),
+        "fleet skip",
+        "mdi:close-circle-outline",
+    );
+    button(
+        add,
         format!("{name}_adapt"),
         format!("{name} adapt"),
         cmd.clone(),
@@ -385,7 +393,7 @@ mod tests {
         let (topic, body) = sample();
         assert_eq!(topic, "homeassistant/device/pi4/config");
         let cmps = body["cmps"].as_object().expect("cmps");
-        assert_eq!(cmps.len(), 2 * 7 + 2 * 7 + 6);
+        assert_eq!(cmps.len(), 2 * 7 + 2 * 8 + 6);
         let mut ids: Vec<&str> = cmps
             .values()
             .map(|c| c["unique_id"].as_str().expect("id"))

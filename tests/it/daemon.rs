@@ -425,9 +425,9 @@ fn home_assistant_discovery_is_valid_its_buttons_work_and_it_is_reannounced() {
     assert_eq!(ids.len(), n, "unique ids repeat: {d}");
     // Two pipelines (label, prediction event, last seen; teaching: a select, a text, two
     // buttons), one model (version, verdict, version select, the fleet's class offer,
-    // three buttons), the device's label request, its image, its select, text and answer
+    // four buttons), the device's label request, its image, its select, text and answer
     // button, and the teaching status (tests/it/home_assistant.rs drives them).
-    assert_eq!(n, 2 * 7 + 7 + 6, "{d}");
+    assert_eq!(n, 2 * 7 + 8 + 6, "{d}");
     for (key, field, want) in [
         ("door_label", "state_topic", "lsskd/it/door/state"),
         (
