@@ -127,9 +127,9 @@ impl OfferStore {
         })
     }
 
-    /// Every offer kept, oldest counter first; the envelope of each is opened again with
-    /// `trust` (a key no longer trusted, or an offer that has expired since, is refused:
-    /// `Err` per offer, with its id).
+    /// Every offer kept, oldest first (by the time it was issued); the envelope of each is
+    /// opened again with `trust` (a key no longer trusted, or an offer that has expired
+    /// since, is refused: `Err` per offer, with its id).
     pub fn list(
         &self,
         trust: &Trust,
@@ -145,7 +145,7 @@ impl OfferStore {
             out.push(self.read(&id, trust, family_of, now_ms)?);
         }
         out.sort_by_key(|o| match o {
-            Ok(s) => (s.body.counter, s.id.clone()),
+            Ok(s) => (s.body.issued_ms, s.id.clone()),
             Err((id, _)) => (0, id.clone()),
         });
         Ok(out)
