@@ -12,7 +12,10 @@
 //!   `adapt.teach_now_count` captures, at least `adapt.teach_now_spacing_ms` apart) and
 //!   `wrong` ("that was wrong": the capture that made the pipeline's stable state) become
 //!   samples of it, stored exactly as `samples/<model>/add {capture_id}` stores them; every
-//!   action says what it did, or why it did nothing, on the retained `teach/status`.
+//!   action says what it did, or why it did nothing, on the retained `teach/status`;
+//! - the fleet's class offers (`<prefix>/fleet/<family>/offer|part/…`: `daemon::fleet`'s
+//!   `FleetDesk` opens and keeps them; an offer to adopt or a retraction becomes a trainer
+//!   job) and `fleet install|skip` on the model command topic.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -202,24 +205,24 @@ impl Inbox {
         }
         let words: Vec<&str> = text.split_whitespace().collect();
         let mut said = None;
-        let result = if !self.models.contains_key(model) {
+        // The job to queue; `Ok(None)`: the command was done here.
+        let result: Result<Option<Job>, String> = if !self.models.contains_key(model) {
             Err(format!("unknown model `{model}`"))
         } else if words.first() == Some(&"fleet") {
             // `fleet install|skip [offer]`: a skip is done here; an install is an `adopt` job.
-            self.fleet
-                .command(model, &words[1..])
-                .and_then(|(msg, job)| {
-                    said = Some(msg);
-                    job.ok_or_else(String::new)
-                })
+            self.fleet.command(model, &words[1..]).map(|(msg, job)| {
+                said = Some(msg);
+                job
+            })
         } else {
-            parse_command(model, &text)
+            parse_command(model, &text).map(Some)
         };
+        let done_here = matches!(result, Ok(None));
         let outcome = match (result, self.scheduler.as_mut()) {
-            (Err(e), _) if e.is_empty() => Ok(()),
             (Err(e), _) => Err(e),
-            (Ok(_), None) => Err("learning is disabled on this device".into()),
-            (Ok(job), Some(s)) => s.submit(job).map_err(|r| r.to_string()),
+            (Ok(None), _) => Ok(()),
+            (Ok(Some(_)), None) => Err("learning is disabled on this device".into()),
+            (Ok(Some(job)), Some(s)) => s.submit(job).map_err(|r| r.to_string()),
         };
         let mut st = TrainingState::new(model, TrainState::Queued);
         st.reason = said;
@@ -227,7 +230,7 @@ impl Inbox {
             tracing::warn!(%model, %reason, "model command refused");
             st.state = TrainState::Failed;
             st.reason = Some(reason);
-        } else if st.reason.is_some() && words.get(1) == Some(&"skip") {
+        } else if done_here {
             st.state = TrainState::Idle;
         }
         if let Ok(body) = serde_json::to_vec(&st) {
