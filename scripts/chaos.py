@@ -6,6 +6,9 @@ check failed (2 on a usage error).
 
   scripts/chaos.py [--short] [--report] PART... [options]
 
+  crash   the crash-point explorer over the sample store's and the registry's operations:
+          every state a file system may leave at every crash point, opened with the real
+          stores (`cargo test --lib crash`; `all` states at full size, 4 per point short).
   kill    SIGKILL in each phase, confirmed from `training/state` and the acks before the
           kill: ingestion, an imprint, a fine-tune, right after a promotion or rollback.
           After each restart: every acked sample on disk and counted by the daemon, the
@@ -19,7 +22,7 @@ check failed (2 on a usage error).
 
 --short bounds every part (about 10 minutes in all: CI); --report rewrites RELIABILITY.md
 from this run's results (scripts/chaos.sh all). Options: --iterations (kill, broker),
---samples (flood), --minutes (soak), --cases (fuzz), --seed. The binary: LSSKD_EDGE_BIN,
+--samples (flood), --minutes (soak), --cases (fuzz), --states (crash), --seed. The binary: LSSKD_EDGE_BIN,
 else $CARGO_TARGET_DIR/debug/lsskd-edge (target/ by default). Results (JSON) go to
 $CARGO_TARGET_DIR/chaos/<part>.json.
 """
@@ -37,11 +40,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chaoslib import broker, flood, fuzz, kill, report, soak  # noqa: E402
+from chaoslib import broker, crash, flood, fuzz, kill, report, soak  # noqa: E402
 from chaoslib.rig import REPO, Checks, binary, git_commit, reap  # noqa: E402
 
-PARTS = {"fuzz": fuzz, "flood": flood, "broker": broker, "kill": kill, "soak": soak}
-ORDER = ["fuzz", "flood", "broker", "kill", "soak"]
+PARTS = {"crash": crash, "fuzz": fuzz, "flood": flood, "broker": broker, "kill": kill,
+         "soak": soak}
+ORDER = ["crash", "fuzz", "flood", "broker", "kill", "soak"]
 # Sizes: (full, short).
 SIZES = {
     "kill": ("iterations", 100, 8),
@@ -49,18 +53,20 @@ SIZES = {
     "flood": ("samples", 1000, 400),
     "soak": ("minutes", 60, 5),
     "fuzz": ("cases", 1_000_000, 2000),
+    "crash": ("states", "all", 4),
 }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", help="kill | broker | flood | soak | fuzz | all (default: all)")
+    ap.add_argument("parts", nargs="*", help="crash | kill | broker | flood | soak | fuzz | all (default: all)")
     ap.add_argument("--short", action="store_true", help="every part bounded (CI)")
     ap.add_argument("--report", action="store_true", help="rewrite RELIABILITY.md from this run")
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--minutes", type=float)
     ap.add_argument("--cases", type=int)
+    ap.add_argument("--states", help="crash: states per crash point, or `all`")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     # A short run's kill part stops starting kills after this many minutes (CI's bound).
@@ -72,8 +78,8 @@ def main():
         parts = ORDER
     for p in parts:
         if p not in PARTS:
-            ap.error(f"unknown part `{p}` (kill, broker, flood, soak, fuzz, all)")
-    if not Path(binary()).exists() and "fuzz" not in parts:
+            ap.error(f"unknown part `{p}` (crash, kill, broker, flood, soak, fuzz, all)")
+    if not Path(binary()).exists() and set(parts) - {"fuzz", "crash"}:
         ap.error(f"no daemon binary at {binary()} (cargo build, or set LSSKD_EDGE_BIN)")
     commit = git_commit()
     out_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "chaos"
@@ -86,7 +92,8 @@ def main():
         a = argparse.Namespace(**vars(args))
         if getattr(a, key) is None:
             setattr(a, key, short if args.short else full)
-        a.size = f"{getattr(a, key):g} {key}"
+        v = getattr(a, key)
+        a.size = f"{v:g} {key}" if isinstance(v, (int, float)) else f"{v} {key}"
         checks = Checks(part)
         rng = random.Random(args.seed)
         started = time.time()

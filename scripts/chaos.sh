@@ -7,8 +7,8 @@
 #   scripts/chaos.sh short kill         the named parts, bounded
 #   scripts/chaos.sh all                every part at full size (~2 h, the soak 1 h), then
 #                                       rewrites RELIABILITY.md from that run
-#   scripts/chaos.sh kill broker        the named parts at full size (kill | broker | flood |
-#                                       soak | fuzz); RELIABILITY.md untouched
+#   scripts/chaos.sh kill broker        the named parts at full size (crash | kill | broker |
+#                                       flood | soak | fuzz); RELIABILITY.md untouched
 # Options after the parts go to scripts/chaos.py (--iterations 20, --minutes 5, --seed 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,11 +6,13 @@ import platform
 import subprocess
 from pathlib import Path
 
-from . import broker, flood, fuzz, kill, soak
+from . import broker, crash, flood, fuzz, kill, soak
 from .rig import REPO, binary
 
-MODULES = {"kill": kill, "broker": broker, "flood": flood, "soak": soak, "fuzz": fuzz}
+MODULES = {"crash": crash, "kill": kill, "broker": broker, "flood": flood, "soak": soak,
+           "fuzz": fuzz}
 TITLES = {
+    "crash": "Crash points of the stores",
     "kill": "SIGKILL in each phase",
     "broker": "Broker restarts",
     "flood": "Sample flood",
