@@ -776,3 +776,26 @@ fn check_fails_on_an_unlisted_importer_and_says_where_and_what_to_do() {
     );
     assert!(p.iter().any(|l| l.contains("not in Cargo.toml")), "{p:?}");
 }
+
+/// `fuzz/` is its own workspace with its own lock file, built only by `scripts/fuzz.sh`
+/// (`--locked`): a dependency added to the library must reach that lock file too, or the
+/// fuzzing build refuses to start ("cannot update the lock file … --locked").
+#[test]
+fn the_fuzz_crates_lock_file_covers_the_librarys_dependencies() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--locked",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(crate::common::repo().join("fuzz/Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "fuzz/Cargo.lock is out of date (run `cargo update -w --manifest-path fuzz/Cargo.toml`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
