@@ -111,9 +111,13 @@ impl Fleet {
             families.insert(name.clone(), family_of(slot)?);
         }
         let published_path = state_dir.join("fleet").join("published.json");
+        // Only used to clear superseded chunks and to retract: an unreadable list costs
+        // that, not the start.
         let published = match std::fs::read(&published_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", published_path.display()))?,
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(path = %published_path.display(), error = %e, "unreadable list of this device's offers: starting a new one");
+                Published::default()
+            }),
             Err(_) => Published::default(),
         };
         let status = FleetStatus {
@@ -511,13 +515,12 @@ impl Fleet {
             };
             serde_json::to_vec(&*p)?
         };
-        let path = self.state_dir.join("fleet").join("published.json");
-        crate::durable::write_atomic(
-            &crate::durable::StdFs,
-            &path,
-            &path.with_extension("tmp"),
-            &bytes,
-        )?;
+        let dir = self.state_dir.join("fleet");
+        let path = dir.join("published.json");
+        let fs = crate::durable::StdFs;
+        crate::durable::create_dir_all(&fs, &dir)?;
+        crate::durable::write_atomic(&fs, &path, &path.with_extension("tmp"), &bytes)?;
+        crate::durable::Fs::sync_dir(&fs, &dir)?;
         Ok(())
     }
 }

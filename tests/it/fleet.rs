@@ -498,11 +498,16 @@ struct Receiver {
     daemon: Daemon,
     porch: FakeOrigin,
     support: Vec<(String, Vec<PathBuf>)>,
+    config: String,
     _dir: tempfile::TempDir,
 }
 
 impl Receiver {
     fn start() -> Receiver {
+        Self::with_policy("auto")
+    }
+
+    fn with_policy(policy: &str) -> Receiver {
         let broker = Mosquitto::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let (support, query) = digit_files(dir.path(), 5, 1);
@@ -510,16 +515,16 @@ impl Receiver {
             key: DeviceKey::from_seed([1; 32]),
             device: "porch",
         };
-        let daemon = Daemon::start_in(
-            &dir.path().join("b"),
-            &config(
-                "garden",
-                &query,
-                broker.port,
-                &format!("trusted = [\"{}\"]\npolicy = \"auto\"", porch.key.public()),
+        let config = config(
+            "garden",
+            &query,
+            broker.port,
+            &format!(
+                "trusted = [\"{}\"]\npolicy = \"{policy}\"",
+                porch.key.public()
             ),
-            &[],
         );
+        let daemon = Daemon::start_in(&dir.path().join("b"), &config, &[]);
         wait_card(&broker, "garden", Duration::from_secs(30), |c| {
             c["version"] == 0
         });
@@ -528,8 +533,15 @@ impl Receiver {
             daemon,
             porch,
             support,
+            config,
             _dir: dir,
         }
+    }
+
+    /// Stop the daemon (SIGTERM) and start it again on the same state folder.
+    fn restart(&mut self) {
+        assert!(self.daemon.terminate(Duration::from_secs(15)).is_some());
+        self.daemon = Daemon::start_in(&self._dir.path().join("b"), &self.config, &[]);
     }
 
     fn digits(&self, i: usize) -> &[PathBuf] {
@@ -673,4 +685,50 @@ fn an_offer_of_shuffled_samples_is_rejected_by_the_gate_with_its_reason() {
             .expect("classes")
             .contains(&"parcel".into())
     );
+}
+
+/// Policy `ask`: an offer waits for a person across a restart of the device (kept on
+/// disk: the new process finds it and `fleet install` adopts it).
+#[test]
+fn an_offer_waiting_for_a_person_survives_a_restart() {
+    let _cpu = crate::common::cpu_shared();
+    let mut r = Receiver::with_policy("ask");
+    publish_offer(
+        &r.broker,
+        "porch",
+        &r.porch.offer("digit_3", 1, later(), r.digits(0)),
+    );
+    r.verdicts(|v| v.iter().any(|v| v["state"] == "waiting"));
+    r.restart();
+    // Still listed on the model's retained `offers` topic.
+    let start = Instant::now();
+    loop {
+        let o = r.broker.sub(
+            "lsskd/garden/model/vision/offers",
+            1,
+            Duration::from_secs(2),
+        );
+        if o.first().is_some_and(|(_, p)| {
+            let w = json(p);
+            w["offers"].as_array().is_some_and(|a| a.len() == 1)
+                && w["offers"][0]["label"] == "digit_3"
+        }) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "offers: {o:?}");
+    }
+    wait_card(&r.broker, "garden", Duration::from_secs(30), |c| {
+        c["version"] == 0
+    });
+    assert!(crate::harness::publish(
+        r.broker.port,
+        "lsskd/garden/model/vision/cmd",
+        "fleet install"
+    ));
+    r.verdicts(|v| v.iter().any(|v| v["state"] == "adopted"));
+    wait_card(&r.broker, "garden", Duration::from_secs(30), |c| {
+        c["classes"]
+            .as_array()
+            .is_some_and(|l| l.contains(&"digit_3".into()))
+    });
 }
