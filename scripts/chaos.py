@@ -21,7 +21,8 @@ check failed (2 on a usage error).
   fuzz    the MQTT parsers through proptest at scale.
 
 --short bounds every part (about 10 minutes in all: CI); --report rewrites RELIABILITY.md
-from this run's results (scripts/chaos.sh all). Options: --iterations (kill, broker),
+from this run's results (scripts/chaos.sh all); --report-saved from each part's last
+full-size run (parts run one by one). Options: --iterations (kill, broker),
 --samples (flood), --minutes (soak), --cases (fuzz), --states (crash), --seed. The binary: LSSKD_EDGE_BIN,
 else $CARGO_TARGET_DIR/debug/lsskd-edge (target/ by default). Results (JSON) go to
 $CARGO_TARGET_DIR/chaos/<part>.json.
@@ -62,6 +63,9 @@ def main():
     ap.add_argument("parts", nargs="*", help="crash | kill | broker | flood | soak | fuzz | all (default: all)")
     ap.add_argument("--short", action="store_true", help="every part bounded (CI)")
     ap.add_argument("--report", action="store_true", help="rewrite RELIABILITY.md from this run")
+    ap.add_argument("--report-saved", action="store_true",
+                    help="rewrite RELIABILITY.md from every part's saved full-size result "
+                         "($CARGO_TARGET_DIR/chaos/<part>.json), running nothing")
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--minutes", type=float)
@@ -73,6 +77,8 @@ def main():
     args.budget_min = 6 if args.short else None
     # Stopped from outside: the `finally` below still stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.report_saved:
+        return report_saved()
     parts = args.parts or ["all"]
     if "all" in parts:
         parts = ORDER
@@ -130,6 +136,26 @@ def main():
         print(f"wrote {path}", flush=True)
     print(f"== chaos: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'} "
           f"({len(parts)} parts, {(time.time() - t_all) / 60:.1f} min)", flush=True)
+    return 1 if failed else 0
+
+
+def report_saved():
+    """RELIABILITY.md from the parts' last full-size runs, each with its own commit and
+    date (parts run one after the other rather than in one `all`)."""
+    out_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "chaos"
+    results = []
+    for part in ORDER:
+        path = out_dir / f"{part}.json"
+        if not path.exists():
+            print(f"no saved result of `{part}` ({path}): run `scripts/chaos.sh {part}`", file=sys.stderr)
+            return 2
+        r = json.loads(path.read_text())
+        if r.get("short"):
+            print(f"the saved `{part}` is a short run: run `scripts/chaos.sh {part}`", file=sys.stderr)
+            return 2
+        results.append(r)
+    print(f"wrote {report.write(results)}", flush=True)
+    failed = [r["part"] for r in results if not r["ok"]]
     return 1 if failed else 0
 
 

@@ -9,6 +9,8 @@
 #                                       rewrites RELIABILITY.md from that run
 #   scripts/chaos.sh kill broker        the named parts at full size (crash | kill | broker |
 #                                       flood | soak | fuzz); RELIABILITY.md untouched
+#   scripts/chaos.sh report             rewrites RELIABILITY.md from each part's last
+#                                       full-size run (target/chaos/<part>.json)
 # Options after the parts go to scripts/chaos.py (--iterations 20, --minutes 5, --seed 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ while [ $# -gt 0 ] && [[ $1 != -* ]]; do
   case $1 in
     short) mode+=(--short) ;;
     all) mode+=(--report) ;;
+    report) mode+=(--report-saved) ;;
     *) parts+=("$1") ;;
   esac
   shift
@@ -31,7 +34,7 @@ if [[ " ${mode[*]} " == *" --report "* ]] && [ ${#parts[@]} -gt 0 ]; then
   echo "scripts/chaos.sh all takes no parts (RELIABILITY.md needs every one)" >&2
   exit 2
 fi
-if [ -z "${LSSKD_EDGE_BIN:-}" ]; then
+if [ -z "${LSSKD_EDGE_BIN:-}" ] && [[ " ${mode[*]} " != *" --report-saved "* ]]; then
   cargo build --bin lsskd-edge
 fi
 CHAOS_COMMAND="$command" exec python3 scripts/chaos.py "${mode[@]}" "${parts[@]}" "$@"

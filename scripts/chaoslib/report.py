@@ -1,4 +1,5 @@
-"""RELIABILITY.md, generated from one run of `scripts/chaos.sh all`: a hand-written
+"""RELIABILITY.md, generated from one run of `scripts/chaos.sh all` (or each part's last
+full-size run, `scripts/chaos.sh report`): a hand-written
 preamble (here), then per part what it does (its module's docs) and a table with one line
 per check: commit, date, command, the measured result, the requirement."""
 import os
@@ -30,8 +31,10 @@ harness (`scripts/chaos.sh`, which runs `scripts/chaos.py` and `scripts/chaoslib
 the real binary against a real mosquitto on a loopback port, prints `PASS` or `FAIL` with
 the measured figure for each check, and exits non-zero when any check fails.
 `scripts/chaos.sh short` runs every part, bounded to about ten minutes, in CI (`.ci/run`);
-`scripts/chaos.sh all` runs them at full size and rewrites this file from that run. A
-commit marked `-dirty` was measured with uncommitted changes in the tree.
+`scripts/chaos.sh all` runs them at full size and rewrites this file from that run
+(`scripts/chaos.sh report` rewrites it from each part's last full-size run instead: each
+row gives the commit and date of its run). A commit marked `-dirty` was measured with
+uncommitted changes in the tree.
 
 Messages are timed where a real subscriber receives them: a small MQTT 3.1.1 client in
 the harness stamps each message as it parses it (not the daemon's own `ts`, except where
