@@ -568,11 +568,9 @@ fn later() -> u64 {
     now_ms() + 86_400_000
 }
 
-/// An offer signed by a key the device does not trust is refused before its body is read;
-/// so is one with a flipped byte in its signed manifest, and one whose sample differs by a
-/// byte from the manifest's digest (the verdict says which part).
+/// An offer signed by a key the device does not trust is refused before its body is read.
 #[test]
-fn an_untrusted_key_or_a_flipped_byte_is_refused() {
+fn an_offer_signed_by_an_untrusted_key_is_refused() {
     let _cpu = crate::common::cpu_shared();
     let r = Receiver::start();
     let stranger = FakeOrigin {
@@ -585,8 +583,15 @@ fn an_untrusted_key_or_a_flipped_byte_is_refused() {
         &stranger.offer("digit_3", 1, later(), r.digits(0)),
     );
     r.refused("unknown_key", 1);
+    assert_eq!(card(&r.broker, "garden")["version"], 0, "nothing learnt");
+}
 
-    // A flipped byte in the signed manifest: the signature fails.
+/// A flipped byte in the signed manifest fails the signature; a flipped byte in a sample
+/// fails the manifest's digest of that part (the verdict names it).
+#[test]
+fn an_offer_with_a_flipped_byte_is_refused() {
+    let _cpu = crate::common::cpu_shared();
+    let r = Receiver::start();
     let mut forged = r.porch.offer("digit_3", 9, later(), r.digits(0));
     let mut env: serde_json::Value = serde_json::from_slice(&forged.envelope).expect("json");
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -599,7 +604,6 @@ fn an_untrusted_key_or_a_flipped_byte_is_refused() {
     publish_offer(&r.broker, "porch", &forged);
     r.refused("bad_signature", 1);
 
-    // A flipped byte in a sample: its digest no longer matches the signed manifest.
     let mut altered = r.porch.offer("digit_3", 10, later(), r.digits(0));
     altered.chunks[2].2[40] ^= 1;
     publish_offer(&r.broker, "porch", &altered);
@@ -614,10 +618,9 @@ fn an_untrusted_key_or_a_flipped_byte_is_refused() {
     assert_eq!(card(&r.broker, "garden")["version"], 0, "nothing learnt");
 }
 
-/// After an offer was adopted, the same origin's older offer of that label is a replay,
-/// and an offer past its expiry is refused.
+/// After an offer was adopted, the same origin's older offer of that label is a replay.
 #[test]
-fn a_replayed_older_offer_and_an_expired_one_are_refused() {
+fn a_replayed_older_offer_is_refused() {
     let _cpu = crate::common::cpu_shared();
     let r = Receiver::start();
     publish_offer(
@@ -635,15 +638,30 @@ fn a_replayed_older_offer_and_an_expired_one_are_refused() {
         &r.porch.offer("digit_3", 10, later(), r.digits(0)),
     );
     r.refused("replayed", 1);
+    let v = r.verdicts(|v| v.iter().any(|v| v["state"] == "refused"));
+    assert!(
+        v[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("replayed: counter 10")),
+        "{v:?}"
+    );
+    wait_fleet_status(&r.broker, "garden", &r.daemon, "1 adopted", |f| {
+        f["adopted"] == 1
+    });
+}
+
+/// An offer past its expiry is refused.
+#[test]
+fn an_expired_offer_is_refused() {
+    let _cpu = crate::common::cpu_shared();
+    let r = Receiver::start();
     publish_offer(
         &r.broker,
         "porch",
         &r.porch.offer("digit_5", 12, now_ms() - 1, r.digits(1)),
     );
     r.refused("expired", 1);
-    wait_fleet_status(&r.broker, "garden", &r.daemon, "1 adopted", |f| {
-        f["adopted"] == 1
-    });
+    assert_eq!(card(&r.broker, "garden")["version"], 0, "nothing learnt");
 }
 
 /// Shuffled samples — one of each of five shipped classes, offered as `parcel` — are
@@ -717,15 +735,28 @@ fn an_offer_waiting_for_a_person_survives_a_restart() {
         }
         assert!(start.elapsed() < Duration::from_secs(30), "offers: {o:?}");
     }
-    wait_card(&r.broker, "garden", Duration::from_secs(30), |c| {
-        c["version"] == 0
-    });
-    assert!(crate::harness::publish(
-        r.broker.port,
-        "lsskd/garden/model/vision/cmd",
-        "fleet install"
-    ));
-    r.verdicts(|v| v.iter().any(|v| v["state"] == "adopted"));
+    // Sent until the new process (subscribed once it is connected) takes it: the retained
+    // card and offers do not say when that is.
+    let start = Instant::now();
+    loop {
+        assert!(crate::harness::publish(
+            r.broker.port,
+            "lsskd/garden/model/vision/cmd",
+            "fleet install"
+        ));
+        std::thread::sleep(Duration::from_secs(3));
+        if verdicts(&r.broker, "porch", "garden")
+            .iter()
+            .any(|v| v["state"] == "adopted")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never adopted after the restart; log:\n{}",
+            r.daemon.log()
+        );
+    }
     wait_card(&r.broker, "garden", Duration::from_secs(30), |c| {
         c["classes"]
             .as_array()
