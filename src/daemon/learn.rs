@@ -513,6 +513,10 @@ impl TrainerThread {
                 };
             }
             tracing::info!(kind = %job.kind(), model = %job.model(), state = ?st.state, "trainer job ended");
+            // Drained as at the top, the flag first: an imprint asked for while this job ran
+            // is in the queue now (and may be pruned below: the flag must not outlive it, or
+            // the scheduler would ask for no imprint again).
+            self.imprint_waiting.store(false, Ordering::Relaxed);
             jobs.try_iter().for_each(|j| queue.push(j));
             if let Some(j) = self.finetune_after_adoptions(&job, end, &mut adopted) {
                 queue.push(j);
