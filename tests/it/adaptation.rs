@@ -22,13 +22,10 @@ fn label(digit: &str) -> String {
     format!("digit_{digit}")
 }
 
-/// Write `support` and `query` PNGs of the chosen digits, drawn from the MNIST few-shot
-/// pool.
-pub fn digit_files(
-    dir: &Path,
-    support: usize,
-    query: usize,
-) -> (Vec<(String, Vec<PathBuf>)>, PathBuf) {
+/// The MNIST few-shot pool's images of the chosen digits, each digit's in a seeded draw
+/// from the whole pool (not its first images: a test of the flow should not hang on which
+/// few images a data set happens to list first): (digit, images in draw order).
+pub fn digit_draw() -> Vec<(String, Vec<Raw>)> {
     let ds = dataset::load(
         &data_root().join("mnist-fewshot"),
         "pool",
@@ -38,19 +35,32 @@ pub fn digit_files(
         },
     )
     .expect("mnist-fewshot pool");
+    ds.classes
+        .iter()
+        .enumerate()
+        .map(|(ci, digit)| {
+            let mut items: Vec<Raw> = ds
+                .items
+                .iter()
+                .filter(|i| i.label == ci)
+                .map(|i| i.raw.clone())
+                .collect();
+            items.shuffle(&mut StdRng::seed_from_u64(ci as u64));
+            (digit.clone(), items)
+        })
+        .collect()
+}
+
+/// Write `support` and `query` PNGs of the chosen digits: the first of [`digit_draw`].
+pub fn digit_files(
+    dir: &Path,
+    support: usize,
+    query: usize,
+) -> (Vec<(String, Vec<PathBuf>)>, PathBuf) {
     let query_dir = dir.join("query");
     std::fs::create_dir_all(&query_dir).expect("query dir");
     let mut sets = Vec::new();
-    for (ci, digit) in ds.classes.iter().enumerate() {
-        let mut items: Vec<&Raw> = ds
-            .items
-            .iter()
-            .filter(|i| i.label == ci)
-            .map(|i| &i.raw)
-            .collect();
-        // A seeded draw from the whole pool, not its first images: a test of the flow
-        // should not hang on which few images a data set happens to list first.
-        items.shuffle(&mut StdRng::seed_from_u64(ci as u64));
+    for (digit, items) in digit_draw() {
         let mut files = Vec::new();
         for (k, raw) in items.iter().take(support + query).enumerate() {
             let Raw::Image(img) = raw else {
@@ -66,7 +76,7 @@ pub fn digit_files(
                 files.push(path);
             }
         }
-        sets.push((label(digit), files));
+        sets.push((label(&digit), files));
     }
     (sets, query_dir)
 }

@@ -9,18 +9,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use lsskd_edge::dataset::{self, Dataset, Item, LoadOptions};
+use lsskd_edge::dataset::{Dataset, Item};
 use lsskd_edge::fleet::DeviceKey;
 use lsskd_edge::fleet::offer::{OFFER_VERSION, OfferBody, Origin, PartKind, Sealed, seal};
 use lsskd_edge::mqtt::Topics;
 use lsskd_edge::mqtt::topics::PartAt;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use sha2::Digest;
 
-use crate::adaptation::{digit_files, send_samples_as};
-use crate::common::data_root;
+use crate::adaptation::{digit_draw, digit_files, send_samples_as};
 use crate::harness::{Daemon, Mosquitto, PASSWORD, USER, json, model, mqtt_section, now_ms};
 
 const DIGITS: [&str; 3] = ["3", "5", "7"];
@@ -138,26 +134,22 @@ fn wait_card(
     panic!("{device}'s card never matched");
 }
 
-/// Held-out digits of the pool: after the `skip` that [`digit_files`] wrote (its seeded
-/// draw), `n` of each, as a data set whose classes are the labels taught.
+/// Held-out digits of the pool: after the `skip` of [`digit_draw`] that [`digit_files`]
+/// wrote, `n` of each, as a data set whose classes are the labels taught.
 fn held_out(skip: usize, n: usize) -> Dataset {
-    let ds = dataset::load(
-        &data_root().join("mnist-fewshot"),
-        "pool",
-        &LoadOptions {
-            classes: Some(DIGITS.iter().map(|d| d.to_string()).collect()),
-            ..LoadOptions::default()
-        },
-    )
-    .expect("pool");
+    let mut classes = Vec::new();
     let mut items = Vec::new();
-    for ci in 0..ds.classes.len() {
-        let mut of: Vec<&Item> = ds.items.iter().filter(|i| i.label == ci).collect();
-        of.shuffle(&mut StdRng::seed_from_u64(ci as u64));
-        items.extend(of.into_iter().skip(skip).take(n).cloned());
+    for (ci, (digit, raws)) in digit_draw().into_iter().enumerate() {
+        classes.push(format!("digit_{digit}"));
+        items.extend(raws.into_iter().skip(skip).take(n).map(|raw| Item {
+            label: ci,
+            raw,
+            source: format!("mnist-fewshot pool, digit {digit}"),
+            group: None,
+        }));
     }
     Dataset {
-        classes: ds.classes.iter().map(|d| format!("digit_{d}")).collect(),
+        classes,
         items,
         skipped_bad: 0,
     }
