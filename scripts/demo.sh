@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Command 1 of the README: install what is needed, build, and run the daemon on the
-# bundled demo config — a camera view playing a scene timeline into `models/scenes`, keyword
-# clips into `models/audio`, and an embedded MQTT broker on 127.0.0.1:1884 — then teach the
-# camera its view as a user would: five frames of each of its five states, sent as MQTT
-# samples, and a fine-tune. Predictions and what the trainer does show in the log; in a
+# bundled demo config — a camera view playing a scene timeline into `models/scenes`, a
+# minute of real sounds into `models/sounds`, and an embedded MQTT broker on 127.0.0.1:1884 —
+# then teach the camera its view as a user would: five frames of each of its five states,
+# sent as MQTT samples, and a fine-tune. Predictions and what the trainer does show in the log; in a
 # second terminal, `target/debug/lsskd-edge watch --config config/demo.toml` (or
 # `mosquitto_sub -h 127.0.0.1 -p 1884 -t 'lsskd/#' -v`) shows them over MQTT. Ctrl-C stops
 # it. Extra arguments go to `cargo build`.

@@ -22,22 +22,16 @@ Markdown row per view and the mean.
 import argparse
 import csv
 import json
-import select
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from timelinelib import adapt, arguments, collect, free_port, mqtt_section, send, start, stop, subscribe, wait_card, wait_port
+
 STATES = ["empty", "animal", "vehicle", "parcel", "lights_off"]
 LEAD = 12
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def replay_source(frames, interval_ms, looped):
@@ -66,74 +60,18 @@ region = {{ x = {x}, y = {y}, width = {w}, height = {h} }}
 [pipeline.source]
 {source}
 
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-embedded_broker = true
-homeassistant_prefix = ""
-
+{mqtt_section(port)}
 [publish]
 debounce_count = 2
 """
 
 
-def start(bin_, cfg_path, log_path):
-    log = open(log_path, "a")
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
-    return subprocess.Popen([bin_, "run", "--config", cfg_path], stdout=log, stderr=log, env=env)
-
-
-def wait_port(port, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"the daemon's broker never listened on {port}")
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def teach(a, view, model_name, port, cfg, work):
-    """Frames 0-4 of each state as samples, then `adapt` (the fine-tune the first samples
-    started may not have had them all); wait for its outcome."""
+def teach(a, view, model_name, port, cfg):
+    """Frames 0-4 of each state as samples, then `adapt`; its outcome."""
     for state in STATES:
-        files = [f"{a.data}/{a.split}/{view}/{state}/{n}.jpg" for n in range(a.shot)]
-        cmd = [a.bin, "sample", "send", "--config", cfg, "--model", model_name,
-               "--label", state, "--port", str(port)]
-        r = subprocess.run(cmd + files, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"sample send failed for {view}/{state}:\n{r.stdout}{r.stderr}")
-    asked = int(time.time() * 1000)
-    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-W", "600",
-                            "-t", "lsskd/tl/training/state"], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port),
-                    "-t", f"lsskd/tl/model/{model_name}/cmd", "-m", "adapt"], check=True)
-    for line in sub.stdout:
-        st = json.loads(line)
-        if st["ts"] >= asked and st["state"] in ("promoted", "rejected", "failed") and not st.get("queued"):
-            sub.kill()
-            return st["state"] + ("" if st["state"] == "promoted" else f" ({st.get('reason', '')[:80]})")
-    raise SystemExit(f"no training outcome for {view}")
-
-
-def play(a, view, port, cfg, work):
-    """Play the timeline once; the predictions and stable states, in order."""
-    n = sum(1 for _ in open(f"{a.data}/{a.split}/{view}/timeline.csv")) - 1
-    sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-v", "-W", str(int(n * a.interval_ms / 1000) + 60),
-         "-t", "lsskd/tl/cam/prediction", "-t", "lsskd/tl/cam/state", "-C", str(10 * n)],
-        stdout=subprocess.PIPE, text=True)
-    return sub, n
+        send(a.bin, cfg, port, model_name, state,
+             [f"{a.data}/{a.split}/{view}/{state}/{n}.jpg" for n in range(a.shot)])
+    return adapt(port, "tl", model_name)
 
 
 def frames_by_id(preds, n):
@@ -195,7 +133,8 @@ def run_view(a, view, region, work):
     d = start(a.bin, cfg, log)
     try:
         wait_port(port)
-        verdict = teach(a, view, model_name, port, cfg, work)
+        wait_card(port, "tl", model_name)
+        verdict = teach(a, view, model_name, port, cfg)
     finally:
         stop(d)
     # 2. The timeline once, frame names in time order.
@@ -222,7 +161,9 @@ def run_view(a, view, region, work):
     d = start(a.bin, cfg, log)
     try:
         wait_port(port)
-        sub, n = play(a, view, port, cfg, work)
+        n = len(truth)
+        sub = subscribe(port, ["lsskd/tl/cam/prediction", "lsskd/tl/cam/state"],
+                        int(n * a.interval_ms / 1000) + 60, 10 * n)
         if a.rtsp:
             time.sleep(0.5)
             server = subprocess.Popen(
@@ -230,24 +171,10 @@ def run_view(a, view, region, work):
                  "--fps", str(1000 // a.interval_ms)], stdout=subprocess.PIPE, text=True)
             if server.stdout.readline().strip() != "ready":
                 raise SystemExit("the RTSP server did not start")
-        messages = []
         # The replay plays once: done when no prediction came for 3 s after the first.
         # The RTSP stream loops: done once the lead-in and the timeline have played.
-        quiet, first = 0.0, None
         span = (LEAD + n + 2) * a.interval_ms / 1000
-        while quiet < 3.0 and not (a.rtsp and first and time.time() - first > span):
-            ready, _, _ = select.select([sub.stdout], [], [], 0.5)
-            if not ready:
-                quiet += 0.5 if messages else 0.0
-                continue
-            line = sub.stdout.readline()
-            if not line:
-                break
-            quiet = 0.0
-            first = first or time.time()
-            topic, _, payload = line.strip().partition(" ")
-            messages.append((topic, payload))
-        sub.kill()
+        messages = collect(sub, 3.0, (lambda first: time.time() - first > span) if a.rtsp else None)
     finally:
         stop(d)
         if server:
@@ -256,16 +183,10 @@ def run_view(a, view, region, work):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default="target/debug/lsskd-edge")
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--split", default="val")
+    ap = arguments(argparse.ArgumentParser())
     ap.add_argument("--regions", required=True)
     ap.add_argument("--views")
-    ap.add_argument("--shot", type=int, default=5)
     ap.add_argument("--interval-ms", type=int, default=250)
-    ap.add_argument("--work")
     ap.add_argument("--rtsp", action="store_true",
                     help="play the timeline through an RTSP camera (scripts/rtsp-server.py) instead of a replay")
     a = ap.parse_args()

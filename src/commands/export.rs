@@ -133,23 +133,18 @@ pub(crate) fn trim_trailing_silence(raw: &Raw) -> Raw {
 pub fn add_gate(model: &Path, src: &GateSource) -> anyhow::Result<ModelPackage> {
     let pkg = ModelPackage::load(model)?;
     let m = &pkg.manifest;
-    let opts = LoadOptions {
-        classes: Some(m.classes.clone()),
-        ..LoadOptions::default()
+    let load = |split: &str| {
+        dataset::load_for_model(
+            &src.data,
+            split,
+            &m.classes,
+            m.background.as_deref(),
+            &LoadOptions::default(),
+        )
+        .with_context(|| format!("loading split `{split}`"))
     };
-    let val = dataset::load(&src.data, &src.split, &opts)
-        .with_context(|| format!("loading split `{}`", src.split))?;
-    let fill = match &src.fill_split {
-        Some(s) => Some(
-            dataset::load(&src.data, s, &opts).with_context(|| format!("loading split `{s}`"))?,
-        ),
-        None => None,
-    };
-    // Dataset label indices follow `opts.classes`, i.e. the model's class order.
-    anyhow::ensure!(
-        val.classes == m.classes,
-        "class order differs from the model's"
-    );
+    let val = load(&src.split)?;
+    let fill = src.fill_split.as_deref().map(load).transpose()?;
     let mut exclude = std::collections::HashSet::new();
     for rel in m
         .files

@@ -494,7 +494,11 @@ impl Pools {
     }
 }
 
-fn load_pools(args: &FewshotArgs, classes: &[String]) -> anyhow::Result<Pools> {
+fn load_pools(
+    args: &FewshotArgs,
+    classes: &[String],
+    background: Option<&str>,
+) -> anyhow::Result<Pools> {
     let mut support = dataset::load(
         &args.support_data,
         &args.support_split,
@@ -540,15 +544,8 @@ fn load_pools(args: &FewshotArgs, classes: &[String]) -> anyhow::Result<Pools> {
     }
     let base = match (&args.base_data, &args.base_split) {
         (Some(d), Some(s)) => Some(
-            dataset::load(
-                d,
-                s,
-                &LoadOptions {
-                    classes: Some(classes.to_vec()),
-                    ..LoadOptions::default()
-                },
-            )
-            .with_context(|| format!("loading base split `{s}`"))?,
+            dataset::load_for_model(d, s, classes, background, &LoadOptions::default())
+                .with_context(|| format!("loading base split `{s}`"))?,
         ),
         _ => None,
     };
@@ -871,7 +868,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
     let pkg = ModelPackage::load(&args.model)?;
     let m = &pkg.manifest;
     let pre = &m.preprocess;
-    let pools = load_pools(args, &m.classes)?;
+    let pools = load_pools(args, &m.classes, m.background.as_deref())?;
     let (settings, overrides) = settings_and_overrides(args);
     // The same split of replay and gate set as the daemon's learner.
     let sets = ShippedSets::load(&pkg, None)?;

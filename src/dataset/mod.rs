@@ -339,6 +339,47 @@ pub fn load(dir: &Path, split: &str, opts: &LoadOptions) -> Result<Dataset, Data
     Ok(dataset)
 }
 
+/// [`load`] with a model's `classes` as the labels (an item's `label` indexes `classes`),
+/// leaving out its `background` class (`Manifest::background`): a data set has no files of
+/// it, its windows are drawn from background beds.
+pub fn load_for_model(
+    dir: &Path,
+    split: &str,
+    classes: &[String],
+    background: Option<&str>,
+    opts: &LoadOptions,
+) -> Result<Dataset, DatasetError> {
+    let recorded: Vec<String> = classes
+        .iter()
+        .filter(|c| background != Some(c.as_str()))
+        .cloned()
+        .collect();
+    let mut ds = load(
+        dir,
+        split,
+        &LoadOptions {
+            classes: Some(recorded),
+            ..opts.clone()
+        },
+    )?;
+    let index: Vec<usize> = ds
+        .classes
+        .iter()
+        .map(|c| {
+            classes
+                .iter()
+                .position(|k| k == c)
+                .expect("a requested class")
+        })
+        .collect();
+    for it in &mut ds.items {
+        it.label = index[it.label];
+    }
+    ds.items.sort_by_key(|it| it.label);
+    ds.classes = classes.to_vec();
+    Ok(ds)
+}
+
 /// Parse `classes.txt`: `index<TAB>name[<TAB>anything]` per line; blank lines and lines
 /// starting with `#` are ignored. Indices must be exactly `0..n` (any order) and names
 /// unique. Returns names in index order.
@@ -710,6 +751,29 @@ mod tests {
         };
         assert_eq!(img.dimensions(), (2, 2));
         assert_eq!(img.as_raw(), &vec![10u8; 4]);
+    }
+
+    #[test]
+    fn a_split_for_a_model_takes_its_class_order_and_leaves_out_its_background() {
+        let dir = idx_fixture();
+        let classes: Vec<String> = ["bird", "background", "cat"].map(String::from).into();
+        let ds = load_for_model(
+            dir.path(),
+            "train",
+            &classes,
+            Some("background"),
+            &LoadOptions::default(),
+        )
+        .expect("load");
+        assert_eq!(ds.classes, classes);
+        // bird (1 item) is 0, cat (3 items) is 2; dog, not the model's, is left out.
+        assert_eq!(labels_of(&ds), vec![0, 2, 2, 2]);
+        assert_eq!(ds.class_counts(), vec![1, 0, 3]);
+        // Without its background named, the model's class list asks for a class the data
+        // set does not have.
+        assert!(
+            load_for_model(dir.path(), "train", &classes, None, &LoadOptions::default()).is_err()
+        );
     }
 
     #[test]

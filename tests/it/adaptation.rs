@@ -81,6 +81,41 @@ pub fn digit_files(
     (sets, query_dir)
 }
 
+/// Teach device `it`'s `model` as a person does once the daemon is up: wait for the model's
+/// card (the daemon subscribes to its samples before publishing it), send each label's
+/// files, then `adapt` (one fine-tune on all of them; the config's `auto_after = 0` starts
+/// none before) and wait for its outcome, which must be a promotion.
+pub fn teach_and_promote(
+    broker: &Mosquitto,
+    daemon: &Daemon,
+    model: &str,
+    lessons: &[(&str, Vec<PathBuf>)],
+) {
+    let card = broker.wait_retained(
+        &format!("lsskd/it/model/{model}/info"),
+        Duration::from_secs(60),
+        |_| true,
+    );
+    assert!(card.is_some(), "no model card; log:\n{}", daemon.log());
+    for (label, files) in lessons {
+        send_samples_to(broker, model, label, files, &[]);
+    }
+    let asked = crate::harness::now_ms();
+    assert!(publish(
+        broker.port,
+        &format!("lsskd/it/model/{model}/cmd"),
+        "adapt"
+    ));
+    let done = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(300), |p| {
+        let st = json(p);
+        st["ts"].as_u64() >= Some(asked)
+            && ["promoted", "rejected", "failed"].contains(&st["state"].as_str().unwrap_or(""))
+            && st["queued"].as_array().is_none_or(|q| q.is_empty())
+    });
+    let done = done.unwrap_or_else(|| panic!("no outcome; log:\n{}", daemon.log()));
+    assert_eq!(json(&done)["state"], "promoted", "{done}\n{}", daemon.log());
+}
+
 /// `lsskd-edge sample send` of `files` as `label` to the test device, with `extra`
 /// arguments; asserts every sample was stored and returns what it printed.
 pub fn send_samples(broker: &Mosquitto, label: &str, files: &[PathBuf], extra: &[&str]) -> String {

@@ -22,4 +22,5 @@ mod samples_mqtt;
 mod scenes;
 mod settings_cli;
 mod shipped;
+mod sounds;
 mod teach;

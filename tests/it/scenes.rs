@@ -172,32 +172,19 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
     // 1. Teach: five frames of each state, the camera meanwhile on the empty view.
     let empty = view.join("empty").display().to_string();
     let mut daemon = Daemon::start_in(&state, &camera_config(&empty, 500, true, broker.port), &[]);
-    // Subscribed to its samples once its model card is out.
-    let card = broker.wait_retained(
-        "lsskd/it/model/scenes/info",
-        Duration::from_secs(60),
-        |_| true,
-    );
-    assert!(card.is_some(), "no model card; log:\n{}", daemon.log());
-    let states = ["empty", "animal", "vehicle", "parcel", "lights_off"];
-    for s in states {
-        let files: Vec<std::path::PathBuf> = (0..5)
-            .map(|n| view.join(s).join(format!("{n}.jpg")))
+    let lessons: Vec<(&str, Vec<std::path::PathBuf>)> =
+        ["empty", "animal", "vehicle", "parcel", "lights_off"]
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    (0..5)
+                        .map(|n| view.join(s).join(format!("{n}.jpg")))
+                        .collect(),
+                )
+            })
             .collect();
-        crate::adaptation::send_samples_to(&broker, "scenes", s, &files, &[]);
-    }
-    // One fine-tune on all of them (`auto_after = 0`: none started by the first fifteen, whose
-    // result could be the outcome seen here), and its outcome.
-    let asked = crate::harness::now_ms();
-    assert!(publish(broker.port, "lsskd/it/model/scenes/cmd", "adapt"));
-    let done = broker.wait_retained("lsskd/it/training/state", Duration::from_secs(300), |p| {
-        let st = json(p);
-        st["ts"].as_u64() >= Some(asked)
-            && ["promoted", "rejected", "failed"].contains(&st["state"].as_str().unwrap_or(""))
-            && st["queued"].as_array().is_none_or(|q| q.is_empty())
-    });
-    let done = done.unwrap_or_else(|| panic!("no outcome; log:\n{}", daemon.log()));
-    assert_eq!(json(&done)["state"], "promoted", "{done}\n{}", daemon.log());
+    crate::adaptation::teach_and_promote(&broker, &daemon, "scenes", &lessons);
     daemon.terminate(Duration::from_secs(20));
     // The new version holds the view's reference: the mean of the taught empty frames.
     let mut versions: Vec<_> = std::fs::read_dir(state.join("models/scenes"))

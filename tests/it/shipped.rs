@@ -91,3 +91,19 @@ fn shipped_scenes_model_reproduces_its_validation_accuracy() {
     ds.resize_images(64, 64);
     check_on("scenes", &ds);
 }
+
+/// `models/sounds` was validated on the core classes of sound-events' `val` split (the
+/// novel classes, which it was not trained on, are skipped), and its package records the
+/// background class the pipeline reports as nothing.
+#[test]
+fn shipped_sounds_model_reproduces_its_validation_accuracy() {
+    let _cpu = crate::common::cpu_shared();
+    let ds = dataset::load(
+        &data_root().join("sound-events"),
+        "val",
+        &LoadOptions::default(),
+    )
+    .expect("val split");
+    let pkg = check_on("sounds", &ds);
+    assert_eq!(pkg.manifest.background.as_deref(), Some("background"));
+}
