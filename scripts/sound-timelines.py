@@ -146,23 +146,37 @@ def windows(a):
     return (total_ms - a.window_ms) // a.hop_ms + 1
 
 
+def timeline_windows(preds, a):
+    """The predictions of the lead-in and the timeline's windows, in order, each with the
+    end of its window in the timeline's seconds (negative in the lead-in). Capture ids are
+    consecutive and the last one is the stream's last window."""
+    n = windows(a)
+    last = max(p["capture_id"] for p in preds)
+    kept = sorted((p for p in preds if p["capture_id"] > last - n), key=lambda p: p["capture_id"])
+    return [((a.window_ms + (p["capture_id"] - (last - n + 1)) * a.hop_ms) / 1000 - a.lead_s, p)
+            for p in kept]
+
+
 def shown_labels(messages, a):
     """[(end of window in the timeline's seconds, stable label or "")], in order."""
     preds = [json.loads(p) for t, p in messages if t.endswith("/prediction")]
     states = [json.loads(p) for t, p in messages if t.endswith("/state")]
-    n = windows(a)
-    last = max(p["capture_id"] for p in preds)
-    preds = sorted((p for p in preds if p["capture_id"] > last - n), key=lambda p: p["capture_id"])
     shown, k, out = "", 0, []
-    for p in preds:
+    for end_s, p in timeline_windows(preds, a):
         while k < len(states) and states[k]["ts"] <= p["ts"]:
             shown = states[k]["label"] or ""
             k += 1
-        j = p["capture_id"] - (last - n + 1)
-        end_s = (a.window_ms + j * a.hop_ms) / 1000 - a.lead_s
         if end_s >= 0:
             out.append((end_s, shown))
     return out
+
+
+def minutes_of(labels, a):
+    return (labels[-1][0] - labels[0][0] + a.window_ms / 1000) / 60 if labels else math.nan
+
+
+def events_of(a, timeline):
+    return list(csv.DictReader(open(f"{a.data}/timelines/{timeline}.csv")))
 
 
 def score(labels, events):
@@ -190,37 +204,34 @@ def score(labels, events):
 def rescore(a, work):
     """The predictions a run kept (WORK/<phase>/<timeline>/messages.json) scored again under
     other stable-state rules: a label is stable after `count` windows in a row, and a window
-    whose score is under `floor` counts as nothing (an open-set rule on top of the
+    whose score is under `floor` counts as nothing (an open-set rule on top of the model's
     background class). No daemon runs; the windows are mapped as in a live run."""
-    n = windows(a)
+    background = json.load(open(f"{a.model}/manifest.json")).get("background")
     print("| phase | windows in a row | score under it is nothing | core caught | novel caught | false alarms a minute |")
     print("|---|---|---|---|---|---|")
     for name in sorted(os.listdir(work)):
-        runs = sorted(glob.glob(f"{work}/{name}/*/messages.json"))
+        runs = [(timeline_windows(json.load(open(path))["predictions"], a),
+                 events_of(a, os.path.basename(os.path.dirname(path))))
+                for path in sorted(glob.glob(f"{work}/{name}/*/messages.json"))]
         if not runs:
             continue
         for count in (1, 2, 3):
             for floor in (0.0, 0.5, 0.7, 0.9):
                 caught, total, false, minutes = collections.Counter(), collections.Counter(), 0, 0.0
-                for path in runs:
-                    preds = json.load(open(path))["predictions"]
-                    last = max(p["capture_id"] for p in preds)
-                    preds = sorted((p for p in preds if p["capture_id"] > last - n), key=lambda p: p["capture_id"])
+                for mapped, events in runs:
                     stable, run, cand, labels = "", 0, None, []
-                    for p in preds:
-                        lab = "" if p["label"] == "background" or p["score"] < floor else p["label"]
+                    for end_s, p in mapped:
+                        lab = "" if p["label"] == background or p["score"] < floor else p["label"]
                         run, cand = (run + 1, cand) if lab == cand else (1, lab)
                         if run >= count:
                             stable = lab
-                        end_s = (a.window_ms + (p["capture_id"] - (last - n + 1)) * a.hop_ms) / 1000 - a.lead_s
                         if end_s >= 0:
                             labels.append((end_s, stable))
-                    events = list(csv.DictReader(open(f"{a.data}/timelines/{os.path.basename(os.path.dirname(path))}.csv")))
                     k, f = score(labels, events)
                     caught.update(k)
                     total.update(e["group"] for e in events)
                     false += f
-                    minutes += (labels[-1][0] - labels[0][0] + a.window_ms / 1000) / 60
+                    minutes += minutes_of(labels, a)
                 print(f"| {name} | {count} | {floor} | {caught['core']} of {total['core']} | "
                       f"{caught['novel']} of {total['novel']} | {false / minutes:.2f} |")
 
@@ -233,15 +244,14 @@ def phase(a, work, name, timelines, state_from):
     try:
         for t, _, sub in running:
             messages = collect(sub, 5.0)
-            events = list(csv.DictReader(open(f"{a.data}/timelines/{t}.csv")))
+            events = events_of(a, t)
             labels = shown_labels(messages, a)
             json.dump({"shown": labels, "predictions": [json.loads(p) for tp, p in messages
                                                         if tp.endswith("/prediction")]},
                       open(f"{work}/{name}/{t}/messages.json", "w"))
             caught, false = score(labels, events)
             total = collections.Counter(e["group"] for e in events)
-            minutes = (labels[-1][0] - labels[0][0] + a.window_ms / 1000) / 60 if labels else math.nan
-            results[t] = (caught, total, false, minutes)
+            results[t] = (caught, total, false, minutes_of(labels, a))
     finally:
         for _, d, _ in running:
             stop(d)

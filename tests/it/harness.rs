@@ -491,3 +491,44 @@ fn make_certificates(dir: &std::path::Path) {
         "server.ext",
     ]);
 }
+
+/// The stable state shown after each of the last `frames` predictions (frames or audio
+/// windows, by capture id): the last `state` message at or before it.
+pub fn shown_states(messages: &[(String, String)], frames: usize) -> Vec<String> {
+    let preds: Vec<serde_json::Value> = messages
+        .iter()
+        .filter(|(t, _)| t.ends_with("/prediction"))
+        .map(|(_, p)| json(p))
+        .collect();
+    let last = preds
+        .iter()
+        .filter_map(|p| p["capture_id"].as_u64())
+        .max()
+        .expect("predictions");
+    let mut preds: Vec<_> = preds
+        .into_iter()
+        .filter(|p| {
+            p["capture_id"]
+                .as_u64()
+                .is_some_and(|id| id + frames as u64 > last)
+        })
+        .collect();
+    preds.sort_by_key(|p| p["capture_id"].as_u64());
+    assert_eq!(preds.len(), frames, "a prediction for every frame");
+    let states: Vec<serde_json::Value> = messages
+        .iter()
+        .filter(|(t, _)| t.ends_with("/state"))
+        .map(|(_, p)| json(p))
+        .collect();
+    let (mut k, mut shown) = (0, String::new());
+    preds
+        .iter()
+        .map(|p| {
+            while k < states.len() && states[k]["ts"].as_u64() <= p["ts"].as_u64() {
+                shown = states[k]["label"].as_str().unwrap_or_default().to_string();
+                k += 1;
+            }
+            shown.clone()
+        })
+        .collect()
+}

@@ -121,46 +121,6 @@ fn camera_config(frames: &str, interval_ms: u64, looped: bool, port: u16) -> Str
     )
 }
 
-/// Each frame's shown stable state: the last `state` message at or before its prediction.
-fn shown_states(messages: &[(String, String)], frames: usize) -> Vec<String> {
-    let preds: Vec<serde_json::Value> = messages
-        .iter()
-        .filter(|(t, _)| t.ends_with("/prediction"))
-        .map(|(_, p)| json(p))
-        .collect();
-    let last = preds
-        .iter()
-        .filter_map(|p| p["capture_id"].as_u64())
-        .max()
-        .expect("predictions");
-    let mut preds: Vec<_> = preds
-        .into_iter()
-        .filter(|p| {
-            p["capture_id"]
-                .as_u64()
-                .is_some_and(|id| id + frames as u64 > last)
-        })
-        .collect();
-    preds.sort_by_key(|p| p["capture_id"].as_u64());
-    assert_eq!(preds.len(), frames, "a prediction for every frame");
-    let states: Vec<serde_json::Value> = messages
-        .iter()
-        .filter(|(t, _)| t.ends_with("/state"))
-        .map(|(_, p)| json(p))
-        .collect();
-    let (mut k, mut shown) = (0, String::new());
-    preds
-        .iter()
-        .map(|p| {
-            while k < states.len() && states[k]["ts"].as_u64() <= p["ts"].as_u64() {
-                shown = states[k]["label"].as_str().unwrap_or_default().to_string();
-                k += 1;
-            }
-            shown.clone()
-        })
-        .collect()
-}
-
 #[test]
 fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
     let _cpu = crate::common::cpu_alone();
@@ -220,7 +180,7 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
     let sub = broker.sub_background("lsskd/it/cam/#", 100_000, Duration::from_secs(30));
     let daemon = Daemon::start_in(&state, &camera_config(&path, 100, false, broker.port), &[]);
     let messages = crate::harness::collect(sub);
-    let shown = shown_states(&messages, truth.len());
+    let shown = crate::harness::shown_states(&messages, truth.len());
 
     // Scored outside 2 frames (2 s of the 1 frame/s timeline) after each change.
     let changes: Vec<usize> = (0..truth.len())
