@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Camera scenes (issue 30), every number of BENCHMARKS.md "Camera scenes":
 #  1. regions of interest for the views (scripts/scene-regions.py, from the teaching frames);
-#  2. the candidate backbones for `models/scenes`: resnet-s at 64x64 colour on the square
-#     around each frame's change from its view's empty reference (`--crop-to-change empty`,
-#     inside the view's region), trained on 30 train views (4 held out for validation and
+#  2. the candidate backbones for `models/scenes`: resnet-s at 64x64 on the square around
+#     each frame's change from its view's empty reference (`--crop-to-change empty`, inside
+#     the view's region; its colour and, as a fourth channel, the change), trained on 30 train views (4 held out for validation and
 #     the gate set), one per METHOD (default "lsskd ce");
 #  3. per-view teaching on the val views (`view-bench`: 5 frames per state teach, the other
 #     11 per state test; the empty ones are the reference) for each candidate and for the

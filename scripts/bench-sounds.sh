@@ -5,6 +5,9 @@
 #             augmentation, ARCH (resnet-m), the audio front end (40 log-mel), one per METHOD
 #             (lsskd sla ce pskd) and SEED (0 1 2), each evaluated through tract on `val` and
 #             `val-noisy` (core classes; the novel ones are skipped): a Markdown row per run;
+#  transfer   each `methods` run of OUT (METHODS x SEEDS) taught the 5 novel classes by
+#             imprinting alone (`fewshot-bench --epochs 0`, the episodes of `fewshot`), queries
+#             of `val` and `val-noisy`: how well each method's features transfer;
 #  fewshot    MODEL (models/sounds) taught the 5 novel classes, 3 clips of one source
 #             recording a class (`--group-by recording_id`; glass_break has 4 train clips),
 #             queries from other recordings, clean (`val`) and noisy (`val-noisy`), the core
@@ -12,14 +15,14 @@
 #             (imprint + fine-tune + gate), EPISODES (10) episodes;
 #  timelines  scripts/sound-timelines.py: the val timelines through the real daemon, before
 #             and after the novel classes are taught by MQTT samples.
-# Usage: scripts/bench-sounds.sh [OUT_DIR]   (STAGES="methods fewshot timelines",
+# Usage: scripts/bench-sounds.sh [OUT_DIR]   (STAGES="methods transfer fewshot timelines",
 #        METHODS, SEEDS, ARCH, EPOCHS=60, BUDGET_MINS (none: the whole schedule), MODEL, EPISODES)
 # Run it with RAYON_NUM_THREADS=1 and `nice -n 19` beside other work; times are wall-clock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d)}
 data=${DATA:-../shared/data/sound-events}
-stages=${STAGES:-methods fewshot timelines}
+stages=${STAGES:-methods transfer fewshot timelines}
 arch=${ARCH:-resnet-m}
 epochs=${EPOCHS:-60}
 model=${MODEL:-models/sounds}
@@ -58,6 +61,32 @@ for split in ("val", "val-noisy"):
     b = r["classes"].index("background")
     bg.append(str(sum(row[b] for row in r["confusion"])))
 print(f"| {method} | {seed} | {len(rows)} | {secs / max(len(rows), 1):.0f} | {accs[0]} | {accs[1]} | {' / '.join(bg)} | {secs:.0f} |")
+PY
+    done
+  done
+fi
+if [[ $stages == *transfer* ]]; then
+  echo "## transfer: each method's run taught the novel classes by imprinting alone (5-way 3-shot, $episodes episodes)"
+  echo "| method | seed | novel, imprint-only, val | novel, imprint-only, val-noisy | core on val-noisy, before → imprinted |"
+  echo "|---|---|---|---|---|"
+  for method in ${METHODS:-lsskd sla ce pskd}; do
+    for seed in ${SEEDS:-0 1 2}; do
+      run="$method-s$seed"
+      [ -d "$out/$run" ] || { echo "| $method | $seed | (no run $out/$run) | | |"; continue; }
+      for split in val val-noisy; do
+        "$bin" fewshot-bench --model "$out/$run" --support-data "$data" --support-split train \
+          --query-data "$data" --query-split "$split" --base-data "$data" --base-split "$split" \
+          --way 5 --shot 3 --episodes "$episodes" --group-by recording_id --seed 0 --epochs 0 \
+          --json > "$out/transfer-$run-$split.json" 2> "$out/transfer-$run-$split.log"
+      done
+      python3 - "$out" "$run" "$method" "$seed" <<'PY'
+import json, sys
+out, run, method, seed = sys.argv[1:]
+r = {s: json.load(open(f"{out}/transfer-{run}-{s}.json")) for s in ("val", "val-noisy")}
+n = r["val-noisy"]
+imprinted = sum(e["imprint_only_base_accuracy"] for e in n["per_episode"]) / len(n["per_episode"])
+cells = [f"{r[s]['imprint_only_novel_accuracy']:.3f} ± {r[s]['imprint_only_novel_ci95']:.3f}" for s in r]
+print(f"| {method} | {seed} | {cells[0]} | {cells[1]} | {n['base_accuracy_before']:.3f} → {imprinted:.3f} |")
 PY
     done
   done

@@ -258,8 +258,8 @@ impl TrainData for FeatureData<'_> {
     }
 }
 
-/// Image preprocessing for a data set: channels and size of its first image, mean/std of
-/// its pixels.
+/// Image preprocessing for a data set: channels (luma, RGB, or RGB and change) and size of
+/// its first image, mean/std of its pixels.
 pub fn image_spec_for(ds: &Dataset) -> anyhow::Result<ImageSpec> {
     let first = ds
         .items
@@ -269,7 +269,12 @@ pub fn image_spec_for(ds: &Dataset) -> anyhow::Result<ImageSpec> {
             Raw::Audio(_) => None,
         })
         .ok_or_else(|| anyhow::anyhow!("no images in the data set"))?;
-    let channels = if first.color().has_color() { 3 } else { 1 };
+    // RGBA: the frames cut to their change (`features::ChangeLocator::cut`).
+    let channels = match (first.color().has_alpha(), first.color().has_color()) {
+        (true, _) => 4,
+        (false, true) => 3,
+        (false, false) => 1,
+    };
     let mut spec = ImageSpec {
         channels,
         height: first.height() as usize,

@@ -110,7 +110,8 @@ pub struct TrainArgs {
     pub image_size: Option<(usize, usize)>,
     /// Images of a grouped data set: after the region, cut every frame to the square around
     /// its change from its view's reference, the mean of the view's first five frames of
-    /// this class (`features::ChangeLocator`).
+    /// this class, with the change as a fourth channel: the model takes RGB and change
+    /// (`features::ChangeLocator`).
     #[arg(long)]
     pub crop_to_change: Option<String>,
 }

@@ -4,7 +4,7 @@
 //! as "a parcel on the step" is then classified from a crop where the parcel fills the
 //! model's input, instead of a few pixels of a whole-view thumbnail. Owns [`ChangeLocator`].
 
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, RgbImage, Rgba, RgbaImage};
 
 use super::{FeatureError, Raw, Region};
 
@@ -25,6 +25,20 @@ const BLOB: f32 = 0.35;
 const MARGIN: f32 = 1.4;
 /// The smallest crop side, as a fraction of the view's shorter side.
 const MIN_SIDE: f32 = 0.2;
+/// The change channel's value per unit of difference between the standardised lumas
+/// (an object on a background differs by 1–3 units; the sensor noise left after the blur,
+/// about 0.1).
+pub const CHANGE_SCALE: f32 = 64.0;
+
+/// What [`ChangeLocator::compare`] finds.
+struct Change {
+    /// The square around the largest change, in the frame's pixels.
+    square: Region,
+    /// `|frame − reference|` of the blurred, standardised lumas, in the reference's pixels.
+    diff: Vec<f32>,
+    /// The camera's shake: the frame shows the reference's pixel (x, y) at (x+dx, y+dy).
+    shake: (i32, i32),
+}
 
 /// The reference of one view and the rule that finds where a frame differs from it.
 #[derive(Debug, Clone)]
@@ -93,6 +107,11 @@ impl ChangeLocator {
     /// The square of `img` around its largest change from the reference; `img` must be
     /// the reference's size.
     pub fn locate(&self, img: &DynamicImage) -> Result<Region, FeatureError> {
+        Ok(self.compare(img)?.square)
+    }
+
+    /// Where and how much `img` differs from the reference.
+    fn compare(&self, img: &DynamicImage) -> Result<Change, FeatureError> {
         let (w, h) = self.size();
         if (img.width() as usize, img.height() as usize) != (w, h) {
             return Err(FeatureError::Change(format!(
@@ -112,8 +131,7 @@ impl ChangeLocator {
                 diff[y * w + x] = (moved - self.reference[y * w + x]).abs();
             }
         }
-        let diff = box_blur(&diff, w, h, DIFF_BLUR);
-        let (x0, y0, x1, y1) = blob(&diff, w, h);
+        let (x0, y0, x1, y1) = blob(&box_blur(&diff, w, h, DIFF_BLUR), w, h);
         let short = w.min(h) as f32;
         let side = (((x1 - x0).max(y1 - y0) + 1) as f32 * MARGIN)
             .max(short * MIN_SIDE)
@@ -123,17 +141,48 @@ impl ChangeLocator {
         let cy = (y0 + y1) as i64 / 2 + i64::from(dy);
         let half = side as i64 / 2;
         let clamp = |c: i64, n: usize| (c - half).clamp(0, (n - side) as i64) as u32;
-        Ok(Region {
-            x: clamp(cx, w),
-            y: clamp(cy, h),
-            width: side as u32,
-            height: side as u32,
+        Ok(Change {
+            square: Region {
+                x: clamp(cx, w),
+                y: clamp(cy, h),
+                width: side as u32,
+                height: side as u32,
+            },
+            diff,
+            shake: (dx, dy),
         })
     }
 
-    /// [`ChangeLocator::locate`], cut out of `img`.
+    /// The model's view of a frame: the square of `img` around its largest change
+    /// ([`ChangeLocator::locate`]), its colour in RGB and, as a fourth (alpha) channel,
+    /// how much each of its pixels differs from the reference ([`CHANGE_SCALE`]), so that
+    /// the model sees both what is there and what is new.
     pub fn cut(&self, img: &DynamicImage) -> Result<DynamicImage, FeatureError> {
-        self.locate(img)?.crop(img)
+        let Change {
+            square,
+            diff,
+            shake,
+        } = self.compare(img)?;
+        let (w, h) = self.size();
+        let rgb = square.crop(img)?.to_rgb8();
+        let cut = RgbaImage::from_fn(square.width, square.height, |x, y| {
+            // The frame's pixel (fx, fy) shows the reference's (fx - dx, fy - dy).
+            let rx = i64::from(square.x + x) - i64::from(shake.0);
+            let ry = i64::from(square.y + y) - i64::from(shake.1);
+            let change = if (0..w as i64).contains(&rx) && (0..h as i64).contains(&ry) {
+                diff[ry as usize * w + rx as usize]
+            } else {
+                0.0
+            };
+            let [r, g, b] = rgb.get_pixel(x, y).0;
+            Rgba([
+                r,
+                g,
+                b,
+                (change * CHANGE_SCALE).round().clamp(0.0, 255.0) as u8,
+            ])
+        });
+        Ok(DynamicImage::ImageRgba8(cut))
     }
 
     /// An image input cut as [`ChangeLocator::cut`]; any other input as it is.
@@ -286,5 +335,27 @@ mod tests {
         let err = loc.locate(&small).unwrap_err().to_string();
         assert!(err.contains("60x45") && err.contains("120x90"), "{err}");
         assert!(ChangeLocator::from_references(&[]).is_err());
+    }
+
+    #[test]
+    fn the_cut_carries_the_change_as_its_fourth_channel() {
+        let refs = [view(0, 0, 1.0, None)];
+        let loc = ChangeLocator::from_references(&refs.iter().collect::<Vec<_>>()).unwrap();
+        // The scene moved: the frame's pixel (x, y) is the reference's (x - 2, y + 1).
+        let frame = view(-2, 1, 1.0, Some((50, 30)));
+        let r = loc.locate(&frame).unwrap();
+        let cut = loc.cut(&frame).unwrap().to_rgba8();
+        assert_eq!(cut.dimensions(), (r.width, r.height));
+        let rgb = frame.to_rgb8();
+        let at = |fx: u32, fy: u32| cut.get_pixel(fx - r.x, fy - r.y).0;
+        // Colour: the frame's own pixels.
+        assert_eq!(at(r.x, r.y)[..3], rgb.get_pixel(r.x, r.y).0);
+        // Change: strong on the object; under one unit away from it, where the shake is
+        // undone (what is left is the object's share of the frame's mean and spread).
+        let (object, corner) = (at(58, 38)[3], at(r.x + 1, r.y + r.height - 2)[3]);
+        assert!(
+            object > 100 && corner < CHANGE_SCALE as u8,
+            "{object} {corner} {r}"
+        );
     }
 }

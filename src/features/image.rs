@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use super::FeatureError;
 
-/// How an image becomes a model input: `channels` (1 = luma, 3 = RGB), target size and
-/// per-channel normalisation constants applied to pixel values scaled to [0, 1].
+/// How an image becomes a model input: `channels` (1 = luma, 3 = RGB, 4 = RGB and the
+/// change from a view's reference that [`super::ChangeLocator::cut`] puts in the alpha
+/// channel), target size and per-channel normalisation constants applied to pixel values
+/// scaled to [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
-    /// 1 (grayscale / luma) or 3 (RGB).
+    /// 1 (grayscale / luma), 3 (RGB) or 4 (RGB and change).
     pub channels: usize,
     /// Target height in pixels.
     pub height: usize,
@@ -25,12 +27,12 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    /// Convert to gray (luma) or RGB per `channels`, resize to `height`×`width`
+    /// Convert to gray (luma), RGB or RGBA per `channels`, resize to `height`×`width`
     /// (`image::imageops`, Triangle filter; no resize when already that size), scale to
     /// [0, 1], then `(x - mean[c]) / std[c]`; CHW row-major, length `channels*height*width`.
     ///
-    /// Expects a valid spec (see [`ImageSpec::validate`]); any `channels` other than 1 is
-    /// treated as RGB.
+    /// Expects a valid spec (see [`ImageSpec::validate`]); any `channels` other than 1 or 4
+    /// is treated as RGB.
     pub fn tensor(&self, img: &DynamicImage) -> Vec<f32> {
         let mut out = self.unnormalised(img);
         let plane = self.height * self.width;
@@ -50,19 +52,19 @@ impl ImageSpec {
     /// Same as [`ImageSpec::tensor`] but before normalisation (values in [0, 1]); used to
     /// compute the mean/std of a data set.
     pub fn unnormalised(&self, img: &DynamicImage) -> Vec<f32> {
-        if self.channels == 1 {
-            planes(&img.to_luma8(), self.width, self.height)
-        } else {
-            planes(&img.to_rgb8(), self.width, self.height)
+        match self.channels {
+            1 => planes(&img.to_luma8(), self.width, self.height),
+            4 => planes(&img.to_rgba8(), self.width, self.height),
+            _ => planes(&img.to_rgb8(), self.width, self.height),
         }
     }
 
-    /// Check the spec: channels 1 or 3, positive size, `mean`/`std` lengths equal to
+    /// Check the spec: channels 1, 3 or 4, positive size, `mean`/`std` lengths equal to
     /// `channels`, finite values and `std > 0`. The error lists every problem.
     pub fn validate(&self) -> Result<(), FeatureError> {
         let mut problems = Vec::new();
-        if self.channels != 1 && self.channels != 3 {
-            problems.push(format!("channels is {}, must be 1 or 3", self.channels));
+        if ![1, 3, 4].contains(&self.channels) {
+            problems.push(format!("channels is {}, must be 1, 3 or 4", self.channels));
         }
         if self.height == 0 || self.width == 0 {
             problems.push(format!(
@@ -229,6 +231,34 @@ mod tests {
         assert_eq!(&t[0..2], &[1.0, 1.0]);
         assert_eq!(&t[2..4], &[0.0, 0.0]);
         assert!((t[4] - 0.4).abs() < 1e-6 && (t[5] - 0.4).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_four_channel_spec_takes_the_change_in_alpha_and_resizes_it_unmixed() {
+        // A frame cut to its change: colour, and the change in alpha (zero on the left).
+        let img = image::RgbaImage::from_fn(4, 2, |x, _| {
+            image::Rgba([200, 100, 0, if x < 2 { 0 } else { 255 }])
+        });
+        let spec = ImageSpec {
+            channels: 4,
+            height: 1,
+            width: 2,
+            mean: vec![0.0; 4],
+            std: vec![1.0; 4],
+        };
+        assert!(spec.validate().is_ok());
+        let t = spec.tensor(&DynamicImage::ImageRgba8(img.clone()));
+        // Colour where the change is 0 is not darkened (alpha is a channel, not opacity).
+        assert!((t[0] - 200.0 / 255.0).abs() < 1e-6 && (t[1] - 200.0 / 255.0).abs() < 1e-6);
+        assert!(t[6] < 0.2 && t[7] > 0.8, "{t:?}");
+        // A model of colour alone ignores the change channel.
+        let rgb = ImageSpec {
+            channels: 3,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            ..spec
+        };
+        assert_eq!(&rgb.tensor(&DynamicImage::ImageRgba8(img))[..2], &t[..2]);
     }
 
     #[test]

@@ -200,11 +200,12 @@ fn a_view_taught_its_states_by_mqtt_samples_follows_its_timeline() {
         scored.len(),
         changes.len()
     );
-    // Taught, `models/scenes` was right on 0.68 of them here (6 of 9 changes in time: it
-    // takes this view's vehicle for an animal and its distractor for a parcel; BENCHMARKS.md
-    // "Camera scenes" has every val view; the target is 0.95).
+    // Taught, `models/scenes` was right on 0.931 of them here (8 of 9 changes in time; the
+    // model before the change channel: 0.68 and 6; BENCHMARKS.md "Camera scenes" has every
+    // val view; the target is 0.95). The floor leaves room for a fine-tune that gets
+    // fewer steps in its 10 s on a loaded machine.
     assert!(
-        accuracy >= 0.65 && in_time >= 5,
+        accuracy >= 0.80 && in_time >= 6,
         "shown vs truth:\n{:?}\n{:?}\n{}",
         shown,
         truth,
