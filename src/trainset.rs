@@ -332,6 +332,30 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
+    fn frames_cut_to_their_change_make_a_four_channel_spec() {
+        let item = |img: image::DynamicImage| crate::dataset::Item {
+            label: 0,
+            raw: Raw::Image(img),
+            source: "x".into(),
+            group: None,
+        };
+        let spec_of = |img| {
+            let ds = Dataset {
+                classes: vec!["a".into()],
+                items: vec![item(img)],
+                skipped_bad: 0,
+            };
+            image_spec_for(&ds).expect("spec")
+        };
+        let rgba = image::RgbaImage::from_pixel(8, 6, image::Rgba([10, 20, 30, 255]));
+        let spec = spec_of(image::DynamicImage::ImageRgba8(rgba));
+        assert_eq!((spec.channels, spec.width, spec.height), (4, 8, 6));
+        assert!((spec.mean[3] - 1.0).abs() < 1e-6, "{:?}", spec.mean);
+        assert_eq!(spec_of(image::DynamicImage::new_rgb8(8, 6)).channels, 3);
+        assert_eq!(spec_of(image::DynamicImage::new_luma8(8, 6)).channels, 1);
+    }
+
+    #[test]
     fn background_items_carry_their_label_and_draw_fresh_windows() {
         let clip = Raw::Audio(Clip {
             samples: vec![0.1; 16000],
