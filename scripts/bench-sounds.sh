@@ -31,6 +31,14 @@ episodes=${EPISODES:-10}
 bin=${BIN:-target/debug/lsskd-edge}   # dev profile, dependencies at opt-level 3 (Cargo.toml)
 core=speech,alarm,animal,bird,vehicle,water,footsteps,music,tools
 mkdir -p "$out"
+# `cmd`: the few-shot episodes of the novel classes for model $1, queries and core classes
+# of split $2, then any further arguments (the `transfer` and `fewshot` stages).
+episodes_cmd() {
+  local model=$1 split=$2; shift 2
+  cmd=("$bin" fewshot-bench --model "$model" --support-data "$data" --support-split train
+       --query-data "$data" --query-split "$split" --base-data "$data" --base-split "$split"
+       --way 5 --shot 3 --episodes "$episodes" --group-by recording_id --seed 0 --json "$@")
+}
 if [[ $stages == *methods* ]]; then
   echo "## methods ($arch, $epochs epochs)"
   echo "| method | seed | epochs run | s / epoch | val (core, tract) | val-noisy (core, tract) | background on val / val-noisy | train s |"
@@ -74,10 +82,8 @@ if [[ $stages == *transfer* ]]; then
       run="$method-s$seed"
       [ -d "$out/$run" ] || { echo "| $method | $seed | (no run $out/$run) | | |"; continue; }
       for split in val val-noisy; do
-        "$bin" fewshot-bench --model "$out/$run" --support-data "$data" --support-split train \
-          --query-data "$data" --query-split "$split" --base-data "$data" --base-split "$split" \
-          --way 5 --shot 3 --episodes "$episodes" --group-by recording_id --seed 0 --epochs 0 \
-          --json > "$out/transfer-$run-$split.json" 2> "$out/transfer-$run-$split.log"
+        episodes_cmd "$out/$run" "$split" --epochs 0
+        "${cmd[@]}" > "$out/transfer-$run-$split.json" 2> "$out/transfer-$run-$split.log"
       done
       python3 - "$out" "$run" "$method" "$seed" <<'PY'
 import json, sys
@@ -96,9 +102,7 @@ if [[ $stages == *fewshot* ]]; then
   echo "| queries and core classes | novel, imprint-only | novel, imprint + fine-tune | core before | core, imprinted | core, fine-tuned | promoted by the gate (fine-tuned) |"
   echo "|---|---|---|---|---|---|---|"
   for split in val val-noisy; do
-    cmd=("$bin" fewshot-bench --model "$model" --support-data "$data" --support-split train
-         --query-data "$data" --query-split "$split" --base-data "$data" --base-split "$split"
-         --way 5 --shot 3 --episodes "$episodes" --group-by recording_id --seed 0 --json)
+    episodes_cmd "$model" "$split"
     echo "# ${cmd[*]}"
     "${cmd[@]}" > "$out/fewshot-$split.json" 2> "$out/fewshot-$split.log"
     python3 - "$out/fewshot-$split.json" "$split" <<'PY'
