@@ -265,3 +265,52 @@ pub fn imprint(
     }
     Ok(net)
 }
+
+/// Move the student's rows of classes `net` already has towards `inputs` (a device's own
+/// samples of them): row `c` becomes `normalise((1 − β)·normalise(w_c) + β·p_c)`, where
+/// `p_c` is the centred prototype of the inputs labelled `c` (`labels[i]` is a class of
+/// `net`). Classes without samples keep their rows. Only the student's head: inference
+/// uses no other, and the cross-entropy fine-tune trains no other.
+pub fn blend_known(
+    mut net: TrainNet,
+    inputs: &[Vec<f32>],
+    labels: &[usize],
+    beta: f32,
+    centres: &Centres,
+    set: TransformSet,
+    shape: [usize; 3],
+) -> Result<TrainNet, LsskdError> {
+    if !net.student.classifier.is_cosine() {
+        return Err(LsskdError::Arch(
+            "imprinting needs cosine classifiers".into(),
+        ));
+    }
+    let f = features(&net.valid(), inputs, set, shape)?;
+    let c = &mut net.student.classifier;
+    let [classes, d] = c.weight.val().dims();
+    let device = c.weight.val().device();
+    let mut w: Vec<f32> = c
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 weights");
+    for (k, row) in w.chunks_mut(d).enumerate().take(classes) {
+        let group = f.student.iter().zip(labels).filter(|(_, y)| **y == k);
+        let Some(p) = prototype(group.map(|(f, _)| f), centres.student.as_ref()) else {
+            continue;
+        };
+        let old = normalised(row);
+        let blended: Vec<f32> = old
+            .iter()
+            .zip(&p)
+            .map(|(o, p)| (1.0 - beta) * o + beta * p)
+            .collect();
+        row.copy_from_slice(&normalised(&blended));
+    }
+    c.weight = Param::from_tensor(Tensor::<2>::from_data(
+        TensorData::new(w, [classes, d]),
+        &device,
+    ));
+    Ok(net)
+}
