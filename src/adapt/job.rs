@@ -185,41 +185,6 @@ fn imprint_new(
     )?)
 }
 
-/// Move the rows of the classes `support` teaches that `classes` already has towards their
-/// samples (`recipe.known_blend`; unchanged when 0 or when it teaches none of them).
-fn blend_known(
-    net: TrainNet,
-    preprocess: &Preprocess,
-    set: TransformSet,
-    support: &[(String, Raw)],
-    classes: &[String],
-    replay: &AnchoredReplay<'_>,
-    recipe: &Recipe,
-) -> anyhow::Result<TrainNet> {
-    let known: Vec<(usize, &Raw)> = support
-        .iter()
-        .filter_map(|(l, raw)| Some((classes.iter().position(|c| c == l)?, raw)))
-        .collect();
-    if recipe.known_blend <= 0.0 || known.is_empty() {
-        return Ok(net);
-    }
-    let inputs = known
-        .iter()
-        .map(|(_, raw)| preprocess.tensor(raw))
-        .collect::<Result<Vec<_>, _>>()?;
-    let labels: Vec<usize> = known.iter().map(|(k, _)| *k).collect();
-    let shape = preprocess.input_shape();
-    Ok(imprint::blend_known(
-        net,
-        &inputs,
-        &labels,
-        recipe.known_blend,
-        &replay.centres,
-        set,
-        shape,
-    )?)
-}
-
 /// The fine-tune's training set: the support, class-balanced, then the replay exemplars
 /// with their anchors. Each support sample is repeated so that a label has about as many
 /// items as an average replay class (the augmentation makes the copies differ); otherwise
@@ -340,7 +305,6 @@ pub fn adapt(
 
     // 1. Imprint: usable at once.
     let imprinted = imprint_new(net, preprocess, set, support, classes.len(), &all, replay)?;
-    let imprinted = blend_known(imprinted, preprocess, set, support, classes, replay, recipe)?;
     let snapshot = Snapshot::of(&imprinted, shape)?;
     if !recipe.fine_tunes() {
         return Ok(Adapted {

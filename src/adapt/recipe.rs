@@ -47,10 +47,6 @@ pub struct Recipe {
     /// label as those samples sound; queries unlike them then fall to the shipped classes,
     /// which were trained on many more. 0: none.
     pub new_label_offset: f32,
-    /// Weight of a class's own samples when the support teaches a class the model already
-    /// has: its row of the head moves this far towards their prototype before the
-    /// fine-tune (`lsskd::imprint::blend_known`). 0: known classes keep their rows.
-    pub known_blend: f32,
     pub seed: u64,
 }
 
@@ -70,7 +66,6 @@ pub struct Overrides {
     pub trained_stages: Option<usize>,
     pub mix: Option<f32>,
     pub new_label_offset: Option<f32>,
-    pub known_blend: Option<f32>,
     pub anchor_weight: Option<f32>,
     pub anchor_embedding_weight: Option<f32>,
     /// Image samples: random-crop padding (pixels), rotation range (degrees), scale range.
@@ -130,7 +125,6 @@ impl Recipe {
             sample_audio_augment: AudioAugment::default(),
             mix: 1.0,
             new_label_offset: 0.0,
-            known_blend: 0.0,
             seed: 0,
         };
         match modality {
@@ -169,7 +163,6 @@ impl Recipe {
             trained_stages: o.trained_stages.unwrap_or(r.trained_stages),
             mix: o.mix.unwrap_or(r.mix),
             new_label_offset: o.new_label_offset.unwrap_or(r.new_label_offset),
-            known_blend: o.known_blend.unwrap_or(r.known_blend),
             anchor_weight: o.anchor_weight.unwrap_or(r.anchor_weight),
             anchor_embedding_weight: o
                 .anchor_embedding_weight

@@ -437,7 +437,6 @@ fn settings_and_overrides(args: &FewshotArgs) -> (AdaptSettings, Overrides) {
         trained_stages: args.trained_stages,
         mix: args.mix,
         new_label_offset: args.new_label_offset,
-        known_blend: None,
         anchor_weight: args.anchor_weight,
         anchor_embedding_weight: args.anchor_embedding_weight,
         sample_crop: args.sample_crop,

@@ -62,10 +62,6 @@ pub struct ViewBenchArgs {
     /// model with a `change_reference` (default: the model's `change_reference`).
     #[arg(long)]
     pub crop_to_change: Option<String>,
-    /// How far a state's row of the head moves towards the view's teaching frames before
-    /// the fine-tune (`Recipe::known_blend`; default: the recipe's).
-    #[arg(long)]
-    pub known_blend: Option<f32>,
 }
 
 /// One teaching of one view.
@@ -214,7 +210,6 @@ fn teach(
     let held = pick(&held_ids);
     let overrides = Overrides {
         epochs: args.epochs,
-        known_blend: args.known_blend,
         ..Overrides::default()
     };
     let recipe = Recipe::resolve(
