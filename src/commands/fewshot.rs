@@ -72,6 +72,76 @@ impl PoolPart {
     }
 }
 
+/// What `fewshot-bench` and `view-bench` may change in the adaptation recipe (see
+/// [`Overrides`]; each flag unset: the modality's recipe, `Recipe::for_modality`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RecipeFlags {
+    /// Fine-tune epochs per adaptation (0: imprint only).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Fine-tune peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Stages the fine-tune trains, counted from the output side (0: the head only; see
+    /// `Recipe::trained_stages`).
+    #[arg(long)]
+    pub trained_stages: Option<usize>,
+    /// Weight of the fine-tuned parameters against the imprinted ones (1: the fine-tune as
+    /// trained; see `Recipe::mix`).
+    #[arg(long)]
+    pub mix: Option<f32>,
+    /// Offset of the new labels' logits in the fine-tuned model (`Recipe::new_label_offset`).
+    #[arg(long)]
+    pub new_label_offset: Option<f32>,
+    /// Augmentation of the user's audio samples: speed range, time shift in milliseconds,
+    /// and the largest time and frequency masks (`Recipe::sample_audio_augment`).
+    #[arg(long)]
+    pub sample_speed: Option<f32>,
+    #[arg(long)]
+    pub sample_shift_ms: Option<f32>,
+    #[arg(long)]
+    pub sample_time_mask: Option<usize>,
+    #[arg(long)]
+    pub sample_freq_mask: Option<usize>,
+    /// Augmentation of the user's image samples: random-crop padding in pixels, rotation
+    /// range in degrees, scale range (`Recipe::sample_augment`).
+    #[arg(long)]
+    pub sample_crop: Option<usize>,
+    #[arg(long)]
+    pub sample_rotate: Option<f32>,
+    #[arg(long)]
+    pub sample_scale: Option<f32>,
+    /// Replay exemplars' pull towards the pre-adaptation prediction and embedding
+    /// (`Recipe::anchor_weight`, `anchor_embedding_weight`).
+    #[arg(long)]
+    pub anchor_weight: Option<f32>,
+    #[arg(long)]
+    pub anchor_embedding_weight: Option<f32>,
+}
+
+impl RecipeFlags {
+    /// The overrides these flags ask for (the budget is the settings' business).
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            epochs: self.epochs,
+            lr: self.lr,
+            budget_secs: None,
+            trained_stages: self.trained_stages,
+            mix: self.mix,
+            new_label_offset: self.new_label_offset,
+            anchor_weight: self.anchor_weight,
+            anchor_embedding_weight: self.anchor_embedding_weight,
+            sample_crop: self.sample_crop,
+            sample_rotate: self.sample_rotate,
+            sample_scale: self.sample_scale,
+            sample_speed: self.sample_speed,
+            sample_shift_ms: self.sample_shift_ms,
+            sample_time_mask: self.sample_time_mask,
+            sample_freq_mask: self.sample_freq_mask,
+        }
+    }
+}
+
 /// Arguments of `fewshot-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FewshotArgs {
@@ -104,21 +174,13 @@ pub struct FewshotArgs {
     /// Base samples evaluated per episode (at most).
     #[arg(long, default_value_t = 1000)]
     pub base_limit: usize,
-    /// Fine-tune epochs per episode (0: imprint only; default: the modality's recipe).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Fine-tune peak learning rate (default: the recipe for the model's modality,
-    /// `Recipe::for_modality`).
-    #[arg(long)]
-    pub lr: Option<f64>,
+    /// The adaptation recipe's overrides (default: the modality's recipe).
+    #[command(flatten)]
+    pub recipe: RecipeFlags,
     /// The most one episode's fine-tune may take, seconds: it runs its recipe's steps or
     /// fails (default: the daemon's `adapt.budget_secs`).
     #[arg(long)]
     pub budget_secs: Option<u64>,
-    /// Stages the fine-tune trains, counted from the output side (0: the head only;
-    /// default: the modality's recipe, see `Recipe::trained_stages`).
-    #[arg(long)]
-    pub trained_stages: Option<usize>,
     #[arg(long, value_enum, default_value = "good")]
     pub kind: EpisodeKind,
     /// Split each class's support and queries by this column of the data sets'
@@ -131,38 +193,6 @@ pub struct FewshotArgs {
     /// held out of recipe tuning).
     #[arg(long, value_enum, default_value = "all")]
     pub pool_part: PoolPart,
-    /// Weight of the fine-tuned parameters against the imprinted ones (1: the fine-tune as
-    /// trained; see `Recipe::mix`; default: the modality's recipe).
-    #[arg(long)]
-    pub mix: Option<f32>,
-    /// Offset of the new labels' logits in the fine-tuned model
-    /// (`Recipe::new_label_offset`; default: the modality's recipe).
-    #[arg(long)]
-    pub new_label_offset: Option<f32>,
-    /// Augmentation of the user's audio samples: speed range, time shift in milliseconds,
-    /// and the largest time and frequency masks (`Recipe::sample_audio_augment`; default: the recipe's).
-    #[arg(long)]
-    pub sample_speed: Option<f32>,
-    #[arg(long)]
-    pub sample_shift_ms: Option<f32>,
-    #[arg(long)]
-    pub sample_time_mask: Option<usize>,
-    #[arg(long)]
-    pub sample_freq_mask: Option<usize>,
-    /// Augmentation of the user's image samples: random-crop padding in pixels, rotation
-    /// range in degrees, scale range (`Recipe::sample_augment`; default: the recipe's).
-    #[arg(long)]
-    pub sample_crop: Option<usize>,
-    #[arg(long)]
-    pub sample_rotate: Option<f32>,
-    #[arg(long)]
-    pub sample_scale: Option<f32>,
-    /// Replay exemplars' pull towards the pre-adaptation prediction and embedding
-    /// (`Recipe::anchor_weight`, `anchor_embedding_weight`; default: the recipe's).
-    #[arg(long)]
-    pub anchor_weight: Option<f32>,
-    #[arg(long)]
-    pub anchor_embedding_weight: Option<f32>,
     /// Gate thresholds (default: the daemon's defaults, config/default.toml `[adapt]`).
     #[arg(long)]
     pub min_new_accuracy: Option<f64>,
@@ -430,23 +460,7 @@ fn settings_and_overrides(args: &FewshotArgs) -> (AdaptSettings, Overrides) {
     if let Some(v) = args.budget_secs {
         settings.budget_secs = v;
     }
-    let overrides = Overrides {
-        epochs: args.epochs,
-        lr: args.lr,
-        budget_secs: None,
-        trained_stages: args.trained_stages,
-        mix: args.mix,
-        new_label_offset: args.new_label_offset,
-        anchor_weight: args.anchor_weight,
-        anchor_embedding_weight: args.anchor_embedding_weight,
-        sample_crop: args.sample_crop,
-        sample_rotate: args.sample_rotate,
-        sample_scale: args.sample_scale,
-        sample_speed: args.sample_speed,
-        sample_shift_ms: args.sample_shift_ms,
-        sample_time_mask: args.sample_time_mask,
-        sample_freq_mask: args.sample_freq_mask,
-    };
+    let overrides = args.recipe.overrides();
     (settings, overrides)
 }
 

@@ -15,10 +15,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
+use super::fewshot::RecipeFlags;
 use super::fewshot::{deployed_classifier, logits_of, mean_ci95};
 use crate::adapt::core::{self, Request, ShippedSets};
 use crate::adapt::gate::{GateConfig, Verdict, split_holdout};
-use crate::adapt::recipe::{Overrides, Recipe};
+use crate::adapt::recipe::Recipe;
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::Raw;
 use crate::inference::Classifier;
@@ -50,9 +51,9 @@ pub struct ViewBenchArgs {
     pub views: Option<Vec<String>>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Fine-tune epochs (0: imprint only; default: the modality's recipe).
-    #[arg(long)]
-    pub epochs: Option<usize>,
+    /// The adaptation recipe's overrides (default: the modality's recipe).
+    #[command(flatten)]
+    pub recipe: RecipeFlags,
     /// The most one teaching's fine-tune may take, seconds: it runs its recipe's steps or
     /// fails (default: `adapt.budget_secs`).
     #[arg(long)]
@@ -208,10 +209,7 @@ fn teach(
     let mut trained = pick(&train_ids);
     trained.extend(support_set);
     let held = pick(&held_ids);
-    let overrides = Overrides {
-        epochs: args.epochs,
-        ..Overrides::default()
-    };
+    let overrides = args.recipe.overrides();
     let recipe = Recipe::resolve(
         pre.modality(),
         settings,
