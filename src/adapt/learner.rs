@@ -16,7 +16,7 @@ pub use super::core::Phase;
 use super::core::{self, Request, ShippedSets};
 use super::gate::{Candidate, GateConfig, Verdict, split_holdout};
 use super::job::Adapted;
-use super::recipe::{Overrides, Recipe};
+use super::recipe::{ModelKind, Overrides, Recipe};
 use crate::features::{ChangeLocator, Raw};
 pub use crate::registry::card::AdaptationInfo;
 use crate::registry::package::{MODEL_ONNX, REFERENCE_PNG, REPLAY_DIR, TRAIN_STATE};
@@ -263,7 +263,7 @@ fn run_with(
     let reference = cut_to_changes(pkg, &mut picked)?;
     let sets = ShippedSets::load(pkg, shipped_pkg.as_ref())?;
     let recipe = Recipe::resolve(
-        m.preprocess.modality(),
+        ModelKind::of(m),
         cfg,
         &Overrides::default(),
         imprint_only,

@@ -15,4 +15,4 @@ pub mod schedule;
 pub mod stats;
 
 pub use gate::{Candidate, Evidence, GateConfig, GateMetrics, Verdict, judge};
-pub use recipe::{Overrides, Recipe};
+pub use recipe::{ModelKind, Overrides, Recipe};

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::bench::{BenchArgs, Stage};
 use crate::adapt::core::{self, Request, ShippedSets};
-use crate::adapt::{GateConfig, Overrides, Recipe};
+use crate::adapt::{GateConfig, ModelKind, Overrides, Recipe};
 use crate::features::Raw;
 use crate::inference::fma_per_node;
 use crate::lsskd::kernels::TrainKernelChoice;
@@ -127,13 +127,7 @@ fn adaptation(pkg: &ModelPackage) -> anyhow::Result<Adaptation> {
         m.classes[0]
     );
     let settings = AdaptSettings::defaults();
-    let recipe = Recipe::resolve(
-        m.preprocess.modality(),
-        &settings,
-        &Overrides::default(),
-        false,
-        0,
-    );
+    let recipe = Recipe::resolve(ModelKind::of(m), &settings, &Overrides::default(), false, 0);
     let req = Request {
         live: pkg,
         shipped_classes: &m.classes,

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::adapt::candidates::accuracy;
 use crate::adapt::core::{self, Candidates, Request, ShippedSets};
-use crate::adapt::{Candidate, GateConfig, Overrides, Recipe, Verdict};
+use crate::adapt::{Candidate, GateConfig, ModelKind, Overrides, Recipe, Verdict};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::{Preprocess, Raw};
 use crate::inference::{Classifier, argmax, write_onnx};
@@ -73,7 +73,7 @@ impl PoolPart {
 }
 
 /// What `fewshot-bench` and `view-bench` may change in the adaptation recipe (see
-/// [`Overrides`]; each flag unset: the modality's recipe, `Recipe::for_modality`).
+/// [`Overrides`]; each flag unset: the model's recipe, `Recipe::for_model`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RecipeFlags {
     /// Fine-tune epochs per adaptation (0: imprint only).
@@ -476,7 +476,7 @@ pub fn adapt_support(
     seed: u64,
 ) -> anyhow::Result<Candidates> {
     let m = &pkg.manifest;
-    let recipe = Recipe::resolve(m.preprocess.modality(), settings, overrides, false, seed);
+    let recipe = Recipe::resolve(ModelKind::of(m), settings, overrides, false, seed);
     let req = Request {
         live: pkg,
         shipped_classes: &m.classes,
@@ -922,7 +922,7 @@ pub fn run(args: &FewshotArgs) -> anyhow::Result<FewshotReport> {
             args.kind,
         )?);
     }
-    let recipe = Recipe::resolve(pre.modality(), &settings, &overrides, false, args.seed);
+    let recipe = Recipe::resolve(ModelKind::of(m), &settings, &overrides, false, args.seed);
     Ok(summarise(
         args,
         &m.name,

@@ -19,7 +19,7 @@ use super::fewshot::RecipeFlags;
 use super::fewshot::{deployed_classifier, logits_of, mean_ci95};
 use crate::adapt::core::{self, Request, ShippedSets};
 use crate::adapt::gate::{GateConfig, Verdict, split_holdout};
-use crate::adapt::recipe::Recipe;
+use crate::adapt::recipe::{ModelKind, Recipe};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::Raw;
 use crate::inference::Classifier;
@@ -211,7 +211,7 @@ fn teach(
     let held = pick(&held_ids);
     let overrides = args.recipe.overrides();
     let recipe = Recipe::resolve(
-        pre.modality(),
+        ModelKind::of(m),
         settings,
         &overrides,
         false,

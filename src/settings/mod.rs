@@ -99,7 +99,7 @@ pub struct AdaptSettings {
     pub cooldown_secs: u64,
     pub holdout_every: usize,
     pub budget_secs: u64,
-    /// Fine-tune epochs; `None`: the model's recipe (`adapt::Recipe::for_modality`).
+    /// Fine-tune epochs; `None`: the model's recipe (`adapt::Recipe::for_model`).
     #[serde(default)]
     pub epochs: Option<usize>,
     pub min_new_accuracy: f64,
