@@ -1,8 +1,8 @@
 //! The recipe of an on-device adaptation: how long and how the fine-tune trains, what it
 //! keeps of the imprint, and how the user's samples are augmented. One place decides it:
-//! [`Recipe::resolve`] takes the model's modality, the daemon's `[adapt]` settings and the
-//! overrides a benchmark asks for, so the daemon's learner and `fewshot-bench` cannot
-//! drift apart.
+//! [`Recipe::resolve`] takes the kind of model (image, audio, or one camera view's), the
+//! daemon's `[adapt]` settings and the overrides a benchmark asks for, so the daemon's
+//! learner and `fewshot-bench` cannot drift apart.
 //!
 //! Every adaptation fine-tunes with plain cross-entropy (`lsskd::Method::Ce`): the
 //! auxiliary heads stay as imprinted, inference never uses them. LSSKD is how the shipped
