@@ -11,7 +11,8 @@
 #     fine-tuned;
 #  4. the end-to-end timelines through the daemon for MODEL (default: the shipped
 #     models/scenes; scripts/scene-timelines.py).
-# Usage: scripts/bench-scenes.sh [OUT_DIR]   (EPOCHS=10, SEED=0, DRAWS=1, STAGES="train views timelines")
+# Usage: scripts/bench-scenes.sh [OUT_DIR]   (EPOCHS=10, SEED=0, DRAWS=1, STAGES="train views timelines",
+#        TRANSFORMS: `train --transforms`, e.g. sampled)
 # Run with RAYON_NUM_THREADS=1 and `nice` beside other work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ if [[ $stages == *train* ]]; then
     cmd=("$bin" train --data "$out/data" --split fit --val-split hold
          --regions "$out/regions-train.csv" --image-size 64x64 --arch resnet-s
          --crop-to-change empty --method "$method" --epochs "$epochs" --batch-size 32
-         --seed "$seed" --name scenes
+         --seed "$seed" --name scenes ${TRANSFORMS:+--transforms "$TRANSFORMS"}
          --replay-per-class 20 --gate-per-class 40 --out "$out/$method")
     echo "# ${cmd[*]}"
     "${cmd[@]}" > "$out/$method.log" 2>&1
