@@ -76,8 +76,9 @@ pub struct Recipe {
 /// about 4 minutes for audio's; twice that is the limit.
 pub const DEFAULT_LIMIT_SECS: u64 = 600;
 
-/// What a caller may change in the modality's recipe (`fewshot-bench`'s flags; the daemon
-/// takes `epochs` and `budget_secs` from `[adapt]`). `None`: the recipe's.
+/// What a caller may change in the model's recipe (the flags of `fewshot-bench` and
+/// `view-bench`; the daemon takes `epochs` and `budget_secs` from `[adapt]`). `None`: the
+/// recipe's.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overrides {
     pub epochs: Option<usize>,

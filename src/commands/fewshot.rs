@@ -174,7 +174,7 @@ pub struct FewshotArgs {
     /// Base samples evaluated per episode (at most).
     #[arg(long, default_value_t = 1000)]
     pub base_limit: usize,
-    /// The adaptation recipe's overrides (default: the modality's recipe).
+    /// The adaptation recipe's overrides (default: the model's recipe).
     #[command(flatten)]
     pub recipe: RecipeFlags,
     /// The most one episode's fine-tune may take, seconds: it runs its recipe's steps or

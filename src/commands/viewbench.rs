@@ -15,8 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use super::fewshot::RecipeFlags;
-use super::fewshot::{deployed_classifier, logits_of, mean_ci95};
+use super::fewshot::{RecipeFlags, deployed_classifier, logits_of, mean_ci95};
 use crate::adapt::core::{self, Request, ShippedSets};
 use crate::adapt::gate::{GateConfig, Verdict, split_holdout};
 use crate::adapt::recipe::{ModelKind, Recipe};
@@ -51,7 +50,7 @@ pub struct ViewBenchArgs {
     pub views: Option<Vec<String>>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The adaptation recipe's overrides (default: the modality's recipe).
+    /// The adaptation recipe's overrides (default: the model's recipe).
     #[command(flatten)]
     pub recipe: RecipeFlags,
     /// The most one teaching's fine-tune may take, seconds: it runs its recipe's steps or
