@@ -17,10 +17,13 @@ a fresh state folder per view, publish.debounce_count 2). Usage:
       --data ../shared/data/scene-states --split val --regions REGIONS.csv [--views a,b]
 With --rtsp the timeline is played by an RTSP camera on loopback (scripts/rtsp-server.py,
 H.264, --interval-ms a frame) and the frames are matched by their order. Prints one
-Markdown row per view and the mean.
+Markdown row per view and the mean; each view's `frames.csv` in the work folder has, frame
+by frame, the truth, the retained state and the frame's own prediction, and
+`predictions.jsonl` the timeline's prediction messages (every class's score).
 """
 import argparse
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -63,6 +66,7 @@ region = {{ x = {x}, y = {y}, width = {w}, height = {h} }}
 {mqtt_section(port)}
 [publish]
 debounce_count = 2
+top_k = 5
 """
 
 
@@ -105,6 +109,11 @@ def score(messages, truth, rtsp=False):
             shown = states[k]["label"]
             k += 1
         per_frame.append(shown)
+    return score_shown(per_frame, truth) + (per_frame, preds)
+
+
+def score_shown(per_frame, truth):
+    """(accuracy outside 2 frames after a change, changes shown within 2 frames, changes)."""
     changes = [0] + [t for t in range(1, len(truth)) if truth[t] != truth[t - 1]]
     settling = set()
     for c in changes:
@@ -117,7 +126,49 @@ def score(messages, truth, rtsp=False):
         hit = next((t - c for t in range(c, end) if per_frame[t] == truth[c]), None)
         late.append(hit)
     in_time = sum(1 for h in late if h is not None and h < 2)
-    return right / len(scored), in_time, len(changes), per_frame
+    return right / len(scored), in_time, len(changes)
+
+
+def write_frames(path, truth, shown, preds):
+    """Frame by frame: the truth, the retained state and the frame's own prediction."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t", "truth", "state", "prediction", "score"])
+        for t, (want, s, p) in enumerate(zip(truth, shown, preds)):
+            w.writerow([t, want, s, p["label"], f"{p['score']:.3f}"])
+
+
+def stable_states(preds, count, rule, min_score=0.0):
+    """The stable state after each prediction under a rule of `pipeline::decide`: "run", a
+    label after `count` predictions of it in a row; "vote", a label once `count` of the last
+    2*count-1 predictions are it. A prediction scoring under `min_score` is no one's."""
+    stable, recent, out = None, [], []
+    window = count if rule == "run" else 2 * count - 1
+    for p in preds:
+        recent = (recent + [p["label"] if p["score"] >= min_score else None])[-window:]
+        label = recent[-1] if rule == "run" else max(recent, key=recent.count)
+        if label is not None and recent.count(label) >= count:
+            stable = label
+        out.append(stable)
+    return out
+
+
+def rescore(a, work):
+    """The predictions a run kept (WORK/<view>/predictions.jsonl) scored again under other
+    stable-state rules; no daemon runs."""
+    print("| rule | predictions | score floor | state right (mean) | worst view | changes within 2 s |")
+    print("|---|---|---|---|---|---|")
+    views = sorted(v for v in os.listdir(work) if os.path.exists(f"{work}/{v}/predictions.jsonl"))
+    for rule, count, floor in itertools.product(("run", "vote"), (1, 2, 3), (0.5, 0.3, 0.0)):
+        accs, hits, n = [], 0, 0
+        for view in views:
+            preds = [json.loads(line) for line in open(f"{work}/{view}/predictions.jsonl")]
+            truth = [r["state"] for r in csv.DictReader(open(f"{a.data}/{a.split}/{view}/timeline.csv"))]
+            acc, in_time, changes = score_shown(stable_states(preds, count, rule, floor), truth)
+            accs.append(acc)
+            hits += in_time
+            n += changes
+        print(f"| {rule} | {count} | {floor} | {sum(accs) / len(accs):.3f} | {min(accs):.3f} | {hits} of {n} |")
 
 
 def run_view(a, view, region, work):
@@ -179,18 +230,28 @@ def run_view(a, view, region, work):
         stop(d)
         if server:
             server.kill()
-    return score(messages, truth, a.rtsp) + (verdict,)
+    acc, in_time, n_changes, shown, preds = score(messages, truth, a.rtsp)
+    write_frames(f"{work}/{view}/frames.csv", truth, shown, preds)
+    with open(f"{work}/{view}/predictions.jsonl", "w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in preds)
+    return acc, in_time, n_changes, verdict
 
 
 def main():
     ap = arguments(argparse.ArgumentParser())
-    ap.add_argument("--regions", required=True)
+    ap.add_argument("--regions")
     ap.add_argument("--views")
     ap.add_argument("--interval-ms", type=int, default=250)
     ap.add_argument("--rtsp", action="store_true",
                     help="play the timeline through an RTSP camera (scripts/rtsp-server.py) instead of a replay")
+    ap.add_argument("--rescore", metavar="WORK",
+                    help="score a run's kept predictions again under other stable-state rules")
     a = ap.parse_args()
     a.data = os.path.abspath(a.data)
+    if a.rescore:
+        return rescore(a, a.rescore)
+    if not a.regions:
+        raise SystemExit("--regions is needed to run the timelines")
     regions = {r["group"]: (int(r["x"]), int(r["y"]), int(r["width"]), int(r["height"]))
                for r in csv.DictReader(open(a.regions))}
     views = a.views.split(",") if a.views else sorted(regions)
@@ -199,7 +260,7 @@ def main():
     print("|---|---|---|---|")
     accs, hits, changes = [], 0, 0
     for view in views:
-        acc, in_time, n_changes, _, verdict = run_view(a, view, regions[view], work)
+        acc, in_time, n_changes, verdict = run_view(a, view, regions[view], work)
         accs.append(acc)
         hits += in_time
         changes += n_changes
