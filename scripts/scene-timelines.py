@@ -138,37 +138,34 @@ def write_frames(path, truth, shown, preds):
             w.writerow([t, want, s, p["label"], f"{p['score']:.3f}"])
 
 
-def stable_states(preds, count, rule, min_score=0.0):
-    """The stable state after each prediction under a rule of `pipeline::decide`: "run", a
-    label after `count` predictions of it in a row; "vote", a label once `count` of the last
-    2*count-1 predictions are it. A prediction scoring under `min_score` is no one's."""
+def stable_states(preds, count, min_score):
+    """The stable state after each prediction under the rule of `pipeline::Debouncer`: a
+    label after `count` predictions of it in a row, each scoring at least `min_score`."""
     stable, recent, out = None, [], []
-    window = count if rule == "run" else 2 * count - 1
     for p in preds:
-        recent = (recent + [p["label"] if p["score"] >= min_score else None])[-window:]
-        label = recent[-1] if rule == "run" else max(recent, key=recent.count)
-        if label is not None and recent.count(label) >= count:
-            stable = label
+        recent = (recent + [p["label"] if p["score"] >= min_score else None])[-count:]
+        if recent[-1] is not None and recent.count(recent[-1]) == count:
+            stable = recent[-1]
         out.append(stable)
     return out
 
 
 def rescore(a, work):
     """The predictions a run kept (WORK/<view>/predictions.jsonl) scored again under other
-    stable-state rules; no daemon runs."""
-    print("| rule | predictions | score floor | state right (mean) | worst view | changes within 2 s |")
-    print("|---|---|---|---|---|---|")
+    `publish.debounce_count` and `publish.min_score`; no daemon runs."""
+    print("| predictions in a row | score floor | state right (mean) | worst view | changes within 2 s |")
+    print("|---|---|---|---|---|")
     views = sorted(v for v in os.listdir(work) if os.path.exists(f"{work}/{v}/predictions.jsonl"))
-    for rule, count, floor in itertools.product(("run", "vote"), (1, 2, 3), (0.5, 0.3, 0.0)):
+    for count, floor in itertools.product((1, 2, 3), (0.5, 0.3, 0.0)):
         accs, hits, n = [], 0, 0
         for view in views:
             preds = [json.loads(line) for line in open(f"{work}/{view}/predictions.jsonl")]
             truth = [r["state"] for r in csv.DictReader(open(f"{a.data}/{a.split}/{view}/timeline.csv"))]
-            acc, in_time, changes = score_shown(stable_states(preds, count, rule, floor), truth)
+            acc, in_time, changes = score_shown(stable_states(preds, count, floor), truth)
             accs.append(acc)
             hits += in_time
             n += changes
-        print(f"| {rule} | {count} | {floor} | {sum(accs) / len(accs):.3f} | {min(accs):.3f} | {hits} of {n} |")
+        print(f"| {count} | {floor} | {sum(accs) / len(accs):.3f} | {min(accs):.3f} | {hits} of {n} |")
 
 
 def run_view(a, view, region, work):
@@ -245,7 +242,7 @@ def main():
     ap.add_argument("--rtsp", action="store_true",
                     help="play the timeline through an RTSP camera (scripts/rtsp-server.py) instead of a replay")
     ap.add_argument("--rescore", metavar="WORK",
-                    help="score a run's kept predictions again under other stable-state rules")
+                    help="score a run's kept predictions again under other debounce counts and score floors")
     a = ap.parse_args()
     a.data = os.path.abspath(a.data)
     if a.rescore:

@@ -201,19 +201,17 @@ def score(labels, events):
     return caught, false
 
 
-def stable_states(preds, count, rule, floor, background, min_score=0.5):
-    """The stable label after each window under a rule of `pipeline::decide`: "run", a label
-    after `count` windows of it in a row; "vote" (the daemon's), once `count` of the last
-    2*count-1 windows are it. A window scoring under `min_score` (`publish.min_score`) is no
-    one's vote; one of the background class, or scoring under `floor`, votes for nothing
-    ("")."""
+def stable_states(preds, count, floor, background, min_score=0.5):
+    """The stable label after each window under the rule of `pipeline::Debouncer`: a label
+    after `count` windows of it in a row. A window scoring under `min_score`
+    (`publish.min_score`) is no one's; one of the background class, or scoring under
+    `floor`, is nothing ("")."""
     stable, recent, out = "", [], []
-    window = count if rule == "run" else 2 * count - 1
     for p in preds:
         lab = None if p["score"] < min_score else \
             "" if p["label"] == background or p["score"] < floor else p["label"]
-        recent = (recent + [lab])[-window:]
-        if lab is not None and recent.count(lab) >= count:
+        recent = (recent + [lab])[-count:]
+        if lab is not None and recent.count(lab) == count:
             stable = lab
         out.append(stable)
     return out
@@ -221,35 +219,34 @@ def stable_states(preds, count, rule, floor, background, min_score=0.5):
 
 def rescore(a, work):
     """The predictions a run kept (WORK/<phase>/<timeline>/messages.json) scored again under
-    other stable-state rules ("run": `count` windows in a row; "vote": `count` of the last
-    2*count-1; under 0.5, the default `publish.min_score`, a window is no one's vote), and a
-    window whose score is under `floor` counts as nothing (an open-set rule on top of the
+    other stable-state rules: a label is stable after `count` windows in a row (under 0.5,
+    the default `publish.min_score`, a window is no one's), and a window whose score is
+    under `floor` counts as nothing (an open-set rule on top of the
     model's background class; 0: the daemon's rule). No daemon runs; the windows are mapped as
     in a live run."""
     background = json.load(open(f"{a.model}/manifest.json")).get("background")
-    print("| phase | rule | windows | score under it is nothing | core caught | novel caught | false alarms a minute |")
-    print("|---|---|---|---|---|---|---|")
+    print("| phase | windows in a row | score under it is nothing | core caught | novel caught | false alarms a minute |")
+    print("|---|---|---|---|---|---|")
     for name in sorted(os.listdir(work)):
         runs = [(timeline_windows(json.load(open(path))["predictions"], a),
                  events_of(a, os.path.basename(os.path.dirname(path))))
                 for path in sorted(glob.glob(f"{work}/{name}/*/messages.json"))]
         if not runs:
             continue
-        for rule in ("run", "vote"):
-            for count in (1, 2, 3):
-                for floor in (0.0, 0.7, 0.9):
-                    caught, total, false, minutes = collections.Counter(), collections.Counter(), 0, 0.0
-                    for mapped, events in runs:
-                        labels = [(end_s, stable) for (end_s, _), stable in
-                                  zip(mapped, stable_states([p for _, p in mapped], count, rule, floor, background))
-                                  if end_s >= 0]
-                        k, f = score(labels, events)
-                        caught.update(k)
-                        total.update(e["group"] for e in events)
-                        false += f
-                        minutes += minutes_of(labels, a)
-                    print(f"| {name} | {rule} | {count} | {floor} | {caught['core']} of {total['core']} | "
-                          f"{caught['novel']} of {total['novel']} | {false / minutes:.2f} |")
+        for count in (1, 2, 3):
+            for floor in (0.0, 0.7, 0.9):
+                caught, total, false, minutes = collections.Counter(), collections.Counter(), 0, 0.0
+                for mapped, events in runs:
+                    labels = [(end_s, stable) for (end_s, _), stable in
+                              zip(mapped, stable_states([p for _, p in mapped], count, floor, background))
+                              if end_s >= 0]
+                    k, f = score(labels, events)
+                    caught.update(k)
+                    total.update(e["group"] for e in events)
+                    false += f
+                    minutes += minutes_of(labels, a)
+                print(f"| {name} | {count} | {floor} | {caught['core']} of {total['core']} | "
+                      f"{caught['novel']} of {total['novel']} | {false / minutes:.2f} |")
 
 
 def phase(a, work, name, timelines, state_from):

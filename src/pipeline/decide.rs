@@ -2,8 +2,6 @@
 //! whether a prediction is published (rate limit / on change). Driven by unit tests, no
 //! clocks or sockets.
 
-use std::collections::VecDeque;
-
 /// The stable state's label while nothing known happens: what a model's background class
 /// (`Manifest::background`) becomes, an empty label (a class name is never empty).
 pub const NOTHING: &str = "";
@@ -18,51 +16,43 @@ pub fn state_label<'a>(label: &'a str, background: Option<&str>) -> &'a str {
     }
 }
 
-/// A label becomes stable once `count` of the last `2 * count - 1` predictions are it, each
-/// scoring at least `min_score` (a prediction under it is no one's vote): a majority vote,
-/// the median filter of labels. `count` in a row is such a majority; so is a label that
-/// wins `count` of the window while another flickers between (a view whose frames alternate
-/// between its old state's neighbours leaves that old state). No two labels can both hold
-/// `count` of the window, and one prediction alone never changes a stable label of
-/// `count` ≥ 2.
+/// A label becomes stable after `count` consecutive predictions of it, each scoring at
+/// least `min_score`.
 #[derive(Debug, Clone)]
 pub struct Debouncer {
     count: usize,
     min_score: f32,
-    /// The last `2 * count - 1` votes, the newest at the back.
-    recent: VecDeque<Option<String>>,
+    candidate: Option<(String, usize)>,
     stable: Option<String>,
 }
 
 impl Debouncer {
     pub fn new(count: usize, min_score: f32) -> Self {
-        let count = count.max(1);
         Self {
-            count,
+            count: count.max(1),
             min_score,
-            recent: VecDeque::with_capacity(2 * count - 1),
+            candidate: None,
             stable: None,
         }
     }
 
     /// Feed one prediction; returns the new stable label when it changes.
     pub fn observe(&mut self, label: &str, score: f32) -> Option<String> {
-        if self.recent.len() == 2 * self.count - 1 {
-            self.recent.pop_front();
-        }
-        let vote = (score >= self.min_score).then(|| label.to_string());
-        self.recent.push_back(vote);
-        // A label's votes grow only when it is voted for: the label just voted for is the
-        // only one that can have reached `count` now.
-        if score < self.min_score || self.stable.as_deref() == Some(label) {
+        if score < self.min_score {
+            self.candidate = None;
             return None;
         }
-        let votes = self
-            .recent
-            .iter()
-            .filter(|v| v.as_deref() == Some(label))
-            .count();
-        if votes >= self.count {
+        let run = match &mut self.candidate {
+            Some((l, n)) if l == label => {
+                *n += 1;
+                *n
+            }
+            _ => {
+                self.candidate = Some((label.to_string(), 1));
+                1
+            }
+        };
+        if run >= self.count && self.stable.as_deref() != Some(label) {
             self.stable = Some(label.to_string());
             return self.stable.clone();
         }
@@ -138,24 +128,13 @@ mod tests {
     }
 
     #[test]
-    fn a_majority_of_the_recent_predictions_decides() {
+    fn a_low_score_or_other_label_restarts_the_count() {
         let mut d = Debouncer::new(2, 0.5);
         d.observe("a", 0.9);
-        assert_eq!(d.observe("a", 0.1), None, "a low score is no one's vote");
-        assert_eq!(d.observe("a", 0.9).as_deref(), Some("a"), "2 of the last 3");
-        // The old state's neighbours flicker; the one with 2 of the last 3 wins.
+        assert_eq!(d.observe("a", 0.1), None);
+        assert_eq!(d.observe("a", 0.9), None);
         assert_eq!(d.observe("b", 0.9), None);
-        assert_eq!(d.observe("c", 0.9), None);
         assert_eq!(d.observe("b", 0.9).as_deref(), Some("b"));
-        assert_eq!(d.observe("b", 0.9), None, "already stable");
-        // One prediction alone changes nothing.
-        assert_eq!(d.observe("c", 0.9), None);
-        assert_eq!(d.stable(), Some("b"));
-        // With a count of 1, every confident prediction is the state.
-        let mut d = Debouncer::new(1, 0.5);
-        assert_eq!(d.observe("a", 0.9).as_deref(), Some("a"));
-        assert_eq!(d.observe("b", 0.4), None);
-        assert_eq!(d.observe("b", 0.6).as_deref(), Some("b"));
     }
 
     #[test]
