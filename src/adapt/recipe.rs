@@ -89,12 +89,10 @@ pub struct Overrides {
     pub new_label_offset: Option<f32>,
     pub anchor_weight: Option<f32>,
     pub anchor_embedding_weight: Option<f32>,
-    /// Image samples: random-crop padding (pixels), rotation range (degrees), scale range,
-    /// mirroring.
+    /// Image samples: random-crop padding (pixels), rotation range (degrees), scale range.
     pub sample_crop: Option<usize>,
     pub sample_rotate: Option<f32>,
     pub sample_scale: Option<f32>,
-    pub sample_hflip: Option<bool>,
     /// Audio samples: speed range, time shift (ms), largest time and frequency masks.
     pub sample_speed: Option<f32>,
     pub sample_shift_ms: Option<f32>,
@@ -204,7 +202,7 @@ impl Recipe {
                 crop_padding: o.sample_crop.unwrap_or(image.crop_padding),
                 rotate_deg: o.sample_rotate.unwrap_or(image.rotate_deg),
                 scale: o.sample_scale.unwrap_or(image.scale),
-                hflip: o.sample_hflip.unwrap_or(image.hflip),
+                ..image.clone()
             },
             sample_audio_augment: AudioAugment {
                 speed: o.sample_speed.unwrap_or(audio.speed),

@@ -104,15 +104,13 @@ pub struct RecipeFlags {
     #[arg(long)]
     pub sample_freq_mask: Option<usize>,
     /// Augmentation of the user's image samples: random-crop padding in pixels, rotation
-    /// range in degrees, scale range, mirroring (`Recipe::sample_augment`).
+    /// range in degrees, scale range (`Recipe::sample_augment`).
     #[arg(long)]
     pub sample_crop: Option<usize>,
     #[arg(long)]
     pub sample_rotate: Option<f32>,
     #[arg(long)]
     pub sample_scale: Option<f32>,
-    #[arg(long)]
-    pub sample_hflip: Option<bool>,
     /// Replay exemplars' pull towards the pre-adaptation prediction and embedding
     /// (`Recipe::anchor_weight`, `anchor_embedding_weight`).
     #[arg(long)]
@@ -136,7 +134,6 @@ impl RecipeFlags {
             sample_crop: self.sample_crop,
             sample_rotate: self.sample_rotate,
             sample_scale: self.sample_scale,
-            sample_hflip: self.sample_hflip,
             sample_speed: self.sample_speed,
             sample_shift_ms: self.sample_shift_ms,
             sample_time_mask: self.sample_time_mask,

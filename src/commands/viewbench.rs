@@ -57,10 +57,6 @@ pub struct ViewBenchArgs {
     /// fails (default: `adapt.budget_secs`).
     #[arg(long)]
     pub budget_secs: Option<u64>,
-    /// Every this-many-th teaching frame of a state is held back to judge the fine-tune
-    /// (default: `adapt.holdout_every`).
-    #[arg(long)]
-    pub holdout_every: Option<usize>,
     /// After the region, cut every frame to the square around its change from the view's
     /// reference, the mean of the teaching frames of this state, as the daemon does for a
     /// model with a `change_reference` (default: the model's `change_reference`).
@@ -281,9 +277,6 @@ pub fn run(args: &ViewBenchArgs) -> anyhow::Result<ViewBenchReport> {
     let mut settings = AdaptSettings::defaults();
     if let Some(b) = args.budget_secs {
         settings.budget_secs = b;
-    }
-    if let Some(n) = args.holdout_every {
-        settings.holdout_every = n;
     }
     let sets = ShippedSets::load(&pkg, None)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
