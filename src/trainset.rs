@@ -159,14 +159,6 @@ impl FeatureData<'_> {
         }
     }
 
-    /// Augment every image item with `a` instead of the default (when augmentation is on);
-    /// no effect on audio.
-    pub fn set_image_augment_all(&mut self, a: ImageAugment) {
-        if let Kind::Image { augment, .. } = &mut self.kind {
-            *augment = augment.as_ref().map(|_| a);
-        }
-    }
-
     /// Augment audio item `i` with `a` instead of the default (when augmentation is on);
     /// no effect on images.
     pub fn set_audio_augment(&mut self, i: usize, a: AudioAugment) {

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use super::eval::{EvalReport, evaluate};
-use crate::augment::{AudioAugment, BandLimit, BedMix, ImageAugment, Reverb};
+use crate::augment::{AudioAugment, BandLimit, BedMix, Reverb};
 use crate::dataset::{self, Dataset, LoadOptions};
 use crate::features::change::REFERENCE_FRAMES;
 use crate::features::{Modality, Preprocess, Raw};
@@ -114,12 +114,6 @@ pub struct TrainArgs {
     /// (`features::ChangeLocator`).
     #[arg(long)]
     pub crop_to_change: Option<String>,
-    /// Images: rotate every training image by up to this many degrees and scale it by up
-    /// to this fraction, besides the default shift and mirror (`augment::ImageAugment`).
-    #[arg(long, default_value_t = 0.0)]
-    pub augment_rotate: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub augment_scale: f32,
 }
 
 /// `64x48` → (64, 48).
@@ -382,16 +376,6 @@ fn load_beds(args: &TrainArgs, train: &Dataset) -> anyhow::Result<Vec<(PathBuf, 
         .collect()
 }
 
-/// The image augmentation `train` uses when it is not the default: `--augment-rotate` and
-/// `--augment-scale` on top of it.
-fn image_augment(args: &TrainArgs) -> Option<ImageAugment> {
-    (args.augment_rotate > 0.0 || args.augment_scale > 0.0).then(|| ImageAugment {
-        rotate_deg: args.augment_rotate,
-        scale: args.augment_scale,
-        ..ImageAugment::default()
-    })
-}
-
 /// The audio augmentation `train` uses: the defaults, plus bed mixing with `--noise-beds`
 /// and the band limit and reverberation with `--mic-augment`; none for images.
 fn audio_augment(args: &TrainArgs, preprocess: &Preprocess) -> Option<AudioAugment> {
@@ -498,9 +482,6 @@ fn train(
     cfg.budget_secs = args.budget_mins.map(|m| (m * 60.0) as u64);
 
     let mut train_data = FeatureData::from_dataset(&data.train, &design.preprocess, true)?;
-    if let Some(a) = image_augment(args) {
-        train_data.set_image_augment_all(a);
-    }
     if let Some(a) = audio_augment(args, &design.preprocess) {
         train_data.set_room(a, data.bed_pcm());
     }
@@ -708,7 +689,6 @@ fn write_package(
             samples_per_class: classes.iter().cloned().zip(data.counts.clone()).collect(),
             init: init.map(|b| b.dir.display().to_string()),
             audio_augment: audio_augment(args, &design.preprocess),
-            image_augment: image_augment(args),
             noise_beds: data
                 .beds
                 .iter()

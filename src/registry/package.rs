@@ -91,9 +91,6 @@ pub struct DataInfo {
     /// The audio augmentation training used (absent for images and older packages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_augment: Option<crate::augment::AudioAugment>,
-    /// The image augmentation training used when not the default (absent otherwise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_augment: Option<crate::augment::ImageAugment>,
     /// The background beds mixed under the clips (`train --noise-beds`), by path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub noise_beds: Vec<String>,
