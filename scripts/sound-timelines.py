@@ -201,29 +201,11 @@ def score(labels, events):
     return caught, false
 
 
-def stable_states(preds, count, floor, background, min_score=0.5):
-    """The stable label after each window under the rule of `pipeline::Debouncer`: a label
-    after `count` windows of it in a row. A window scoring under `min_score`
-    (`publish.min_score`) is no one's; one of the background class, or scoring under
-    `floor`, is nothing ("")."""
-    stable, recent, out = "", [], []
-    for p in preds:
-        lab = None if p["score"] < min_score else \
-            "" if p["label"] == background or p["score"] < floor else p["label"]
-        recent = (recent + [lab])[-count:]
-        if lab is not None and recent.count(lab) == count:
-            stable = lab
-        out.append(stable)
-    return out
-
-
 def rescore(a, work):
     """The predictions a run kept (WORK/<phase>/<timeline>/messages.json) scored again under
-    other stable-state rules: a label is stable after `count` windows in a row (under 0.5,
-    the default `publish.min_score`, a window is no one's), and a window whose score is
-    under `floor` counts as nothing (an open-set rule on top of the
-    model's background class; 0: the daemon's rule). No daemon runs; the windows are mapped as
-    in a live run."""
+    other stable-state rules: a label is stable after `count` windows in a row, and a window
+    whose score is under `floor` counts as nothing (an open-set rule on top of the model's
+    background class). No daemon runs; the windows are mapped as in a live run."""
     background = json.load(open(f"{a.model}/manifest.json")).get("background")
     print("| phase | windows in a row | score under it is nothing | core caught | novel caught | false alarms a minute |")
     print("|---|---|---|---|---|---|")
@@ -234,12 +216,17 @@ def rescore(a, work):
         if not runs:
             continue
         for count in (1, 2, 3):
-            for floor in (0.0, 0.7, 0.9):
+            for floor in (0.0, 0.5, 0.7, 0.9):
                 caught, total, false, minutes = collections.Counter(), collections.Counter(), 0, 0.0
                 for mapped, events in runs:
-                    labels = [(end_s, stable) for (end_s, _), stable in
-                              zip(mapped, stable_states([p for _, p in mapped], count, floor, background))
-                              if end_s >= 0]
+                    stable, run, cand, labels = "", 0, None, []
+                    for end_s, p in mapped:
+                        lab = "" if p["label"] == background or p["score"] < floor else p["label"]
+                        run, cand = (run + 1, cand) if lab == cand else (1, lab)
+                        if run >= count:
+                            stable = lab
+                        if end_s >= 0:
+                            labels.append((end_s, stable))
                     k, f = score(labels, events)
                     caught.update(k)
                     total.update(e["group"] for e in events)
