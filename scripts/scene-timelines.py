@@ -22,6 +22,7 @@ by frame, the truth, the retained state and the frame's own prediction, and
 `predictions.jsonl` the timeline's prediction messages (every class's score).
 """
 import argparse
+import collections
 import csv
 import itertools
 import json
@@ -152,20 +153,45 @@ def stable_states(preds, count, min_score):
 
 def rescore(a, work):
     """The predictions a run kept (WORK/<view>/predictions.jsonl) scored again under other
-    `publish.debounce_count` and `publish.min_score`; no daemon runs."""
+    `publish.debounce_count` and `publish.min_score`; no daemon runs. Then why the run's
+    own retained states were wrong (WORK/<view>/frames.csv), and how the frames' own
+    predictions match the truth shifted by a few frames (an RTSP run's alignment)."""
     print("| predictions in a row | score floor | state right (mean) | worst view | changes within 2 s |")
     print("|---|---|---|---|---|")
     views = sorted(v for v in os.listdir(work) if os.path.exists(f"{work}/{v}/predictions.jsonl"))
+    truths = {v: [r["state"] for r in csv.DictReader(open(f"{a.data}/{a.split}/{v}/timeline.csv"))]
+              for v in views}
     for count, floor in itertools.product((1, 2, 3), (0.5, 0.3, 0.0)):
         accs, hits, n = [], 0, 0
         for view in views:
             preds = [json.loads(line) for line in open(f"{work}/{view}/predictions.jsonl")]
-            truth = [r["state"] for r in csv.DictReader(open(f"{a.data}/{a.split}/{view}/timeline.csv"))]
-            acc, in_time, changes = score_shown(stable_states(preds, count, floor), truth)
+            acc, in_time, changes = score_shown(stable_states(preds, count, floor), truths[view])
             accs.append(acc)
             hits += in_time
             n += changes
         print(f"| {count} | {floor} | {sum(accs) / len(accs):.3f} | {min(accs):.3f} | {hits} of {n} |")
+    why, confused, shifted = collections.Counter(), collections.Counter(), collections.Counter()
+    for view in views:
+        rows = list(csv.DictReader(open(f"{work}/{view}/frames.csv")))
+        truth = truths[view]
+        changes = [0] + [t for t in range(1, len(truth)) if truth[t] != truth[t - 1]]
+        settling = {t for c in changes for t in (c, c + 1)}
+        for t, r in enumerate(rows):
+            for k in range(-3, 4):
+                if 0 <= t + k < len(rows):
+                    shifted[k, "n"] += 1
+                    shifted[k, "right"] += rows[t + k]["prediction"] == truth[t]
+            if t in settling or r["state"] == r["truth"]:
+                continue
+            if r["prediction"] == r["truth"]:
+                why["the frame is right, the retained state lags"] += 1
+            else:
+                why["the frame's own prediction is wrong"] += 1
+                confused[f"{r['truth']} -> {r['prediction']}"] += 1
+    print(f"\nscored frames with the wrong state: {dict(why)}")
+    print(f"the wrong predictions: {dict(confused.most_common())}")
+    print("frame t's truth against prediction t+k: " +
+          ", ".join(f"k={k}: {shifted[k, 'right'] / shifted[k, 'n']:.3f}" for k in range(-3, 4)))
 
 
 def run_view(a, view, region, work):
