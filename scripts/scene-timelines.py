@@ -113,12 +113,16 @@ def score(messages, truth, rtsp=False):
     return score_shown(per_frame, truth) + (per_frame, preds)
 
 
+def changes_of(truth):
+    """The frames where the truth changes (the start is one) and the frames not scored,
+    those within 2 frames after a change."""
+    changes = [0] + [t for t in range(1, len(truth)) if truth[t] != truth[t - 1]]
+    return changes, {t for c in changes for t in range(c, c + 2)}
+
+
 def score_shown(per_frame, truth):
     """(accuracy outside 2 frames after a change, changes shown within 2 frames, changes)."""
-    changes = [0] + [t for t in range(1, len(truth)) if truth[t] != truth[t - 1]]
-    settling = set()
-    for c in changes:
-        settling.update(range(c, c + 2))
+    changes, settling = changes_of(truth)
     scored = [t for t in range(len(truth)) if t not in settling]
     right = sum(per_frame[t] == truth[t] for t in scored)
     late = []
@@ -174,8 +178,7 @@ def rescore(a, work):
     for view in views:
         rows = list(csv.DictReader(open(f"{work}/{view}/frames.csv")))
         truth = truths[view]
-        changes = [0] + [t for t in range(1, len(truth)) if truth[t] != truth[t - 1]]
-        settling = {t for c in changes for t in (c, c + 1)}
+        _, settling = changes_of(truth)
         for t, r in enumerate(rows):
             for k in range(-3, 4):
                 if 0 <= t + k < len(rows):

@@ -103,9 +103,9 @@ pub struct Overrides {
 impl Recipe {
     /// *(choice, measured: BENCHMARKS.md "Few-shot on unseen speakers and real drums" and
     /// "Promoted versions on the full validation split")* The recipe for a model of
-    /// `modality`.
+    /// `kind`.
     ///
-    /// Both fine-tune with plain cross-entropy, batch 16, the last stage and the head only,
+    /// Image and audio both fine-tune with plain cross-entropy, batch 16, the last stage and the head only,
     /// replay exemplars anchored to the model before adapting (weight 0.5 on their
     /// prediction, 1 on their embedding), all of their steps (`adapt.budget_secs` only
     /// limits the time: 5–10 s here).
@@ -227,7 +227,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_daemon_settings_and_then_the_overrides_change_the_modalitys_recipe() {
+    fn the_daemon_settings_and_then_the_overrides_change_the_models_recipe() {
         let mut settings = AdaptSettings::defaults();
         let none = Overrides::default();
         let audio = Recipe::resolve(ModelKind::Audio, &settings, &none, false, 7);
